@@ -1,0 +1,19 @@
+//! The co-sell domain: the Referral resource, its lifecycle, deal kinds,
+//! validation of new deals and deadlines. Pure: no I/O.
+
+pub mod country;
+pub mod deadline;
+pub mod deal;
+pub mod enums;
+pub mod lifecycle;
+pub mod patch;
+pub mod referral;
+
+pub use deal::{DealKind, Problem, validate_new_deal};
+pub use enums::*;
+pub use lifecycle::{LifecycleAction, Stage, TransitionError};
+pub use patch::{PatchOp, PatchOpKind};
+pub use referral::{Referral, ReferralParseError};
+
+#[cfg(test)]
+mod proptests;

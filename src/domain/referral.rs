@@ -1,0 +1,545 @@
+//! The Partner Center Referral resource (`/v1.0/engagements/referrals`).
+//!
+//! Every object keeps the fields this build does not know in `extra`, and they
+//! are serialized back unchanged. Known fields that are absent stay absent.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::enums::*;
+
+/// Unknown fields of one JSON object, kept in their original order.
+pub type Extra = Map<String, Value>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Referral {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engagement_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_reference_id: Option<String>,
+    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    pub created_date_time: Option<DateTime<Utc>>,
+    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    pub updated_date_time: Option<DateTime<Utc>>,
+    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    pub expiration_date_time: Option<DateTime<Utc>>,
+    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    pub accepted_date_time: Option<DateTime<Utc>>,
+    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    pub closed_date_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ReferralStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substatus: Option<ReferralSubstatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub referral_type: Option<ReferralType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualification: Option<ReferralQualification>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_profile: Option<CustomerProfile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Consent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<ReferralDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<Vec<Member>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_context: Option<InviteContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Vec<ReferralTarget>>,
+    /// Quoted ETag as the service sends it, e.g. `"\"2500ec5a-…\""`.
+    #[serde(rename = "eTag", default, skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
+    /// Observed as `Qualify|Develop|Propose|Close` and as `"100"`: kept as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sales_stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub favorite: Option<bool>,
+    /// Read-only; never sent back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerProfile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    /// Number of employees as a documented range string (`10to50employees`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// The customer's contacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<Vec<Member>>,
+    /// An array on the wire; documentation examples also send `{}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl CustomerProfile {
+    /// The customer's identifiers, when `ids` has the array shape.
+    pub fn profile_ids(&self) -> Vec<CustomerProfileId> {
+        match &self.ids {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| serde_json::from_value(v.clone()).ok())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The DUNS number, if the profile carries one.
+    pub fn duns(&self) -> Option<String> {
+        self.profile_ids()
+            .into_iter()
+            .find(|i| i.profile_type == Some(CustomerProfileType::Duns))
+            .and_then(|i| i.id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerProfileId {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_type: Option<CustomerProfileType>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Address {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_line1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_line2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// ISO 3166 two-letter code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A person: a partner seller in `team`, or a customer contact in `customerProfile.team`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_preference: Option<ContactPreference>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactPreference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_notifications: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Consent {
+    /// Spelled with the double "To" on the wire.
+    #[serde(
+        rename = "consentToToShareInfoWithOthers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub consent_to_share_info_with_others: Option<bool>,
+    #[serde(rename = "consentToContact", default, skip_serializing_if = "Option::is_none")]
+    pub consent_to_contact: Option<bool>,
+    #[serde(
+        rename = "consentToMicrosoftToContactSpecificPartners",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub consent_to_microsoft_to_contact_specific_partners: Option<bool>,
+    /// `false` makes the deal private pipeline.
+    #[serde(
+        rename = "consentToShareReferralWithMicrosoftSellers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub consent_to_share_referral_with_microsoft_sellers: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferralDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    #[serde(default, with = "lenient_number", skip_serializing_if = "Option::is_none")]
+    pub deal_value: Option<f64>,
+    /// ISO 4217 code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    pub closing_date_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<Requirements>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Requirements {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub industries: Option<Vec<Tag>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub products: Option<Vec<Tag>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<Tag>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solutions: Option<Vec<SolutionTag>>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Tag {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SolutionTag {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub tag_type: Option<SolutionTagType>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invited_by: Option<InvitedBy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assistance_request_code: Option<AssistanceRequestCode>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InvitedBy {
+    /// A GUID, or `msft` for Microsoft.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_name: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferralTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<ReferralTargetType>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ReferralTarget {
+    /// The target that routes a referral to Microsoft: `{type: BusinessProfileLocation, id: msft}`.
+    pub fn microsoft() -> Self {
+        ReferralTarget {
+            id: Some(MICROSOFT_ORGANIZATION_ID.to_owned()),
+            target_type: Some(ReferralTargetType::BusinessProfileLocation),
+            extra: Extra::new(),
+        }
+    }
+
+    pub fn is_microsoft(&self) -> bool {
+        self.id
+            .as_deref()
+            .is_some_and(|id| id.eq_ignore_ascii_case(MICROSOFT_ORGANIZATION_ID))
+    }
+}
+
+/// The organization id Partner Center uses for Microsoft.
+pub const MICROSOFT_ORGANIZATION_ID: &str = "msft";
+
+/// A record the service sent that could not be read as a Referral.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("referral {} could not be read: {reason}", id.as_deref().unwrap_or("(no id)"))]
+pub struct ReferralParseError {
+    /// The `id` field, when it could be read.
+    pub id: Option<String>,
+    /// The record exactly as received, for quarantine.
+    pub raw: String,
+    /// What was wrong, with the JSON path of the offending field.
+    pub reason: String,
+}
+
+impl Referral {
+    /// Reads one referral from the JSON the service sent. Never panics; a
+    /// failure carries the id (when readable) and the raw record.
+    pub fn from_json(value: Value) -> Result<Referral, ReferralParseError> {
+        let id = value
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let raw = value.to_string();
+        if !value.is_object() {
+            return Err(ReferralParseError {
+                id,
+                raw,
+                reason: "expected a JSON object".into(),
+            });
+        }
+        serde_path_to_error::deserialize::<_, Referral>(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            ReferralParseError {
+                id,
+                raw,
+                reason: if path == "." {
+                    inner
+                } else {
+                    format!("{path}: {inner}")
+                },
+            }
+        })
+    }
+
+    /// Reads one referral from raw bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Referral, ReferralParseError> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => Referral::from_json(v),
+            Err(e) => Err(ReferralParseError {
+                id: None,
+                raw: String::from_utf8_lossy(bytes).into_owned(),
+                reason: format!("not JSON: {e}"),
+            }),
+        }
+    }
+
+    /// The referral as JSON, unknown fields included.
+    pub fn to_json(&self) -> Value {
+        // Serializing plain data structs with string keys cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    pub fn is_inbound(&self) -> bool {
+        self.direction == Some(Direction::Incoming)
+    }
+
+    pub fn is_outbound(&self) -> bool {
+        self.direction == Some(Direction::Outgoing)
+    }
+
+    pub fn is_favorite(&self) -> bool {
+        self.favorite.unwrap_or(false)
+    }
+
+    /// The assistance request code, when the partner asked Microsoft for help.
+    pub fn assistance_requested(&self) -> Option<&AssistanceRequestCode> {
+        self.invite_context
+            .as_ref()
+            .and_then(|c| c.assistance_request_code.as_ref())
+            .filter(|c| c.requests_help())
+    }
+}
+
+/// Partner Center date-times: RFC 3339 with up to 7 fractional digits; tolerant
+/// of a missing offset (taken as UTC) and of a bare date.
+pub mod api_datetime {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(s: &str) -> Option<DateTime<Utc>> {
+        let s = s.trim();
+        if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+            return Some(dt.with_timezone(&Utc));
+        }
+        if let Ok(dt) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+            return Some(dt.and_utc());
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            return d.and_hms_opt(0, 0, 0).map(|dt| dt.and_utc());
+        }
+        None
+    }
+
+    pub fn format(dt: &DateTime<Utc>) -> String {
+        dt.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(dt) => s.serialize_str(&format(dt)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) if s.trim().is_empty() => Ok(None),
+            Some(s) => parse(&s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("not a date-time: {s:?}"))),
+        }
+    }
+}
+
+/// A number that may arrive as a JSON number or a numeric string.
+mod lenient_number {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => s.serialize_i64(*n as i64),
+            Some(n) => s.serialize_f64(*n),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        match Option::<Value>::deserialize(d)? {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom(format!("not a number: {s:?}"))),
+            Some(other) => Err(serde::de::Error::custom(format!("not a number: {other}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip_at_every_level() {
+        let raw = json!({
+            "id": "r1", "status": "Active", "substatus": "Engaged", "brandNew": {"x": 1},
+            "customerProfile": {"name": "Contoso", "isMatchingComplete": false,
+                "address": {"country": "DE", "plusCode": "9F4M"}},
+            "details": {"dealValue": 100000, "incentiveLevel": null,
+                "requirements": {"salesPlays": [], "solutions": [{"id": "S", "type": "Name", "price": null}]}},
+            "team": [{"firstName": "A", "title": "CTO"}],
+            "trackingInfo": {"microsoftMsxId": null}
+        });
+        let r = Referral::from_json(raw.clone()).unwrap();
+        assert_eq!(r.substatus, Some(ReferralSubstatus::Other("Engaged".into())));
+        assert_eq!(r.to_json(), raw);
+    }
+
+    #[test]
+    fn seven_digit_fractions_and_missing_offsets_parse() {
+        let r = Referral::from_json(json!({
+            "id": "r", "createdDateTime": "2022-02-25T17:54:36.1961744Z",
+            "updatedDateTime": "2022-02-25T18:08:51", "expirationDateTime": null,
+            "details": {"closingDateTime": "2018-11-14", "dealValue": "1500.50"}
+        }))
+        .unwrap();
+        assert_eq!(
+            r.created_date_time.unwrap().timestamp_nanos_opt(),
+            Some(1_645_811_676_196_174_400)
+        );
+        assert_eq!(r.updated_date_time.unwrap().to_rfc3339(), "2022-02-25T18:08:51+00:00");
+        assert_eq!(r.expiration_date_time, None);
+        let d = r.details.unwrap();
+        assert_eq!(d.deal_value, Some(1500.5));
+        assert_eq!(d.closing_date_time.unwrap().to_rfc3339(), "2018-11-14T00:00:00+00:00");
+    }
+
+    #[test]
+    fn an_unreadable_record_reports_its_id_path_and_raw_body() {
+        let raw = json!({"id": "bad-1", "details": {"dealValue": "lots"}});
+        let err = Referral::from_json(raw.clone()).unwrap_err();
+        assert_eq!(err.id.as_deref(), Some("bad-1"));
+        assert!(err.reason.starts_with("details.dealValue"), "{}", err.reason);
+        assert_eq!(serde_json::from_str::<Value>(&err.raw).unwrap(), raw);
+
+        let err = Referral::from_json(json!({"name": "no id"})).unwrap_err();
+        assert_eq!(err.id, None);
+        assert!(err.reason.contains("id"), "{}", err.reason);
+
+        let err = Referral::from_slice(b"{\"id\": \"x\", ").unwrap_err();
+        assert!(err.reason.starts_with("not JSON"));
+        assert_eq!(err.raw, "{\"id\": \"x\", ");
+
+        let err = Referral::from_json(json!(["not", "an", "object"])).unwrap_err();
+        assert_eq!(err.reason, "expected a JSON object");
+    }
+
+    #[test]
+    fn duns_is_read_from_the_ids_array() {
+        let r = Referral::from_json(json!({"id": "r", "customerProfile": {"ids": [
+            {"profileType": "External", "id": "1-15"}, {"profileType": "Duns", "id": "315000554"}]}}))
+        .unwrap();
+        assert_eq!(r.customer_profile.unwrap().duns().as_deref(), Some("315000554"));
+        let r = Referral::from_json(json!({"id": "r", "customerProfile": {"ids": {}}})).unwrap();
+        assert_eq!(r.customer_profile.unwrap().duns(), None);
+    }
+}
