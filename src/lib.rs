@@ -1,4 +1,8 @@
 //! cosell-sync: keeps Microsoft Partner Center co-sell referrals and CRM
 //! opportunities (Dynamics 365, Salesforce) in step, both ways.
 
+pub mod commands;
+pub mod config;
 pub mod domain;
+pub mod store;
+pub mod telemetry;

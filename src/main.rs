@@ -1,1 +1,196 @@
-fn main(){}
+//! The `cosell-sync` command line: parse, set up logging, load settings, call
+//! the library, map errors to exit codes (0 ok, 1 failure, 2 usage, 78 config).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cosell_sync::commands::{self, CommandError, exit};
+use cosell_sync::config::{self, LogFormat, Settings, Sources};
+use cosell_sync::domain::Stage;
+use cosell_sync::store::ReferralFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cosell-sync",
+    version,
+    about = "Keeps Microsoft Partner Center co-sell referrals and Dynamics 365 / Salesforce opportunities in step",
+    propagate_version = true
+)]
+struct Cli {
+    /// Configuration file (TOML); layered over the built-in defaults.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format: pretty (terminal) or json (journald, log shippers).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    /// Log level or filter, e.g. "debug" or "info,cosell_sync=trace" (RUST_LOG wins).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormatArg {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check or show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Counts by tab and stage, cursors, recent runs and open failures.
+    Status(JsonFlag),
+    /// Referrals as last synced.
+    #[command(subcommand)]
+    Referrals(ReferralsCommand),
+    /// Records that could not be synced.
+    #[command(subcommand)]
+    Failures(FailuresCommand),
+}
+
+#[derive(Args, Debug)]
+struct JsonFlag {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Check every setting and credential; exits 78 naming what is wrong.
+    Validate,
+    /// Print the effective settings with secrets redacted.
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+enum ReferralsCommand {
+    /// List referrals, most recently updated first.
+    List {
+        /// Inbound referrals (sent to you).
+        #[arg(long)]
+        inbound: bool,
+        /// Outbound referrals (created by you).
+        #[arg(long)]
+        outbound: bool,
+        /// Referrals marked as favorite.
+        #[arg(long)]
+        favorites: bool,
+        /// Only this stage: received, accepted, won, lost, declined, expired.
+        #[arg(long, value_parser = parse_stage)]
+        stage: Option<Stage>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// One referral with its CRM links, failures and sync history.
+    Show {
+        /// The Partner Center referral id.
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FailuresCommand {
+    /// Open failures (quarantined or failing records) with an operator hint.
+    List {
+        /// Include resolved and ignored ones.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+fn parse_stage(s: &str) -> Result<Stage, String> {
+    Stage::parse(s).ok_or_else(|| {
+        format!(
+            "unknown stage {s:?}; expected one of received, accepted, won, lost, declined, expired"
+        )
+    })
+}
+
+fn load_settings(cli: &Cli) -> Result<Settings, CommandError> {
+    let mut settings = config::load(&Sources::from_process(cli.config.clone()))?;
+    if let Some(f) = cli.log_format {
+        settings.log.format = match f {
+            LogFormatArg::Pretty => LogFormat::Pretty,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+    }
+    if let Some(level) = &cli.log_level {
+        settings.log.level = level.clone();
+    }
+    Ok(settings)
+}
+
+fn run(cli: Cli) -> Result<String, CommandError> {
+    let settings = load_settings(&cli)?;
+    cosell_sync::telemetry::init(settings.log.format, &settings.log.level)
+        .map_err(|e| CommandError::Usage(format!("--log-level: {e}")))?;
+    tracing::debug!(command = ?cli.command, "starting");
+    match cli.command {
+        Command::Config(ConfigCommand::Validate) => commands::config_validate(&settings),
+        Command::Config(ConfigCommand::Show) => Ok(commands::config_show(&settings)),
+        Command::Status(f) => commands::status(&settings, f.json),
+        Command::Referrals(ReferralsCommand::List {
+            inbound,
+            outbound,
+            favorites,
+            stage,
+            limit,
+            json,
+        }) => commands::referrals_list(
+            &settings,
+            &ReferralFilter {
+                inbound,
+                outbound,
+                favorites,
+                stage,
+                limit,
+            },
+            json.json,
+        ),
+        Command::Referrals(ReferralsCommand::Show { id, json }) => {
+            commands::referrals_show(&settings, &id, json.json)
+        }
+        Command::Failures(FailuresCommand::List { all, json }) => {
+            commands::failures_list(&settings, all, json.json)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // clap prints help/version with exit 0 and usage errors with exit 2.
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = stdout.write_all(out.as_bytes());
+            let _ = stdout.flush();
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            let err = anyhow::Error::new(e);
+            eprintln!("error: {err:#}");
+            if let Some(hint) = err
+                .downcast_ref::<CommandError>()
+                .and_then(CommandError::hint)
+            {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

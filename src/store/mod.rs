@@ -1,0 +1,240 @@
+//! The SQLite state store: referral snapshots, CRM links, cursors, the outbox,
+//! failures, run history, per-referral events and a small key-value table.
+//!
+//! WAL journal with `synchronous=FULL`: a transaction that returned is on disk.
+//! Every multi-row change goes through [`Store::write`], one transaction.
+
+mod models;
+mod repo;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+pub use models::*;
+pub use repo::Repo;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = schema::MIGRATIONS.len() as i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the state store {path} has schema version {found}, newer than this build's {supported}: upgrade cosell-sync"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("migration to schema version {version} failed: {source}")]
+    Migration {
+        version: i64,
+        source: rusqlite::Error,
+    },
+    #[error("{what} already exists: {detail}")]
+    Duplicate { what: &'static str, detail: String },
+    #[error("{what} {key} not found")]
+    NotFound { what: &'static str, key: String },
+    #[error("stored {what} is unreadable: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("state store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+impl StoreError {
+    /// What an operator can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            StoreError::Open { .. } => {
+                "check that state.path points to a writable directory (systemd: StateDirectory=)"
+            }
+            StoreError::TooNew { .. } => {
+                "run the newer cosell-sync that wrote this file, or restore a backup"
+            }
+            StoreError::Migration { .. } | StoreError::Corrupt { .. } => {
+                "keep a copy of the state file and report the problem; restoring a backup also works"
+            }
+            StoreError::Duplicate { .. } => "this is a bug in cosell-sync's bookkeeping; report it",
+            StoreError::NotFound { .. } => "check the id (see `cosell-sync referrals list`)",
+            StoreError::Sqlite(_) => "check disk space and permissions of the state file",
+        }
+    }
+}
+
+/// Turns a constraint violation into a typed duplicate error.
+pub(crate) fn classify(e: rusqlite::Error, what: &'static str) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e
+        && f.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        return StoreError::Duplicate {
+            what,
+            detail: msg.clone().unwrap_or_else(|| f.to_string()),
+        };
+    }
+    StoreError::Sqlite(e)
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 UTC text, so they sort.
+pub fn ts(dt: DateTime<Utc>) -> String {
+    dt.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt {
+            what: "timestamp",
+            detail: format!("{s:?}: {e}"),
+        })
+}
+
+/// The state store. Cheap to share behind an `Arc`; calls serialize on one
+/// connection, which is what SQLite does for writers anyway.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                open_err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot create {}: {e}", dir.display())),
+                ))
+            })?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        Self::configure(&conn).map_err(open_err)?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store without creating or migrating it (read-only
+    /// commands on a missing file should not create one).
+    pub fn open_existing(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        Store::open(path).map(Some)
+    }
+
+    fn configure(conn: &Connection) -> rusqlite::Result<()> {
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("journal_mode is {mode}, WAL is required")),
+            ));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        Ok(())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: current,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let version = i as i64 + 1;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Exclusive)
+                .map_err(|source| StoreError::Migration { version, source })?;
+            tx.execute_batch(sql)
+                .and_then(|_| tx.pragma_update(None, "user_version", version))
+                .and_then(|_| tx.commit())
+                .map_err(|source| StoreError::Migration { version, source })?;
+            tracing::info!(version, "state store migrated");
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (an open transaction rolls back on drop), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Reads without a transaction.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Repo<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.lock();
+        f(&Repo::new(&conn))
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction: all of its changes commit
+    /// together, or none do (an error rolls everything back).
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&Repo<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&Repo::new(&tx))?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Checks that the store accepts writes (for readiness probes).
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        self.write(|r| r.kv_set("health.last_check", &ts(Utc::now()), Utc::now()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,103 @@
+//! Versioned migrations, applied in order; `PRAGMA user_version` records the
+//! last one applied. Never edit a released migration: add a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE referrals (
+        id               TEXT PRIMARY KEY,
+        etag             TEXT,
+        status           TEXT NOT NULL,
+        substatus        TEXT NOT NULL,
+        stage            TEXT,
+        direction        TEXT,
+        referral_type    TEXT,
+        name             TEXT,
+        created_at       TEXT,
+        updated_at       TEXT,
+        deadline         TEXT,
+        projection_hash  TEXT,
+        raw_json         TEXT NOT NULL,
+        favorite         INTEGER NOT NULL DEFAULT 0,
+        locally_expired  INTEGER NOT NULL DEFAULT 0,
+        first_seen       TEXT NOT NULL,
+        last_seen        TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX referrals_stage ON referrals(stage);
+    CREATE INDEX referrals_deadline ON referrals(deadline) WHERE deadline IS NOT NULL;
+
+    CREATE TABLE links (
+        crm          TEXT NOT NULL,
+        crm_id       TEXT NOT NULL,
+        referral_id  TEXT,
+        crm_hash     TEXT,
+        crm_version  TEXT,
+        pc_hash      TEXT,
+        pc_version   TEXT,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        PRIMARY KEY (crm, crm_id),
+        UNIQUE (crm, referral_id)
+    ) STRICT;
+
+    CREATE TABLE cursors (
+        source      TEXT PRIMARY KEY,
+        position    TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE outbox (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        target           TEXT NOT NULL,
+        operation        TEXT NOT NULL,
+        record_key       TEXT NOT NULL,
+        payload          TEXT NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  TEXT NOT NULL,
+        last_error       TEXT,
+        created_at       TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX outbox_due ON outbox(next_attempt_at);
+    CREATE INDEX outbox_record ON outbox(target, record_key);
+
+    CREATE TABLE failures (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        record      TEXT NOT NULL,
+        side        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        hint        TEXT NOT NULL,
+        raw         TEXT,
+        attempts    INTEGER NOT NULL DEFAULT 1,
+        first_seen  TEXT NOT NULL,
+        last_seen   TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'open',
+        UNIQUE (record, side)
+    ) STRICT;
+
+    CREATE TABLE runs (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at   TEXT NOT NULL,
+        finished_at  TEXT,
+        outcome      TEXT,
+        summary      TEXT
+    ) STRICT;
+
+    CREATE TABLE events (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        referral_id  TEXT NOT NULL,
+        at           TEXT NOT NULL,
+        side         TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        message      TEXT NOT NULL,
+        detail       TEXT
+    ) STRICT;
+    CREATE INDEX events_referral ON events(referral_id, id);
+
+    CREATE TABLE kv (
+        key         TEXT PRIMARY KEY,
+        value       TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    ) STRICT;
+    "#,
+];

@@ -1,0 +1,442 @@
+use chrono::{Duration, TimeZone};
+use serde_json::json;
+
+use super::*;
+use crate::domain::{Referral, Stage};
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state").join("cosell-sync.db")).unwrap();
+    (dir, store)
+}
+
+fn referral(id: &str, direction: &str, status: &str, substatus: &str) -> Referral {
+    Referral::from_json(json!({
+        "id": id, "name": format!("Deal {id}"), "direction": direction, "status": status,
+        "substatus": substatus, "type": "Shared", "eTag": "\"e1\"",
+        "createdDateTime": "2026-11-20T10:00:00Z", "updatedDateTime": "2026-11-21T10:00:00Z",
+        "futureField": {"kept": true}
+    }))
+    .unwrap()
+}
+
+fn link(crm: CrmKind, crm_id: &str, referral_id: &str) -> Link {
+    Link {
+        crm,
+        crm_id: crm_id.into(),
+        referral_id: Some(referral_id.into()),
+        crm_hash: Some("h1".into()),
+        crm_version: None,
+        pc_hash: None,
+        pc_version: None,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+#[test]
+fn an_empty_file_is_migrated_and_reopens_at_the_same_version() {
+    let (dir, store) = open();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let path = store.path().to_path_buf();
+    store
+        .write(|r| r.set_cursor("partner_center", "2026-11-25T00:00:00Z", now()))
+        .unwrap();
+    drop(store);
+    let again = Store::open(&path).unwrap();
+    assert_eq!(again.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(
+        again
+            .read(|r| r.cursor("partner_center"))
+            .unwrap()
+            .as_deref(),
+        Some("2026-11-25T00:00:00Z")
+    );
+    let mode: String = again
+        .lock()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = again
+        .lock()
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous=FULL");
+    drop(dir);
+}
+
+#[test]
+fn a_file_from_a_newer_version_is_refused() {
+    let (_dir, store) = open();
+    let path = store.path().to_path_buf();
+    store
+        .lock()
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(store);
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+    assert!(err.to_string().contains("upgrade cosell-sync"));
+}
+
+#[test]
+fn open_existing_does_not_create_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.db");
+    assert!(Store::open_existing(&path).unwrap().is_none());
+    assert!(!path.exists());
+}
+
+#[test]
+fn snapshots_round_trip_and_keep_first_seen_and_flags() {
+    let (_dir, store) = open();
+    let r = referral("r1", "Incoming", "New", "Pending");
+    let mut snap = ReferralSnapshot::from_referral(&r, 14, now());
+    assert_eq!(snap.stage, Some(Stage::Received));
+    assert_eq!(
+        snap.deadline,
+        Some(Utc.with_ymd_and_hms(2026, 12, 4, 10, 0, 0).unwrap())
+    );
+    store.write(|repo| repo.upsert_referral(&snap)).unwrap();
+    store.write(|repo| repo.mark_locally_expired("r1")).unwrap();
+
+    snap.first_seen = now() + Duration::hours(1);
+    snap.last_seen = now() + Duration::hours(1);
+    snap.name = Some("Renamed".into());
+    store.write(|repo| repo.upsert_referral(&snap)).unwrap();
+
+    let back = store.read(|repo| repo.get_referral("r1")).unwrap().unwrap();
+    assert_eq!(back.first_seen, now());
+    assert_eq!(back.last_seen, now() + Duration::hours(1));
+    assert_eq!(back.name.as_deref(), Some("Renamed"));
+    assert!(
+        back.locally_expired,
+        "a local expiry is never undone by a re-read"
+    );
+    assert_eq!(back.raw["futureField"], json!({"kept": true}));
+    assert_eq!(back.referral().unwrap(), r);
+}
+
+#[test]
+fn lists_filter_by_tab_and_stage() {
+    let (_dir, store) = open();
+    store
+        .write(|repo| {
+            for (id, dir, st, sub) in [
+                ("in-1", "Incoming", "New", "Pending"),
+                ("in-2", "Incoming", "Active", "Accepted"),
+                ("out-1", "Outgoing", "Active", "Accepted"),
+                ("out-2", "Outgoing", "Closed", "Won"),
+            ] {
+                repo.upsert_referral(&ReferralSnapshot::from_referral(
+                    &referral(id, dir, st, sub),
+                    14,
+                    now(),
+                ))?;
+            }
+            repo.set_favorite("out-2", true)
+        })
+        .unwrap();
+    let ids = |f: ReferralFilter| -> Vec<String> {
+        let mut v: Vec<_> = store
+            .read(|r| r.list_referrals(&f))
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(ReferralFilter::default()).len(), 4);
+    assert_eq!(
+        ids(ReferralFilter {
+            inbound: true,
+            ..Default::default()
+        }),
+        ["in-1", "in-2"]
+    );
+    assert_eq!(
+        ids(ReferralFilter {
+            favorites: true,
+            ..Default::default()
+        }),
+        ["out-2"]
+    );
+    assert_eq!(
+        ids(ReferralFilter {
+            stage: Some(Stage::Accepted),
+            ..Default::default()
+        }),
+        ["in-2", "out-1"]
+    );
+    assert_eq!(
+        ids(ReferralFilter {
+            outbound: true,
+            stage: Some(Stage::Accepted),
+            ..Default::default()
+        }),
+        ["out-1"]
+    );
+    assert!(matches!(
+        store.write(|r| r.set_favorite("nope", true)),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn referrals_past_their_deadline_are_found() {
+    let (_dir, store) = open();
+    let snap =
+        ReferralSnapshot::from_referral(&referral("r1", "Incoming", "New", "Pending"), 14, now());
+    store.write(|r| r.upsert_referral(&snap)).unwrap();
+    let deadline = snap.deadline.unwrap();
+    assert!(
+        store
+            .read(|r| r.referrals_past_deadline(deadline - Duration::seconds(1)))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .read(|r| r.referrals_past_deadline(deadline))
+            .unwrap()
+            .len(),
+        1
+    );
+    store.write(|r| r.mark_locally_expired("r1")).unwrap();
+    assert!(
+        store
+            .read(|r| r.referrals_past_deadline(deadline))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn links_are_unique_per_crm_record_and_per_referral() {
+    let (_dir, store) = open();
+    store
+        .write(|r| r.insert_link(&link(CrmKind::Salesforce, "006A", "r1")))
+        .unwrap();
+    // The same referral may be linked once in each CRM.
+    store
+        .write(|r| r.insert_link(&link(CrmKind::Dynamics, "guid-1", "r1")))
+        .unwrap();
+
+    let err = store
+        .write(|r| r.insert_link(&link(CrmKind::Salesforce, "006A", "r2")))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate { what: "link", .. }),
+        "{err}"
+    );
+    let err = store
+        .write(|r| r.insert_link(&link(CrmKind::Salesforce, "006B", "r1")))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate { what: "link", .. }),
+        "{err}"
+    );
+
+    let mut l = store
+        .read(|r| r.link_by_referral(CrmKind::Salesforce, "r1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.crm_id, "006A");
+    l.pc_hash = Some("p2".into());
+    store.write(|r| r.update_link(&l)).unwrap();
+    assert_eq!(
+        store
+            .read(|r| r.link_by_crm_id(CrmKind::Salesforce, "006A"))
+            .unwrap()
+            .unwrap()
+            .pc_hash
+            .as_deref(),
+        Some("p2")
+    );
+    assert_eq!(store.read(|r| r.links_of_referral("r1")).unwrap().len(), 2);
+}
+
+#[test]
+fn a_failed_transaction_leaves_nothing_behind() {
+    let (_dir, store) = open();
+    let result = store.write(|r| {
+        r.enqueue(
+            &NewEffect {
+                target: "salesforce".into(),
+                operation: "upsert".into(),
+                record_key: "r1".into(),
+                payload: json!({"Name": "x"}),
+            },
+            now(),
+        )?;
+        r.set_cursor("partner_center", "later", now())?;
+        r.insert_link(&link(CrmKind::Salesforce, "006A", "r1"))?;
+        r.insert_link(&link(CrmKind::Salesforce, "006A", "r1"))
+    });
+    assert!(result.is_err());
+    assert!(store.read(|r| r.pending_effects()).unwrap().is_empty());
+    assert_eq!(store.read(|r| r.cursor("partner_center")).unwrap(), None);
+    assert_eq!(
+        store
+            .read(|r| r.link_by_crm_id(CrmKind::Salesforce, "006A"))
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn the_outbox_hands_out_due_effects_and_counts_attempts() {
+    let (_dir, store) = open();
+    let effect = |key: &str| NewEffect {
+        target: "dynamics".into(),
+        operation: "upsert".into(),
+        record_key: key.into(),
+        payload: json!({"name": key}),
+    };
+    let (a, b) = store
+        .write(|r| {
+            Ok((
+                r.enqueue(&effect("a"), now())?,
+                r.enqueue(&effect("b"), now())?,
+            ))
+        })
+        .unwrap();
+    let due = store.read(|r| r.due_effects(now(), 10)).unwrap();
+    assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a, b]);
+    assert_eq!(due[0].payload, json!({"name": "a"}));
+
+    let later = now() + Duration::minutes(5);
+    let attempts = store
+        .write(|r| r.retry_effect_later(a, "503 Service Unavailable", later))
+        .unwrap();
+    assert_eq!(attempts, 1);
+    store.write(|r| r.complete_effect(b)).unwrap();
+    assert!(store.read(|r| r.due_effects(now(), 10)).unwrap().is_empty());
+    let due = store.read(|r| r.due_effects(later, 10)).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        due[0].last_error.as_deref(),
+        Some("503 Service Unavailable")
+    );
+    assert!(matches!(
+        store.write(|r| r.retry_effect_later(999, "x", later)),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn failures_accumulate_attempts_and_move_between_states() {
+    let (_dir, store) = open();
+    let f = NewFailure {
+        record: "r1".into(),
+        side: "salesforce".into(),
+        kind: "permanent".into(),
+        message: "INVALID_FIELD: No such column 'Foo__c'".into(),
+        hint: "fix the mapping".into(),
+        raw: None,
+    };
+    let first = store.write(|r| r.record_failure(&f, now())).unwrap();
+    assert_eq!((first.attempts, first.state), (1, FailureState::Open));
+    let second = store
+        .write(|r| r.record_failure(&f, now() + Duration::minutes(1)))
+        .unwrap();
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.attempts, 2);
+    assert_eq!(second.first_seen, now());
+
+    store
+        .write(|r| r.set_failure_state(first.id, FailureState::Ignored))
+        .unwrap();
+    assert!(
+        store
+            .read(|r| r.list_failures(&[FailureState::Open]))
+            .unwrap()
+            .is_empty()
+    );
+    // A new occurrence of an ignored failure stays ignored.
+    let third = store.write(|r| r.record_failure(&f, now())).unwrap();
+    assert_eq!(third.state, FailureState::Ignored);
+
+    store
+        .write(|r| r.set_failure_state(first.id, FailureState::Retrying))
+        .unwrap();
+    assert!(
+        store
+            .write(|r| r.resolve_failure("r1", "salesforce"))
+            .unwrap()
+    );
+    assert_eq!(
+        store.read(|r| r.failure(first.id)).unwrap().unwrap().state,
+        FailureState::Resolved
+    );
+    assert_eq!(store.read(|r| r.list_failures(&[])).unwrap().len(), 1);
+}
+
+#[test]
+fn runs_and_events_are_kept_in_order() {
+    let (_dir, store) = open();
+    let id = store.write(|r| r.start_run(now())).unwrap();
+    store
+        .write(|r| {
+            r.finish_run(
+                id,
+                now() + Duration::seconds(2),
+                "clean",
+                &json!({"read": 3}),
+            )?;
+            r.append_event(
+                "r1",
+                now(),
+                "partner_center",
+                "read",
+                "received from Microsoft",
+                None,
+            )?;
+            r.append_event(
+                "r1",
+                now(),
+                "salesforce",
+                "upsert",
+                "opportunity created on hold",
+                Some(&json!({"crm_id": "006A"})),
+            )
+        })
+        .unwrap();
+    let runs = store.read(|r| r.last_runs(5)).unwrap();
+    assert_eq!(runs[0].outcome.as_deref(), Some("clean"));
+    assert_eq!(runs[0].summary, Some(json!({"read": 3})));
+    let events = store.read(|r| r.events_for("r1")).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].detail, Some(json!({"crm_id": "006A"})));
+}
+
+#[test]
+fn the_status_report_of_a_fresh_store_is_empty_but_complete() {
+    let (_dir, store) = open();
+    let report = store.read(|r| r.status_report(5)).unwrap();
+    assert_eq!(report.referrals_total, 0);
+    assert_eq!(report.by_stage.len(), 7);
+    assert!(report.by_stage.iter().all(|(_, n)| *n == 0));
+    assert_eq!(
+        report.links_by_crm,
+        vec![("dynamics".into(), 0), ("salesforce".into(), 0)]
+    );
+    assert!(report.cursors.is_empty() && report.last_runs.is_empty());
+    assert_eq!(report.schema_version, SCHEMA_VERSION);
+}
+
+#[test]
+fn kv_values_are_replaced_and_deleted() {
+    let (_dir, store) = open();
+    store.write(|r| r.kv_set("k", "1", now())).unwrap();
+    store.write(|r| r.kv_set("k", "2", now())).unwrap();
+    assert_eq!(store.read(|r| r.kv_get("k")).unwrap().as_deref(), Some("2"));
+    store.write(|r| r.kv_delete("k")).unwrap();
+    assert_eq!(store.read(|r| r.kv_get("k")).unwrap(), None);
+    store.check_writable().unwrap();
+}
