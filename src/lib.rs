@@ -3,3 +3,4 @@
 
 pub mod domain;
 pub mod http;
+pub mod partner_center;

@@ -152,7 +152,7 @@ pub enum HttpError {
         kind: TransportKind,
         message: String,
     },
-    #[error("{method} {path} returned HTTP {status}{}", describe_status_detail(.error.as_ref(), .body))]
+    #[error("{method} {path} returned HTTP {status}{}", describe_status_detail(.error.as_deref(), .body))]
     Status {
         method: String,
         path: String,
@@ -160,7 +160,7 @@ pub enum HttpError {
         /// From `Retry-After`, relative to when the response arrived.
         retry_after: Option<Duration>,
         /// The OData error body, when the service sent one.
-        error: Option<ServiceError>,
+        error: Option<Box<ServiceError>>,
         /// The start of the body, for the failures table.
         body: String,
     },
@@ -240,7 +240,7 @@ impl HttpError {
             path: path.to_owned(),
             status,
             retry_after,
-            error: ServiceError::parse(body.as_bytes()),
+            error: ServiceError::parse(body.as_bytes()).map(Box::new),
             body,
         }
     }
@@ -266,7 +266,7 @@ impl HttpError {
 
     pub fn service_error(&self) -> Option<&ServiceError> {
         match self {
-            HttpError::Status { error, .. } => error.as_ref(),
+            HttpError::Status { error, .. } => error.as_deref(),
             _ => None,
         }
     }

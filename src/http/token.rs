@@ -108,10 +108,10 @@ impl<S: TokenSource> TokenCache<S> {
     /// about to expire.
     pub async fn token(&self) -> Result<AccessToken, S::Error> {
         let mut slot = self.slot.lock().await;
-        if let Some(cached) = &slot.0 {
-            if Instant::now() < cached.refresh_at {
-                return Ok(cached.token.clone());
-            }
+        if let Some(cached) = &slot.0
+            && Instant::now() < cached.refresh_at
+        {
+            return Ok(cached.token.clone());
         }
         slot.0 = None;
         let fetched = self.source.fetch_token().await?;
