@@ -28,6 +28,8 @@ pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PK
 pub struct ClientSettings {
     pub connect_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Option<Duration>,
 }
 
 impl ClientSettings {
@@ -36,6 +38,16 @@ impl ClientSettings {
         ClientSettings {
             connect_timeout: Some(timeout.min(Duration::from_secs(10))),
             request_timeout: Some(timeout),
+            pool_idle_timeout: Some(Duration::from_secs(90)),
+        }
+    }
+
+    /// No timers at all: for tests on tokio's paused clock.
+    pub fn without_timeouts() -> Self {
+        ClientSettings {
+            connect_timeout: None,
+            request_timeout: None,
+            pool_idle_timeout: None,
         }
     }
 }
@@ -53,7 +65,8 @@ pub fn build_client(settings: &ClientSettings) -> Result<reqwest::Client, HttpEr
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(USER_AGENT)
-        .redirect(reqwest::redirect::Policy::none());
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(settings.pool_idle_timeout);
     if let Some(t) = settings.connect_timeout {
         builder = builder.connect_timeout(t);
     }
