@@ -566,3 +566,42 @@ async fn an_unreadable_record_carrying_our_crm_id_stops_the_lookup() {
         .unwrap_err();
     assert!(matches!(err, PartnerCenterError::Unreadable(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn an_unreadable_create_response_is_retriable_so_the_deal_is_looked_up_not_quarantined() {
+    let (server, client, _) = setup().await;
+    Mock::given(method("POST"))
+        .and(path(REFERRALS))
+        .respond_with(ResponseTemplate::new(201).set_body_string("<html>created</html>"))
+        .mount(&server)
+        .await;
+    let err = client.create_deal(&private_draft()).await.unwrap_err();
+    assert!(
+        matches!(err, PartnerCenterError::UnexpectedResponse { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.directive(), RetryDirective::Backoff);
+    assert_eq!(requests_to(&server, "POST", REFERRALS).await.len(), 1);
+}
+
+#[test]
+fn the_client_and_its_futures_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let server_less = cosell_sync::partner_center::PartnerCenterOptions::microsoft("app");
+    let store = std::sync::Arc::new(cosell_sync::partner_center::MemoryRefreshTokenStore::new(
+        None,
+    ));
+    let client = cosell_sync::partner_center::PartnerCenterClient::new(server_less, store).unwrap();
+    send_sync(&client);
+    let draft = private_draft();
+    send(client.get("x"));
+    send(client.create_deal(&draft));
+    send(client.patch("x", "e", &[]));
+    send(client.change_stage(&draft, &LifecycleAction::Accept));
+    send(client.find_outgoing_by_external_reference("x", Utc::now()));
+    let mut pager = client.list_changes(Utc::now(), Default::default());
+    send(pager.next_page());
+    let err = PartnerCenterError::DeviceCodeExpired;
+    send_sync(&err);
+}

@@ -310,7 +310,15 @@ impl PartnerCenterClient {
             referral_id: None,
         };
         let response = self.execute(&request).await?;
-        parse_referral(&response.body)
+        // The deal exists even if its echo is unreadable: report a retriable
+        // failure so the caller looks it up (by CRM id) instead of quarantining.
+        Referral::from_slice(&response.body).map_err(|e| PartnerCenterError::UnexpectedResponse {
+            what: "the created referral".into(),
+            reason: format!(
+                "the deal was created but its response could not be read: {}",
+                e.reason
+            ),
+        })
     }
 
     /// The outgoing referral we created for a CRM record, found by our CRM
