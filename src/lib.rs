@@ -4,5 +4,7 @@
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod http;
+pub mod partner_center;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,609 @@
+//! The Referrals API client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, IF_MATCH};
+use url::Url;
+use uuid::Uuid;
+
+use super::PartnerCenterOptions;
+use super::auth::{RefreshTokenSource, RefreshTokenStore};
+use super::create::{kind_of_draft, microsoft_referral_body, own_referral_body};
+use super::error::PartnerCenterError;
+use super::pager::ReferralPager;
+use super::query::{ListFilter, changes_filter, engagement_filter, list_url};
+use crate::domain::patch::lifecycle_patch;
+use crate::domain::{DealKind, LifecycleAction, PatchOp, Referral, Stage, validate_new_deal};
+use crate::http::{ClientSettings, HttpError, RetryPolicy, Retryable, TokenCache, build_client};
+
+/// What `create_deal` made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatedDeal {
+    pub kind: DealKind,
+    /// The partner's own referral (`Independent` or `Shared`).
+    pub referral: Referral,
+    /// For co-sell: the referral that invites Microsoft into the engagement.
+    pub microsoft_referral: Option<Referral>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: Url,
+    referrals_url: Url,
+    page_size: u32,
+    tokens: TokenCache<RefreshTokenSource>,
+    retry: RetryPolicy,
+}
+
+/// Partner Center Referrals API client. Cloning is cheap; clones share the
+/// HTTP connection pool and the token cache.
+#[derive(Clone)]
+pub struct PartnerCenterClient {
+    inner: Arc<Inner>,
+    correlation_id: Uuid,
+}
+
+impl std::fmt::Debug for PartnerCenterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartnerCenterClient")
+            .field("base_url", &self.inner.base_url.as_str())
+            .field("correlation_id", &self.correlation_id)
+            .finish()
+    }
+}
+
+pub(crate) struct ApiRequest {
+    method: Method,
+    url: Url,
+    body: Option<Vec<u8>>,
+    if_match: Option<String>,
+    prefer_representation: bool,
+    /// Safe to resend after a failure that may have reached the server.
+    idempotent: bool,
+    /// The referral concerned, for the 412 error.
+    referral_id: Option<String>,
+}
+
+impl ApiRequest {
+    pub(crate) fn get(url: Url) -> Self {
+        ApiRequest {
+            method: Method::GET,
+            url,
+            body: None,
+            if_match: None,
+            prefer_representation: false,
+            idempotent: true,
+            referral_id: None,
+        }
+    }
+}
+
+pub(crate) struct ApiResponse {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+}
+
+fn json_bytes(v: &impl serde::Serialize) -> Vec<u8> {
+    // Plain data with string keys always serializes.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn parse_referral(body: &[u8]) -> Result<Referral, PartnerCenterError> {
+    Referral::from_slice(body).map_err(|e| PartnerCenterError::Unreadable(Box::new(e)))
+}
+
+impl PartnerCenterClient {
+    /// A client with the standard HTTP settings (rustls, User-Agent, timeouts).
+    pub fn new(
+        options: PartnerCenterOptions,
+        store: Arc<dyn RefreshTokenStore>,
+    ) -> Result<Self, PartnerCenterError> {
+        let http = build_client(&ClientSettings::with_timeout(options.timeout))?;
+        Self::with_http_client(options, store, http)
+    }
+
+    /// A client over a caller-built reqwest client (`options.timeout` is then
+    /// the caller's business).
+    pub fn with_http_client(
+        options: PartnerCenterOptions,
+        store: Arc<dyn RefreshTokenStore>,
+        http: reqwest::Client,
+    ) -> Result<Self, PartnerCenterError> {
+        if options.client_id.trim().is_empty() {
+            return Err(PartnerCenterError::Config(
+                "partner_center.client_id is empty".into(),
+            ));
+        }
+        if options.page_size == 0 {
+            return Err(PartnerCenterError::Config(
+                "partner_center.page_size must be at least 1".into(),
+            ));
+        }
+        let mut base_url = options.base_url.clone();
+        if base_url.cannot_be_a_base() {
+            return Err(PartnerCenterError::Config(format!(
+                "partner_center.base_url {base_url} is not a base URL"
+            )));
+        }
+        if !base_url.path().ends_with('/') {
+            let path = format!("{}/", base_url.path());
+            base_url.set_path(&path);
+        }
+        let referrals_url = base_url
+            .join("v1.0/engagements/referrals")
+            .map_err(|e| PartnerCenterError::Config(format!("partner_center.base_url: {e}")))?;
+        let source = RefreshTokenSource::new(http.clone(), &options, store);
+        Ok(PartnerCenterClient {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                referrals_url,
+                page_size: options.page_size,
+                tokens: TokenCache::new(source),
+                retry: RetryPolicy::new(options.retry.clone()),
+            }),
+            correlation_id: Uuid::new_v4(),
+        })
+    }
+
+    /// The same client, sending `MS-CorrelationId: id` (one per sync cycle).
+    pub fn with_correlation_id(&self, id: Uuid) -> Self {
+        PartnerCenterClient {
+            inner: self.inner.clone(),
+            correlation_id: id,
+        }
+    }
+
+    pub fn correlation_id(&self) -> Uuid {
+        self.correlation_id
+    }
+
+    pub(crate) fn base_url(&self) -> &Url {
+        &self.inner.base_url
+    }
+
+    /// True after Entra ID refused the stored sign-in, until a new refresh
+    /// token is saved (`cosell-sync login partner-center`). While paused no
+    /// request reaches the token endpoint or the API.
+    pub fn paused_for_login(&self) -> bool {
+        self.inner.tokens.source().paused()
+    }
+
+    /// Referrals updated at or after `since`, oldest change first, page by page.
+    pub fn list_changes(&self, since: DateTime<Utc>, filter: ListFilter) -> ReferralPager {
+        let url = list_url(
+            &self.inner.referrals_url,
+            &changes_filter(since, &filter),
+            self.inner.page_size,
+        );
+        ReferralPager::new(self.clone(), url)
+    }
+
+    /// Every referral of one engagement (`engagementId eq '<id>'`).
+    pub fn list_engagement(&self, engagement_id: &str) -> ReferralPager {
+        let url = list_url(
+            &self.inner.referrals_url,
+            &engagement_filter(engagement_id),
+            self.inner.page_size,
+        );
+        ReferralPager::new(self.clone(), url)
+    }
+
+    fn referral_url(&self, id: &str) -> Result<Url, PartnerCenterError> {
+        if id.trim().is_empty() {
+            return Err(PartnerCenterError::InvalidPatch {
+                id: String::new(),
+                reason: "the referral id is empty".into(),
+            });
+        }
+        let mut url = self.inner.referrals_url.clone();
+        url.path_segments_mut()
+            .map_err(|_| {
+                PartnerCenterError::Config("partner_center.base_url is not a base URL".into())
+            })?
+            .push(id);
+        Ok(url)
+    }
+
+    /// `GET /v1.0/engagements/referrals/{id}`.
+    pub async fn get(&self, id: &str) -> Result<Referral, PartnerCenterError> {
+        let response = self
+            .execute(&ApiRequest::get(self.referral_url(id)?))
+            .await?;
+        parse_referral(&response.body)
+    }
+
+    /// Creates an outbound deal after validating it (an invalid deal is
+    /// refused with every problem, and nothing is sent). A draft asking
+    /// Microsoft for help (`inviteContext.assistanceRequestCode`) becomes
+    /// co-sell: a `Shared` referral, then the Microsoft-targeted referral in
+    /// the same engagement. Otherwise it is private pipeline (`Independent`,
+    /// not shared with Microsoft sellers).
+    ///
+    /// Creating is not idempotent: a failure that may have reached the
+    /// service is not resent. Before retrying, look for the deal with
+    /// [`find_outgoing_by_external_reference`](Self::find_outgoing_by_external_reference).
+    pub async fn create_deal(&self, draft: &Referral) -> Result<CreatedDeal, PartnerCenterError> {
+        let problems = validate_new_deal(draft);
+        if !problems.is_empty() {
+            return Err(PartnerCenterError::Invalid(problems));
+        }
+        let kind = kind_of_draft(draft);
+        let referral = self.post_referral(&own_referral_body(draft, kind)).await?;
+        tracing::info!(referral_id = %referral.id, kind = kind.as_str(), "deal created in Partner Center");
+        if kind == DealKind::Private {
+            return Ok(CreatedDeal {
+                kind,
+                referral,
+                microsoft_referral: None,
+            });
+        }
+        match self.invite_microsoft(draft, &referral).await {
+            Ok(microsoft) => Ok(CreatedDeal {
+                kind,
+                referral,
+                microsoft_referral: Some(microsoft),
+            }),
+            Err(source) => Err(PartnerCenterError::CoSellIncomplete {
+                created: Box::new(referral),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Creates the Microsoft-targeted referral in `own`'s engagement, with the
+    /// draft's assistance request code and notes. Used by `create_deal`, and
+    /// to finish a co-sell create that failed half-way (check
+    /// [`find_microsoft_referral`](Self::find_microsoft_referral) first).
+    pub async fn invite_microsoft(
+        &self,
+        draft: &Referral,
+        own: &Referral,
+    ) -> Result<Referral, PartnerCenterError> {
+        if draft.assistance_requested().is_none() {
+            return Err(PartnerCenterError::Invalid(vec![crate::domain::Problem {
+                path: "inviteContext.assistanceRequestCode".into(),
+                reason: "say how Microsoft should help before inviting Microsoft".into(),
+            }]));
+        }
+        let engagement_id = own
+            .engagement_id
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+            .ok_or_else(|| PartnerCenterError::UnexpectedResponse {
+                what: "the created referral".into(),
+                reason: format!("referral {} has no engagementId", own.id),
+            })?;
+        let microsoft = self
+            .post_referral(&microsoft_referral_body(draft, engagement_id))
+            .await?;
+        tracing::info!(referral_id = %microsoft.id, engagement_id, "Microsoft invited to the engagement");
+        Ok(microsoft)
+    }
+
+    /// The Microsoft-targeted referral of an engagement, if it exists.
+    pub async fn find_microsoft_referral(
+        &self,
+        engagement_id: &str,
+    ) -> Result<Option<Referral>, PartnerCenterError> {
+        let all = self.list_engagement(engagement_id).collect_all().await?;
+        Ok(all
+            .referrals
+            .into_iter()
+            .find(|r| r.target.iter().flatten().any(|t| t.is_microsoft())))
+    }
+
+    async fn post_referral(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<Referral, PartnerCenterError> {
+        let request = ApiRequest {
+            method: Method::POST,
+            url: self.inner.referrals_url.clone(),
+            body: Some(json_bytes(body)),
+            if_match: None,
+            prefer_representation: false,
+            idempotent: false,
+            referral_id: None,
+        };
+        let response = self.execute(&request).await?;
+        // The deal exists even if its echo is unreadable: report a retriable
+        // failure so the caller looks it up (by CRM id) instead of quarantining.
+        Referral::from_slice(&response.body).map_err(|e| PartnerCenterError::UnexpectedResponse {
+            what: "the created referral".into(),
+            reason: format!(
+                "the deal was created but its response could not be read: {}",
+                e.reason
+            ),
+        })
+    }
+
+    /// The outgoing referral we created for a CRM record, found by our CRM
+    /// id in `externalReferenceId` among outgoing referrals updated since
+    /// `created_since` (the filter uses documented fields only; the id is
+    /// matched here). The partner's own referral is preferred over the
+    /// Microsoft-targeted copy; among several, the earliest created wins.
+    pub async fn find_outgoing_by_external_reference(
+        &self,
+        external_reference_id: &str,
+        created_since: DateTime<Utc>,
+    ) -> Result<Option<Referral>, PartnerCenterError> {
+        let wanted = external_reference_id.trim();
+        let mut pager = self.list_changes(created_since, ListFilter::outgoing());
+        let mut best: Option<Referral> = None;
+        while let Some(page) = pager.next_page().await? {
+            for failure in page.failures {
+                // Deciding without this record could create a duplicate.
+                let mentions_us = serde_json::from_str::<serde_json::Value>(&failure.raw)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("externalReferenceId")
+                            .and_then(|x| x.as_str())
+                            .map(|s| s.trim() == wanted)
+                    })
+                    .unwrap_or(false);
+                if mentions_us {
+                    return Err(PartnerCenterError::Unreadable(Box::new(failure)));
+                }
+            }
+            for r in page.referrals {
+                if r.external_reference_id.as_deref().map(str::trim) != Some(wanted) {
+                    continue;
+                }
+                let rank = |r: &Referral| {
+                    let microsoft = r.target.iter().flatten().any(|t| t.is_microsoft());
+                    (microsoft, r.created_date_time)
+                };
+                if best.as_ref().is_none_or(|b| rank(&r) < rank(b)) {
+                    best = Some(r);
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// JSON Patch (`replace`/`add` only) with `If-Match: <etag>` and
+    /// `Prefer: return=representation`. Returns the updated referral when
+    /// the service sends it (200), `None` on 204. A 412 is
+    /// [`PartnerCenterError::ModifiedConcurrently`]. Status changes go through
+    /// [`change_stage`](Self::change_stage), never through here.
+    pub async fn patch(
+        &self,
+        id: &str,
+        etag: &str,
+        ops: &[PatchOp],
+    ) -> Result<Option<Referral>, PartnerCenterError> {
+        let touches_status = ops.iter().any(|op| {
+            let p = op.path.trim_end_matches('/').to_ascii_lowercase();
+            p == "/status" || p == "/substatus"
+        });
+        if touches_status {
+            return Err(PartnerCenterError::InvalidPatch {
+                id: id.to_owned(),
+                reason: "status changes must go through change_stage, which checks the lifecycle"
+                    .into(),
+            });
+        }
+        self.patch_unchecked(id, etag, ops).await
+    }
+
+    async fn patch_unchecked(
+        &self,
+        id: &str,
+        etag: &str,
+        ops: &[PatchOp],
+    ) -> Result<Option<Referral>, PartnerCenterError> {
+        let invalid = |reason: &str| PartnerCenterError::InvalidPatch {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if ops.is_empty() {
+            return Err(invalid("no operations"));
+        }
+        if let Some(op) = ops.iter().find(|op| !op.path.starts_with('/')) {
+            return Err(invalid(&format!(
+                "path {:?} is not a JSON Pointer",
+                op.path
+            )));
+        }
+        if etag.trim().is_empty() {
+            return Err(PartnerCenterError::MissingETag { id: id.to_owned() });
+        }
+        let request = ApiRequest {
+            method: Method::PATCH,
+            url: self.referral_url(id)?,
+            body: Some(json_bytes(&ops)),
+            if_match: Some(etag.to_owned()),
+            prefer_representation: true,
+            idempotent: true,
+            referral_id: Some(id.to_owned()),
+        };
+        let response = self.execute(&request).await?;
+        if response.status == 204 || response.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        match Referral::from_slice(&response.body) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                // The update was applied; only the echo is unreadable.
+                tracing::warn!(referral_id = id, reason = %e.reason, "patched referral could not be read back");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Moves a referral through its lifecycle. The transition is checked
+    /// locally first: a forbidden one is an error and nothing is sent.
+    pub async fn change_stage(
+        &self,
+        referral: &Referral,
+        action: &LifecycleAction,
+    ) -> Result<Option<Referral>, PartnerCenterError> {
+        let (status, substatus) = (referral.status.clone(), referral.substatus.clone());
+        let stage = match (&status, &substatus) {
+            (Some(s), Some(sub)) => Stage::from_api(s, sub),
+            (Some(s @ crate::domain::ReferralStatus::New), None) => {
+                Stage::from_api(s, &crate::domain::ReferralSubstatus::None)
+            }
+            _ => None,
+        }
+        .ok_or_else(|| PartnerCenterError::UnknownStage {
+            id: referral.id.clone(),
+            status: status.as_ref().map_or("(none)", |s| s.as_str()).to_owned(),
+            substatus: substatus
+                .as_ref()
+                .map_or("(none)", |s| s.as_str())
+                .to_owned(),
+        })?;
+        let ops = lifecycle_patch(stage, action)?;
+        let etag = referral.e_tag.as_deref().unwrap_or_default();
+        self.patch_unchecked(&referral.id, etag, &ops).await
+    }
+
+    /// Sets or clears the referral's `favorite` flag (with `If-Match`).
+    pub async fn set_favorite(
+        &self,
+        referral: &Referral,
+        on: bool,
+    ) -> Result<Option<Referral>, PartnerCenterError> {
+        let etag = referral.e_tag.as_deref().unwrap_or_default();
+        self.patch_unchecked(&referral.id, etag, &[PatchOp::replace("/favorite", on)])
+            .await
+    }
+
+    /// Sends a request with retries: 429/503 after `Retry-After`, transient
+    /// failures with backoff; a 401 refreshes the token once and resends once.
+    pub(crate) async fn execute(
+        &self,
+        request: &ApiRequest,
+    ) -> Result<ApiResponse, PartnerCenterError> {
+        let refreshed = AtomicBool::new(false);
+        let op = |attempt| self.attempt(request, attempt, &refreshed);
+        if request.idempotent {
+            self.inner.retry.run(op).await
+        } else {
+            self.inner
+                .retry
+                .run_if(op, |e: &PartnerCenterError| {
+                    e.retry_in_place()
+                        && match e {
+                            PartnerCenterError::Http(h) => h.request_not_processed(),
+                            // The token is fetched before anything is sent.
+                            PartnerCenterError::Token(_) => true,
+                            _ => false,
+                        }
+                })
+                .await
+        }
+    }
+
+    async fn attempt(
+        &self,
+        request: &ApiRequest,
+        attempt: u32,
+        refreshed: &AtomicBool,
+    ) -> Result<ApiResponse, PartnerCenterError> {
+        let token = self.inner.tokens.token().await?;
+        let mut response = self.send(request, token.secret(), attempt).await?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED
+            && !refreshed.swap(true, Ordering::SeqCst)
+        {
+            tracing::info!(
+                path = request.url.path(),
+                "access token rejected; refreshing it once"
+            );
+            self.inner.tokens.invalidate(&token).await;
+            let token = self.inner.tokens.token().await?;
+            response = self.send(request, token.secret(), attempt).await?;
+        }
+        let method = request.method.as_str();
+        let path = request.url.path();
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| HttpError::from_reqwest(method, path, e))?
+                .to_vec();
+            return Ok(ApiResponse { status, body });
+        }
+        let error = HttpError::from_response(method, path, response).await;
+        let code = error
+            .service_error()
+            .map(|e| e.code.clone())
+            .unwrap_or_default();
+        tracing::warn!(method, path, status, error_code = %code, attempt, "Partner Center refused the request");
+        let conflict = status == 412
+            || error.service_error().is_some_and(|e| {
+                e.has_code("preconditionFailed") || e.has_code("resourceModified")
+            });
+        if conflict && request.if_match.is_some() {
+            return Err(PartnerCenterError::ModifiedConcurrently {
+                id: request.referral_id.clone().unwrap_or_default(),
+            });
+        }
+        Err(PartnerCenterError::Http(error))
+    }
+
+    async fn send(
+        &self,
+        request: &ApiRequest,
+        bearer: &str,
+        attempt: u32,
+    ) -> Result<reqwest::Response, PartnerCenterError> {
+        let client_request_id = Uuid::new_v4();
+        let method = request.method.as_str();
+        let path = request.url.path();
+        let mut builder = self
+            .inner
+            .http
+            .request(request.method.clone(), request.url.clone())
+            .bearer_auth(bearer)
+            .header(ACCEPT, "application/json")
+            .header("client-request-id", client_request_id.to_string())
+            .header("MS-CorrelationId", self.correlation_id.to_string());
+        if let Some(body) = &request.body {
+            builder = builder
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        if let Some(etag) = &request.if_match {
+            builder = builder.header(IF_MATCH, etag.as_str());
+        }
+        if request.prefer_representation {
+            builder = builder.header("Prefer", "return=representation");
+        }
+        let started = tokio::time::Instant::now();
+        match builder.send().await {
+            Ok(response) => {
+                tracing::debug!(
+                    method,
+                    path,
+                    status = response.status().as_u16(),
+                    client_request_id = %client_request_id,
+                    correlation_id = %self.correlation_id,
+                    attempt,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "Partner Center request"
+                );
+                Ok(response)
+            }
+            Err(e) => {
+                let error = HttpError::from_reqwest(method, path, e);
+                tracing::warn!(
+                    method,
+                    path,
+                    client_request_id = %client_request_id,
+                    correlation_id = %self.correlation_id,
+                    attempt,
+                    error = %error,
+                    "Partner Center request failed"
+                );
+                Err(PartnerCenterError::Http(error))
+            }
+        }
+    }
+}
