@@ -3,6 +3,8 @@
 
 pub mod commands;
 pub mod config;
+pub mod crm;
 pub mod domain;
+pub mod http;
 pub mod store;
 pub mod telemetry;
