@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod crm;
 pub mod domain;
 pub mod http;
 pub mod partner_center;
