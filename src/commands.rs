@@ -35,6 +35,8 @@ pub enum CommandError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error("Partner Center: {0}")]
+    PartnerCenter(#[from] crate::partner_center::PartnerCenterError),
 }
 
 impl CommandError {
@@ -47,9 +49,10 @@ impl CommandError {
     }
 
     /// What the operator can do, when there is something to say.
-    pub fn hint(&self) -> Option<&'static str> {
+    pub fn hint(&self) -> Option<String> {
         match self {
-            CommandError::Store(e) => Some(e.hint()),
+            CommandError::Store(e) => Some(e.hint().to_owned()),
+            CommandError::PartnerCenter(e) => Some(e.hint()),
             _ => None,
         }
     }
@@ -451,6 +454,122 @@ pub fn failures_list(
     }
     o.push_str(&format!("{} failure(s)\n", failures.len()));
     Ok(o)
+}
+
+/// The Partner Center client over the state store's refresh token.
+pub fn partner_center_client(
+    settings: &Settings,
+    store: std::sync::Arc<Store>,
+) -> Result<crate::partner_center::PartnerCenterClient, CommandError> {
+    let tokens =
+        crate::store::StoredRefreshToken::new(store, settings.partner_center.refresh_token.clone());
+    Ok(crate::partner_center::PartnerCenterClient::new(
+        crate::partner_center::PartnerCenterOptions::from_settings(&settings.partner_center),
+        std::sync::Arc::new(tokens),
+    )?)
+}
+
+/// `login partner-center`: the device authorization grant; the refresh token
+/// is kept in the state store. `prompt` shows the operator where to sign in.
+pub async fn login_partner_center(
+    settings: &Settings,
+    prompt: impl FnOnce(&str),
+) -> Result<String, CommandError> {
+    use crate::partner_center::{PartnerCenterOptions, RefreshTokenStore, device_code_login};
+    if settings.partner_center.client_id.trim().is_empty() {
+        return Err(CommandError::ConfigProblems(vec![
+            "`partner_center.client_id`: set the application (client) id of your Entra ID app registration".into(),
+        ]));
+    }
+    let store = std::sync::Arc::new(Store::open(&settings.state.path)?);
+    let options = PartnerCenterOptions::from_settings(&settings.partner_center);
+    let token = device_code_login(&options, |p| {
+        let text = match &p.message {
+            Some(m) => m.clone(),
+            None => format!(
+                "To sign in, open {} and enter the code {}",
+                p.verification_uri, p.user_code
+            ),
+        };
+        prompt(&format!(
+            "{text}\n(Sign in with an account that has the Referrals Admin role; the code expires in {}.)",
+            humantime::format_duration(p.expires_in)
+        ));
+    })
+    .await?;
+    let tokens = crate::store::StoredRefreshToken::new(store, None);
+    tokens.save(&token).map_err(|e| {
+        CommandError::Store(StoreError::Corrupt {
+            what: "refresh token",
+            detail: e.to_string(),
+        })
+    })?;
+    tracing::info!("Partner Center sign-in stored");
+    Ok(format!(
+        "signed in to Partner Center; the refresh token is kept in the state store {}\n",
+        settings.state.path.display()
+    ))
+}
+
+/// `referrals favorite ID [--off]`: patches `favorite` in Partner Center
+/// (with `If-Match`), then records it locally.
+pub async fn referrals_favorite(
+    settings: &Settings,
+    id: &str,
+    on: bool,
+) -> Result<String, CommandError> {
+    let not_found = || CommandError::NotFound {
+        what: "referral",
+        id: id.to_owned(),
+        hint: " (see `cosell-sync referrals list`; run a sync first)",
+    };
+    let store =
+        std::sync::Arc::new(Store::open_existing(&settings.state.path)?.ok_or_else(not_found)?);
+    let snap = store.read(|r| r.get_referral(id))?.ok_or_else(not_found)?;
+    let referral = snap.referral().map_err(|e| {
+        CommandError::Store(StoreError::Corrupt {
+            what: "referral snapshot",
+            detail: e.to_string(),
+        })
+    })?;
+    let client = partner_center_client(settings, store.clone())?;
+    let client = client.with_correlation_id(uuid::Uuid::new_v4());
+    let updated = match client.set_favorite(&referral, on).await {
+        Ok(updated) => updated,
+        Err(crate::partner_center::PartnerCenterError::ModifiedConcurrently { .. }) => {
+            // Someone changed it since our last read: read it again and retry once.
+            let fresh = client.get(id).await?;
+            client.set_favorite(&fresh, on).await?.or(Some(fresh))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let now = Utc::now();
+    store.write(|r| {
+        if let Some(fresh) = &updated {
+            let mut s = ReferralSnapshot::from_referral(fresh, settings.sync.expiry_days, now);
+            s.favorite = on;
+            s.first_seen = snap.first_seen;
+            r.upsert_referral(&s)?;
+        }
+        r.set_favorite(id, on)?;
+        r.append_event(
+            id,
+            now,
+            "partner_center",
+            "favorite",
+            if on {
+                "marked as favorite"
+            } else {
+                "removed from favorites"
+            },
+            None,
+        )?;
+        Ok(())
+    })?;
+    Ok(format!(
+        "referral {id} {} favorites\n",
+        if on { "added to" } else { "removed from" }
+    ))
 }
 
 #[cfg(test)]

@@ -51,6 +51,15 @@ enum Command {
     /// Records that could not be synced.
     #[command(subcommand)]
     Failures(FailuresCommand),
+    /// Sign in to a service interactively and keep the result in the state store.
+    #[command(subcommand)]
+    Login(LoginCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum LoginCommand {
+    /// Device-code sign-in for the Referrals API (account with the Referrals Admin role).
+    PartnerCenter,
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +98,14 @@ enum ReferralsCommand {
         limit: Option<usize>,
         #[command(flatten)]
         json: JsonFlag,
+    },
+    /// Mark a referral as favorite in Partner Center (or remove the mark with --off).
+    Favorite {
+        /// The Partner Center referral id.
+        id: String,
+        /// Remove it from favorites.
+        #[arg(long)]
+        off: bool,
     },
     /// One referral with its CRM links, failures and sync history.
     Show {
@@ -133,7 +150,7 @@ fn load_settings(cli: &Cli) -> Result<Settings, CommandError> {
     Ok(settings)
 }
 
-fn run(cli: Cli) -> Result<String, CommandError> {
+async fn run(cli: Cli) -> Result<String, CommandError> {
     let settings = load_settings(&cli)?;
     cosell_sync::telemetry::init(settings.log.format, &settings.log.level)
         .map_err(|e| CommandError::Usage(format!("--log-level: {e}")))?;
@@ -166,13 +183,24 @@ fn run(cli: Cli) -> Result<String, CommandError> {
         Command::Failures(FailuresCommand::List { all, json }) => {
             commands::failures_list(&settings, all, json.json)
         }
+        Command::Referrals(ReferralsCommand::Favorite { id, off }) => {
+            commands::referrals_favorite(&settings, &id, !off).await
+        }
+        Command::Login(LoginCommand::PartnerCenter) => {
+            commands::login_partner_center(&settings, |prompt| {
+                println!("{prompt}");
+                let _ = std::io::stdout().flush();
+            })
+            .await
+        }
     }
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     // clap prints help/version with exit 0 and usage errors with exit 2.
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli).await {
         Ok(out) => {
             let mut stdout = std::io::stdout().lock();
             // A closed pipe (`| head`) is not an error worth a panic.

@@ -65,3 +65,19 @@ impl PartnerCenterOptions {
         }
     }
 }
+
+impl PartnerCenterOptions {
+    /// The client's options from the `[partner_center]` settings.
+    pub fn from_settings(s: &crate::config::PartnerCenterSettings) -> Self {
+        PartnerCenterOptions {
+            base_url: s.base_url.clone(),
+            token_url: s.token_url.clone(),
+            device_code_url: s.device_code_url.clone(),
+            client_id: s.client_id.clone(),
+            scope: s.scope.clone(),
+            page_size: s.page_size,
+            timeout: s.timeout,
+            retry: RetrySettings::default(),
+        }
+    }
+}

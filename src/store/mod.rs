@@ -7,6 +7,7 @@
 mod models;
 mod repo;
 mod schema;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -17,6 +18,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use models::*;
 pub use repo::Repo;
+pub use tokens::StoredRefreshToken;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = schema::MIGRATIONS.len() as i64;
