@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 use crate::domain::deal::describe_problems;
 use crate::domain::referral::ReferralTarget;
 use crate::domain::{
-    AssistanceRequestCode, DealKind, PatchOp, Problem, Referral, ReferralStatus, ReferralSubstatus, Stage,
-    validate_new_deal,
+    AssistanceRequestCode, DealKind, PatchOp, Problem, Referral, ReferralStatus, ReferralSubstatus,
+    Stage, validate_new_deal,
 };
 
 use super::path::FieldPath;
@@ -92,7 +92,10 @@ const ASSISTANCE: &str = "inviteContext.assistanceRequestCode";
 const SHARE_WITH_SELLERS: &str = "consent.consentToShareReferralWithMicrosoftSellers";
 
 fn problem(path: &str, reason: impl Into<String>) -> Problem {
-    Problem { path: path.to_owned(), reason: reason.into() }
+    Problem {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn read_pc(referral: &Value, path: &str) -> Option<Value> {
@@ -124,7 +127,11 @@ impl Mapping {
             }
             _ => rule.path.read(referral),
         };
-        let source = if is_empty(source.as_ref()) { rule.default.clone() } else { source };
+        let source = if is_empty(source.as_ref()) {
+            rule.default.clone()
+        } else {
+            source
+        };
         match source {
             None => match rule.empty {
                 EmptyPolicy::Clear => Desired::Set(Value::Null),
@@ -171,12 +178,10 @@ impl Mapping {
         };
         match converted.or_else(|| rule.default.clone()) {
             Some(v) => match ty {
-                Some(ty) if rule.path.wildcards() == 0 => {
-                    match super::transform::coerce(&v, ty) {
-                        Ok(v) => Desired::Set(v),
-                        Err(m) => Desired::Fail(m),
-                    }
-                }
+                Some(ty) if rule.path.wildcards() == 0 => match super::transform::coerce(&v, ty) {
+                    Ok(v) => Desired::Set(v),
+                    Err(m) => Desired::Fail(m),
+                },
                 _ => Desired::Set(v),
             },
             None => match rule.empty {
@@ -193,7 +198,7 @@ impl Mapping {
         let pc = rule.path.read(referral);
         if let Some(field) = &rule.crm {
             if let Some(crm_v) = crm.get(field) {
-                if is_empty(pc.as_ref()) && is_empty(Some(crm_v)) {
+                if rule.default.is_none() && is_empty(pc.as_ref()) && is_empty(Some(crm_v)) {
                     return true;
                 }
                 if let Desired::Set(v) = self.desired_crm(rule, referral) {
@@ -204,7 +209,10 @@ impl Mapping {
             }
         }
         match self.desired_pc(rule, crm) {
-            Desired::Set(v) => same(&v, pc.as_ref().unwrap_or(&Value::Null)) || (v.is_null() && is_empty(pc.as_ref())),
+            Desired::Set(v) => {
+                same(&v, pc.as_ref().unwrap_or(&Value::Null))
+                    || (v.is_null() && is_empty(pc.as_ref()))
+            }
             Desired::Skip => true,
             Desired::Fail(_) => false,
         }
@@ -221,8 +229,13 @@ impl Mapping {
     /// [`Mapping::to_crm`] with the problems found on the way.
     pub fn to_crm_report(&self, referral: &Value, stage: Stage) -> CrmWrite {
         let mut out = CrmWrite::default();
-        if let Some(id) = referral.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-            out.record.insert(self.external_id.clone(), Value::String(id.to_owned()));
+        if let Some(id) = referral
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            out.record
+                .insert(self.external_id.clone(), Value::String(id.to_owned()));
         }
         if let Some(flag) = &self.sync_flag {
             out.record.insert(flag.clone(), Value::Bool(true));
@@ -239,7 +252,10 @@ impl Mapping {
                     out.record.insert(field.clone(), v);
                 }
                 Desired::Skip => {}
-                Desired::Fail(m) => out.problems.push(problem(rule.path.as_str(), format!("not written to {field}: {m}"))),
+                Desired::Fail(m) => out.problems.push(problem(
+                    rule.path.as_str(),
+                    format!("not written to {field}: {m}"),
+                )),
             }
         }
         if let Some(pattern) = self.stages.pattern(stage) {
@@ -251,7 +267,8 @@ impl Mapping {
             if matches!(stage, Stage::Lost | Stage::Declined | Stage::Expired) {
                 if let Some(reason) = referral.get("statusReason").and_then(Value::as_str) {
                     if !reason.trim().is_empty() {
-                        out.record.insert(reason_field.clone(), Value::String(reason.to_owned()));
+                        out.record
+                            .insert(reason_field.clone(), Value::String(reason.to_owned()));
                     }
                 }
             }
@@ -293,12 +310,21 @@ impl Mapping {
 
     /// CRM record → changes to propose to Partner Center, relative to the
     /// referral as it is now and its current stage.
-    pub fn proposed_changes(&self, crm: &CrmRecord, current_referral: &Value, current_stage: Stage) -> Proposal {
+    pub fn proposed_changes(
+        &self,
+        crm: &CrmRecord,
+        current_referral: &Value,
+        current_stage: Stage,
+    ) -> Proposal {
         let mut doc = current_referral.clone();
         let mut patch = Vec::new();
         let mut withheld = Vec::new();
         let mut problems = Vec::new();
-        for rule in self.fields.iter().filter(|r| r.direction.writes_partner_center() && !r.create_only) {
+        for rule in self
+            .fields
+            .iter()
+            .filter(|r| r.direction.writes_partner_center() && !r.create_only)
+        {
             if self.in_step(rule, current_referral, crm) {
                 continue;
             }
@@ -306,14 +332,23 @@ impl Mapping {
                 Desired::Set(v) => v,
                 Desired::Skip => continue,
                 Desired::Fail(m) => {
-                    problems.push(problem(rule.path.as_str(), format!("{} not sent: {m}", rule.crm.as_deref().unwrap_or("template"))));
+                    problems.push(problem(
+                        rule.path.as_str(),
+                        format!(
+                            "{} not sent: {m}",
+                            rule.crm.as_deref().unwrap_or("template")
+                        ),
+                    ));
                     continue;
                 }
             };
             let path = rule.path.as_str();
             let current = rule.path.read(current_referral);
-            let one_way_back = (path == ASSISTANCE && requests_help(current.as_ref()) && !requests_help(Some(&v)))
-                || (path == SHARE_WITH_SELLERS && current == Some(Value::Bool(true)) && v != Value::Bool(true));
+            let one_way_back =
+                (path == ASSISTANCE && requests_help(current.as_ref()) && !requests_help(Some(&v)))
+                    || (path == SHARE_WITH_SELLERS
+                        && current == Some(Value::Bool(true))
+                        && v != Value::Bool(true));
             if one_way_back {
                 let mut scratch = doc.clone();
                 rule.path.write_with_patch(&mut scratch, v, &mut withheld);
@@ -332,8 +367,25 @@ impl Mapping {
         let private_now = Referral::from_json(current_referral.clone())
             .map(|r| DealKind::of(&r) == DealKind::Private)
             .unwrap_or(false);
-        if private_now && !current_stage.is_archived() && requests_help(read_pc(&doc, ASSISTANCE).as_ref()) {
+        if private_now
+            && !current_stage.is_archived()
+            && requests_help(read_pc(&doc, ASSISTANCE).as_ref())
+        {
             kind_change = Some(DealKind::CoSell);
+            // What co-sell needs that is otherwise sent only at creation (notes to Microsoft).
+            for rule in self.fields.iter().filter(|r| {
+                r.create_only
+                    && r.direction.writes_partner_center()
+                    && r.path.as_str().starts_with("inviteContext.")
+            }) {
+                if is_empty(rule.path.read(&doc).as_ref()) {
+                    if let Desired::Set(v) = self.desired_pc(rule, crm) {
+                        if !v.is_null() {
+                            rule.path.write_with_patch(&mut doc, v, &mut patch);
+                        }
+                    }
+                }
+            }
             upgrade_to_co_sell(&mut doc, &mut patch);
         }
 
@@ -346,7 +398,13 @@ impl Mapping {
             withheld.append(&mut patch);
             kind_change = None;
         }
-        Proposal { patch, stage, withheld, kind_change, problems }
+        Proposal {
+            patch,
+            stage,
+            withheld,
+            kind_change,
+            problems,
+        }
     }
 
     /// Builds an outbound deal from a flagged CRM record: constants first,
@@ -359,7 +417,11 @@ impl Mapping {
         for c in self.constants.iter().filter(|c| c.path.wildcards() == 0) {
             c.path.write(&mut doc, c.value.clone());
         }
-        for rule in self.fields.iter().filter(|r| r.direction.writes_partner_center()) {
+        for rule in self
+            .fields
+            .iter()
+            .filter(|r| r.direction.writes_partner_center())
+        {
             match self.desired_pc(rule, crm) {
                 Desired::Set(v) if !v.is_null() => rule.path.write(&mut doc, v),
                 Desired::Set(_) | Desired::Skip => {}
@@ -377,9 +439,22 @@ impl Mapping {
             upgrade_to_co_sell(&mut doc, &mut ignored);
             DealKind::CoSell
         } else {
-            FieldPath::parse("type").map(|p| p.write(&mut doc, json!("Independent"))).ok();
+            // Nothing to invite Microsoft to: notes for Microsoft wait for an upgrade.
+            if let Value::Object(m) = &mut doc {
+                if let Some(Value::Object(ctx)) = m.get_mut("inviteContext") {
+                    ctx.remove("notes");
+                    if ctx.is_empty() {
+                        m.remove("inviteContext");
+                    }
+                }
+            }
+            FieldPath::parse("type")
+                .map(|p| p.write(&mut doc, json!("Independent")))
+                .ok();
             if read_pc(&doc, SHARE_WITH_SELLERS).is_none() {
-                FieldPath::parse(SHARE_WITH_SELLERS).map(|p| p.write(&mut doc, json!(false))).ok();
+                FieldPath::parse(SHARE_WITH_SELLERS)
+                    .map(|p| p.write(&mut doc, json!(false)))
+                    .ok();
             }
             DealKind::Private
         };
@@ -394,14 +469,25 @@ impl Mapping {
             }
         };
         problems.extend(validate_new_deal(&referral));
-        NewDeal { referral, kind, problems }
+        NewDeal {
+            referral,
+            kind,
+            problems,
+        }
     }
 
     /// Whether a CRM record asks for a new outbound deal: sync flag set and no referral id yet.
     pub fn wants_new_deal(&self, crm: &CrmRecord) -> bool {
-        let flagged = self.sync_flag.as_ref().and_then(|f| crm.get(f)).is_some_and(|v| {
-            matches!(super::transform::coerce(v, schema::FieldType::Bool), Ok(Value::Bool(true)))
-        });
+        let flagged = self
+            .sync_flag
+            .as_ref()
+            .and_then(|f| crm.get(f))
+            .is_some_and(|v| {
+                matches!(
+                    super::transform::coerce(v, schema::FieldType::Bool),
+                    Ok(Value::Bool(true))
+                )
+            });
         flagged && self.referral_id(crm).is_none()
     }
 
@@ -417,7 +503,11 @@ impl Mapping {
     /// `problems` is empty); `None` without an `error_field`.
     pub fn error_update(&self, problems: &[Problem]) -> Option<CrmRecord> {
         let field = self.error_field.as_ref()?;
-        let value = if problems.is_empty() { Value::Null } else { Value::String(describe_problems(problems)) };
+        let value = if problems.is_empty() {
+            Value::Null
+        } else {
+            Value::String(describe_problems(problems))
+        };
         let mut m = Map::new();
         m.insert(field.clone(), value);
         Some(m)
@@ -433,8 +523,14 @@ impl Mapping {
                 for f in self.stages.fields() {
                     m.remove(f);
                 }
-                m.insert("$status".into(), referral.get("status").cloned().unwrap_or(Value::Null));
-                m.insert("$substatus".into(), referral.get("substatus").cloned().unwrap_or(Value::Null));
+                m.insert(
+                    "$status".into(),
+                    referral.get("status").cloned().unwrap_or(Value::Null),
+                );
+                m.insert(
+                    "$substatus".into(),
+                    referral.get("substatus").cloned().unwrap_or(Value::Null),
+                );
                 m
             }
         }
@@ -451,7 +547,11 @@ impl Mapping {
     pub fn crm_projection(&self, crm: &CrmRecord) -> CrmRecord {
         let mut fields: Vec<&str> = vec![self.external_id.as_str()];
         fields.extend(self.sync_flag.as_deref());
-        for rule in self.fields.iter().filter(|r| r.direction.writes_partner_center()) {
+        for rule in self
+            .fields
+            .iter()
+            .filter(|r| r.direction.writes_partner_center())
+        {
             fields.extend(rule.crm.as_deref());
             if let Some(t) = rule.template() {
                 fields.extend(t.fields());
@@ -529,7 +629,11 @@ impl Mapping {
                     }
                 },
             }
-            out.decisions.push(FieldDecision { path: rule.path.as_str().to_owned(), crm_field, winner });
+            out.decisions.push(FieldDecision {
+                path: rule.path.as_str().to_owned(),
+                crm_field,
+                winner,
+            });
         }
         if stage == Stage::Accepted {
             out.patch = patch;
@@ -552,13 +656,20 @@ fn upgrade_to_co_sell(doc: &mut Value, ops: &mut Vec<PatchOp>) {
     };
     set(doc, ops, "type", json!("Shared"));
     set(doc, ops, SHARE_WITH_SELLERS, json!(true));
-    let targets = doc.get("target").and_then(Value::as_array).cloned().unwrap_or_default();
+    let targets = doc
+        .get("target")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let has_microsoft = targets.iter().any(|t| {
         serde_json::from_value::<ReferralTarget>(t.clone()).is_ok_and(|t| t.is_microsoft())
     });
     if !has_microsoft {
         let target = serde_json::to_value(ReferralTarget::microsoft()).unwrap_or(Value::Null);
-        if let Ok(p) = FieldPath::parse(&format!("target[{}]", targets.len().min(super::path::MAX_INDEX))) {
+        if let Ok(p) = FieldPath::parse(&format!(
+            "target[{}]",
+            targets.len().min(super::path::MAX_INDEX)
+        )) {
             p.write_with_patch(doc, target, ops);
         }
     }

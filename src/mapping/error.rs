@@ -57,7 +57,11 @@ pub(crate) fn join_key<S: AsRef<str>>(parts: &[S]) -> String {
 /// 1-based line of a byte offset.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -76,7 +80,10 @@ mod tests {
             e.to_string(),
             r#"mappings/salesforce.toml:12: key "fields.name.directon": unknown key; expected one of crm, direction"#
         );
-        assert_eq!(join_key(&["fields", "details.dealValue"]), "fields.\"details.dealValue\"");
+        assert_eq!(
+            join_key(&["fields", "details.dealValue"]),
+            "fields.\"details.dealValue\""
+        );
         assert_eq!(line_of("a\nb\nc", 2), 2);
         assert_eq!(line_of("a\nb\nc", 0), 1);
     }

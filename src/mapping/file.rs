@@ -2,8 +2,11 @@
 //! rejected, CRM API names kept exactly), every error with file, line and key.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use toml::Spanned;
 
@@ -12,6 +15,35 @@ use super::path::FieldPath;
 use super::stages::{StagePattern, StageRules};
 use super::transform::{Conversion, Template, toml_to_json};
 use super::{Constant, EmptyPolicy, FieldDirection, FieldRule, Mapping, Owner};
+
+/// A TOML table read in file order.
+struct Ordered<T>(Vec<(String, T)>);
+
+impl<T> Default for Ordered<T> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Ordered<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, T>()? {
+                    out.push((k, v));
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,9 +59,9 @@ struct RawFile {
     #[serde(default)]
     link_url: Option<Spanned<String>>,
     #[serde(default)]
-    fields: BTreeMap<String, Spanned<RawRule>>,
+    fields: Ordered<Spanned<RawRule>>,
     #[serde(default)]
-    constants: BTreeMap<String, Spanned<toml::Value>>,
+    constants: Ordered<Spanned<toml::Value>>,
     #[serde(default)]
     stages: Option<Spanned<RawStages>>,
 }
@@ -53,7 +85,7 @@ struct RawRule {
     create_only: Option<bool>,
 }
 
-type RawPattern = Spanned<BTreeMap<String, toml::Value>>;
+type RawPattern = Spanned<Ordered<toml::Value>>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,7 +145,11 @@ fn reword(message: &str, mut key: Vec<String>) -> (Vec<String>, String) {
                 .trim_start_matches(',')
                 .trim()
                 .strip_prefix("expected one of ")
-                .or_else(|| tail.trim_start_matches(',').trim().strip_prefix("expected "))
+                .or_else(|| {
+                    tail.trim_start_matches(',')
+                        .trim()
+                        .strip_prefix("expected ")
+                })
                 .map(plain);
             let msg = match expected {
                 Some(list) => format!("unknown key; expected one of {list}"),
@@ -130,15 +166,28 @@ fn reword(message: &str, mut key: Vec<String>) -> (Vec<String>, String) {
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         if let Some((name, tail)) = rest.split_once('`') {
-            let list = tail.trim_start_matches(',').trim().strip_prefix("expected one of ").map(plain);
+            let list = tail
+                .trim_start_matches(',')
+                .trim()
+                .strip_prefix("expected one of ")
+                .map(plain);
             return (
                 key,
-                format!("unknown value {name:?}; expected one of {}", list.unwrap_or_default()),
+                format!(
+                    "unknown value {name:?}; expected one of {}",
+                    list.unwrap_or_default()
+                ),
             );
         }
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
-        return (key, format!("wrong type: found {}", plain(rest).replacen(", expected", "; expected", 1)));
+        return (
+            key,
+            format!(
+                "wrong type: found {}",
+                plain(rest).replacen(", expected", "; expected", 1)
+            ),
+        );
     }
     (key, plain(message))
 }
@@ -195,12 +244,15 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
         None => None,
         Some(s) => {
             lines.insert("link_url".into(), ctx.line(s));
-            Some(Template::parse(s.get_ref()).map_err(|m| ctx.err(Some(ctx.line(s)), "link_url".into(), m))?)
+            Some(
+                Template::parse(s.get_ref())
+                    .map_err(|m| ctx.err(Some(ctx.line(s)), "link_url".into(), m))?,
+            )
         }
     };
 
     let mut fields = Vec::new();
-    for (key, rule) in &raw.fields {
+    for (key, rule) in &raw.fields.0 {
         let line = ctx.line(rule);
         let k = |sub: &[&str]| {
             let mut parts = vec!["fields", key.as_str()];
@@ -212,15 +264,22 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
         let conversion = match &r.transform {
             None => Conversion::default(),
             Some(t) => Conversion::from_toml(t.get_ref()).map_err(|(sub, m)| MappingError {
-                    file: ctx.file.to_owned(),
-                    line: Some(ctx.line(t)),
-                    key: Some(format!("{}{}", k(&["transform"]), sub.map(|s| format!(".{s}")).unwrap_or_default())),
-                    message: m,
+                file: ctx.file.to_owned(),
+                line: Some(ctx.line(t)),
+                key: Some(format!(
+                    "{}{}",
+                    k(&["transform"]),
+                    sub.map(|s| format!(".{s}")).unwrap_or_default()
+                )),
+                message: m,
             })?,
         };
         let default = match &r.default {
             None => None,
-            Some(d) => Some(scalar_or_list(d.get_ref()).map_err(|m| ctx.err(Some(ctx.line(d)), k(&["default"]), m))?),
+            Some(d) => Some(
+                scalar_or_list(d.get_ref())
+                    .map_err(|m| ctx.err(Some(ctx.line(d)), k(&["default"]), m))?,
+            ),
         };
         fields.push(FieldRule {
             path,
@@ -236,12 +295,16 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
     }
 
     let mut constants = Vec::new();
-    for (key, value) in &raw.constants {
+    for (key, value) in &raw.constants.0 {
         let line = ctx.line(value);
         let ck = join_key(&["constants", key.as_str()]);
         let path = FieldPath::parse(key).map_err(|m| ctx.err(Some(line), ck.clone(), m))?;
         let value = scalar_or_list(value.get_ref()).map_err(|m| ctx.err(Some(line), ck, m))?;
-        constants.push(Constant { path, value, line: Some(line) });
+        constants.push(Constant {
+            path,
+            value,
+            line: Some(line),
+        });
     }
 
     let mut stages = StageRules::default();
@@ -293,7 +356,10 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
 
 fn scalar_or_list(v: &toml::Value) -> Result<Value, String> {
     match v {
-        toml::Value::Table(_) => Err("expected a single value (text, number, true/false) or a list of them, found a table".into()),
+        toml::Value::Table(_) => Err(
+            "expected a single value (text, number, true/false) or a list of them, found a table"
+                .into(),
+        ),
         toml::Value::Array(items) if items.iter().any(|i| i.is_table() || i.is_array()) => {
             Err("expected a list of single values, found nested tables or lists".into())
         }
@@ -301,7 +367,8 @@ fn scalar_or_list(v: &toml::Value) -> Result<Value, String> {
     }
 }
 
-fn pattern(raw: &BTreeMap<String, toml::Value>) -> Result<StagePattern, (Option<String>, String)> {
+fn pattern(raw: &Ordered<toml::Value>) -> Result<StagePattern, (Option<String>, String)> {
+    let raw = &raw.0;
     if raw.is_empty() {
         return Err((None, "no CRM values; expected e.g. { StageName = \"Closed Won\" } or { statecode = 1, statuscode = 3 }".into()));
     }
@@ -312,18 +379,25 @@ fn pattern(raw: &BTreeMap<String, toml::Value>) -> Result<StagePattern, (Option<
             other => vec![other.clone()],
         };
         if values.is_empty() {
-            return Err((Some(field.clone()), "empty list; expected at least one CRM value".into()));
+            return Err((
+                Some(field.clone()),
+                "empty list; expected at least one CRM value".into(),
+            ));
         }
         let mut out = Vec::new();
         for item in &values {
             match item {
-                toml::Value::String(_) | toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
-                    out.push(toml_to_json(item))
-                }
+                toml::Value::String(_)
+                | toml::Value::Integer(_)
+                | toml::Value::Boolean(_)
+                | toml::Value::Float(_) => out.push(toml_to_json(item)),
                 other => {
                     return Err((
                         Some(field.clone()),
-                        format!("expected a CRM value (text, number, true/false) or a list of them, found {}", other.type_str()),
+                        format!(
+                            "expected a CRM value (text, number, true/false) or a list of them, found {}",
+                            other.type_str()
+                        ),
                     ));
                 }
             }

@@ -16,6 +16,8 @@ mod validate;
 pub mod value;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
@@ -152,7 +154,11 @@ impl Mapping {
     pub fn load(text: &str, file: &str) -> Result<Mapping, Vec<MappingProblem>> {
         let mapping = Mapping::parse(text, file).map_err(|e| vec![e])?;
         let problems = mapping.validate();
-        if problems.is_empty() { Ok(mapping) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(mapping)
+        } else {
+            Err(problems)
+        }
     }
 
     /// The shipped Dynamics 365 mapping.

@@ -36,7 +36,9 @@ impl FieldPath {
     pub fn parse(text: &str) -> Result<FieldPath, String> {
         let mut segments = Vec::new();
         if text.trim().is_empty() {
-            return Err("empty path; expected a Partner Center field such as details.dealValue".into());
+            return Err(
+                "empty path; expected a Partner Center field such as details.dealValue".into(),
+            );
         }
         for part in text.split('.') {
             let (name, mut rest) = match part.find('[') {
@@ -55,16 +57,22 @@ impl FieldPath {
             }
             segments.push(Segment::Key(name.to_owned()));
             while !rest.is_empty() {
-                let close = rest.find(']').ok_or_else(|| format!("{text:?} has an unclosed ["))?;
+                let close = rest
+                    .find(']')
+                    .ok_or_else(|| format!("{text:?} has an unclosed ["))?;
                 let inner = &rest[1..close];
                 if inner == "*" {
                     segments.push(Segment::All);
                 } else {
                     let n: usize = inner.parse().map_err(|_| {
-                        format!("[{inner}] in {text:?} is not an index; expected [0], [1], … or [*]")
+                        format!(
+                            "[{inner}] in {text:?} is not an index; expected [0], [1], … or [*]"
+                        )
                     })?;
                     if n > MAX_INDEX {
-                        return Err(format!("index {n} in {text:?} is too large (at most {MAX_INDEX})"));
+                        return Err(format!(
+                            "index {n} in {text:?} is too large (at most {MAX_INDEX})"
+                        ));
                     }
                     segments.push(Segment::Index(n));
                 }
@@ -344,7 +352,15 @@ mod tests {
             ]
         );
         assert_eq!(p("team[0].email").shape(), "team[].email");
-        for bad in ["", "a..b", "team[x]", "team[0", "a.b c", "team[0]x", "team[1000]"] {
+        for bad in [
+            "",
+            "a..b",
+            "team[x]",
+            "team[0",
+            "a.b c",
+            "team[0]x",
+            "team[1000]",
+        ] {
             assert!(FieldPath::parse(bad).is_err(), "{bad}");
         }
     }
@@ -354,8 +370,14 @@ mod tests {
         let doc = json!({"team": [{"email": "a@x.com"}], "details": {"requirements": {"solutions": [{"id": "S1"}, {"name": "n"}, {"id": "S2"}]}}});
         assert_eq!(p("team[0].email").read(&doc), Some(json!("a@x.com")));
         assert_eq!(p("team[1].email").read(&doc), None);
-        assert_eq!(p("details.requirements.solutions[*].id").read(&doc), Some(json!(["S1", "S2"])));
-        assert_eq!(p("details.notes").read(&json!({"details": {"notes": null}})), None);
+        assert_eq!(
+            p("details.requirements.solutions[*].id").read(&doc),
+            Some(json!(["S1", "S2"]))
+        );
+        assert_eq!(
+            p("details.notes").read(&json!({"details": {"notes": null}})),
+            None
+        );
     }
 
     #[test]
@@ -363,14 +385,20 @@ mod tests {
         let mut doc = json!({});
         p("team[0].email").write(&mut doc, json!("a@x.com"));
         p("details.dealValue").write(&mut doc, json!(5));
-        assert_eq!(doc, json!({"team": [{"email": "a@x.com"}], "details": {"dealValue": 5}}));
+        assert_eq!(
+            doc,
+            json!({"team": [{"email": "a@x.com"}], "details": {"dealValue": 5}})
+        );
     }
 
     #[test]
     fn wildcard_lists_keep_matching_elements_whole() {
         let mut doc = json!({"s": [{"id": "A", "name": "Alpha"}, {"id": "B", "name": "Beta"}]});
         p("s[*].id").write(&mut doc, json!(["B", "C"]));
-        assert_eq!(doc, json!({"s": [{"id": "B", "name": "Beta"}, {"id": "C"}]}));
+        assert_eq!(
+            doc,
+            json!({"s": [{"id": "B", "name": "Beta"}, {"id": "C"}]})
+        );
         p("s[*].type").write(&mut doc, json!("Name"));
         assert_eq!(doc["s"][1], json!({"id": "C", "type": "Name"}));
     }
@@ -404,7 +432,10 @@ mod tests {
         assert_eq!(ops[0], PatchOp::replace("/details", json!({"notes": "n"})));
         assert_eq!(ops[1].op, PatchOpKind::Replace);
         assert_eq!(ops[1].path, "/s");
-        assert_eq!(ops[1].value, json!([{"id": "A", "name": "Alpha"}, {"id": "B"}]));
+        assert_eq!(
+            ops[1].value,
+            json!([{"id": "A", "name": "Alpha"}, {"id": "B"}])
+        );
         assert_eq!(pointer(&[Segment::Key("a/b~c".into())]), "/a~1b~0c");
     }
 }

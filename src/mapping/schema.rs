@@ -66,11 +66,19 @@ pub struct FieldSpec {
 }
 
 const fn rw(shape: &'static str, ty: FieldType) -> FieldSpec {
-    FieldSpec { shape, ty, read_only: false }
+    FieldSpec {
+        shape,
+        ty,
+        read_only: false,
+    }
 }
 
 const fn ro(shape: &'static str, ty: FieldType) -> FieldSpec {
-    FieldSpec { shape, ty, read_only: true }
+    FieldSpec {
+        shape,
+        ty,
+        read_only: true,
+    }
 }
 
 use FieldType::{Bool, DateTime, Number, Text};
@@ -93,7 +101,10 @@ fn member(prefix: &'static str) -> [FieldSpec; 7] {
             rw("customerProfile.team[].email", Text),
             rw("customerProfile.team[].title", Text),
             rw("customerProfile.team[].contactPreference.locale", Text),
-            rw("customerProfile.team[].contactPreference.disableNotifications", Bool),
+            rw(
+                "customerProfile.team[].contactPreference.disableNotifications",
+                Bool,
+            ),
         ],
     }
 }
@@ -116,7 +127,10 @@ pub fn fields() -> Vec<FieldSpec> {
         ro("substatus", FieldType::Enum(values_of!(ReferralSubstatus))),
         ro("statusReason", Text),
         rw("type", FieldType::Enum(values_of!(ReferralType))),
-        rw("qualification", FieldType::Enum(values_of!(ReferralQualification))),
+        rw(
+            "qualification",
+            FieldType::Enum(values_of!(ReferralQualification)),
+        ),
         ro("direction", FieldType::Enum(values_of!(Direction))),
         rw("salesStage", Text),
         rw("campaignId", Text),
@@ -145,7 +159,10 @@ pub fn fields() -> Vec<FieldSpec> {
         rw("customerProfile.address.region", Text),
         rw("customerProfile.address.country", Text),
         rw("customerProfile.ids[].id", Text),
-        rw("customerProfile.ids[].profileType", FieldType::Enum(values_of!(CustomerProfileType))),
+        rw(
+            "customerProfile.ids[].profileType",
+            FieldType::Enum(values_of!(CustomerProfileType)),
+        ),
         rw("consent.consentToToShareInfoWithOthers", Bool),
         rw("consent.consentToContact", Bool),
         rw("consent.consentToMicrosoftToContactSpecificPartners", Bool),
@@ -164,20 +181,44 @@ pub fn fields() -> Vec<FieldSpec> {
         rw("details.requirements.salesPlays[].id", Text),
         rw("details.requirements.solutions[].id", Text),
         rw("details.requirements.solutions[].name", Text),
-        rw("details.requirements.solutions[].type", FieldType::Enum(values_of!(SolutionTagType))),
+        rw(
+            "details.requirements.solutions[].type",
+            FieldType::Enum(values_of!(SolutionTagType)),
+        ),
         rw("details.requirements.solutions[].publisherName", Text),
         rw("details.requirements.solutions[].solutionType", Text),
         rw("details.requirements.solutions[].price", Number),
         rw("details.requirements.solutions[].quantity", Number),
         rw("details.requirements.solutions[].currency", Text),
         rw("details.requirements.solutions[].closingDateTime", DateTime),
-        rw("details.requirements.additionalRequirements.attributes[].id", Text),
-        rw("details.requirements.additionalRequirements.attributes[].type", Text),
-        rw("details.requirements.additionalRequirements.iot.customerLicenseAgreementNumber", Text),
-        rw("details.requirements.additionalRequirements.iot.deviceCategory", Text),
-        rw("details.requirements.additionalRequirements.iot.siliconType", Text),
-        rw("details.requirements.additionalRequirements.iot.azureCertifiedDevice", Bool),
-        rw("details.requirements.additionalRequirements.iot.attachServices", Bool),
+        rw(
+            "details.requirements.additionalRequirements.attributes[].id",
+            Text,
+        ),
+        rw(
+            "details.requirements.additionalRequirements.attributes[].type",
+            Text,
+        ),
+        rw(
+            "details.requirements.additionalRequirements.iot.customerLicenseAgreementNumber",
+            Text,
+        ),
+        rw(
+            "details.requirements.additionalRequirements.iot.deviceCategory",
+            Text,
+        ),
+        rw(
+            "details.requirements.additionalRequirements.iot.siliconType",
+            Text,
+        ),
+        rw(
+            "details.requirements.additionalRequirements.iot.azureCertifiedDevice",
+            Bool,
+        ),
+        rw(
+            "details.requirements.additionalRequirements.iot.attachServices",
+            Bool,
+        ),
         rw("inviteContext.notes", Text),
         rw(
             "inviteContext.assistanceRequestCode",
@@ -187,7 +228,10 @@ pub fn fields() -> Vec<FieldSpec> {
         ro("inviteContext.invitedBy.organizationId", Text),
         ro("inviteContext.invitedBy.organizationName", Text),
         rw("target[].id", Text),
-        rw("target[].type", FieldType::Enum(values_of!(ReferralTargetType))),
+        rw(
+            "target[].type",
+            FieldType::Enum(values_of!(ReferralTargetType)),
+        ),
         ro("trackingInfo.microsoftMsxId", Text),
         ro("trackingInfo.microsoftUSFedOpportunityId", Text),
         ro("trackingInfo.microsoftUSFedLeadId", Text),
@@ -207,7 +251,10 @@ pub fn lookup(path: &FieldPath) -> Result<FieldSpec, String> {
         return Ok(*spec);
     }
     // A scalar used as an object, or an object/list used as a value?
-    if let Some(spec) = all.iter().find(|f| shape.starts_with(&format!("{}.", f.shape))) {
+    if let Some(spec) = all
+        .iter()
+        .find(|f| shape.starts_with(&format!("{}.", f.shape)))
+    {
         return Err(format!(
             "{} is {}, it has no fields; the Referral model has no {}",
             spec.shape,
@@ -229,10 +276,21 @@ pub fn lookup(path: &FieldPath) -> Result<FieldSpec, String> {
         } else {
             "an object; map one of its fields, e.g."
         };
-        return Err(format!("{path} is {how} {}", children.iter().take(3).map(|c| display_shape(c)).collect::<Vec<_>>().join(", ")));
+        return Err(format!(
+            "{path} is {how} {}",
+            children
+                .iter()
+                .take(3)
+                .map(|c| display_shape(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     // Unknown: suggest the closest known shapes.
-    let mut scored: Vec<(usize, &str)> = all.iter().map(|f| (distance(&shape, f.shape), f.shape)).collect();
+    let mut scored: Vec<(usize, &str)> = all
+        .iter()
+        .map(|f| (distance(&shape, f.shape), f.shape))
+        .collect();
     scored.sort();
     let hint = scored
         .iter()
@@ -240,7 +298,9 @@ pub fn lookup(path: &FieldPath) -> Result<FieldSpec, String> {
         .map(|(_, s)| display_shape(s))
         .collect::<Vec<_>>()
         .join(", ");
-    Err(format!("{path} is not a field of the Partner Center Referral; did you mean {hint}?"))
+    Err(format!(
+        "{path} is not a field of the Partner Center Referral; did you mean {hint}?"
+    ))
 }
 
 /// `team[].email` → `team[0].email` for messages.
@@ -275,12 +335,19 @@ mod tests {
     #[test]
     fn documented_paths_exist_with_their_types() {
         assert_eq!(look("details.dealValue").unwrap().ty, FieldType::Number);
-        assert_eq!(look("details.closingDateTime").unwrap().ty, FieldType::DateTime);
+        assert_eq!(
+            look("details.closingDateTime").unwrap().ty,
+            FieldType::DateTime
+        );
         assert_eq!(look("team[3].email").unwrap().ty, FieldType::Text);
         assert!(look("details.requirements.solutions[*].id").is_ok());
         assert!(look("id").unwrap().read_only);
         let code = look("inviteContext.assistanceRequestCode").unwrap().ty;
-        assert!(code.enum_values().unwrap().contains(&"ProofOfConceptOrDemo"));
+        assert!(
+            code.enum_values()
+                .unwrap()
+                .contains(&"ProofOfConceptOrDemo")
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ impl StagePattern {
         self.fields.iter().all(|(field, values)| {
             match other.fields.iter().find(|(f, _)| f == field) {
                 None => true,
-                Some((_, theirs)) => values.iter().any(|v| theirs.iter().any(|w| value_matches(v, w))),
+                Some((_, theirs)) => values
+                    .iter()
+                    .any(|v| theirs.iter().any(|w| value_matches(v, w))),
             }
         })
     }
@@ -68,12 +70,19 @@ pub enum StageReading {
     /// The CRM shows the deal's current stage.
     Unchanged,
     Accept,
-    Decline { reason: Option<String> },
+    Decline {
+        reason: Option<String>,
+    },
     Win,
-    Lose { reason: Option<String> },
+    Lose {
+        reason: Option<String>,
+    },
     /// The CRM shows a stage the lifecycle cannot reach from the current one
     /// (e.g. back to on-hold after acceptance, or won while still received).
-    NotAllowed { from: Stage, to: Stage },
+    NotAllowed {
+        from: Stage,
+        to: Stage,
+    },
     /// The stage fields match no mapped stage; their values are given.
     Unknown(Map<String, Value>),
 }
@@ -93,7 +102,10 @@ impl StageRules {
     /// Every CRM field the stage rules read or write, in order, without duplicates.
     pub fn fields(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
-        let patterns = Stage::ALL.iter().filter_map(|s| self.pattern(*s)).chain(self.open.as_ref());
+        let patterns = Stage::ALL
+            .iter()
+            .filter_map(|s| self.pattern(*s))
+            .chain(self.open.as_ref());
         for p in patterns {
             for (f, _) in &p.fields {
                 if !out.contains(&f.as_str()) {
@@ -174,21 +186,34 @@ impl StageRules {
                 if shown.contains(&Stage::Accepted) {
                     StageReading::Accept
                 } else if closed_lost {
-                    StageReading::Decline { reason: self.reason(record) }
+                    StageReading::Decline {
+                        reason: self.reason(record),
+                    }
                 } else {
-                    StageReading::NotAllowed { from: current, to: first }
+                    StageReading::NotAllowed {
+                        from: current,
+                        to: first,
+                    }
                 }
             }
             Stage::Accepted => {
                 if shown.contains(&Stage::Won) {
                     StageReading::Win
                 } else if closed_lost {
-                    StageReading::Lose { reason: self.reason(record) }
+                    StageReading::Lose {
+                        reason: self.reason(record),
+                    }
                 } else {
-                    StageReading::NotAllowed { from: current, to: first }
+                    StageReading::NotAllowed {
+                        from: current,
+                        to: first,
+                    }
                 }
             }
-            _ => StageReading::NotAllowed { from: current, to: first },
+            _ => StageReading::NotAllowed {
+                from: current,
+                to: first,
+            },
         }
     }
 

@@ -61,7 +61,10 @@ pub struct Conversion {
 
 impl Default for Conversion {
     fn default() -> Self {
-        Conversion { transform: Transform::Copy, join: None }
+        Conversion {
+            transform: Transform::Copy,
+            join: None,
+        }
     }
 }
 
@@ -94,14 +97,20 @@ impl Template {
                     }
                     let name = name.trim().to_owned();
                     if name.is_empty() {
-                        return Err(format!("template {text:?} has an empty {{}}; expected a field name inside"));
+                        return Err(format!(
+                            "template {text:?} has an empty {{}}; expected a field name inside"
+                        ));
                     }
                     if !lit.is_empty() {
                         parts.push(TemplatePart::Literal(std::mem::take(&mut lit)));
                     }
                     parts.push(TemplatePart::Field(name));
                 }
-                '}' => return Err(format!("template {text:?} has a lone }}; write }}}} for a brace")),
+                '}' => {
+                    return Err(format!(
+                        "template {text:?} has a lone }}; write }}}} for a brace"
+                    ));
+                }
                 c => lit.push(c),
             }
         }
@@ -109,9 +118,14 @@ impl Template {
             parts.push(TemplatePart::Literal(lit));
         }
         if !parts.iter().any(|p| matches!(p, TemplatePart::Field(_))) {
-            return Err(format!("template {text:?} names no field; expected e.g. \"{{firstName}} {{lastName}}\""));
+            return Err(format!(
+                "template {text:?} names no field; expected e.g. \"{{firstName}} {{lastName}}\""
+            ));
         }
-        Ok(Template { text: text.to_owned(), parts })
+        Ok(Template {
+            text: text.to_owned(),
+            parts,
+        })
     }
 
     pub fn fields(&self) -> impl Iterator<Item = &str> {
@@ -149,7 +163,11 @@ pub fn toml_to_json(v: &toml::Value) -> Value {
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -162,18 +180,27 @@ impl Conversion {
     /// the sub-key at fault (e.g. `values`) and what was expected.
     pub fn from_toml(v: &toml::Value) -> Result<Conversion, (Option<String>, String)> {
         match v {
-            toml::Value::String(name) => Ok(Conversion { transform: named(name, None).map_err(|m| (None, m))?, join: None }),
+            toml::Value::String(name) => Ok(Conversion {
+                transform: named(name, None).map_err(|m| (None, m))?,
+                join: None,
+            }),
             toml::Value::Table(t) => {
                 for k in t.keys() {
                     if !["type", "format", "values", "template", "join"].contains(&k.as_str()) {
-                        return Err((Some(k.clone()), format!("unknown key; expected one of {TABLE_KEYS}")));
+                        return Err((
+                            Some(k.clone()),
+                            format!("unknown key; expected one of {TABLE_KEYS}"),
+                        ));
                     }
                 }
                 let text = |key: &str| -> Result<Option<String>, (Option<String>, String)> {
                     match t.get(key) {
                         None => Ok(None),
                         Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-                        Some(other) => Err((Some(key.into()), format!("expected a string, found {}", toml_type(other)))),
+                        Some(other) => Err((
+                            Some(key.into()),
+                            format!("expected a string, found {}", toml_type(other)),
+                        )),
                     }
                 };
                 let ty = text("type")?;
@@ -181,16 +208,25 @@ impl Conversion {
                 let template = text("template")?;
                 let join = text("join")?;
                 let values = t.get("values");
-                let chosen = [ty.is_some(), values.is_some(), template.is_some()].iter().filter(|b| **b).count();
+                let chosen = [ty.is_some(), values.is_some(), template.is_some()]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
                 if chosen > 1 {
                     return Err((None, "give only one of type, values and template".into()));
                 }
                 if format.is_some() && ty.as_deref() != Some("country") {
-                    return Err((Some("format".into()), "format applies to type = \"country\" only".into()));
+                    return Err((
+                        Some("format".into()),
+                        "format applies to type = \"country\" only".into(),
+                    ));
                 }
                 if let Some(j) = &join {
                     if j.is_empty() {
-                        return Err((Some("join".into()), "expected a non-empty separator such as \";\"".into()));
+                        return Err((
+                            Some("join".into()),
+                            "expected a non-empty separator such as \";\"".into(),
+                        ));
                     }
                 }
                 let transform = if let Some(name) = ty {
@@ -213,7 +249,10 @@ impl Conversion {
                         if matches!(v, toml::Value::Table(_) | toml::Value::Array(_)) {
                             return Err((
                                 Some(format!("values.{}", super::error::key_part(k))),
-                                format!("expected a single CRM value (text, number or true/false), found {}", toml_type(v)),
+                                format!(
+                                    "expected a single CRM value (text, number or true/false), found {}",
+                                    toml_type(v)
+                                ),
                             ));
                         }
                         out.push((k.clone(), toml_to_json(v)));
@@ -223,11 +262,16 @@ impl Conversion {
                     if join.is_some() {
                         return Err((Some("join".into()), "a template cannot be joined".into()));
                     }
-                    Transform::Template(Template::parse(&text).map_err(|m| (Some("template".into()), m))?)
+                    Transform::Template(
+                        Template::parse(&text).map_err(|m| (Some("template".into()), m))?,
+                    )
                 } else if join.is_some() {
                     Transform::Copy
                 } else {
-                    return Err((None, format!("empty transform table; expected one of {TABLE_KEYS}")));
+                    return Err((
+                        None,
+                        format!("empty transform table; expected one of {TABLE_KEYS}"),
+                    ));
                 };
                 Ok(Conversion { transform, join })
             }
@@ -252,7 +296,11 @@ fn named(name: &str, format: Option<&str>) -> Result<Transform, String> {
             None | Some("alpha2") => CountryFormat::Alpha2,
             Some("alpha3") => CountryFormat::Alpha3,
             Some("name") => CountryFormat::Name,
-            Some(other) => return Err(format!("unknown country format {other:?}; expected alpha2, alpha3 or name")),
+            Some(other) => {
+                return Err(format!(
+                    "unknown country format {other:?}; expected alpha2, alpha3 or name"
+                ));
+            }
         }),
         other => {
             return Err(format!(
@@ -282,19 +330,21 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<FixedOffset>> {
 }
 
 /// The calendar date a date-time stands for, in the offset it was written in.
-/// A time exactly on a quarter hour is a midnight somewhere (every time zone
-/// offset is a multiple of 15 minutes), so it is read as the date of the
-/// nearest midnight: `2022-06-29T23:00:00Z` (midnight in UTC+1) is 30 June,
-/// `2025-03-01T05:00:00Z` (midnight in UTC−5) is 1 March. Any other time is
-/// read as the date written (`2025-12-31T23:59:59Z` is 31 December). Never
-/// depends on the machine's time zone.
+/// Partner Center's UI stores a close date as the user's local midnight in
+/// UTC, so a time exactly on a quarter hour (every zone offset is a multiple
+/// of 15 minutes) from 11:00 on is read as the next day's midnight:
+/// `2022-06-29T23:00:00Z` (midnight in UTC+1) is 30 June,
+/// `2025-04-05T11:00:00Z` (midnight in UTC+13) is 6 April, and
+/// `2025-03-01T10:00:00Z` (midnight in UTC−10) is 1 March — every zone from
+/// UTC−10:45 to UTC+13 reads right. Other times are read as the date written
+/// (`2025-12-31T23:59:59Z` is 31 December). Never depends on the machine's zone.
 pub fn calendar_date(dt: &DateTime<FixedOffset>) -> NaiveDate {
     use chrono::Timelike;
     let local = dt.naive_local();
     let date = local.date();
     let t = local.time();
     let on_quarter = t.second() == 0 && t.nanosecond() == 0 && t.minute() % 15 == 0;
-    if on_quarter && t.hour() >= 12 {
+    if on_quarter && t.hour() >= 11 {
         date.checked_add_signed(TimeDelta::days(1)).unwrap_or(date)
     } else {
         date
@@ -319,7 +369,8 @@ fn to_number(v: &Value) -> Result<Value, String> {
         Value::String(s) => s.trim().replace(',', "").parse::<f64>().ok(),
         _ => None,
     };
-    f.and_then(number).ok_or_else(|| format!("{v} is not a number"))
+    f.and_then(number)
+        .ok_or_else(|| format!("{v} is not a number"))
 }
 
 fn currency(v: &Value) -> Result<Value, String> {
@@ -328,7 +379,9 @@ fn currency(v: &Value) -> Result<Value, String> {
     if code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase()) {
         Ok(Value::String(code))
     } else {
-        Err(format!("{s:?} is not an ISO 4217 currency code such as \"USD\""))
+        Err(format!(
+            "{s:?} is not an ISO 4217 currency code such as \"USD\""
+        ))
     }
 }
 
@@ -346,13 +399,16 @@ impl Transform {
     pub fn to_crm(&self, pc: &Value) -> Result<Value, String> {
         match self {
             Transform::Copy | Transform::Template(_) => Ok(pc.clone()),
-            Transform::Date => Ok(Value::String(calendar_date(&parse_dt(pc)?).format("%Y-%m-%d").to_string())),
+            Transform::Date => Ok(Value::String(
+                calendar_date(&parse_dt(pc)?).format("%Y-%m-%d").to_string(),
+            )),
             Transform::DateTime => Ok(Value::String(utc_text(&parse_dt(pc)?))),
             Transform::Decimal => to_number(pc),
             Transform::Currency => currency(pc),
             Transform::Country(format) => {
                 let s = as_text(pc, "a country")?;
-                let a2 = country::to_alpha2(&s).ok_or_else(|| format!("{s:?} is not an ISO 3166 country"))?;
+                let a2 = country::to_alpha2(&s)
+                    .ok_or_else(|| format!("{s:?} is not an ISO 3166 country"))?;
                 let row = country::COUNTRIES.iter().find(|(c, _, _)| *c == a2);
                 Ok(Value::String(match (format, row) {
                     (CountryFormat::Alpha3, Some((_, a3, _))) => (*a3).to_owned(),
@@ -366,7 +422,12 @@ impl Transform {
                     .entries
                     .iter()
                     .find(|(k, _)| *k == text)
-                    .or_else(|| table.entries.iter().find(|(k, _)| k.eq_ignore_ascii_case(&text)))
+                    .or_else(|| {
+                        table
+                            .entries
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(&text))
+                    })
                     .map(|(_, v)| v.clone())
                     .ok_or_else(|| format!("{text:?} has no entry in the value table"))
             }
@@ -395,8 +456,16 @@ impl Transform {
                     .entries
                     .iter()
                     .find(|(_, v)| same(v, crm))
-                    .or_else(|| table.entries.iter().find(|(_, v)| crm_text.is_some() && scalar_text(v) == crm_text))
-                    .ok_or_else(|| format!("{} has no entry in the value table", crm_text.unwrap_or_else(|| crm.to_string())))?;
+                    .or_else(|| {
+                        table
+                            .entries
+                            .iter()
+                            .find(|(_, v)| crm_text.is_some() && scalar_text(v) == crm_text)
+                    })
+                    .ok_or_else(|| match &crm_text {
+                        Some(t) => format!("{t:?} has no entry in the value table"),
+                        None => format!("{crm} has no entry in the value table"),
+                    })?;
                 Value::String(hit.0.clone())
             }
         };
@@ -447,9 +516,15 @@ impl Conversion {
                 let mut parts = Vec::with_capacity(items.len());
                 for item in items {
                     let v = self.transform.to_crm(item)?;
-                    parts.push(scalar_text(&v).ok_or_else(|| format!("{v} cannot be joined into text"))?);
+                    parts.push(
+                        scalar_text(&v).ok_or_else(|| format!("{v} cannot be joined into text"))?,
+                    );
                 }
-                Ok(if parts.is_empty() { Value::Null } else { Value::String(parts.join(sep)) })
+                Ok(if parts.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(parts.join(sep))
+                })
             }
             (Value::Array(items), None) => items
                 .iter()
@@ -493,13 +568,30 @@ mod tests {
     #[test]
     fn date_only_maps_to_midnight_utc_and_back() {
         let c = conv("\"date\"");
-        assert_eq!(c.to_pc(&json!("2025-03-01"), Some(FieldType::DateTime)).unwrap(), json!("2025-03-01T00:00:00Z"));
-        assert_eq!(c.to_crm(&json!("2025-03-01T00:00:00Z")).unwrap(), json!("2025-03-01"));
+        assert_eq!(
+            c.to_pc(&json!("2025-03-01"), Some(FieldType::DateTime))
+                .unwrap(),
+            json!("2025-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            c.to_crm(&json!("2025-03-01T00:00:00Z")).unwrap(),
+            json!("2025-03-01")
+        );
         // Local midnights written in UTC, as Partner Center's UI stores them.
-        assert_eq!(c.to_crm(&json!("2022-06-29T23:00:00Z")).unwrap(), json!("2022-06-30"));
-        assert_eq!(c.to_crm(&json!("2025-03-01T05:00:00Z")).unwrap(), json!("2025-03-01"));
+        assert_eq!(
+            c.to_crm(&json!("2022-06-29T23:00:00Z")).unwrap(),
+            json!("2022-06-30")
+        );
+        assert_eq!(
+            c.to_crm(&json!("2025-03-01T05:00:00Z")).unwrap(),
+            json!("2025-03-01")
+        );
         // Salesforce and Dataverse date-time spellings.
-        assert_eq!(c.to_pc(&json!("2025-03-01T00:00:00.000+0000"), None).unwrap(), json!("2025-03-01T00:00:00Z"));
+        assert_eq!(
+            c.to_pc(&json!("2025-03-01T00:00:00.000+0000"), None)
+                .unwrap(),
+            json!("2025-03-01T00:00:00Z")
+        );
         assert!(c.to_crm(&json!("soon")).is_err());
     }
 
@@ -518,8 +610,10 @@ mod tests {
             ("2025-11-02T00:00:00-07:00", "2025-11-02"), // US fall back
             ("2025-04-06T00:00:00+13:00", "2025-04-06"), // New Zealand, end of daylight time
             ("2025-04-06T00:00:00+12:00", "2025-04-06"),
+            ("2025-04-05T11:00:00Z", "2025-04-06"), // midnight in UTC+13
+            ("2025-03-01T10:00:00Z", "2025-03-01"), // midnight in UTC−10 (Hawaii)
             ("2025-12-31T23:59:59.9999999-10:00", "2025-12-31"), // end of day, not a midnight
-            ("2025-06-15T14:30:00Z", "2025-06-16"),                // midnight in UTC+9:30
+            ("2025-06-15T14:30:00Z", "2025-06-16"), // midnight in UTC+9:30
             ("2025-06-15T14:31:00Z", "2025-06-15"),
         ] {
             assert_eq!(c.to_crm(&json!(input)).unwrap(), json!(date), "{input}");
@@ -528,29 +622,76 @@ mod tests {
 
     #[test]
     fn datetime_decimal_currency_and_country() {
-        assert_eq!(conv("\"datetime\"").to_pc(&json!("2025-03-04T10:15:22.000+0100"), None).unwrap(), json!("2025-03-04T09:15:22Z"));
-        assert_eq!(conv("\"decimal\"").to_pc(&json!("5000000.0000"), None).unwrap(), json!(5000000));
-        assert_eq!(conv("\"decimal\"").to_crm(&json!(1500.5)).unwrap(), json!(1500.5));
-        assert_eq!(conv("\"currency\"").to_pc(&json!(" eur "), None).unwrap(), json!("EUR"));
+        assert_eq!(
+            conv("\"datetime\"")
+                .to_pc(&json!("2025-03-04T10:15:22.000+0100"), None)
+                .unwrap(),
+            json!("2025-03-04T09:15:22Z")
+        );
+        assert_eq!(
+            conv("\"decimal\"")
+                .to_pc(&json!("5000000.0000"), None)
+                .unwrap(),
+            json!(5000000)
+        );
+        assert_eq!(
+            conv("\"decimal\"").to_crm(&json!(1500.5)).unwrap(),
+            json!(1500.5)
+        );
+        assert_eq!(
+            conv("\"currency\"").to_pc(&json!(" eur "), None).unwrap(),
+            json!("EUR")
+        );
         assert!(conv("\"currency\"").to_pc(&json!("Euro"), None).is_err());
         let c = conv("\"country\"");
         assert_eq!(c.to_pc(&json!("Germany"), None).unwrap(), json!("DE"));
         assert_eq!(c.to_pc(&json!("deu"), None).unwrap(), json!("DE"));
         assert!(c.to_pc(&json!("Atlantis"), None).is_err());
-        assert_eq!(conv("{ type = \"country\", format = \"name\" }").to_crm(&json!("DE")).unwrap(), json!("Germany"));
-        assert_eq!(conv("{ type = \"country\", format = \"alpha3\" }").to_crm(&json!("DE")).unwrap(), json!("DEU"));
+        assert_eq!(
+            conv("{ type = \"country\", format = \"name\" }")
+                .to_crm(&json!("DE"))
+                .unwrap(),
+            json!("Germany")
+        );
+        assert_eq!(
+            conv("{ type = \"country\", format = \"alpha3\" }")
+                .to_crm(&json!("DE"))
+                .unwrap(),
+            json!("DEU")
+        );
     }
 
     #[test]
     fn value_tables_work_both_ways_with_typed_crm_values() {
-        let c = conv("{ values = { ProofOfConceptOrDemo = 100000002, GeneralOrOther = \"General or other\" } }");
-        assert_eq!(c.to_crm(&json!("ProofOfConceptOrDemo")).unwrap(), json!(100000002));
-        assert_eq!(c.to_pc(&json!(100000002), None).unwrap(), json!("ProofOfConceptOrDemo"));
-        assert_eq!(c.to_pc(&json!("100000002"), None).unwrap(), json!("ProofOfConceptOrDemo"));
-        assert_eq!(c.to_pc(&json!("General or other"), None).unwrap(), json!("GeneralOrOther"));
-        assert!(c.to_pc(&json!("Other"), None).unwrap_err().contains("no entry"));
+        let c = conv(
+            "{ values = { ProofOfConceptOrDemo = 100000002, GeneralOrOther = \"General or other\" } }",
+        );
+        assert_eq!(
+            c.to_crm(&json!("ProofOfConceptOrDemo")).unwrap(),
+            json!(100000002)
+        );
+        assert_eq!(
+            c.to_pc(&json!(100000002), None).unwrap(),
+            json!("ProofOfConceptOrDemo")
+        );
+        assert_eq!(
+            c.to_pc(&json!("100000002"), None).unwrap(),
+            json!("ProofOfConceptOrDemo")
+        );
+        assert_eq!(
+            c.to_pc(&json!("General or other"), None).unwrap(),
+            json!("GeneralOrOther")
+        );
+        assert!(
+            c.to_pc(&json!("Other"), None)
+                .unwrap_err()
+                .contains("no entry")
+        );
         let b = conv("{ values = { \"true\" = \"Visible\", \"false\" = \"Hidden\" } }");
-        assert_eq!(b.to_pc(&json!("Visible"), Some(FieldType::Bool)).unwrap(), json!(true));
+        assert_eq!(
+            b.to_pc(&json!("Visible"), Some(FieldType::Bool)).unwrap(),
+            json!(true)
+        );
         assert_eq!(b.to_crm(&json!(false)).unwrap(), json!("Hidden"));
     }
 
@@ -558,14 +699,20 @@ mod tests {
     fn joined_lists_split_back() {
         let c = conv("{ join = \";\" }");
         assert_eq!(c.to_crm(&json!(["A", "B"])).unwrap(), json!("A;B"));
-        assert_eq!(c.to_pc(&json!(" A ; B;"), Some(FieldType::Text)).unwrap(), json!(["A", "B"]));
+        assert_eq!(
+            c.to_pc(&json!(" A ; B;"), Some(FieldType::Text)).unwrap(),
+            json!(["A", "B"])
+        );
         assert_eq!(c.to_crm(&json!([])).unwrap(), Value::Null);
     }
 
     #[test]
     fn templates_render_and_reject_bad_text() {
         let t = Template::parse("{firstName} {lastName} {{x}}").unwrap();
-        assert_eq!(t.fields().collect::<Vec<_>>(), vec!["firstName", "lastName"]);
+        assert_eq!(
+            t.fields().collect::<Vec<_>>(),
+            vec!["firstName", "lastName"]
+        );
         let r = t.render(|f| (f == "firstName").then(|| json!("Ann")));
         assert_eq!(r.as_deref(), Some("Ann  {x}"));
         assert_eq!(t.render(|_| None), None);

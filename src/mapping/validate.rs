@@ -54,7 +54,10 @@ fn crm_name_problem(name: &str) -> Option<String> {
 impl Mapping {
     /// Checks the mapping offline and returns every problem (empty when it is good).
     pub fn validate(&self) -> Vec<MappingProblem> {
-        let mut r = Report { mapping: self, out: Vec::new() };
+        let mut r = Report {
+            mapping: self,
+            out: Vec::new(),
+        };
         self.check_top(&mut r);
         for rule in &self.fields {
             self.check_rule(rule, &mut r);
@@ -81,8 +84,14 @@ impl Mapping {
             }
         }
         match (&self.link_field, &self.link_url) {
-            (Some(_), None) => r.top("link_field", "link_field needs link_url, the link template, e.g. \"https://…/{id}\""),
-            (None, Some(_)) => r.top("link_url", "link_url needs link_field, the CRM field that holds the link"),
+            (Some(_), None) => r.top(
+                "link_field",
+                "link_field needs link_url, the link template, e.g. \"https://…/{id}\"",
+            ),
+            (None, Some(_)) => r.top(
+                "link_url",
+                "link_url needs link_field, the CRM field that holds the link",
+            ),
             _ => {}
         }
         if let Some(t) = &self.link_url {
@@ -103,9 +112,14 @@ impl Mapping {
                 None
             }
         };
-        let to_pc_template = rule.template().is_some() && rule.direction == FieldDirection::ToPartnerCenter;
+        let to_pc_template =
+            rule.template().is_some() && rule.direction == FieldDirection::ToPartnerCenter;
         match (&rule.crm, to_pc_template) {
-            (None, false) => r.push(line, rule_key(rule, "crm"), "required key is missing; expected the CRM field's API name"),
+            (None, false) => r.push(
+                line,
+                rule_key(rule, "crm"),
+                "required key is missing; expected the CRM field's API name",
+            ),
             (Some(_), true) => r.push(
                 line,
                 rule_key(rule, "crm"),
@@ -121,23 +135,38 @@ impl Mapping {
         if let Some(spec) = spec {
             if spec.read_only && rule.direction.writes_partner_center() {
                 let hint = match rule.path.as_str() {
-                    "status" | "substatus" | "statusReason" => "the lifecycle is mapped in [stages]".to_owned(),
+                    "status" | "substatus" | "statusReason" => {
+                        "the lifecycle is mapped in [stages]".to_owned()
+                    }
                     _ => "use direction = \"to_crm\"".to_owned(),
                 };
                 r.push(
                     line,
                     rule_key(rule, "direction"),
-                    format!("Partner Center sets {} itself and never takes it from the CRM; {hint}", rule.path),
+                    format!(
+                        "Partner Center sets {} itself and never takes it from the CRM; {hint}",
+                        rule.path
+                    ),
                 );
             }
             self.check_transform(rule, spec.ty, r);
             if let Some(d) = &rule.default {
                 let fits = match d {
-                    serde_json::Value::Array(items) => items.iter().all(|i| coerce(i, spec.ty).is_ok()),
+                    serde_json::Value::Array(items) => {
+                        items.iter().all(|i| coerce(i, spec.ty).is_ok())
+                    }
                     v => coerce(v, spec.ty).is_ok(),
                 };
                 if !fits {
-                    r.push(line, rule_key(rule, "default"), format!("{d} does not fit {}, which is {}", rule.path, spec.ty.describe()));
+                    r.push(
+                        line,
+                        rule_key(rule, "default"),
+                        format!(
+                            "{d} does not fit {}, which is {}",
+                            rule.path,
+                            spec.ty.describe()
+                        ),
+                    );
                 }
             }
         }
@@ -167,15 +196,28 @@ impl Mapping {
             );
         }
         if rule.create_only && rule.direction == FieldDirection::ToCrm {
-            r.push(line, rule_key(rule, "create_only"), "create_only applies to fields sent to Partner Center; this one is to_crm");
+            r.push(
+                line,
+                rule_key(rule, "create_only"),
+                "create_only applies to fields sent to Partner Center; this one is to_crm",
+            );
         }
     }
 
     fn check_transform(&self, rule: &FieldRule, ty: FieldType, r: &mut Report) {
         let line = rule.line;
         let key = rule_key(rule, "transform");
-        let needs = |want: &[FieldType]| want.iter().any(|w| std::mem::discriminant(w) == std::mem::discriminant(&ty));
-        let misfit = |name: &str| format!("{name} does not fit {}, which is {}", rule.path, ty.describe());
+        let needs = |want: &[FieldType]| {
+            want.iter()
+                .any(|w| std::mem::discriminant(w) == std::mem::discriminant(&ty))
+        };
+        let misfit = |name: &str| {
+            format!(
+                "{name} does not fit {}, which is {}",
+                rule.path,
+                ty.describe()
+            )
+        };
         match &rule.conversion.transform {
             Transform::Copy => {}
             Transform::Date | Transform::DateTime => {
@@ -259,19 +301,42 @@ impl Mapping {
                 Err(m) => r.push(c.line, key, m),
                 Ok(spec) => {
                     if spec.read_only {
-                        r.push(c.line, key.clone(), format!("Partner Center sets {} itself; a new deal cannot carry it", c.path));
+                        r.push(
+                            c.line,
+                            key.clone(),
+                            format!(
+                                "Partner Center sets {} itself; a new deal cannot carry it",
+                                c.path
+                            ),
+                        );
                     }
                     let fits = match &c.value {
-                        serde_json::Value::Array(items) => c.path.wildcards() == 1 && items.iter().all(|i| coerce(i, spec.ty).is_ok()),
+                        serde_json::Value::Array(items) => {
+                            c.path.wildcards() == 1
+                                && items.iter().all(|i| coerce(i, spec.ty).is_ok())
+                        }
                         v => coerce(v, spec.ty).is_ok(),
                     };
                     if !fits {
-                        r.push(c.line, key, format!("{} does not fit {}, which is {}", c.value, c.path, spec.ty.describe()));
+                        r.push(
+                            c.line,
+                            key,
+                            format!(
+                                "{} does not fit {}, which is {}",
+                                c.value,
+                                c.path,
+                                spec.ty.describe()
+                            ),
+                        );
                     }
                 }
             }
             if c.path.wildcards() > 1 {
-                r.push(c.line, join_key(&["constants", c.path.as_str()]), "a path may have at most one [*]");
+                r.push(
+                    c.line,
+                    join_key(&["constants", c.path.as_str()]),
+                    "a path may have at most one [*]",
+                );
             }
         }
     }
@@ -292,7 +357,10 @@ impl Mapping {
         for stage in Stage::ALL {
             if let Some(p) = self.stages.pattern(stage) {
                 for (f, _) in &p.fields {
-                    if !writers.iter().any(|(w, k, _)| w == f && k.starts_with("stages.")) {
+                    if !writers
+                        .iter()
+                        .any(|(w, k, _)| w == f && k.starts_with("stages."))
+                    {
                         let key = format!("stages.{stage}");
                         writers.push((f.clone(), key.clone(), self.line_of_key(&key)));
                     }
@@ -317,7 +385,11 @@ impl Mapping {
 
     fn check_stages(&self, r: &mut Report) {
         let st = &self.stages;
-        let missing: Vec<&str> = Stage::ALL.iter().filter(|s| st.pattern(**s).is_none()).map(|s| s.as_str()).collect();
+        let missing: Vec<&str> = Stage::ALL
+            .iter()
+            .filter(|s| st.pattern(**s).is_none())
+            .map(|s| s.as_str())
+            .collect();
         if !missing.is_empty() {
             let line = self.line_of_key("stages");
             r.push(
@@ -334,7 +406,11 @@ impl Mapping {
             if let Some(p) = st.pattern(stage) {
                 for (field, _) in &p.fields {
                     if let Some(m) = crm_name_problem(field) {
-                        r.push(self.line_of_key(&format!("stages.{stage}")), join_key(&["stages", stage.as_str(), field]), m);
+                        r.push(
+                            self.line_of_key(&format!("stages.{stage}")),
+                            join_key(&["stages", stage.as_str(), field]),
+                            m,
+                        );
                     }
                 }
             }
@@ -371,7 +447,11 @@ impl Mapping {
             for s in [Stage::Received, Stage::Accepted] {
                 if st.pattern(s).is_some_and(|p| !p.overlaps(open)) {
                     let key = format!("stages.{s}");
-                    r.push(self.line_of_key(&key), key, format!("{s} does not fit stages.open, so a {s} deal would read as closed"));
+                    r.push(
+                        self.line_of_key(&key),
+                        key,
+                        format!("{s} does not fit stages.open, so a {s} deal would read as closed"),
+                    );
                 }
             }
         }
@@ -381,7 +461,11 @@ impl Mapping {
             }
         }
         let stage_fields = st.fields();
-        for rule in self.fields.iter().filter(|r| r.direction.writes_partner_center()) {
+        for rule in self
+            .fields
+            .iter()
+            .filter(|r| r.direction.writes_partner_center())
+        {
             if let Some(c) = &rule.crm {
                 if stage_fields.contains(&c.as_str()) && Some(c) != st.reason_field.as_ref() {
                     r.push(
@@ -398,7 +482,11 @@ impl Mapping {
 fn pc_placeholder_problem(f: &str) -> Option<String> {
     match FieldPath::parse(f) {
         Err(m) => Some(format!("template field {{{f}}}: {m}")),
-        Ok(p) if p.wildcards() > 0 => Some(format!("template field {{{f}}}: [*] is not allowed in a template")),
-        Ok(p) => schema::lookup(&p).err().map(|m| format!("template field {{{f}}}: {m}")),
+        Ok(p) if p.wildcards() > 0 => Some(format!(
+            "template field {{{f}}}: [*] is not allowed in a template"
+        )),
+        Ok(p) => schema::lookup(&p)
+            .err()
+            .map(|m| format!("template field {{{f}}}: {m}")),
     }
 }

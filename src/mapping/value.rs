@@ -11,11 +11,14 @@ pub fn same(a: &Value, b: &Value) -> bool {
             (Some(x), Some(y)) => x == y,
             _ => x == y,
         },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
             let nonnull = |m: &Map<String, Value>| m.iter().filter(|(_, v)| !v.is_null()).count();
             nonnull(x) == nonnull(y)
-                && x.iter().all(|(k, v)| same(v, y.get(k).unwrap_or(&Value::Null)))
+                && x.iter()
+                    .all(|(k, v)| same(v, y.get(k).unwrap_or(&Value::Null)))
         }
         _ => a == b,
     }
