@@ -196,16 +196,16 @@ impl Mapping {
     /// never look like a change.
     fn in_step(&self, rule: &FieldRule, referral: &Value, crm: &CrmRecord) -> bool {
         let pc = rule.path.read(referral);
-        if let Some(field) = &rule.crm {
-            if let Some(crm_v) = crm.get(field) {
-                if rule.default.is_none() && is_empty(pc.as_ref()) && is_empty(Some(crm_v)) {
-                    return true;
-                }
-                if let Desired::Set(v) = self.desired_crm(rule, referral) {
-                    if loosely_same(&v, crm_v) || (v.is_null() && is_empty(Some(crm_v))) {
-                        return true;
-                    }
-                }
+        if let Some(field) = &rule.crm
+            && let Some(crm_v) = crm.get(field)
+        {
+            if rule.default.is_none() && is_empty(pc.as_ref()) && is_empty(Some(crm_v)) {
+                return true;
+            }
+            if let Desired::Set(v) = self.desired_crm(rule, referral)
+                && (loosely_same(&v, crm_v) || (v.is_null() && is_empty(Some(crm_v))))
+            {
+                return true;
             }
         }
         match self.desired_pc(rule, crm) {
@@ -240,10 +240,10 @@ impl Mapping {
         if let Some(flag) = &self.sync_flag {
             out.record.insert(flag.clone(), Value::Bool(true));
         }
-        if let (Some(field), Some(url)) = (&self.link_field, &self.link_url) {
-            if let Some(link) = url.render(|p| read_pc(referral, p)) {
-                out.record.insert(field.clone(), Value::String(link));
-            }
+        if let (Some(field), Some(url)) = (&self.link_field, &self.link_url)
+            && let Some(link) = url.render(|p| read_pc(referral, p))
+        {
+            out.record.insert(field.clone(), Value::String(link));
         }
         for rule in self.fields.iter().filter(|r| r.direction.writes_crm()) {
             let Some(field) = &rule.crm else { continue };
@@ -263,15 +263,13 @@ impl Mapping {
                 out.record.insert(field.to_owned(), v.clone());
             }
         }
-        if let Some(reason_field) = &self.stages.reason_field {
-            if matches!(stage, Stage::Lost | Stage::Declined | Stage::Expired) {
-                if let Some(reason) = referral.get("statusReason").and_then(Value::as_str) {
-                    if !reason.trim().is_empty() {
-                        out.record
-                            .insert(reason_field.clone(), Value::String(reason.to_owned()));
-                    }
-                }
-            }
+        if let Some(reason_field) = &self.stages.reason_field
+            && matches!(stage, Stage::Lost | Stage::Declined | Stage::Expired)
+            && let Some(reason) = referral.get("statusReason").and_then(Value::as_str)
+            && !reason.trim().is_empty()
+        {
+            out.record
+                .insert(reason_field.clone(), Value::String(reason.to_owned()));
         }
         out
     }
@@ -282,11 +280,11 @@ impl Mapping {
     /// stage on an accepted deal is left alone).
     pub fn crm_update(&self, referral: &Value, stage: Stage, current: &CrmRecord) -> CrmWrite {
         let mut full = self.to_crm_report(referral, stage);
-        if self.stages.shows(current, stage) {
-            if let Some(pattern) = self.stages.pattern(stage) {
-                for (field, _) in &pattern.fields {
-                    full.record.remove(field);
-                }
+        if self.stages.shows(current, stage)
+            && let Some(pattern) = self.stages.pattern(stage)
+        {
+            for (field, _) in &pattern.fields {
+                full.record.remove(field);
             }
         }
         let in_step: Vec<String> = self
@@ -378,12 +376,11 @@ impl Mapping {
                     && r.direction.writes_partner_center()
                     && r.path.as_str().starts_with("inviteContext.")
             }) {
-                if is_empty(rule.path.read(&doc).as_ref()) {
-                    if let Desired::Set(v) = self.desired_pc(rule, crm) {
-                        if !v.is_null() {
-                            rule.path.write_with_patch(&mut doc, v, &mut patch);
-                        }
-                    }
+                if is_empty(rule.path.read(&doc).as_ref())
+                    && let Desired::Set(v) = self.desired_pc(rule, crm)
+                    && !v.is_null()
+                {
+                    rule.path.write_with_patch(&mut doc, v, &mut patch);
                 }
             }
             upgrade_to_co_sell(&mut doc, &mut patch);
@@ -440,12 +437,12 @@ impl Mapping {
             DealKind::CoSell
         } else {
             // Nothing to invite Microsoft to: notes for Microsoft wait for an upgrade.
-            if let Value::Object(m) = &mut doc {
-                if let Some(Value::Object(ctx)) = m.get_mut("inviteContext") {
-                    ctx.remove("notes");
-                    if ctx.is_empty() {
-                        m.remove("inviteContext");
-                    }
+            if let Value::Object(m) = &mut doc
+                && let Some(Value::Object(ctx)) = m.get_mut("inviteContext")
+            {
+                ctx.remove("notes");
+                if ctx.is_empty() {
+                    m.remove("inviteContext");
                 }
             }
             FieldPath::parse("type")
@@ -648,10 +645,10 @@ impl Mapping {
 /// sellers, and the Microsoft target.
 fn upgrade_to_co_sell(doc: &mut Value, ops: &mut Vec<PatchOp>) {
     let set = |doc: &mut Value, ops: &mut Vec<PatchOp>, path: &str, v: Value| {
-        if let Ok(p) = FieldPath::parse(path) {
-            if !p.read(doc).is_some_and(|cur| same(&cur, &v)) {
-                p.write_with_patch(doc, v, ops);
-            }
+        if let Ok(p) = FieldPath::parse(path)
+            && !p.read(doc).is_some_and(|cur| same(&cur, &v))
+        {
+            p.write_with_patch(doc, v, ops);
         }
     };
     set(doc, ops, "type", json!("Shared"));

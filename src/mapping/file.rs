@@ -136,49 +136,49 @@ fn plain(s: &str) -> String {
 /// Turns a serde/toml message into ours, and the key it is about.
 fn reword(message: &str, mut key: Vec<String>) -> (Vec<String>, String) {
     let message = message.trim();
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((name, tail)) = rest.split_once('`') {
-            if key.last().map(String::as_str) != Some(name) {
-                key.push(name.to_owned());
-            }
-            let expected = tail
-                .trim_start_matches(',')
-                .trim()
-                .strip_prefix("expected one of ")
-                .or_else(|| {
-                    tail.trim_start_matches(',')
-                        .trim()
-                        .strip_prefix("expected ")
-                })
-                .map(plain);
-            let msg = match expected {
-                Some(list) => format!("unknown key; expected one of {list}"),
-                None => "unknown key; this table takes no keys".to_owned(),
-            };
-            return (key, msg);
-        }
-    }
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        if let Some((name, _)) = rest.split_once('`') {
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((name, tail)) = rest.split_once('`')
+    {
+        if key.last().map(String::as_str) != Some(name) {
             key.push(name.to_owned());
-            return (key, "required key is missing".to_owned());
         }
+        let expected = tail
+            .trim_start_matches(',')
+            .trim()
+            .strip_prefix("expected one of ")
+            .or_else(|| {
+                tail.trim_start_matches(',')
+                    .trim()
+                    .strip_prefix("expected ")
+            })
+            .map(plain);
+        let msg = match expected {
+            Some(list) => format!("unknown key; expected one of {list}"),
+            None => "unknown key; this table takes no keys".to_owned(),
+        };
+        return (key, msg);
     }
-    if let Some(rest) = message.strip_prefix("unknown variant `") {
-        if let Some((name, tail)) = rest.split_once('`') {
-            let list = tail
-                .trim_start_matches(',')
-                .trim()
-                .strip_prefix("expected one of ")
-                .map(plain);
-            return (
-                key,
-                format!(
-                    "unknown value {name:?}; expected one of {}",
-                    list.unwrap_or_default()
-                ),
-            );
-        }
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some((name, _)) = rest.split_once('`')
+    {
+        key.push(name.to_owned());
+        return (key, "required key is missing".to_owned());
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `")
+        && let Some((name, tail)) = rest.split_once('`')
+    {
+        let list = tail
+            .trim_start_matches(',')
+            .trim()
+            .strip_prefix("expected one of ")
+            .map(plain);
+        return (
+            key,
+            format!(
+                "unknown value {name:?}; expected one of {}",
+                list.unwrap_or_default()
+            ),
+        );
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
         return (

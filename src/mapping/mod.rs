@@ -180,10 +180,10 @@ impl Mapping {
         all.extend(self.link_field.as_deref());
         for rule in &self.fields {
             all.extend(rule.crm.as_deref());
-            if rule.direction == FieldDirection::ToPartnerCenter {
-                if let Some(t) = rule.template() {
-                    all.extend(t.fields());
-                }
+            if rule.direction == FieldDirection::ToPartnerCenter
+                && let Some(t) = rule.template()
+            {
+                all.extend(t.fields());
             }
         }
         all.extend(self.stages.fields());

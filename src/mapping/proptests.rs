@@ -24,7 +24,7 @@ fn date() -> impl Strategy<Value = NaiveDate> {
 prop_compose! {
     fn referral()(
         name in text(),
-        cents in 1i64..100_000_000_00,
+        cents in 1i64..10_000_000_000,
         currency in "[A-Z]{3}",
         close in date(),
         notes in proptest::option::of(text()),

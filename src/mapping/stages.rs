@@ -113,10 +113,10 @@ impl StageRules {
                 }
             }
         }
-        if let Some(r) = &self.reason_field {
-            if !out.contains(&r.as_str()) {
-                out.push(r);
-            }
+        if let Some(r) = &self.reason_field
+            && !out.contains(&r.as_str())
+        {
+            out.push(r);
         }
         out
     }

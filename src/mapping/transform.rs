@@ -221,13 +221,13 @@ impl Conversion {
                         "format applies to type = \"country\" only".into(),
                     ));
                 }
-                if let Some(j) = &join {
-                    if j.is_empty() {
-                        return Err((
-                            Some("join".into()),
-                            "expected a non-empty separator such as \";\"".into(),
-                        ));
-                    }
+                if let Some(j) = &join
+                    && j.is_empty()
+                {
+                    return Err((
+                        Some("join".into()),
+                        "expected a non-empty separator such as \";\"".into(),
+                    ));
                 }
                 let transform = if let Some(name) = ty {
                     named(&name, format.as_deref()).map_err(|m| (Some("type".into()), m))?
@@ -343,7 +343,7 @@ pub fn calendar_date(dt: &DateTime<FixedOffset>) -> NaiveDate {
     let local = dt.naive_local();
     let date = local.date();
     let t = local.time();
-    let on_quarter = t.second() == 0 && t.nanosecond() == 0 && t.minute() % 15 == 0;
+    let on_quarter = t.second() == 0 && t.nanosecond() == 0 && t.minute().is_multiple_of(15);
     if on_quarter && t.hour() >= 11 {
         date.checked_add_signed(TimeDelta::days(1)).unwrap_or(date)
     } else {

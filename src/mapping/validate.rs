@@ -182,12 +182,14 @@ impl Mapping {
             n if n > 1 => r.push(line, rule_key(rule, ""), "a path may have at most one [*]"),
             _ => {}
         }
-        let owner_contradicts = match (rule.direction, rule.owner) {
-            (FieldDirection::ToCrm, Some(Owner::Crm)) => true,
-            (FieldDirection::ToPartnerCenter, Some(Owner::PartnerCenter)) => true,
-            (FieldDirection::ToCrm | FieldDirection::ToPartnerCenter, Some(Owner::Newest)) => true,
-            _ => false,
-        };
+        let owner_contradicts = matches!(
+            (rule.direction, rule.owner),
+            (FieldDirection::ToCrm, Some(Owner::Crm | Owner::Newest))
+                | (
+                    FieldDirection::ToPartnerCenter,
+                    Some(Owner::PartnerCenter | Owner::Newest)
+                )
+        );
         if owner_contradicts {
             r.push(
                 line,
@@ -455,10 +457,10 @@ impl Mapping {
                 }
             }
         }
-        if let Some(reason) = &st.reason_field {
-            if let Some(m) = crm_name_problem(reason) {
-                r.top("stages.reason_field", m);
-            }
+        if let Some(reason) = &st.reason_field
+            && let Some(m) = crm_name_problem(reason)
+        {
+            r.top("stages.reason_field", m);
         }
         let stage_fields = st.fields();
         for rule in self
@@ -466,14 +468,15 @@ impl Mapping {
             .iter()
             .filter(|r| r.direction.writes_partner_center())
         {
-            if let Some(c) = &rule.crm {
-                if stage_fields.contains(&c.as_str()) && Some(c) != st.reason_field.as_ref() {
-                    r.push(
-                        rule.line,
-                        rule_key(rule, "crm"),
-                        format!("{c} holds the stage ([stages]); it cannot also be a field"),
-                    );
-                }
+            if let Some(c) = &rule.crm
+                && stage_fields.contains(&c.as_str())
+                && Some(c) != st.reason_field.as_ref()
+            {
+                r.push(
+                    rule.line,
+                    rule_key(rule, "crm"),
+                    format!("{c} holds the stage ([stages]); it cannot also be a field"),
+                );
             }
         }
     }
