@@ -1208,3 +1208,24 @@ fn defaults_fill_empty_values() {
         "USD"
     );
 }
+
+#[test]
+fn the_guide_examples_parse() {
+    let guide = include_str!("../../docs/mapping-guide.md");
+    let mut blocks = 0;
+    for block in guide.split("```toml\n").skip(1) {
+        let body = block.split("```").next().unwrap();
+        let mut text = String::new();
+        if !body.contains("object =") {
+            text.push_str(HEAD);
+        }
+        let needs_fields = !body.contains('[') || body.trim_start().starts_with('"');
+        if needs_fields {
+            text.push_str("[fields]\n");
+        }
+        text.push_str(body);
+        Mapping::parse(&text, "guide").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        blocks += 1;
+    }
+    assert!(blocks >= 8, "{blocks}");
+}
