@@ -6,6 +6,7 @@ pub mod config;
 pub mod crm;
 pub mod domain;
 pub mod http;
+pub mod mapping;
 pub mod partner_center;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,129 @@
+//! Value comparison, canonical form and stable hashing.
+
+use serde_json::{Map, Number, Value};
+use sha2::{Digest, Sha256};
+
+/// Numbers compare by value (`5000` = `5000.0`), `null` equals a missing
+/// value, everything else structurally.
+pub fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let nonnull = |m: &Map<String, Value>| m.iter().filter(|(_, v)| !v.is_null()).count();
+            nonnull(x) == nonnull(y)
+                && x.iter()
+                    .all(|(k, v)| same(v, y.get(k).unwrap_or(&Value::Null)))
+        }
+        _ => a == b,
+    }
+}
+
+/// [`same`], or the same text (`"100000000"` = `100000000`, `"true"` = `true`).
+pub fn loosely_same(a: &Value, b: &Value) -> bool {
+    same(a, b) || matches!((scalar_text(a), scalar_text(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Same as [`same`], treating a missing value as null.
+pub fn same_opt(a: Option<&Value>, b: Option<&Value>) -> bool {
+    same(a.unwrap_or(&Value::Null), b.unwrap_or(&Value::Null))
+}
+
+/// Empty for mapping purposes: missing, null, or a blank string.
+pub fn is_empty(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.trim().is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// The text of a scalar: strings as they are, numbers and booleans printed.
+pub fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(number_text(n)),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn number_text(n: &Number) -> String {
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+        _ => n.to_string(),
+    }
+}
+
+/// A JSON number from an f64, integral values as integers.
+pub fn number(f: f64) -> Option<Value> {
+    if !f.is_finite() {
+        return None;
+    }
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        Some(Value::from(f as i64))
+    } else {
+        Number::from_f64(f).map(Value::Number)
+    }
+}
+
+/// Canonical form: object keys sorted, numbers normalised, nulls dropped from objects.
+pub fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => n.as_f64().and_then(number).unwrap_or_else(|| v.clone()),
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let mut out = Map::new();
+            for k in keys {
+                if !m[k].is_null() {
+                    out.insert(k.clone(), canonical(&m[k]));
+                }
+            }
+            Value::Object(out)
+        }
+        _ => v.clone(),
+    }
+}
+
+/// SHA-256 (hex) of the canonical JSON text: the same on every run and platform.
+pub fn stable_hash(v: &Value) -> String {
+    let text = canonical(v).to_string();
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_compare_by_value_and_null_is_missing() {
+        assert!(same(&json!(5000), &json!(5000.0)));
+        assert!(!same(&json!(5000), &json!("5000")));
+        assert!(same(&json!({"a": 1, "b": null}), &json!({"a": 1.0})));
+        assert!(is_empty(Some(&json!("  "))));
+        assert!(!is_empty(Some(&json!(0))));
+    }
+
+    #[test]
+    fn hashes_ignore_key_order_and_number_spelling() {
+        let a = stable_hash(&json!({"Name": "X", "Amount": 5000.0}));
+        let b = stable_hash(&json!({"Amount": 5000, "Name": "X"}));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        // Pinned: the hash must never change between releases or platforms.
+        assert_eq!(
+            stable_hash(&json!({"a": 1})),
+            "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862"
+        );
+    }
+}
