@@ -97,11 +97,22 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// `config validate`: every setting typed and checked, every credential the
 /// enabled systems need present.
 pub fn config_validate(settings: &Settings) -> Result<String, CommandError> {
-    let problems: Vec<String> = settings
+    let mut problems: Vec<String> = settings
         .readiness_problems()
         .into_iter()
         .map(|p| p.to_string())
         .collect();
+    let mut mappings = Vec::new();
+    for crm in enabled_crms(settings) {
+        let (text, name) = settings.mapping_source(crm)?;
+        match crate::mapping::Mapping::load(&text, &name) {
+            Ok(m) => mappings.push(format!(
+                "{name}: {} fields, stages complete",
+                m.fields.len()
+            )),
+            Err(found) => problems.extend(found.into_iter().map(|p| p.to_string())),
+        }
+    }
     if !problems.is_empty() {
         return Err(CommandError::ConfigProblems(problems));
     }
@@ -112,12 +123,28 @@ pub fn config_validate(settings: &Settings) -> Result<String, CommandError> {
     if settings.salesforce.enabled {
         enabled.push("Salesforce");
     }
-    Ok(format!(
+    let mut out = format!(
         "configuration is valid: syncing {} every {}; state store {}\n",
         enabled.join(" ↔ "),
         humantime::format_duration(settings.sync.interval),
         settings.state.path.display()
-    ))
+    );
+    for m in mappings {
+        out.push_str(&format!("  mapping {m}\n"));
+    }
+    Ok(out)
+}
+
+/// The CRMs switched on in the settings.
+pub fn enabled_crms(settings: &Settings) -> Vec<crate::store::CrmKind> {
+    let mut out = Vec::new();
+    if settings.dynamics.enabled {
+        out.push(crate::store::CrmKind::Dynamics);
+    }
+    if settings.salesforce.enabled {
+        out.push(crate::store::CrmKind::Salesforce);
+    }
+    out
 }
 
 /// `config show`: the effective settings, secrets redacted.

@@ -313,6 +313,42 @@ impl Settings {
         self.config_dir.as_ref().map(|dir| dir.join(relative))
     }
 
+    /// The text of a CRM's mapping file and the name to show in messages:
+    /// the file next to the config file, or the built-in default when no
+    /// config file was given (or the file does not exist there).
+    pub fn mapping_source(
+        &self,
+        crm: crate::store::CrmKind,
+    ) -> Result<(String, String), ConfigError> {
+        let (relative, key, builtin) = match crm {
+            crate::store::CrmKind::Dynamics => (
+                &self.dynamics.mapping,
+                "dynamics.mapping",
+                crate::mapping::DEFAULT_DYNAMICS,
+            ),
+            crate::store::CrmKind::Salesforce => (
+                &self.salesforce.mapping,
+                "salesforce.mapping",
+                crate::mapping::DEFAULT_SALESFORCE,
+            ),
+        };
+        let explicit = self.origins.contains_key(key);
+        match self.mapping_path(relative) {
+            Some(path) if path.exists() || explicit => {
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+                    key: key.to_owned(),
+                    origin: self.origin(key).to_owned(),
+                    message: format!("cannot read mapping file {}: {e}", path.display()),
+                })?;
+                Ok((text, path.display().to_string()))
+            }
+            _ => Ok((
+                builtin.to_owned(),
+                format!("built-in {}", relative.display()),
+            )),
+        }
+    }
+
     /// Settings that are well-formed but keep a sync from running: missing
     /// client ids and secrets for the systems that are enabled.
     pub fn readiness_problems(&self) -> Vec<ReadinessProblem> {

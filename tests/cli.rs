@@ -251,3 +251,44 @@ fn usage_errors_exit_2_and_json_logs_are_json() {
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["level"], "DEBUG");
 }
+
+#[test]
+fn validate_checks_the_mapping_of_each_enabled_crm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(
+        dir.path(),
+        "[partner_center]\nclient_id = \"app\"\n[salesforce]\nenabled = true\nclient_id = \"ck\"\n",
+    );
+    let env = ("COSELL_SYNC__SALESFORCE__CLIENT_SECRET", "x");
+    // No mapping file next to the config: the built-in default is used and is valid.
+    let (code, out, err) = run(bin()
+        .args(["config", "validate", "-c"])
+        .arg(&file)
+        .env(env.0, env.1));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("mapping built-in mappings/salesforce.toml"),
+        "{out}"
+    );
+
+    // A broken mapping is named with file, line and key.
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    let broken = cosell_sync::mapping::DEFAULT_SALESFORCE.replacen(
+        "\"name\"                        = { crm = \"Name\", empty = \"keep\" }",
+        "\"name\"                        = { crm = \"Name\", directon = \"both\" }",
+        1,
+    );
+    assert_ne!(
+        broken,
+        cosell_sync::mapping::DEFAULT_SALESFORCE,
+        "the test edits a real line"
+    );
+    std::fs::write(dir.path().join("mappings/salesforce.toml"), broken).unwrap();
+    let (code, _, err) = run(bin()
+        .args(["config", "validate", "-c"])
+        .arg(&file)
+        .env(env.0, env.1));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("mappings/salesforce.toml:"), "{err}");
+    assert!(err.contains("directon"), "{err}");
+}
