@@ -110,7 +110,10 @@ fn status_on_a_fresh_state_file_is_empty_but_well_formed() {
     Store::open(&db).unwrap();
     let (code, out, err) = run(bin().args(["status"]).env("COSELL_SYNC__STATE__PATH", &db));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("(schema 1)"), "{out}");
+    assert!(
+        out.contains(&format!("(schema {})", cosell_sync::store::SCHEMA_VERSION)),
+        "{out}"
+    );
     assert!(out.contains("0 in total"), "{out}");
     for stage in ["received", "accepted", "won", "lost", "declined", "expired"] {
         assert!(out.contains(&format!("  {stage:<11} 0")), "{stage}: {out}");

@@ -145,8 +145,31 @@ pub struct Link {
     pub pc_hash: Option<String>,
     /// The referral's eTag after our write.
     pub pc_version: Option<String>,
+    /// The mapped CRM fields as last read or written (JSON object).
+    pub crm_fields: Option<Value>,
+    /// When the deal asked Microsoft for help (start of the 14-day window).
+    pub help_requested_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Link {
+    /// A new link for a CRM record, nothing written yet.
+    pub fn new(crm: CrmKind, crm_id: &str, referral_id: Option<&str>, now: DateTime<Utc>) -> Link {
+        Link {
+            crm,
+            crm_id: crm_id.to_owned(),
+            referral_id: referral_id.map(str::to_owned),
+            crm_hash: None,
+            crm_version: None,
+            pc_hash: None,
+            pc_version: None,
+            crm_fields: None,
+            help_requested_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
 }
 
 /// A remote effect decided and committed, not yet confirmed done.

@@ -35,6 +35,8 @@ struct RawLink {
     pc_version: Option<String>,
     created_at: String,
     updated_at: String,
+    crm_fields: Option<String>,
+    help_requested_at: Option<String>,
 }
 
 struct RawOutbox {
@@ -66,8 +68,8 @@ struct RawFailure {
 const SNAPSHOT_COLUMNS: &str = "id, etag, status, substatus, stage, direction, referral_type, name, \
      created_at, updated_at, deadline, projection_hash, raw_json, favorite, locally_expired, first_seen, last_seen";
 
-const LINK_COLUMNS: &str =
-    "crm, crm_id, referral_id, crm_hash, crm_version, pc_hash, pc_version, created_at, updated_at";
+const LINK_COLUMNS: &str = "crm, crm_id, referral_id, crm_hash, crm_version, pc_hash, pc_version, created_at, updated_at, \
+     crm_fields, help_requested_at";
 
 const OUTBOX_COLUMNS: &str =
     "id, target, operation, record_key, payload, attempts, next_attempt_at, last_error, created_at";
@@ -285,7 +287,7 @@ impl<'c> Repo<'c> {
         self.conn
             .execute(
                 &format!(
-                    "INSERT INTO links ({LINK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    "INSERT INTO links ({LINK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ),
                 params![
                     l.crm.as_str(),
@@ -296,7 +298,9 @@ impl<'c> Repo<'c> {
                     l.pc_hash,
                     l.pc_version,
                     ts(l.created_at),
-                    ts(l.updated_at)
+                    ts(l.updated_at),
+                    l.crm_fields.as_ref().map(Value::to_string),
+                    l.help_requested_at.map(ts),
                 ],
             )
             .map_err(|e| classify(e, "link"))?;
@@ -309,7 +313,7 @@ impl<'c> Repo<'c> {
             .conn
             .execute(
                 "UPDATE links SET referral_id = ?3, crm_hash = ?4, crm_version = ?5, pc_hash = ?6,
-                    pc_version = ?7, updated_at = ?8
+                    pc_version = ?7, updated_at = ?8, crm_fields = ?9, help_requested_at = ?10
                  WHERE crm = ?1 AND crm_id = ?2",
                 params![
                     l.crm.as_str(),
@@ -319,7 +323,9 @@ impl<'c> Repo<'c> {
                     l.crm_version,
                     l.pc_hash,
                     l.pc_version,
-                    ts(l.updated_at)
+                    ts(l.updated_at),
+                    l.crm_fields.as_ref().map(Value::to_string),
+                    l.help_requested_at.map(ts),
                 ],
             )
             .map_err(|e| classify(e, "link"))?;
@@ -343,6 +349,8 @@ impl<'c> Repo<'c> {
             pc_version: row.get(6)?,
             created_at: row.get(7)?,
             updated_at: row.get(8)?,
+            crm_fields: row.get(9)?,
+            help_requested_at: row.get(10)?,
         })
     }
 
@@ -358,6 +366,11 @@ impl<'c> Repo<'c> {
             crm_version: raw.crm_version,
             pc_hash: raw.pc_hash,
             pc_version: raw.pc_version,
+            crm_fields: raw
+                .crm_fields
+                .map(|f| json(&f, "link CRM fields"))
+                .transpose()?,
+            help_requested_at: opt_ts(raw.help_requested_at)?,
             created_at: parse_ts(&raw.created_at)?,
             updated_at: parse_ts(&raw.updated_at)?,
         })
@@ -792,6 +805,109 @@ impl<'c> Repo<'c> {
     pub fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
         self.conn.execute("DELETE FROM kv WHERE key = ?1", [key])?;
         Ok(())
+    }
+
+    /// Inserts an effect, or replaces the payload of the pending one for the
+    /// same target, operation and record (its attempts and schedule are kept,
+    /// so a record that keeps failing is still quarantined in time).
+    pub fn upsert_effect(&self, e: &NewEffect, now: DateTime<Utc>) -> Result<i64, StoreError> {
+        let existing: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM outbox WHERE target = ?1 AND operation = ?2 AND record_key = ?3 ORDER BY id LIMIT 1",
+                params![e.target, e.operation, e.record_key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match existing {
+            Some(id) => {
+                self.conn.execute(
+                    "UPDATE outbox SET payload = ?2 WHERE id = ?1",
+                    params![id, e.payload.to_string()],
+                )?;
+                Ok(id)
+            }
+            None => self.enqueue(e, now),
+        }
+    }
+
+    /// Whether an effect is pending for a record on a target.
+    pub fn has_pending_effect(&self, target: &str, record_key: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE target = ?1 AND record_key = ?2",
+            params![target, record_key],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Pending effects for one target, due at `now`, oldest first.
+    pub fn due_effects_for(
+        &self,
+        target: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE target = ?1 AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3"
+        ))?;
+        let rows = stmt
+            .query_map(params![target, ts(now), limit as i64], Self::outbox_from)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(Self::outbox_build).collect()
+    }
+
+    /// Postpones every pending effect of a target (a throttled or paused side).
+    pub fn postpone_target(&self, target: &str, until: DateTime<Utc>) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE outbox SET next_attempt_at = MAX(next_attempt_at, ?2) WHERE target = ?1",
+            params![target, ts(until)],
+        )?)
+    }
+
+    /// Undoes a local expiry: Partner Center accepted the referral in time.
+    pub fn clear_local_expiry(&self, id: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE referrals SET locally_expired = 0 WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Whether a referral's history has an event of this kind.
+    pub fn has_event(&self, referral_id: &str, kind: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE referral_id = ?1 AND kind = ?2",
+            params![referral_id, kind],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Every link of one CRM (full reconcile, Microsoft decision windows).
+    pub fn links_of_crm(&self, crm: CrmKind) -> Result<Vec<Link>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {LINK_COLUMNS} FROM links WHERE crm = ?1 ORDER BY crm_id"
+        ))?;
+        let rows = stmt
+            .query_map([crm.as_str()], Self::link_from)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(Self::link_build).collect()
+    }
+
+    /// Links of deals that asked Microsoft for help before `before` and
+    /// whose window was not reported yet.
+    pub fn help_windows_lapsed(&self, before: DateTime<Utc>) -> Result<Vec<Link>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {LINK_COLUMNS} FROM links l
+             WHERE help_requested_at IS NOT NULL AND help_requested_at <= ?1 AND referral_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.referral_id = l.referral_id AND e.kind = 'microsoft_window')
+             ORDER BY help_requested_at"
+        ))?;
+        let rows = stmt
+            .query_map([ts(before)], Self::link_from)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(Self::link_build).collect()
     }
 
     // ---- status ------------------------------------------------------------------

@@ -100,4 +100,10 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at  TEXT NOT NULL
     ) STRICT;
     "#,
+    // 2: the CRM fields last seen or written per link (the base of minimal
+    // CRM updates), and when an outbound deal asked Microsoft for help.
+    r#"
+    ALTER TABLE links ADD COLUMN crm_fields TEXT;
+    ALTER TABLE links ADD COLUMN help_requested_at TEXT;
+    "#,
 ];

@@ -33,6 +33,8 @@ fn link(crm: CrmKind, crm_id: &str, referral_id: &str) -> Link {
         crm_version: None,
         pc_hash: None,
         pc_version: None,
+        crm_fields: Some(json!({"Name": "Deal"})),
+        help_requested_at: None,
         created_at: now(),
         updated_at: now(),
     }
@@ -259,6 +261,7 @@ fn links_are_unique_per_crm_record_and_per_referral() {
         Some("p2")
     );
     assert_eq!(store.read(|r| r.links_of_referral("r1")).unwrap().len(), 2);
+    assert_eq!(l.crm_fields, Some(json!({"Name": "Deal"})));
 }
 
 #[test]
@@ -439,4 +442,42 @@ fn kv_values_are_replaced_and_deleted() {
     store.write(|r| r.kv_delete("k")).unwrap();
     assert_eq!(store.read(|r| r.kv_get("k")).unwrap(), None);
     store.check_writable().unwrap();
+}
+
+#[test]
+fn upserting_an_effect_keeps_its_attempts() {
+    let (_dir, store) = open();
+    let effect = |n: i64| NewEffect {
+        target: "salesforce".into(),
+        operation: "upsert".into(),
+        record_key: "r1".into(),
+        payload: json!({ "n": n }),
+    };
+    let id = store.write(|r| r.upsert_effect(&effect(1), now())).unwrap();
+    store
+        .write(|r| r.retry_effect_later(id, "503", now() + Duration::minutes(1)))
+        .unwrap();
+    let again = store.write(|r| r.upsert_effect(&effect(2), now())).unwrap();
+    assert_eq!(again, id);
+    let pending = store.read(|r| r.pending_effects()).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].payload, json!({ "n": 2 }));
+    assert_eq!(
+        pending[0].attempts, 1,
+        "a replaced effect keeps counting toward quarantine"
+    );
+    assert!(
+        store
+            .read(|r| r.has_pending_effect("salesforce", "r1"))
+            .unwrap()
+    );
+    store
+        .write(|r| r.postpone_target("salesforce", now() + Duration::hours(1)))
+        .unwrap();
+    assert!(
+        store
+            .read(|r| r.due_effects_for("salesforce", now() + Duration::minutes(30), 10))
+            .unwrap()
+            .is_empty()
+    );
 }
