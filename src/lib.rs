@@ -9,4 +9,5 @@ pub mod http;
 pub mod mapping;
 pub mod partner_center;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

@@ -102,7 +102,9 @@ pub struct ReferralFilter {
 }
 
 /// The CRM side of a link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CrmKind {
     Dynamics,

@@ -1,0 +1,255 @@
+//! Remote effects as they are kept in the outbox: decided and committed
+//! before anything is sent, replayed harmlessly after a crash.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::crm::{CloseRequest, CrmFields, RecordWrite};
+use crate::domain::{LifecycleAction, PatchOp};
+use crate::store::{CrmKind, NewEffect};
+
+/// The outbox target of Partner Center effects.
+pub const PARTNER_CENTER: &str = "partner_center";
+
+/// A lifecycle action, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum StageAction {
+    Accept,
+    Decline { reason: String },
+    Win,
+    Lose { reason: Option<String> },
+}
+
+impl StageAction {
+    pub fn to_lifecycle(&self) -> LifecycleAction {
+        match self {
+            StageAction::Accept => LifecycleAction::Accept,
+            StageAction::Decline { reason } => LifecycleAction::Decline {
+                reason: reason.clone(),
+            },
+            StageAction::Win => LifecycleAction::Win,
+            StageAction::Lose { reason } => LifecycleAction::Lose {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            StageAction::Accept => "accept",
+            StageAction::Decline { .. } => "decline",
+            StageAction::Win => "win",
+            StageAction::Lose { .. } => "lose",
+        }
+    }
+}
+
+/// One remote effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "effect")]
+pub enum Effect {
+    /// Upsert an opportunity (by referral id, or by CRM id for write-backs).
+    CrmUpsert {
+        crm: CrmKind,
+        write: RecordWrite,
+        /// The referral this write reflects.
+        referral_id: Option<String>,
+        /// Projection hash of the referral state the write reflects.
+        pc_hash: Option<String>,
+    },
+    /// Close an opportunity as won or lost (declined and expired close as lost).
+    CrmClose {
+        crm: CrmKind,
+        close: CloseRequest,
+        referral_id: String,
+        pc_hash: Option<String>,
+    },
+    /// Change a referral: a lifecycle action and/or a JSON Patch of mapped
+    /// fields, decided from a CRM record.
+    PcUpdate {
+        referral_id: String,
+        crm: CrmKind,
+        crm_id: String,
+        action: Option<StageAction>,
+        ops: Vec<PatchOp>,
+        /// Private → co-sell: invite Microsoft after the patch.
+        upgrade_to_co_sell: bool,
+        /// The CRM record the decision came from (to decide again after a 412).
+        crm_fields: CrmFields,
+    },
+    /// Create an outbound deal from a flagged CRM opportunity.
+    PcCreate {
+        crm: CrmKind,
+        crm_id: String,
+        /// The create body (validated).
+        draft: Value,
+        /// When the create was decided: the look-up for a deal we may already
+        /// have made starts here.
+        intent_at: DateTime<Utc>,
+        crm_fields: CrmFields,
+    },
+}
+
+impl Effect {
+    /// The outbox target.
+    pub fn target(&self) -> &'static str {
+        match self {
+            Effect::CrmUpsert { crm, .. } | Effect::CrmClose { crm, .. } => crm.as_str(),
+            Effect::PcUpdate { .. } | Effect::PcCreate { .. } => PARTNER_CENTER,
+        }
+    }
+
+    /// The outbox operation.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Effect::CrmUpsert { .. } => "upsert",
+            Effect::CrmClose { .. } => "close",
+            Effect::PcUpdate { .. } => "update",
+            Effect::PcCreate { .. } => "create",
+        }
+    }
+
+    /// The record the effect is about: a referral id, or `<crm>:<crm id>`
+    /// for records that have no referral yet.
+    pub fn record_key(&self) -> String {
+        match self {
+            Effect::CrmUpsert {
+                crm,
+                write,
+                referral_id,
+                ..
+            } => match (referral_id, &write.key) {
+                (Some(id), _) => id.clone(),
+                (None, crate::crm::RecordKey::Referral(id)) => id.clone(),
+                (None, crate::crm::RecordKey::CrmId(id)) => crm_record_key(*crm, id),
+            },
+            Effect::CrmClose { referral_id, .. } | Effect::PcUpdate { referral_id, .. } => {
+                referral_id.clone()
+            }
+            Effect::PcCreate { crm, crm_id, .. } => crm_record_key(*crm, crm_id),
+        }
+    }
+
+    /// The outbox row.
+    pub fn to_new(&self) -> NewEffect {
+        NewEffect {
+            target: self.target().to_owned(),
+            operation: self.operation().to_owned(),
+            record_key: self.record_key(),
+            payload: serde_json::to_value(self).unwrap_or(Value::Null),
+        }
+    }
+
+    /// One line for `sync --dry-run` and the event log.
+    pub fn describe(&self) -> String {
+        match self {
+            Effect::CrmUpsert { crm, write, .. } => {
+                let mut fields: Vec<&str> = write.fields.keys().map(String::as_str).collect();
+                fields.sort_unstable();
+                format!("{crm}: upsert {} ({})", write.key, fields.join(", "))
+            }
+            Effect::CrmClose { crm, close, .. } => format!(
+                "{crm}: close {} as {}{}",
+                close.key,
+                match close.outcome {
+                    crate::crm::CloseOutcome::Won => "won",
+                    crate::crm::CloseOutcome::Lost => "lost",
+                },
+                close
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            Effect::PcUpdate {
+                referral_id,
+                action,
+                ops,
+                upgrade_to_co_sell,
+                ..
+            } => {
+                let mut parts = Vec::new();
+                if let Some(a) = action {
+                    parts.push(a.describe().to_owned());
+                }
+                if !ops.is_empty() {
+                    parts.push(format!(
+                        "patch {}",
+                        ops.iter()
+                            .map(|o| o.path.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if *upgrade_to_co_sell {
+                    parts.push("upgrade to co-sell".into());
+                }
+                format!(
+                    "partner_center: referral {referral_id}: {}",
+                    parts.join("; ")
+                )
+            }
+            Effect::PcCreate {
+                crm, crm_id, draft, ..
+            } => format!(
+                "partner_center: create {} deal {:?} from {crm} record {crm_id}",
+                if draft.get("type").and_then(Value::as_str) == Some("Shared") {
+                    "co-sell"
+                } else {
+                    "private"
+                },
+                draft.get("name").and_then(Value::as_str).unwrap_or("")
+            ),
+        }
+    }
+}
+
+/// The record key of a CRM record with no referral.
+pub fn crm_record_key(crm: CrmKind, crm_id: &str) -> String {
+    format!("{crm}:{crm_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::RecordKey;
+
+    #[test]
+    fn effects_round_trip_through_the_outbox_payload() {
+        let e = Effect::PcUpdate {
+            referral_id: "r1".into(),
+            crm: CrmKind::Salesforce,
+            crm_id: "006A".into(),
+            action: Some(StageAction::Decline {
+                reason: "No budget".into(),
+            }),
+            ops: vec![PatchOp::replace("/name", "Renamed")],
+            upgrade_to_co_sell: false,
+            crm_fields: CrmFields::new(),
+        };
+        let row = e.to_new();
+        assert_eq!(
+            (row.target.as_str(), row.operation.as_str()),
+            ("partner_center", "update")
+        );
+        assert_eq!(row.record_key, "r1");
+        let back: Effect = serde_json::from_value(row.payload).unwrap();
+        assert_eq!(back, e);
+
+        let w = Effect::CrmUpsert {
+            crm: CrmKind::Dynamics,
+            write: RecordWrite {
+                key: RecordKey::CrmId("guid".into()),
+                fields: CrmFields::new(),
+                if_match: None,
+                customer: None,
+            },
+            referral_id: None,
+            pc_hash: None,
+        };
+        assert_eq!(w.record_key(), "dynamics:guid");
+        assert_eq!(w.target(), "dynamics");
+    }
+}

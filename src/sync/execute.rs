@@ -1,0 +1,908 @@
+//! Draining the outbox: Partner Center first (its results may queue CRM
+//! write-backs), then each CRM in batches. Every success is committed with
+//! its bookkeeping in one transaction; every failure is classified.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::effects::{Effect, PARTNER_CENTER, StageAction};
+use super::plan::{decide_from_crm, effective_json};
+use super::{CrmSide, Cycle, Engine, SyncError};
+use crate::crm::{CrmFields, RecordKey, RecordWrite, WriteOk};
+use crate::domain::{DealKind, Referral, Stage};
+use crate::http::{RetryDirective, Retryable};
+use crate::partner_center::{PartnerCenterClient, PartnerCenterError};
+use crate::store::{Link, NewFailure, OutboxEntry, ReferralSnapshot};
+
+/// How long a look-up for a deal we may already have created reaches back
+/// before the recorded intent (clock skew between us and Partner Center).
+const CREATE_LOOKBACK: chrono::Duration = chrono::Duration::minutes(15);
+
+/// Whether to go on with a side after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+fn merge_fields(base: &Option<Value>, written: &CrmFields) -> CrmFields {
+    let mut out = match base {
+        Some(Value::Object(m)) => m.clone(),
+        _ => CrmFields::new(),
+    };
+    for (k, v) in written {
+        out.insert(k.clone(), v.clone());
+    }
+    out
+}
+
+impl Engine {
+    pub(crate) async fn execute(
+        &self,
+        pc: &PartnerCenterClient,
+        cycle: &mut Cycle,
+    ) -> Result<(), SyncError> {
+        self.execute_partner_center(pc, cycle).await?;
+        for side in self.crms.clone() {
+            self.execute_crm(&side, cycle).await?;
+        }
+        Ok(())
+    }
+
+    // ---- failure handling -----------------------------------------------------------
+
+    /// Classifies a failed effect: retry later, pause the side, or quarantine.
+    fn fail_effect(
+        &self,
+        entry: &OutboxEntry,
+        directive: RetryDirective,
+        message: &str,
+        hint: &str,
+        cycle: &mut Cycle,
+    ) -> Result<Flow, SyncError> {
+        let now = cycle.now;
+        let side = entry.target.clone();
+        tracing::warn!(target_side = %side, record = %entry.record_key, operation = %entry.operation, directive = directive.as_str(), error = %message, "effect failed");
+        match directive {
+            RetryDirective::Backoff => {
+                if entry.attempts + 1 >= self.settings.max_attempts {
+                    self.quarantine(entry, "retry", message, hint, cycle)?;
+                } else {
+                    let wait = chrono::Duration::from_std(self.backoff(entry.attempts + 1))
+                        .unwrap_or_default();
+                    self.store
+                        .write(|r| r.retry_effect_later(entry.id, message, now + wait))?;
+                    self.count_failed(&side, cycle);
+                }
+                Ok(Flow::Continue)
+            }
+            RetryDirective::After(d) => {
+                let until = now
+                    + chrono::Duration::from_std(d.max(Duration::from_secs(1))).unwrap_or_default();
+                self.store.write(|r| r.postpone_target(&side, until))?;
+                cycle.summary.paused.push(format!(
+                    "{side} (throttled until {})",
+                    until.format("%H:%M:%S UTC")
+                ));
+                Ok(Flow::Stop)
+            }
+            RetryDirective::Operator => {
+                let until =
+                    now + chrono::Duration::from_std(self.settings.interval).unwrap_or_default();
+                self.store.write(|r| {
+                    r.postpone_target(&side, until)?;
+                    r.record_failure(
+                        &NewFailure {
+                            record: format!("{side}:sign-in"),
+                            side: side.clone(),
+                            kind: "operator".into(),
+                            message: message.to_owned(),
+                            hint: hint.to_owned(),
+                            raw: None,
+                        },
+                        now,
+                    )?;
+                    Ok(())
+                })?;
+                cycle.summary.paused.push(side.clone());
+                cycle
+                    .summary
+                    .errors
+                    .push(format!("{side}: {message} (hint: {hint})"));
+                Ok(Flow::Stop)
+            }
+            RetryDirective::Permanent => {
+                self.quarantine(entry, "permanent", message, hint, cycle)?;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    fn count_failed(&self, side: &str, cycle: &mut Cycle) {
+        if side == PARTNER_CENTER {
+            cycle.summary.partner_center.failed += 1;
+        } else if let Some(kind) = crate::store::CrmKind::parse(side) {
+            cycle.summary.crm(kind).failed += 1;
+        }
+    }
+
+    /// Takes an effect out of the outbox and keeps it with the failure, so
+    /// that `failures retry` can put it back.
+    fn quarantine(
+        &self,
+        entry: &OutboxEntry,
+        kind: &str,
+        message: &str,
+        hint: &str,
+        cycle: &mut Cycle,
+    ) -> Result<(), SyncError> {
+        let now = cycle.now;
+        self.count_failed(&entry.target, cycle);
+        cycle.summary.quarantined += 1;
+        let raw = json!({
+            "effect": entry.payload,
+            "target": entry.target,
+            "operation": entry.operation,
+            "attempts": entry.attempts + 1,
+        });
+        self.store.write(|r| {
+            r.complete_effect(entry.id)?;
+            r.record_failure(
+                &NewFailure {
+                    record: entry.record_key.clone(),
+                    side: entry.target.clone(),
+                    kind: kind.to_owned(),
+                    message: message.to_owned(),
+                    hint: hint.to_owned(),
+                    raw: Some(raw.to_string()),
+                },
+                now,
+            )?;
+            if r.get_referral(&entry.record_key)?.is_some() {
+                r.append_event(
+                    &entry.record_key,
+                    now,
+                    &entry.target,
+                    "quarantined",
+                    &format!(
+                        "{} {} quarantined after {} attempt(s): {message}",
+                        entry.target,
+                        entry.operation,
+                        entry.attempts + 1
+                    ),
+                    None,
+                )?;
+            }
+            Ok(())
+        })?;
+        tracing::error!(record = %entry.record_key, side = %entry.target, %message, %hint, "record quarantined");
+        Ok(())
+    }
+
+    // ---- Partner Center ------------------------------------------------------------------
+
+    async fn execute_partner_center(
+        &self,
+        pc: &PartnerCenterClient,
+        cycle: &mut Cycle,
+    ) -> Result<(), SyncError> {
+        loop {
+            let due = self
+                .store
+                .read(|r| r.due_effects_for(PARTNER_CENTER, cycle.now, 50))?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            if pc.paused_for_login() {
+                cycle.summary.paused.push("partner_center".into());
+                return Ok(());
+            }
+            for entry in due {
+                let effect: Effect = match serde_json::from_value(entry.payload.clone()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.quarantine(
+                            &entry,
+                            "permanent",
+                            &format!("unreadable outbox entry: {e}"),
+                            "report this to the cosell-sync maintainers",
+                            cycle,
+                        )?;
+                        continue;
+                    }
+                };
+                let span = tracing::info_span!("effect", side = "partner_center", record = %entry.record_key, operation = %entry.operation);
+                let flow = match effect {
+                    Effect::PcUpdate {
+                        referral_id,
+                        crm,
+                        crm_id,
+                        action,
+                        ops,
+                        upgrade_to_co_sell,
+                        crm_fields,
+                    } => {
+                        use tracing::Instrument;
+                        self.exec_pc_update(
+                            pc,
+                            &entry,
+                            &referral_id,
+                            crm,
+                            &crm_id,
+                            action,
+                            ops,
+                            upgrade_to_co_sell,
+                            &crm_fields,
+                            cycle,
+                        )
+                        .instrument(span)
+                        .await?
+                    }
+                    Effect::PcCreate {
+                        crm,
+                        crm_id,
+                        draft,
+                        intent_at,
+                        crm_fields,
+                    } => {
+                        use tracing::Instrument;
+                        self.exec_pc_create(
+                            pc,
+                            &entry,
+                            crm,
+                            &crm_id,
+                            &draft,
+                            intent_at,
+                            &crm_fields,
+                            cycle,
+                        )
+                        .instrument(span)
+                        .await?
+                    }
+                    _ => {
+                        self.quarantine(
+                            &entry,
+                            "permanent",
+                            "a CRM effect was queued for Partner Center",
+                            "report this to the cosell-sync maintainers",
+                            cycle,
+                        )?;
+                        Flow::Continue
+                    }
+                };
+                if flow == Flow::Stop {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn current_referral(
+        &self,
+        pc: &PartnerCenterClient,
+        id: &str,
+    ) -> Result<Referral, PartnerCenterError> {
+        if let Ok(Some(snap)) = self.store.read(|r| r.get_referral(id))
+            && let Ok(r) = snap.referral()
+        {
+            return Ok(r);
+        }
+        pc.get(id).await
+    }
+
+    /// Applies a decision to a referral; safe to replay (an action already
+    /// done is skipped, a stale eTag comes back as `ModifiedConcurrently`).
+    async fn apply_update(
+        &self,
+        pc: &PartnerCenterClient,
+        referral: &Referral,
+        action: &Option<StageAction>,
+        ops: &[crate::domain::PatchOp],
+        upgrade: bool,
+    ) -> Result<Referral, PartnerCenterError> {
+        let id = referral.id.clone();
+        let mut current = referral.clone();
+        let stage_now = |r: &Referral| match (&r.status, &r.substatus) {
+            (Some(s), Some(sub)) => Stage::from_api(s, sub),
+            _ => None,
+        };
+        let refresh = |maybe: Option<Referral>| async {
+            match maybe {
+                Some(r) => Ok(r),
+                None => pc.get(&id).await,
+            }
+        };
+        let target = action.as_ref().map(|a| match a {
+            StageAction::Accept => Stage::Accepted,
+            StageAction::Decline { .. } => Stage::Declined,
+            StageAction::Win => Stage::Won,
+            StageAction::Lose { .. } => Stage::Lost,
+        });
+        let action_pending = target.is_some() && stage_now(&current) != target;
+        let patch = |current: Referral| async move {
+            if ops.is_empty() {
+                return Ok(current);
+            }
+            let etag = current.e_tag.clone().unwrap_or_default();
+            let updated = pc.patch(&current.id, &etag, ops).await?;
+            refresh(updated).await
+        };
+        match action {
+            Some(StageAction::Accept) => {
+                if action_pending {
+                    current = refresh(
+                        pc.change_stage(&current, &StageAction::Accept.to_lifecycle())
+                            .await?,
+                    )
+                    .await?;
+                }
+                current = patch(current).await?;
+            }
+            Some(a @ StageAction::Decline { .. }) => {
+                if action_pending {
+                    current = refresh(pc.change_stage(&current, &a.to_lifecycle()).await?).await?;
+                }
+            }
+            Some(a) => {
+                current = patch(current).await?;
+                if action_pending {
+                    current = refresh(pc.change_stage(&current, &a.to_lifecycle()).await?).await?;
+                }
+            }
+            None => current = patch(current).await?,
+        }
+        if upgrade {
+            let engagement = current.engagement_id.clone().unwrap_or_default();
+            let invited =
+                !engagement.is_empty() && pc.find_microsoft_referral(&engagement).await?.is_some();
+            if !invited {
+                pc.invite_microsoft(&current, &current).await?;
+            }
+        }
+        Ok(current)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn exec_pc_update(
+        &self,
+        pc: &PartnerCenterClient,
+        entry: &OutboxEntry,
+        referral_id: &str,
+        crm: crate::store::CrmKind,
+        crm_id: &str,
+        mut action: Option<StageAction>,
+        mut ops: Vec<crate::domain::PatchOp>,
+        mut upgrade: bool,
+        crm_fields: &CrmFields,
+        cycle: &mut Cycle,
+    ) -> Result<Flow, SyncError> {
+        let mut referral = match self.current_referral(pc, referral_id).await {
+            Ok(r) => r,
+            Err(e) => {
+                return self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle);
+            }
+        };
+        let mut decided_again = false;
+        let updated = loop {
+            match self
+                .apply_update(pc, &referral, &action, &ops, upgrade)
+                .await
+            {
+                Ok(r) => break r,
+                Err(PartnerCenterError::ModifiedConcurrently { .. }) if !decided_again => {
+                    decided_again = true;
+                    referral = match pc.get(referral_id).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            return self.fail_effect(
+                                entry,
+                                e.directive(),
+                                &e.to_string(),
+                                &e.hint(),
+                                cycle,
+                            );
+                        }
+                    };
+                    let old = self.store.read(|r| r.get_referral(referral_id))?;
+                    let mut snap = ReferralSnapshot::from_referral(
+                        &referral,
+                        self.settings.expiry_days,
+                        cycle.now,
+                    );
+                    if let Some(old) = &old {
+                        snap.first_seen = old.first_seen;
+                        snap.locally_expired = old.locally_expired;
+                    }
+                    let (json, stage) = effective_json(&snap);
+                    self.store.write(|r| {
+                        r.upsert_referral(&snap)?;
+                        r.append_event(referral_id, cycle.now, PARTNER_CENTER, "conflict", "the referral changed in Partner Center meanwhile (412): read again and decided again", None)
+                    })?;
+                    let Some(side) = self.side(crm) else {
+                        self.store.write(|r| r.complete_effect(entry.id))?;
+                        return Ok(Flow::Continue);
+                    };
+                    let Some(stage) = stage else {
+                        self.store.write(|r| r.complete_effect(entry.id))?;
+                        return Ok(Flow::Continue);
+                    };
+                    let d = decide_from_crm(
+                        &side.mapping,
+                        crm_fields,
+                        &json,
+                        stage,
+                        snap.locally_expired,
+                        snap.deadline,
+                        cycle.now,
+                    );
+                    if d.action.is_none() && d.ops.is_empty() && !d.upgrade_to_co_sell {
+                        self.store.write(|r| r.complete_effect(entry.id))?;
+                        return Ok(Flow::Continue);
+                    }
+                    action = d.action;
+                    ops = d.ops;
+                    upgrade = d.upgrade_to_co_sell;
+                }
+                Err(e) => {
+                    let flow =
+                        self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle)?;
+                    return Ok(flow);
+                }
+            }
+        };
+        let now = cycle.now;
+        let side = self.side(crm).cloned();
+        let old = self.store.read(|r| r.get_referral(referral_id))?;
+        let mut snap = ReferralSnapshot::from_referral(&updated, self.settings.expiry_days, now);
+        if let Some(old) = &old {
+            snap.first_seen = old.first_seen;
+            snap.locally_expired = old.locally_expired;
+        }
+        let (json, _) = effective_json(&snap);
+        let mut message = Vec::new();
+        if let Some(a) = &action {
+            message.push(format!(
+                "{}ed in Partner Center",
+                a.describe().trim_end_matches('e')
+            ));
+        }
+        if !ops.is_empty() {
+            message.push(format!(
+                "sent {}",
+                ops.iter()
+                    .map(|o| o.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if upgrade {
+            message.push("upgraded to co-sell: Microsoft invited".into());
+        }
+        self.store.write(|r| {
+            r.upsert_referral(&snap)?;
+            if let Some(side) = &side
+                && let Some(mut link) = r.link_by_crm_id(crm, crm_id)?
+            {
+                link.pc_hash = Some(side.mapping.pc_projection_hash(&json));
+                link.pc_version = updated.e_tag.clone();
+                if upgrade && link.help_requested_at.is_none() {
+                    link.help_requested_at = Some(now);
+                }
+                link.updated_at = now;
+                r.update_link(&link)?;
+            }
+            r.complete_effect(entry.id)?;
+            r.resolve_failure(referral_id, PARTNER_CENTER)?;
+            r.append_event(
+                referral_id,
+                now,
+                PARTNER_CENTER,
+                "updated",
+                &format!("from {crm}: {}", message.join("; ")),
+                None,
+            )?;
+            Ok(())
+        })?;
+        cycle.summary.partner_center.updated += 1;
+        Ok(Flow::Continue)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn exec_pc_create(
+        &self,
+        pc: &PartnerCenterClient,
+        entry: &OutboxEntry,
+        crm: crate::store::CrmKind,
+        crm_id: &str,
+        draft: &Value,
+        intent_at: chrono::DateTime<Utc>,
+        crm_fields: &CrmFields,
+        cycle: &mut Cycle,
+    ) -> Result<Flow, SyncError> {
+        let now = cycle.now;
+        let draft = match Referral::from_json(draft.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.quarantine(
+                    entry,
+                    "permanent",
+                    &e.to_string(),
+                    "report this to the cosell-sync maintainers",
+                    cycle,
+                )?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let mut notes = Vec::new();
+        // A create is the one write that is not idempotent: look for the deal
+        // we may already have made before (re)sending it.
+        let created = match pc
+            .find_outgoing_by_external_reference(crm_id, intent_at - CREATE_LOOKBACK)
+            .await
+        {
+            Ok(Some(found)) => {
+                notes.push(
+                    "found the deal created before an interruption; not created twice".to_owned(),
+                );
+                found
+            }
+            Ok(None) => match pc.create_deal(&draft).await {
+                Ok(c) => c.referral,
+                Err(PartnerCenterError::CoSellIncomplete { created, source }) => {
+                    notes.push(format!("created, but inviting Microsoft failed ({source}); the invitation is retried"));
+                    *created
+                }
+                Err(e) => {
+                    return self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle);
+                }
+            },
+            Err(e) => {
+                return self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle);
+            }
+        };
+        let kind = DealKind::of(&created);
+        let snap = ReferralSnapshot::from_referral(&created, self.settings.expiry_days, now);
+        let (json, stage) = effective_json(&snap);
+        let side = self.side(crm).cloned();
+        let rid = created.id.clone();
+        self.store.write(|r| {
+            r.upsert_referral(&snap)?;
+            let mut link = r
+                .link_by_crm_id(crm, crm_id)?
+                .unwrap_or_else(|| Link::new(crm, crm_id, Some(&rid), now));
+            link.referral_id = Some(rid.clone());
+            link.crm_fields = Some(Value::Object(crm_fields.clone()));
+            if kind == DealKind::CoSell && link.help_requested_at.is_none() {
+                link.help_requested_at = Some(now);
+            }
+            link.updated_at = now;
+            super::plan::upsert_link(r, &link)?;
+            if let Some(side) = &side {
+                // Write the referral id (and what Partner Center filled in) back.
+                let m = &side.mapping;
+                let mut fields = m
+                    .crm_update(&json, stage.unwrap_or(Stage::Accepted), crm_fields)
+                    .record;
+                fields.insert(m.external_id.clone(), Value::String(rid.clone()));
+                if let Some(update) = m.error_update(&[]) {
+                    for (k, v) in update {
+                        if crm_fields.get(&k).is_some_and(|cur| {
+                            !cur.is_null() && cur != &Value::String(String::new())
+                        }) {
+                            fields.insert(k, v);
+                        }
+                    }
+                }
+                let write_back = Effect::CrmUpsert {
+                    crm,
+                    write: RecordWrite {
+                        key: RecordKey::CrmId(crm_id.to_owned()),
+                        fields,
+                        if_match: None,
+                        customer: None,
+                    },
+                    referral_id: Some(rid.clone()),
+                    pc_hash: Some(m.pc_projection_hash(&json)),
+                };
+                r.upsert_effect(&write_back.to_new(), now)?;
+            }
+            r.complete_effect(entry.id)?;
+            r.resolve_failure(&entry.record_key, PARTNER_CENTER)?;
+            r.resolve_failure(&entry.record_key, crm.as_str())?;
+            r.append_event(
+                &rid,
+                now,
+                PARTNER_CENTER,
+                "created",
+                &format!(
+                    "{} deal created from {crm} opportunity {crm_id}",
+                    kind.as_str()
+                ),
+                None,
+            )?;
+            for n in &notes {
+                r.append_event(&rid, now, PARTNER_CENTER, "created", n, None)?;
+            }
+            Ok(())
+        })?;
+        cycle.summary.partner_center.created += 1;
+        Ok(Flow::Continue)
+    }
+
+    // ---- CRMs --------------------------------------------------------------------------
+
+    async fn execute_crm(&self, side: &CrmSide, cycle: &mut Cycle) -> Result<(), SyncError> {
+        let target = side.kind.as_str();
+        loop {
+            let due = self
+                .store
+                .read(|r| r.due_effects_for(target, cycle.now, side.batch_size.max(1)))?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            let mut upserts: Vec<(OutboxEntry, RecordWrite, Option<String>, Option<String>)> =
+                Vec::new();
+            let mut closes = Vec::new();
+            for entry in due {
+                match serde_json::from_value::<Effect>(entry.payload.clone()) {
+                    Ok(Effect::CrmUpsert {
+                        write,
+                        referral_id,
+                        pc_hash,
+                        ..
+                    }) => upserts.push((entry, write, referral_id, pc_hash)),
+                    Ok(Effect::CrmClose {
+                        close,
+                        referral_id,
+                        pc_hash,
+                        ..
+                    }) => closes.push((entry, close, referral_id, pc_hash)),
+                    Ok(_) | Err(_) => {
+                        self.quarantine(
+                            &entry,
+                            "permanent",
+                            "unreadable outbox entry",
+                            "report this to the cosell-sync maintainers",
+                            cycle,
+                        )?;
+                    }
+                }
+            }
+            if !upserts.is_empty() {
+                let writes: Vec<RecordWrite> =
+                    upserts.iter().map(|(_, w, _, _)| w.clone()).collect();
+                let result = side.crm.upsert(writes).await;
+                let flow = self.crm_results(
+                    side,
+                    result,
+                    upserts
+                        .into_iter()
+                        .map(|(e, w, rid, h)| (e, w.fields, rid, h, false))
+                        .collect(),
+                    cycle,
+                )?;
+                if flow == Flow::Stop {
+                    return Ok(());
+                }
+            }
+            if !closes.is_empty() {
+                let requests = closes.iter().map(|(_, c, _, _)| c.clone()).collect();
+                let result = side.crm.close(requests).await;
+                let flow = self.crm_results(
+                    side,
+                    result,
+                    closes
+                        .into_iter()
+                        .map(|(e, c, rid, h)| (e, c.fields, Some(rid), h, true))
+                        .collect(),
+                    cycle,
+                )?;
+                if flow == Flow::Stop {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn crm_results(
+        &self,
+        side: &CrmSide,
+        result: Result<Vec<crate::crm::WriteResult>, crate::crm::CrmError>,
+        items: Vec<(OutboxEntry, CrmFields, Option<String>, Option<String>, bool)>,
+        cycle: &mut Cycle,
+    ) -> Result<Flow, SyncError> {
+        let results = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // The whole call failed: every record shares the verdict.
+                let directive = e.directive();
+                let (msg, hint) = (e.to_string(), e.hint());
+                for (entry, ..) in &items {
+                    if self.fail_effect(entry, directive, &msg, &hint, cycle)? == Flow::Stop {
+                        return Ok(Flow::Stop);
+                    }
+                }
+                return Ok(Flow::Continue);
+            }
+        };
+        let mut stop = false;
+        for ((entry, fields, referral_id, pc_hash, is_close), result) in
+            items.into_iter().zip(results)
+        {
+            match result.outcome {
+                Ok(ok) => self.crm_success(
+                    side,
+                    &entry,
+                    &fields,
+                    referral_id,
+                    pc_hash,
+                    is_close,
+                    &ok,
+                    cycle,
+                )?,
+                Err(e) => {
+                    if stop {
+                        continue;
+                    }
+                    if self.fail_effect(&entry, e.directive(), &e.to_string(), &e.hint(), cycle)?
+                        == Flow::Stop
+                    {
+                        stop = true;
+                    }
+                }
+            }
+        }
+        Ok(if stop { Flow::Stop } else { Flow::Continue })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn crm_success(
+        &self,
+        side: &CrmSide,
+        entry: &OutboxEntry,
+        fields: &CrmFields,
+        referral_id: Option<String>,
+        pc_hash: Option<String>,
+        is_close: bool,
+        ok: &WriteOk,
+        cycle: &mut Cycle,
+    ) -> Result<(), SyncError> {
+        let now = cycle.now;
+        let kind = side.kind;
+        self.store.write(|r| {
+            let existing = match r.link_by_crm_id(kind, &ok.crm_id)? {
+                Some(l) => Some(l),
+                None => match &referral_id {
+                    Some(rid) => r.link_by_referral(kind, rid)?,
+                    None => None,
+                },
+            };
+            let is_new = existing.is_none();
+            let mut link = existing
+                .unwrap_or_else(|| Link::new(kind, &ok.crm_id, referral_id.as_deref(), now));
+            link.crm_id = ok.crm_id.clone();
+            if referral_id.is_some() {
+                link.referral_id = referral_id.clone();
+            }
+            let merged = merge_fields(&link.crm_fields, fields);
+            link.crm_hash = Some(side.mapping.crm_projection_hash(&merged));
+            link.crm_fields = Some(Value::Object(merged));
+            if ok.version.is_some() {
+                link.crm_version = ok.version.clone();
+            }
+            if pc_hash.is_some() {
+                link.pc_hash = pc_hash.clone();
+            }
+            link.updated_at = now;
+            if is_new {
+                super::plan::upsert_link(r, &link)?;
+            } else {
+                r.update_link(&link)?;
+            }
+            r.complete_effect(entry.id)?;
+            r.resolve_failure(&entry.record_key, kind.as_str())?;
+            if let Some(rid) = &referral_id {
+                let what = if is_close {
+                    "opportunity closed"
+                } else if ok.created {
+                    "opportunity created"
+                } else {
+                    "opportunity updated"
+                };
+                r.append_event(
+                    rid,
+                    now,
+                    kind.as_str(),
+                    if is_close {
+                        "closed"
+                    } else if ok.created {
+                        "created"
+                    } else {
+                        "updated"
+                    },
+                    &format!("{what} ({})", ok.crm_id),
+                    None,
+                )?;
+            }
+            Ok(())
+        })?;
+        let s = cycle.summary.crm(kind);
+        if is_close {
+            s.closed += 1;
+        } else if ok.created {
+            s.created += 1;
+        } else {
+            s.updated += 1;
+        }
+        Ok(())
+    }
+
+    // ---- Microsoft's 14-day decision window ------------------------------------------------
+
+    /// Reports, once per deal, whether Microsoft sellers engaged within their
+    /// window after a co-sell request. Nothing is closed.
+    pub(crate) async fn check_microsoft_windows(
+        &self,
+        pc: &PartnerCenterClient,
+        cycle: &mut Cycle,
+    ) -> Result<(), SyncError> {
+        if pc.paused_for_login() {
+            return Ok(());
+        }
+        let window = chrono::Duration::days(i64::from(self.settings.microsoft_decision_days));
+        let lapsed = self
+            .store
+            .read(|r| r.help_windows_lapsed(cycle.now - window))?;
+        for link in lapsed {
+            let Some(rid) = link.referral_id.clone() else {
+                continue;
+            };
+            let Some(snap) = self.store.read(|r| r.get_referral(&rid))? else {
+                continue;
+            };
+            let engagement = snap
+                .raw
+                .get("engagementId")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let engaged = if engagement.is_empty() {
+                None
+            } else {
+                match pc.find_microsoft_referral(&engagement).await {
+                    Ok(found) => found.and_then(|m| match (&m.status, &m.substatus) {
+                        (Some(s), Some(sub)) => Stage::from_api(s, sub),
+                        _ => None,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(referral_id = %rid, error = %e, "could not read Microsoft's referral");
+                        continue;
+                    }
+                }
+            };
+            let message = match engaged {
+                Some(Stage::Accepted | Stage::Won) => {
+                    "Microsoft sellers engaged on the co-sell request".to_owned()
+                }
+                _ => format!(
+                    "Microsoft sellers did not engage within {} days of the co-sell request; the deal stays open",
+                    self.settings.microsoft_decision_days
+                ),
+            };
+            self.store.write(|r| {
+                r.append_event(
+                    &rid,
+                    cycle.now,
+                    PARTNER_CENTER,
+                    "microsoft_window",
+                    &message,
+                    None,
+                )
+            })?;
+        }
+        Ok(())
+    }
+}

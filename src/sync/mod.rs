@@ -1,0 +1,379 @@
+//! The sync engine. One cycle: pull each CRM's changes, pull Partner Center's
+//! changes, reconcile, expire, commit decided effects with the cursor moves
+//! (one SQLite transaction per page), then execute the outbox.
+//!
+//! The engine decides; the clients carry out. It never builds HTTP requests.
+
+mod clock;
+pub mod effects;
+mod execute;
+mod plan;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::config::SyncSettings;
+use crate::crm::{Crm, CrmError, CrmObjectSpec};
+use crate::mapping::Mapping;
+use crate::partner_center::{PartnerCenterClient, PartnerCenterError};
+use crate::store::{CrmKind, Store, StoreError};
+
+pub use clock::{Clock, SystemClock};
+pub use effects::{Effect, StageAction};
+
+/// One CRM the engine syncs with, and its mapping.
+#[derive(Clone)]
+pub struct CrmSide {
+    pub kind: CrmKind,
+    pub crm: Arc<dyn Crm>,
+    pub mapping: Arc<Mapping>,
+    /// Records per write call.
+    pub batch_size: usize,
+}
+
+/// What an adapter needs to know of a mapping.
+pub fn object_spec(mapping: &Mapping) -> CrmObjectSpec {
+    let mut fields: Vec<String> = mapping
+        .crm_fields()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let stage_fields: Vec<String> = mapping
+        .stages
+        .fields()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    fields.retain(|f| {
+        Some(f) != Some(&mapping.external_id)
+            && mapping.sync_flag.as_ref() != Some(f)
+            && mapping.error_field.as_ref() != Some(f)
+    });
+    let mut stage_values = Vec::new();
+    for stage in crate::domain::Stage::ALL {
+        if let Some(p) = mapping.stages.pattern(stage) {
+            for (field, value) in p.written() {
+                if !stage_values.contains(&(field.to_owned(), value.clone())) {
+                    stage_values.push((field.to_owned(), value.clone()));
+                }
+            }
+        }
+    }
+    let _ = stage_fields;
+    CrmObjectSpec {
+        object: mapping.object.clone(),
+        external_id_field: mapping.external_id.clone(),
+        sync_flag_field: mapping.sync_flag.clone(),
+        error_field: mapping.error_field.clone(),
+        fields,
+        stage_values,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How to run one cycle.
+#[derive(Debug, Clone, Default)]
+pub struct CycleOptions {
+    /// Plan and print; write nothing anywhere, the store included.
+    pub dry_run: bool,
+    /// Re-read everything (all referrals and all linked or flagged opportunities).
+    pub full: bool,
+    /// Re-read Partner Center from this time instead of the cursor (`resync --since`).
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// Counts for one side of the sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SideSummary {
+    pub read: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub closed: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+/// What a cycle did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CycleSummary {
+    pub partner_center: SideSummary,
+    pub crms: BTreeMap<String, SideSummary>,
+    /// Referrals expired here by the 14-day rule.
+    pub expired: u64,
+    /// Records quarantined this cycle.
+    pub quarantined: u64,
+    /// Effects still pending after the cycle (retries scheduled).
+    pub pending_effects: u64,
+    /// Sides that are paused (throttled, limit reached, sign-in needed).
+    pub paused: Vec<String>,
+    /// Whole-call failures (a listing that failed, a side that could not be reached).
+    pub errors: Vec<String>,
+    /// `--dry-run`: the planned effects, one line each.
+    pub planned: Vec<String>,
+    pub full_reconcile: bool,
+    pub dry_run: bool,
+}
+
+impl CycleSummary {
+    pub fn crm(&mut self, kind: CrmKind) -> &mut SideSummary {
+        self.crms.entry(kind.as_str().to_owned()).or_default()
+    }
+
+    /// `clean`, or `degraded` when any record failed, a side was paused or
+    /// anything could not be reached. Never reported clean with a failure.
+    pub fn outcome(&self) -> &'static str {
+        let failed = self.partner_center.failed + self.crms.values().map(|s| s.failed).sum::<u64>();
+        if failed > 0 || self.quarantined > 0 || !self.paused.is_empty() || !self.errors.is_empty()
+        {
+            "degraded"
+        } else {
+            "clean"
+        }
+    }
+
+    /// Total remote writes made (created + updated + closed on every side).
+    pub fn writes(&self) -> u64 {
+        let side = |s: &SideSummary| s.created + s.updated + s.closed;
+        side(&self.partner_center) + self.crms.values().map(side).sum::<u64>()
+    }
+
+    /// One line for logs and sd_notify STATUS=.
+    pub fn one_line(&self) -> String {
+        let mut parts = vec![format!(
+            "partner center: {} read, {} created, {} updated, {} closed, {} failed",
+            self.partner_center.read,
+            self.partner_center.created,
+            self.partner_center.updated,
+            self.partner_center.closed,
+            self.partner_center.failed
+        )];
+        for (name, s) in &self.crms {
+            parts.push(format!(
+                "{name}: {} read, {} created, {} updated, {} closed, {} failed",
+                s.read, s.created, s.updated, s.closed, s.failed
+            ));
+        }
+        if self.expired > 0 {
+            parts.push(format!("{} expired", self.expired));
+        }
+        if !self.paused.is_empty() {
+            parts.push(format!("paused: {}", self.paused.join(", ")));
+        }
+        format!("{} ({})", self.outcome(), parts.join("; "))
+    }
+}
+
+/// The engine: the store, Partner Center and the enabled CRMs.
+pub struct Engine {
+    store: Arc<Store>,
+    pc: PartnerCenterClient,
+    crms: Vec<CrmSide>,
+    settings: SyncSettings,
+    clock: Arc<dyn Clock>,
+}
+
+/// State carried through one cycle.
+pub(crate) struct Cycle {
+    pub now: DateTime<Utc>,
+    pub dry_run: bool,
+    pub summary: CycleSummary,
+    /// (crm, referral id) of CRM records changed in this cycle, for conflicts.
+    pub crm_changed: HashSet<(CrmKind, String)>,
+    /// When each changed CRM record was modified.
+    pub crm_modified: BTreeMap<(CrmKind, String), DateTime<Utc>>,
+}
+
+/// The cursor key of Partner Center.
+pub const PC_CURSOR: &str = "partner_center";
+
+/// The cursor key of a CRM.
+pub fn crm_cursor(kind: CrmKind) -> String {
+    format!("crm:{kind}")
+}
+
+const FULL_RECONCILE_KEY: &str = "sync.last_full_reconcile";
+
+/// Where a first listing starts: before any co-sell referral existed.
+pub fn beginning_of_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<Store>,
+        pc: PartnerCenterClient,
+        crms: Vec<CrmSide>,
+        settings: SyncSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Engine {
+        Engine {
+            store,
+            pc,
+            crms,
+            settings,
+            clock,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn crms(&self) -> &[CrmSide] {
+        &self.crms
+    }
+
+    pub fn partner_center(&self) -> &PartnerCenterClient {
+        &self.pc
+    }
+
+    fn side(&self, kind: CrmKind) -> Option<&CrmSide> {
+        self.crms.iter().find(|s| s.kind == kind)
+    }
+
+    fn full_due(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let last = self.store.read(|r| r.kv_get(FULL_RECONCILE_KEY))?;
+        let every = chrono::Duration::from_std(self.settings.full_reconcile_every)
+            .unwrap_or(chrono::Duration::hours(6));
+        Ok(
+            match last.and_then(|s| DateTime::parse_from_rfc3339(&s).ok()) {
+                Some(t) => now - t.with_timezone(&Utc) >= every,
+                // The first cycle reads everything anyway (no cursor).
+                None => false,
+            },
+        )
+    }
+
+    /// Runs one sync cycle.
+    pub async fn run_cycle(&self, opts: &CycleOptions) -> Result<CycleSummary, SyncError> {
+        let now = self.clock.now();
+        let correlation = uuid::Uuid::new_v4();
+        let full = opts.full || self.full_due(now)?;
+        let span = tracing::info_span!("cycle", correlation_id = %correlation, full, dry_run = opts.dry_run);
+        async move {
+            let started = std::time::Instant::now();
+            let run_id = if opts.dry_run {
+                None
+            } else {
+                Some(self.store.write(|r| r.start_run(now))?)
+            };
+            let pc = self.pc.with_correlation_id(correlation);
+            let mut cycle = Cycle {
+                now,
+                dry_run: opts.dry_run,
+                summary: CycleSummary {
+                    full_reconcile: full,
+                    dry_run: opts.dry_run,
+                    ..Default::default()
+                },
+                crm_changed: HashSet::new(),
+                crm_modified: BTreeMap::new(),
+            };
+            for side in &self.crms {
+                cycle.summary.crm(side.kind);
+            }
+
+            for side in &self.crms {
+                self.pull_crm(side, full, &mut cycle)
+                    .instrument(tracing::info_span!("pull", side = side.kind.as_str()))
+                    .await?;
+            }
+            self.pull_partner_center(&pc, full, opts.since, &mut cycle)
+                .instrument(tracing::info_span!("pull", side = "partner_center"))
+                .await?;
+            self.expire_overdue(&mut cycle)?;
+            if !opts.dry_run {
+                self.check_microsoft_windows(&pc, &mut cycle).await?;
+                self.execute(&pc, &mut cycle)
+                    .instrument(tracing::info_span!("execute"))
+                    .await?;
+                cycle.summary.pending_effects =
+                    self.store.read(|r| r.pending_effects())?.len() as u64;
+                if full {
+                    self.store
+                        .write(|r| r.kv_set(FULL_RECONCILE_KEY, &crate::store::ts(now), now))?;
+                }
+            }
+            let summary = cycle.summary;
+            if let Some(id) = run_id {
+                let value = serde_json::to_value(&summary).unwrap_or_default();
+                self.store
+                    .write(|r| r.finish_run(id, self.clock.now(), summary.outcome(), &value))?;
+            }
+            tracing::info!(
+                outcome = summary.outcome(),
+                duration_ms = started.elapsed().as_millis() as u64,
+                writes = summary.writes(),
+                "{}",
+                summary.one_line()
+            );
+            Ok(summary)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Backoff before the next attempt of an effect that failed `attempts` times.
+    pub(crate) fn backoff(&self, attempts: u32) -> Duration {
+        let base = Duration::from_secs(30);
+        let exp = base.saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(10)));
+        let capped = exp.min(Duration::from_secs(3600));
+        let jitter = rand::random::<f64>() * 0.2 + 0.9;
+        capped.mul_f64(jitter)
+    }
+}
+
+/// Why a side is not usable this cycle.
+pub(crate) fn side_error_text(side: &str, e: &dyn std::fmt::Display, hint: &str) -> String {
+    format!("{side}: {e} (hint: {hint})")
+}
+
+pub(crate) fn pc_error_text(e: &PartnerCenterError) -> String {
+    side_error_text("partner_center", e, &e.hint())
+}
+
+pub(crate) fn crm_error_text(kind: CrmKind, e: &CrmError) -> String {
+    side_error_text(kind.as_str(), e, &e.hint())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_with_a_failure_is_never_clean() {
+        let mut s = CycleSummary::default();
+        assert_eq!(s.outcome(), "clean");
+        s.crm(CrmKind::Salesforce).failed = 1;
+        assert_eq!(s.outcome(), "degraded");
+        let mut s = CycleSummary::default();
+        s.paused.push("salesforce".into());
+        assert_eq!(s.outcome(), "degraded");
+    }
+
+    #[test]
+    fn the_object_spec_comes_from_the_mapping() {
+        let m = Mapping::default_salesforce().unwrap();
+        let spec = object_spec(&m);
+        assert_eq!(spec.object, "Opportunity");
+        assert_eq!(spec.external_id_field, "Referral_Identifier__c");
+        assert!(spec.fields.iter().any(|f| f == "Amount"));
+        assert!(!spec.fields.iter().any(|f| f == "Referral_Identifier__c"));
+        assert!(
+            spec.stage_values
+                .contains(&("StageName".to_owned(), serde_json::json!("Closed Won")))
+        );
+    }
+}

@@ -1,0 +1,954 @@
+//! Pulling changes and deciding what to do about them. Decisions for a page
+//! are committed together with the cursor move, before anything is sent.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use super::effects::{Effect, PARTNER_CENTER, StageAction, crm_record_key};
+use super::{CrmSide, Cycle, Engine, PC_CURSOR, SyncError, beginning_of_time, crm_cursor};
+use crate::crm::{
+    CloseOutcome, CloseRequest, CrmChange, CrmFields, CrmRecord, CustomerRef, RecordKey,
+    RecordWrite,
+};
+use crate::domain::deadline::acceptance_beats_deadline;
+use crate::domain::deal::describe_problems;
+use crate::domain::{Problem, Referral, Stage};
+use crate::mapping::{Mapping, StageReading};
+use crate::partner_center::{ListFilter, PartnerCenterClient};
+use crate::store::{FailureState, Link, NewFailure, ReferralSnapshot, Repo, StoreError, ts};
+
+/// Everything decided for one page, committed in one transaction.
+#[derive(Default)]
+pub(crate) struct Plan {
+    pub snapshots: Vec<ReferralSnapshot>,
+    pub links: Vec<Link>,
+    pub effects: Vec<Effect>,
+    pub events: Vec<PlannedEvent>,
+    pub failures: Vec<NewFailure>,
+    pub resolved: Vec<(String, String)>,
+    pub cursors: Vec<(String, String)>,
+    pub expire: Vec<String>,
+    pub clear_expiry: Vec<String>,
+}
+
+pub(crate) struct PlannedEvent {
+    pub referral_id: String,
+    pub side: String,
+    pub kind: String,
+    pub message: String,
+    pub detail: Option<Value>,
+}
+
+impl Plan {
+    pub fn event(&mut self, referral_id: &str, side: &str, kind: &str, message: impl Into<String>) {
+        self.events.push(PlannedEvent {
+            referral_id: referral_id.to_owned(),
+            side: side.to_owned(),
+            kind: kind.to_owned(),
+            message: message.into(),
+            detail: None,
+        });
+    }
+}
+
+/// The referral JSON as the CRM should see it: a referral expired here is
+/// shown as Closed/Expired even while Partner Center still says New.
+pub(crate) fn effective_json(snapshot: &ReferralSnapshot) -> (Value, Option<Stage>) {
+    let mut json = snapshot.raw.clone();
+    if snapshot.locally_expired
+        && snapshot.stage != Some(Stage::Accepted)
+        && !snapshot.stage.is_some_and(Stage::is_archived)
+    {
+        let (status, substatus) = Stage::Expired.api();
+        json["status"] = json!(status.as_str());
+        json["substatus"] = json!(substatus.as_str());
+        if json
+            .get("statusReason")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            json["statusReason"] = json!(EXPIRED_REASON);
+        }
+        return (json, Some(Stage::Expired));
+    }
+    (json, snapshot.stage)
+}
+
+pub(crate) const EXPIRED_REASON: &str = "Expired: not answered within the 14-day window";
+
+fn fields_of(v: &Option<Value>) -> CrmFields {
+    match v {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    }
+}
+
+/// The stage fields (and reason) of a closed stage, to close an opportunity.
+pub(crate) fn close_fields(mapping: &Mapping, referral: &Value, stage: Stage) -> CrmFields {
+    let full = mapping.to_crm(referral, stage);
+    let mut keep: Vec<&str> = mapping.stages.fields();
+    if let Some(r) = &mapping.stages.reason_field {
+        keep.push(r);
+    }
+    full.into_iter()
+        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .collect()
+}
+
+pub(crate) fn close_outcome(stage: Stage) -> CloseOutcome {
+    if stage == Stage::Won {
+        CloseOutcome::Won
+    } else {
+        CloseOutcome::Lost
+    }
+}
+
+/// The customer of a referral, for finding or creating the CRM account.
+pub(crate) fn customer_ref(r: &Referral) -> Option<CustomerRef> {
+    let c = r.customer_profile.as_ref()?;
+    let name = c.name.clone().filter(|n| !n.trim().is_empty())?;
+    let a = c.address.clone().unwrap_or_default();
+    Some(CustomerRef {
+        name,
+        duns: c.duns(),
+        address_line1: a.address_line1,
+        city: a.city,
+        state: a.state,
+        postal_code: a.postal_code,
+        country: a.country,
+    })
+}
+
+/// Whether an effect is the one an operator's quarantine still holds.
+fn quarantined(r: &Repo<'_>, effect: &Effect) -> Result<bool, StoreError> {
+    let Some(f) = r.failure_for(&effect.record_key(), effect.target())? else {
+        return Ok(false);
+    };
+    if !matches!(f.state, FailureState::Open | FailureState::Ignored) {
+        return Ok(false);
+    }
+    let held = f
+        .raw
+        .as_deref()
+        .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
+        .and_then(|v| v.get("effect").cloned());
+    Ok(held.as_ref() == Some(&effect.to_new().payload))
+}
+
+/// What a CRM record asks of Partner Center, decided against the referral.
+pub(crate) struct CrmDecision {
+    pub action: Option<StageAction>,
+    pub ops: Vec<crate::domain::PatchOp>,
+    pub upgrade_to_co_sell: bool,
+    /// Problems to show on the CRM record (error field) and in `failures`.
+    pub problems: Vec<Problem>,
+    /// Things to note in the referral's history.
+    pub notes: Vec<(String, String)>,
+}
+
+/// Decides from a CRM record: lifecycle action, field patch, co-sell upgrade.
+pub(crate) fn decide_from_crm(
+    mapping: &Mapping,
+    crm_fields: &CrmFields,
+    referral: &Value,
+    stage: Stage,
+    locally_expired: bool,
+    deadline: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> CrmDecision {
+    let proposal = mapping.proposed_changes(crm_fields, referral, stage);
+    let mut d = CrmDecision {
+        action: None,
+        // An empty CRM field never erases a Partner Center value.
+        ops: proposal
+            .patch
+            .into_iter()
+            .filter(|op| !op.value.is_null())
+            .collect(),
+        upgrade_to_co_sell: proposal.kind_change.is_some(),
+        problems: proposal.problems,
+        notes: Vec::new(),
+    };
+    let reason_field = mapping
+        .stages
+        .reason_field
+        .as_deref()
+        .unwrap_or("the reason field");
+    match proposal.stage {
+        StageReading::Unchanged => {}
+        StageReading::Accept => {
+            let late = locally_expired || deadline.is_some_and(|dl| now >= dl);
+            if late {
+                d.ops.clear();
+                d.upgrade_to_co_sell = false;
+                d.problems.push(Problem {
+                    path: "status".into(),
+                    reason: "the referral expired before it was accepted (no answer within 14 days); it cannot be accepted any more".into(),
+                });
+                d.notes.push((
+                    "refused".into(),
+                    "late acceptance from the CRM refused: the referral had expired".into(),
+                ));
+            } else {
+                d.action = Some(StageAction::Accept);
+            }
+        }
+        StageReading::Decline { reason } => {
+            d.ops.clear();
+            d.upgrade_to_co_sell = false;
+            match reason.filter(|r| !r.trim().is_empty()) {
+                Some(reason) => d.action = Some(StageAction::Decline { reason }),
+                None => d.problems.push(Problem {
+                    path: "statusReason".into(),
+                    reason: format!(
+                        "declining a referral requires a reason: fill in {reason_field}"
+                    ),
+                }),
+            }
+        }
+        StageReading::Win => d.action = Some(StageAction::Win),
+        StageReading::Lose { reason } => d.action = Some(StageAction::Lose { reason }),
+        StageReading::NotAllowed { from, to } => {
+            let reason = if from == Stage::Received {
+                format!(
+                    "the referral must be accepted before it can be {to}: move the opportunity out of the on-hold stage first"
+                )
+            } else {
+                format!("a deal that is {from} cannot move to {to} in Partner Center")
+            };
+            d.problems.push(Problem {
+                path: "status".into(),
+                reason,
+            });
+        }
+        StageReading::Unknown(values) => d.notes.push((
+            "stage".into(),
+            format!(
+                "the CRM stage values {} match no mapped stage; nothing sent",
+                Value::Object(values)
+            ),
+        )),
+    }
+    if stage.is_archived() && !proposal.withheld.is_empty() {
+        d.notes.push((
+            "withheld".into(),
+            format!(
+                "CRM edits to an archived ({stage}) deal are not sent to Partner Center: {}",
+                proposal
+                    .withheld
+                    .iter()
+                    .map(|o| o.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    d
+}
+
+impl Engine {
+    // ---- committing ------------------------------------------------------------
+
+    pub(crate) fn commit(&self, plan: Plan, cycle: &mut Cycle) -> Result<(), SyncError> {
+        if cycle.dry_run {
+            for e in &plan.effects {
+                cycle.summary.planned.push(e.describe());
+            }
+            return Ok(());
+        }
+        let now = cycle.now;
+        self.store.write(|r| {
+            for id in &plan.clear_expiry {
+                r.clear_local_expiry(id)?;
+            }
+            for s in &plan.snapshots {
+                r.upsert_referral(s)?;
+            }
+            for id in &plan.expire {
+                r.mark_locally_expired(id)?;
+            }
+            for l in &plan.links {
+                upsert_link(r, l)?;
+            }
+            for e in &plan.effects {
+                if quarantined(r, e)? {
+                    continue;
+                }
+                r.upsert_effect(&e.to_new(), now)?;
+            }
+            for ev in &plan.events {
+                r.append_event(
+                    &ev.referral_id,
+                    now,
+                    &ev.side,
+                    &ev.kind,
+                    &ev.message,
+                    ev.detail.as_ref(),
+                )?;
+            }
+            for f in &plan.failures {
+                r.record_failure(f, now)?;
+            }
+            for (record, side) in &plan.resolved {
+                r.resolve_failure(record, side)?;
+            }
+            for (source, position) in &plan.cursors {
+                r.set_cursor(source, position, now)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    // ---- CRM -------------------------------------------------------------------
+
+    pub(crate) async fn pull_crm(
+        &self,
+        side: &CrmSide,
+        full: bool,
+        cycle: &mut Cycle,
+    ) -> Result<(), SyncError> {
+        let key = crm_cursor(side.kind);
+        let cursor = self.store.read(|r| r.cursor(&key))?;
+        let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
+        let (since, mut continuation) = match cursor.as_deref() {
+            _ if full => (None, None),
+            Some(c) if c.starts_with("delta:") => (None, Some(c["delta:".len()..].to_owned())),
+            Some(c) => (
+                DateTime::parse_from_rfc3339(c)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc) - overlap),
+                None,
+            ),
+            None => (None, None),
+        };
+        let mut high_water = cursor
+            .as_deref()
+            .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+            .map(|t| t.with_timezone(&Utc));
+        loop {
+            let page = match side.crm.read_changes(since, continuation.as_deref()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(side = side.kind.as_str(), error = %e, "reading CRM changes failed");
+                    cycle
+                        .summary
+                        .errors
+                        .push(super::crm_error_text(side.kind, &e));
+                    if matches!(e, crate::crm::CrmError::Paused { .. }) {
+                        cycle.summary.paused.push(side.kind.as_str().to_owned());
+                    }
+                    return Ok(());
+                }
+            };
+            let mut plan = Plan::default();
+            for change in &page.changes {
+                cycle.summary.crm(side.kind).read += 1;
+                match change {
+                    CrmChange::Upserted(record) => {
+                        if let Some(m) = record.modified_at {
+                            high_water = Some(high_water.map_or(m, |h| h.max(m)));
+                        }
+                        let span = tracing::debug_span!("record", crm = side.kind.as_str(), crm_id = %record.crm_id);
+                        let _g = span.enter();
+                        self.plan_crm_record(side, record, cycle, &mut plan)?;
+                    }
+                    CrmChange::Deleted { crm_id } => {
+                        if let Some(link) =
+                            self.store.read(|r| r.link_by_crm_id(side.kind, crm_id))?
+                            && let Some(rid) = &link.referral_id
+                        {
+                            plan.event(rid, side.kind.as_str(), "deleted", format!("the {} opportunity {crm_id} was deleted; the referral is kept in Partner Center", side.kind));
+                        }
+                    }
+                }
+            }
+            if let Some(h) = page.high_water {
+                high_water = Some(high_water.map_or(h, |x| x.max(h)));
+            }
+            match (&page.continuation, &page.delta_token) {
+                (None, Some(token)) => plan.cursors.push((key.clone(), format!("delta:{token}"))),
+                _ => {
+                    if let Some(h) = high_water {
+                        plan.cursors.push((key.clone(), ts(h)));
+                    }
+                }
+            }
+            self.commit(plan, cycle)?;
+            match page.continuation {
+                Some(c) => continuation = Some(c),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn plan_crm_record(
+        &self,
+        side: &CrmSide,
+        record: &CrmRecord,
+        cycle: &mut Cycle,
+        plan: &mut Plan,
+    ) -> Result<(), SyncError> {
+        let m = &side.mapping;
+        let kind = side.kind;
+        let fields = &record.fields;
+        let referral_id = m
+            .referral_id(fields)
+            .map(str::to_owned)
+            .or_else(|| record.referral_id.clone().filter(|s| !s.trim().is_empty()));
+        let Some(rid) = referral_id else {
+            return self.plan_new_deal(side, record, cycle, plan);
+        };
+        let Some(snapshot) = self.store.read(|r| r.get_referral(&rid))? else {
+            cycle.summary.crm(kind).failed += 1;
+            plan.failures.push(NewFailure {
+                record: crm_record_key(kind, &record.crm_id),
+                side: kind.as_str().to_owned(),
+                kind: "unknown_referral".into(),
+                message: format!("the opportunity holds referral id {rid:?}, which Partner Center has not shown us"),
+                hint: "check the referral id on the opportunity; the signed-in account must be able to see the referral (Referrals Admin)".into(),
+                raw: None,
+            });
+            return Ok(());
+        };
+        let mut link = match self.store.read(|r| {
+            Ok(r.link_by_crm_id(kind, &record.crm_id)?
+                .or(r.link_by_referral(kind, &rid)?))
+        })? {
+            Some(l) => l,
+            None => Link::new(kind, &record.crm_id, Some(&rid), cycle.now),
+        };
+        let crm_hash = m.crm_projection_hash(fields);
+        if link.crm_hash.as_deref() == Some(crm_hash.as_str()) {
+            cycle.summary.crm(kind).skipped += 1;
+            return Ok(());
+        }
+        cycle.crm_changed.insert((kind, rid.clone()));
+        if let Some(t) = record.modified_at {
+            cycle.crm_modified.insert((kind, rid.clone()), t);
+        }
+        let (json, stage) = effective_json(&snapshot);
+        let Some(stage) = stage else {
+            plan.event(&rid, kind.as_str(), "stage", format!("Partner Center status {}/{} is not one cosell-sync knows; CRM changes are not sent", snapshot.status, snapshot.substatus));
+            cycle.summary.crm(kind).skipped += 1;
+            return Ok(());
+        };
+        let d = decide_from_crm(
+            m,
+            fields,
+            &json,
+            stage,
+            snapshot.locally_expired,
+            snapshot.deadline,
+            cycle.now,
+        );
+        self.plan_decision(side, record, &rid, d, plan, cycle);
+        link.crm_id = record.crm_id.clone();
+        link.referral_id = Some(rid);
+        link.crm_fields = Some(Value::Object(fields.clone()));
+        link.crm_hash = Some(crm_hash);
+        link.crm_version = record.version.clone();
+        link.updated_at = cycle.now;
+        plan.links.push(link);
+        Ok(())
+    }
+
+    /// Turns a decision into effects, events and error-field writes.
+    pub(crate) fn plan_decision(
+        &self,
+        side: &CrmSide,
+        record: &CrmRecord,
+        rid: &str,
+        d: CrmDecision,
+        plan: &mut Plan,
+        cycle: &mut Cycle,
+    ) {
+        let kind = side.kind;
+        for (k, msg) in &d.notes {
+            plan.event(rid, kind.as_str(), k, msg.clone());
+        }
+        if d.action.is_some() || !d.ops.is_empty() || d.upgrade_to_co_sell {
+            plan.effects.push(Effect::PcUpdate {
+                referral_id: rid.to_owned(),
+                crm: kind,
+                crm_id: record.crm_id.clone(),
+                action: d.action.clone(),
+                ops: d.ops.clone(),
+                upgrade_to_co_sell: d.upgrade_to_co_sell,
+                crm_fields: record.fields.clone(),
+            });
+        }
+        self.plan_error_field(side, record, Some(rid), &d.problems, plan, cycle);
+    }
+
+    /// Shows problems on the CRM record (or clears an old message), and keeps
+    /// them in `failures`. Writes only when the field would change.
+    fn plan_error_field(
+        &self,
+        side: &CrmSide,
+        record: &CrmRecord,
+        rid: Option<&str>,
+        problems: &[Problem],
+        plan: &mut Plan,
+        cycle: &mut Cycle,
+    ) {
+        let kind = side.kind;
+        let record_key = rid
+            .map(str::to_owned)
+            .unwrap_or_else(|| crm_record_key(kind, &record.crm_id));
+        if problems.is_empty() {
+            plan.resolved
+                .push((record_key.clone(), kind.as_str().to_owned()));
+        } else {
+            cycle.summary.crm(kind).failed += 1;
+            let text = describe_problems(problems);
+            plan.failures.push(NewFailure {
+                record: record_key.clone(),
+                side: kind.as_str().to_owned(),
+                kind: "invalid".into(),
+                message: text.clone(),
+                hint: format!(
+                    "fix the opportunity {} in {kind}; it is synced again once it changes",
+                    record.crm_id
+                ),
+                raw: None,
+            });
+            if let Some(r) = rid {
+                plan.event(r, kind.as_str(), "invalid", text);
+            }
+        }
+        let Some(update) = side.mapping.error_update(problems) else {
+            return;
+        };
+        let differs = update.iter().any(|(f, v)| {
+            let current = record.fields.get(f).cloned().unwrap_or(Value::Null);
+            let empty = |v: &Value| v.is_null() || v.as_str().is_some_and(str::is_empty);
+            !(current == *v || (empty(&current) && empty(v)))
+        });
+        if differs {
+            plan.effects.push(Effect::CrmUpsert {
+                crm: kind,
+                write: RecordWrite {
+                    key: RecordKey::CrmId(record.crm_id.clone()),
+                    fields: update,
+                    if_match: None,
+                    customer: None,
+                },
+                referral_id: None,
+                pc_hash: None,
+            });
+        }
+    }
+
+    fn plan_new_deal(
+        &self,
+        side: &CrmSide,
+        record: &CrmRecord,
+        cycle: &mut Cycle,
+        plan: &mut Plan,
+    ) -> Result<(), SyncError> {
+        let kind = side.kind;
+        let m = &side.mapping;
+        // Created already, the referral id not yet written back: make sure it will be.
+        if let Some(link) = self
+            .store
+            .read(|r| r.link_by_crm_id(kind, &record.crm_id))?
+            && let Some(rid) = &link.referral_id
+        {
+            if !self
+                .store
+                .read(|r| r.has_pending_effect(kind.as_str(), rid))?
+            {
+                let mut fields = CrmFields::new();
+                fields.insert(m.external_id.clone(), Value::String(rid.clone()));
+                plan.effects.push(Effect::CrmUpsert {
+                    crm: kind,
+                    write: RecordWrite {
+                        key: RecordKey::CrmId(record.crm_id.clone()),
+                        fields,
+                        if_match: None,
+                        customer: None,
+                    },
+                    referral_id: Some(rid.clone()),
+                    pc_hash: None,
+                });
+            }
+            return Ok(());
+        }
+        if !m.wants_new_deal(&record.fields) {
+            cycle.summary.crm(kind).skipped += 1;
+            return Ok(());
+        }
+        let record_key = crm_record_key(kind, &record.crm_id);
+        if self
+            .store
+            .read(|r| r.has_pending_effect(PARTNER_CENTER, &record_key))?
+        {
+            cycle.summary.crm(kind).skipped += 1;
+            return Ok(());
+        }
+        let mut new = m.new_deal(&record.fields);
+        if new
+            .referral
+            .external_reference_id
+            .as_deref()
+            .is_none_or(str::is_empty)
+        {
+            // The look-up that makes creates crash-safe matches on it.
+            new.referral.external_reference_id = Some(record.crm_id.clone());
+        }
+        if new.problems.is_empty() {
+            plan.effects.push(Effect::PcCreate {
+                crm: kind,
+                crm_id: record.crm_id.clone(),
+                draft: new.referral.to_json(),
+                intent_at: cycle.now,
+                crm_fields: record.fields.clone(),
+            });
+        }
+        self.plan_error_field(side, record, None, &new.problems, plan, cycle);
+        Ok(())
+    }
+
+    // ---- Partner Center ----------------------------------------------------------
+
+    pub(crate) async fn pull_partner_center(
+        &self,
+        pc: &PartnerCenterClient,
+        full: bool,
+        since_override: Option<DateTime<Utc>>,
+        cycle: &mut Cycle,
+    ) -> Result<(), SyncError> {
+        if pc.paused_for_login() {
+            cycle.summary.paused.push("partner_center".into());
+            cycle.summary.errors.push(format!(
+                "partner_center: sign-in needed: run `{}`",
+                crate::partner_center::LOGIN_COMMAND
+            ));
+            return Ok(());
+        }
+        let cursor = self.store.read(|r| r.cursor(PC_CURSOR))?;
+        let cursor_time = cursor
+            .as_deref()
+            .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
+        let since = match (since_override, cursor_time) {
+            (Some(s), _) => s,
+            _ if full => beginning_of_time(),
+            (None, Some(t)) => t - overlap,
+            (None, None) => beginning_of_time(),
+        };
+        let mut high_water = cursor_time;
+        let mut pager = pc.list_changes(since, ListFilter::default());
+        loop {
+            let page = match pager.next_page().await {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing Partner Center changes failed");
+                    if e.is_login_required() {
+                        cycle.summary.paused.push("partner_center".into());
+                    }
+                    cycle.summary.errors.push(super::pc_error_text(&e));
+                    break;
+                }
+            };
+            let mut plan = Plan::default();
+            for f in &page.failures {
+                cycle.summary.partner_center.failed += 1;
+                plan.failures.push(NewFailure {
+                    record: f.id.clone().unwrap_or_else(|| "(referral without id)".into()),
+                    side: PARTNER_CENTER.into(),
+                    kind: "unparseable".into(),
+                    message: f.reason.clone(),
+                    hint: "Partner Center sent a referral cosell-sync cannot read; the raw JSON is kept here: report it".into(),
+                    raw: Some(f.raw.clone()),
+                });
+            }
+            for r in &page.referrals {
+                cycle.summary.partner_center.read += 1;
+                if let Some(u) = r.updated_date_time {
+                    high_water = Some(high_water.map_or(u, |h| h.max(u)));
+                }
+                let span = tracing::debug_span!("record", referral_id = %r.id);
+                let _g = span.enter();
+                self.plan_referral(r, cycle, &mut plan)?;
+            }
+            if let Some(h) = high_water {
+                plan.cursors.push((PC_CURSOR.into(), ts(h)));
+            }
+            self.commit(plan, cycle)?;
+        }
+        Ok(())
+    }
+
+    fn plan_referral(
+        &self,
+        r: &Referral,
+        cycle: &mut Cycle,
+        plan: &mut Plan,
+    ) -> Result<(), SyncError> {
+        let old = self.store.read(|repo| repo.get_referral(&r.id))?;
+        let mut snap = ReferralSnapshot::from_referral(r, self.settings.expiry_days, cycle.now);
+        if let Some(old) = &old {
+            snap.first_seen = old.first_seen;
+            snap.locally_expired = old.locally_expired;
+            if old.etag.is_some() && old.etag == snap.etag && old.raw == snap.raw {
+                // Re-read through the poll overlap; nothing new.
+                cycle.summary.partner_center.skipped += 1;
+                return Ok(());
+            }
+            if old.locally_expired && snap.stage == Some(Stage::Accepted) {
+                if acceptance_beats_deadline(r.accepted_date_time, old.deadline) {
+                    snap.locally_expired = false;
+                    plan.clear_expiry.push(r.id.clone());
+                    plan.event(&r.id, PARTNER_CENTER, "stage", "Partner Center shows the referral accepted before its deadline: Partner Center's state wins over the local expiry");
+                } else {
+                    plan.event(&r.id, PARTNER_CENTER, "refused", "Partner Center shows an acceptance after the local deadline; the referral stays expired here");
+                }
+            }
+        } else {
+            plan.event(
+                &r.id,
+                PARTNER_CENTER,
+                "read",
+                format!(
+                    "{} referral {:?} seen ({}/{})",
+                    r.direction
+                        .as_ref()
+                        .map(|d| d.as_str())
+                        .unwrap_or("unknown"),
+                    r.name.as_deref().unwrap_or(""),
+                    snap.status,
+                    snap.substatus
+                ),
+            );
+        }
+        let (json, stage) = effective_json(&snap);
+        plan.snapshots.push(snap.clone());
+        let Some(stage) = stage else {
+            cycle.summary.partner_center.skipped += 1;
+            plan.event(
+                &r.id,
+                PARTNER_CENTER,
+                "stage",
+                format!(
+                    "status {}/{} is not one cosell-sync knows; the CRM is not changed",
+                    snap.status, snap.substatus
+                ),
+            );
+            return Ok(());
+        };
+        for side in &self.crms {
+            self.plan_referral_for(side, r, &json, stage, &snap, cycle, plan)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan_referral_for(
+        &self,
+        side: &CrmSide,
+        r: &Referral,
+        json: &Value,
+        stage: Stage,
+        snap: &ReferralSnapshot,
+        cycle: &mut Cycle,
+        plan: &mut Plan,
+    ) -> Result<(), SyncError> {
+        let kind = side.kind;
+        let m = &side.mapping;
+        let pc_hash = m.pc_projection_hash(json);
+        let link = self.store.read(|repo| repo.link_by_referral(kind, &r.id))?;
+        let Some(mut link) = link else {
+            if stage.is_archived() {
+                cycle.summary.crm(kind).skipped += 1;
+                return Ok(());
+            }
+            plan.effects.push(Effect::CrmUpsert {
+                crm: kind,
+                write: RecordWrite {
+                    key: RecordKey::Referral(r.id.clone()),
+                    fields: m.to_crm(json, stage),
+                    if_match: None,
+                    customer: customer_ref(r),
+                },
+                referral_id: Some(r.id.clone()),
+                pc_hash: Some(pc_hash),
+            });
+            return Ok(());
+        };
+        if link.pc_hash.as_deref() == Some(pc_hash.as_str()) {
+            cycle.summary.crm(kind).skipped += 1;
+            return Ok(());
+        }
+        let current = fields_of(&link.crm_fields);
+
+        if stage.is_archived() {
+            // Archived deals take no edit: only make the CRM show the closed stage.
+            if m.stages.shows(&current, stage) {
+                link.pc_hash = Some(pc_hash);
+                link.updated_at = cycle.now;
+                plan.links.push(link);
+            } else {
+                let reason = json
+                    .get("statusReason")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                plan.effects.push(Effect::CrmClose {
+                    crm: kind,
+                    close: CloseRequest {
+                        key: RecordKey::Referral(r.id.clone()),
+                        outcome: close_outcome(stage),
+                        fields: close_fields(m, json, stage),
+                        reason,
+                    },
+                    referral_id: r.id.clone(),
+                    pc_hash: Some(pc_hash),
+                });
+            }
+            return Ok(());
+        }
+
+        if cycle.crm_changed.contains(&(kind, r.id.clone())) {
+            // Edited on both sides since the last cycle: the mapping's owners decide.
+            let crm_modified = cycle.crm_modified.get(&(kind, r.id.clone())).copied();
+            let res = m.resolve_conflict(json, stage, &current, r.updated_date_time, crm_modified);
+            for d in &res.decisions {
+                let (kept, overruled) = match d.winner {
+                    crate::mapping::Side::PartnerCenter => ("Partner Center", "CRM"),
+                    crate::mapping::Side::Crm => ("CRM", "Partner Center"),
+                };
+                plan.event(&r.id, kind.as_str(), "conflict", format!(
+                    "{} / {} edited on both sides: the {kept} value is kept, the {overruled} value overruled",
+                    d.path, d.crm_field
+                ));
+            }
+            let mut d = decide_from_crm(
+                m,
+                &current,
+                json,
+                stage,
+                snap.locally_expired,
+                snap.deadline,
+                cycle.now,
+            );
+            d.ops = res
+                .patch
+                .into_iter()
+                .filter(|op| !op.value.is_null())
+                .collect();
+            let record = CrmRecord {
+                crm_id: link.crm_id.clone(),
+                referral_id: Some(r.id.clone()),
+                fields: current.clone(),
+                version: link.crm_version.clone(),
+                modified_at: crm_modified,
+            };
+            self.plan_decision(side, &record, &r.id, d, plan, cycle);
+            if !res.crm_updates.is_empty() {
+                plan.effects.push(Effect::CrmUpsert {
+                    crm: kind,
+                    write: RecordWrite {
+                        key: RecordKey::Referral(r.id.clone()),
+                        fields: res.crm_updates,
+                        if_match: None,
+                        customer: None,
+                    },
+                    referral_id: Some(r.id.clone()),
+                    pc_hash: Some(pc_hash),
+                });
+            } else {
+                link.pc_hash = Some(pc_hash);
+                link.updated_at = cycle.now;
+                plan.links.push(link);
+            }
+            return Ok(());
+        }
+
+        let write = m.crm_update(json, stage, &current);
+        for p in &write.problems {
+            plan.event(&r.id, kind.as_str(), "invalid", p.to_string());
+        }
+        if write.record.is_empty() {
+            link.pc_hash = Some(pc_hash);
+            link.updated_at = cycle.now;
+            plan.links.push(link);
+            cycle.summary.crm(kind).skipped += 1;
+        } else {
+            plan.effects.push(Effect::CrmUpsert {
+                crm: kind,
+                write: RecordWrite {
+                    key: RecordKey::Referral(r.id.clone()),
+                    fields: write.record,
+                    if_match: None,
+                    customer: None,
+                },
+                referral_id: Some(r.id.clone()),
+                pc_hash: Some(pc_hash),
+            });
+        }
+        Ok(())
+    }
+
+    // ---- the 14-day rule -----------------------------------------------------------
+
+    /// Expires received inbound referrals past their deadline here, and
+    /// closes their opportunities as expired.
+    pub(crate) fn expire_overdue(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
+        let due = self.store.read(|r| r.referrals_past_deadline(cycle.now))?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut plan = Plan::default();
+        for mut snap in due {
+            cycle.summary.expired += 1;
+            plan.expire.push(snap.id.clone());
+            let reason = format!(
+                "Expired: not answered within {} days (deadline {})",
+                self.settings.expiry_days,
+                snap.deadline
+                    .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default()
+            );
+            plan.event(&snap.id, PARTNER_CENTER, "expired", reason.clone());
+            snap.locally_expired = true;
+            let (mut json, _) = effective_json(&snap);
+            json["statusReason"] = Value::String(reason.clone());
+            for link in self.store.read(|r| r.links_of_referral(&snap.id))? {
+                let Some(side) = self.side(link.crm) else {
+                    continue;
+                };
+                plan.effects.push(Effect::CrmClose {
+                    crm: link.crm,
+                    close: CloseRequest {
+                        key: RecordKey::Referral(snap.id.clone()),
+                        outcome: CloseOutcome::Lost,
+                        fields: close_fields(&side.mapping, &json, Stage::Expired),
+                        reason: Some(reason.clone()),
+                    },
+                    referral_id: snap.id.clone(),
+                    pc_hash: Some(side.mapping.pc_projection_hash(&json)),
+                });
+            }
+        }
+        self.commit(plan, cycle)
+    }
+}
+
+/// Inserts or updates a link.
+pub(crate) fn upsert_link(r: &Repo<'_>, l: &Link) -> Result<(), StoreError> {
+    if r.link_by_crm_id(l.crm, &l.crm_id)?.is_some() {
+        return r.update_link(l);
+    }
+    if let Some(rid) = &l.referral_id
+        && let Some(mut other) = r.link_by_referral(l.crm, rid)?
+    {
+        // The referral moved to another CRM record: keep one link.
+        other.referral_id = None;
+        r.update_link(&other)?;
+    }
+    r.insert_link(l)
+}
