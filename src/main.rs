@@ -126,6 +126,16 @@ enum FailuresCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Put a quarantined record back in the queue.
+    Retry {
+        /// The failure number from `failures list`.
+        id: i64,
+    },
+    /// Stop reporting a failure.
+    Ignore {
+        /// The failure number from `failures list`.
+        id: i64,
+    },
 }
 
 fn parse_stage(s: &str) -> Result<Stage, String> {
@@ -182,6 +192,10 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
         }
         Command::Failures(FailuresCommand::List { all, json }) => {
             commands::failures_list(&settings, all, json.json)
+        }
+        Command::Failures(FailuresCommand::Retry { id }) => commands::failures_retry(&settings, id),
+        Command::Failures(FailuresCommand::Ignore { id }) => {
+            commands::failures_ignore(&settings, id)
         }
         Command::Referrals(ReferralsCommand::Favorite { id, off }) => {
             commands::referrals_favorite(&settings, &id, !off).await

@@ -295,3 +295,85 @@ fn validate_checks_the_mapping_of_each_enabled_crm() {
     assert!(err.contains("mappings/salesforce.toml:"), "{err}");
     assert!(err.contains("directon"), "{err}");
 }
+
+#[test]
+fn failures_retry_puts_the_quarantined_effect_back_and_ignore_silences_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("f.db");
+    let store = Store::open(&db).unwrap();
+    let effect = json!({"effect": "crm_upsert", "crm": "salesforce"});
+    let (quarantined, invalid) = store
+        .write(|r| {
+            let q = r.record_failure(
+                &NewFailure {
+                    record: "r-9".into(),
+                    side: "salesforce".into(),
+                    kind: "permanent".into(),
+                    message: "INVALID_FIELD".into(),
+                    hint: "fix the mapping".into(),
+                    raw: Some(
+                        json!({"effect": effect, "target": "salesforce", "operation": "upsert"})
+                            .to_string(),
+                    ),
+                },
+                Utc::now(),
+            )?;
+            let i = r.record_failure(
+                &NewFailure {
+                    record: "salesforce:006X".into(),
+                    side: "salesforce".into(),
+                    kind: "invalid".into(),
+                    message: "team: at least one employee".into(),
+                    hint: "fix the opportunity".into(),
+                    raw: None,
+                },
+                Utc::now(),
+            )?;
+            Ok((q.id, i.id))
+        })
+        .unwrap();
+    drop(store);
+    let env = ("COSELL_SYNC__STATE__PATH", db.display().to_string());
+
+    let (code, out, err) = run(bin()
+        .args(["failures", "retry", &quarantined.to_string()])
+        .env(env.0, &env.1));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("back in the outbox"), "{out}");
+    let store = Store::open(&db).unwrap();
+    let pending = store.read(|r| r.pending_effects()).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].payload, effect);
+    assert_eq!(pending[0].record_key, "r-9");
+    drop(store);
+
+    let (code, out, _) = run(bin()
+        .args(["failures", "retry", &invalid.to_string()])
+        .env(env.0, &env.1));
+    assert_eq!(code, 0);
+    assert!(out.contains("marked for retry"), "{out}");
+
+    let (code, _, _) = run(bin()
+        .args(["failures", "ignore", &invalid.to_string()])
+        .env(env.0, &env.1));
+    assert_eq!(code, 0);
+    let (_, out, _) = run(bin()
+        .args(["failures", "list", "--json"])
+        .env(env.0, &env.1));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let states: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        states,
+        vec!["retrying"],
+        "ignored failures leave the open list: {v}"
+    );
+
+    let (code, _, err) = run(bin().args(["failures", "retry", "999"]).env(env.0, &env.1));
+    assert_eq!(code, 1);
+    assert!(err.contains("999"), "{err}");
+}
