@@ -480,6 +480,7 @@ impl Engine {
         if upgrade {
             message.push("upgraded to co-sell: Microsoft invited".into());
         }
+        self.hit("pc_update.before_commit")?;
         self.store.write(|r| {
             r.upsert_referral(&snap)?;
             if let Some(side) = &side
@@ -573,6 +574,7 @@ impl Engine {
         let (json, stage) = effective_json(&snap);
         let side = self.side(crm).cloned();
         let rid = created.id.clone();
+        self.hit("pc_create.before_commit")?;
         self.store.write(|r| {
             r.upsert_referral(&snap)?;
             let mut link = r
@@ -778,6 +780,12 @@ impl Engine {
     ) -> Result<(), SyncError> {
         let now = cycle.now;
         let kind = side.kind;
+        self.hit(if is_close {
+            "crm_close.before_commit"
+        } else {
+            "crm_upsert.before_commit"
+        })?;
+        self.beat();
         self.store.write(|r| {
             let existing = match r.link_by_crm_id(kind, &ok.crm_id)? {
                 Some(l) => Some(l),

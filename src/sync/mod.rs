@@ -79,7 +79,14 @@ pub fn object_spec(mapping: &Mapping) -> CrmObjectSpec {
 pub enum SyncError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A failpoint fired: the cycle stops as if the process had died there.
+    #[error("failpoint {0} fired")]
+    Failpoint(String),
 }
+
+/// Crash injection for tests: called with a failpoint's name; returning
+/// `true` stops the cycle right there, as `kill -9` would.
+pub type Failpoint = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// How to run one cycle.
 #[derive(Debug, Clone, Default)]
@@ -180,6 +187,8 @@ pub struct Engine {
     crms: Vec<CrmSide>,
     settings: SyncSettings,
     clock: Arc<dyn Clock>,
+    failpoint: Option<Failpoint>,
+    heartbeat: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// State carried through one cycle.
@@ -224,7 +233,37 @@ impl Engine {
             crms,
             settings,
             clock,
+            failpoint: None,
+            heartbeat: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         }
+    }
+
+    /// Installs a crash-injection hook (tests).
+    pub fn with_failpoint(mut self, failpoint: Failpoint) -> Engine {
+        self.failpoint = Some(failpoint);
+        self
+    }
+
+    /// Shares a heartbeat (Unix seconds) that the engine touches whenever it
+    /// makes progress, for the systemd watchdog.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<std::sync::atomic::AtomicI64>) -> Engine {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    pub(crate) fn hit(&self, name: &str) -> Result<(), SyncError> {
+        if let Some(f) = &self.failpoint
+            && f(name)
+        {
+            tracing::warn!(failpoint = name, "failpoint fired");
+            return Err(SyncError::Failpoint(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn beat(&self) {
+        self.heartbeat
+            .store(Utc::now().timestamp(), std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn store(&self) -> &Arc<Store> {

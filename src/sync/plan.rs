@@ -250,6 +250,7 @@ impl Engine {
     // ---- committing ------------------------------------------------------------
 
     pub(crate) fn commit(&self, plan: Plan, cycle: &mut Cycle) -> Result<(), SyncError> {
+        self.beat();
         if cycle.dry_run {
             for e in &plan.effects {
                 cycle.summary.planned.push(e.describe());
@@ -257,6 +258,7 @@ impl Engine {
             return Ok(());
         }
         let now = cycle.now;
+        self.hit("plan.before_commit")?;
         self.store.write(|r| {
             for id in &plan.clear_expiry {
                 r.clear_local_expiry(id)?;
