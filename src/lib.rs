@@ -2,3 +2,4 @@
 //! opportunities (Dynamics 365, Salesforce) in step, both ways.
 
 pub mod domain;
+pub mod sim;

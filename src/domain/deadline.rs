@@ -22,15 +22,28 @@ pub fn window_deadline(
 
 /// When an inbound referral that is still `received` expires; `None` for any
 /// other referral (outbound, answered or archived) or when no date is known.
-pub fn expiry_deadline(referral: &Referral, stage: Option<Stage>, expiry_days: u32) -> Option<DateTime<Utc>> {
+pub fn expiry_deadline(
+    referral: &Referral,
+    stage: Option<Stage>,
+    expiry_days: u32,
+) -> Option<DateTime<Utc>> {
     if !referral.is_inbound() || stage != Some(Stage::Received) {
         return None;
     }
-    window_deadline(referral.created_date_time, referral.expiration_date_time, expiry_days)
+    window_deadline(
+        referral.created_date_time,
+        referral.expiration_date_time,
+        expiry_days,
+    )
 }
 
 /// Whether a received inbound referral is past its deadline at `now`.
-pub fn is_expired(referral: &Referral, stage: Option<Stage>, expiry_days: u32, now: DateTime<Utc>) -> bool {
+pub fn is_expired(
+    referral: &Referral,
+    stage: Option<Stage>,
+    expiry_days: u32,
+    now: DateTime<Utc>,
+) -> bool {
     expiry_deadline(referral, stage, expiry_days).is_some_and(|d| now >= d)
 }
 
@@ -47,7 +60,10 @@ pub fn microsoft_decision_deadline(
 
 /// Partner Center's own state wins over a local expiry when it accepted the
 /// referral before the deadline.
-pub fn acceptance_beats_deadline(accepted_at: Option<DateTime<Utc>>, deadline: Option<DateTime<Utc>>) -> bool {
+pub fn acceptance_beats_deadline(
+    accepted_at: Option<DateTime<Utc>>,
+    deadline: Option<DateTime<Utc>>,
+) -> bool {
     match (accepted_at, deadline) {
         (Some(a), Some(d)) => a < d,
         (Some(_), None) => true,
@@ -78,12 +94,24 @@ mod tests {
     #[test]
     fn deadline_is_created_plus_window_unless_the_service_says_earlier() {
         let r = inbound(at(1, 10), None);
-        assert_eq!(expiry_deadline(&r, Some(Stage::Received), 14), Some(at(15, 10)));
+        assert_eq!(
+            expiry_deadline(&r, Some(Stage::Received), 14),
+            Some(at(15, 10))
+        );
         let r = inbound(at(1, 10), Some(at(9, 0)));
-        assert_eq!(expiry_deadline(&r, Some(Stage::Received), 14), Some(at(9, 0)));
+        assert_eq!(
+            expiry_deadline(&r, Some(Stage::Received), 14),
+            Some(at(9, 0))
+        );
         let r = inbound(at(1, 10), Some(at(20, 0)));
-        assert_eq!(expiry_deadline(&r, Some(Stage::Received), 14), Some(at(15, 10)));
-        assert_eq!(expiry_deadline(&r, Some(Stage::Received), 7), Some(at(8, 10)));
+        assert_eq!(
+            expiry_deadline(&r, Some(Stage::Received), 14),
+            Some(at(15, 10))
+        );
+        assert_eq!(
+            expiry_deadline(&r, Some(Stage::Received), 7),
+            Some(at(8, 10))
+        );
     }
 
     #[test]
@@ -100,7 +128,10 @@ mod tests {
     #[test]
     fn microsoft_window_is_computed_the_same_way() {
         assert_eq!(microsoft_decision_deadline(at(1, 0), None, 14), at(15, 0));
-        assert_eq!(microsoft_decision_deadline(at(1, 0), Some(at(10, 0)), 14), at(10, 0));
+        assert_eq!(
+            microsoft_decision_deadline(at(1, 0), Some(at(10, 0)), 14),
+            at(10, 0)
+        );
     }
 
     #[test]

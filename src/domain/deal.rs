@@ -52,7 +52,11 @@ pub enum KindChangeError {
 
 /// Private → co-sell is allowed at any non-archived stage; never back.
 /// Returns whether anything changes.
-pub fn check_kind_change(from: DealKind, to: DealKind, stage: Stage) -> Result<bool, KindChangeError> {
+pub fn check_kind_change(
+    from: DealKind,
+    to: DealKind,
+    stage: Stage,
+) -> Result<bool, KindChangeError> {
     if from == to {
         return Ok(false);
     }
@@ -116,16 +120,26 @@ fn plausible_email(s: &str) -> bool {
 
 fn check_member(m: &Member, path: &str, out: &mut Vec<Problem>) {
     if blank(&m.first_name) && blank(&m.last_name) {
-        out.push(Problem::new(format!("{path}.firstName"), "a name is required"));
+        out.push(Problem::new(
+            format!("{path}.firstName"),
+            "a name is required",
+        ));
     }
     if blank(&m.phone_number) {
-        out.push(Problem::new(format!("{path}.phoneNumber"), "a phone number is required"));
+        out.push(Problem::new(
+            format!("{path}.phoneNumber"),
+            "a phone number is required",
+        ));
     }
     match m.email.as_deref().map(str::trim) {
-        None | Some("") => out.push(Problem::new(format!("{path}.email"), "an email address is required")),
-        Some(e) if !plausible_email(e) => {
-            out.push(Problem::new(format!("{path}.email"), format!("{e:?} is not an email address")))
-        }
+        None | Some("") => out.push(Problem::new(
+            format!("{path}.email"),
+            "an email address is required",
+        )),
+        Some(e) if !plausible_email(e) => out.push(Problem::new(
+            format!("{path}.email"),
+            format!("{e:?} is not an email address"),
+        )),
         Some(_) => {}
     }
 }
@@ -141,8 +155,11 @@ pub fn validate_new_deal(deal: &Referral) -> Vec<Problem> {
 
     let details = deal.details.clone().unwrap_or_default();
     match details.deal_value {
-        None => out.push(Problem::new("details.dealValue", "an estimated deal value is required")),
-        Some(v) if !(v > 0.0) || !v.is_finite() => out.push(Problem::new(
+        None => out.push(Problem::new(
+            "details.dealValue",
+            "an estimated deal value is required",
+        )),
+        Some(v) if v.is_nan() || v <= 0.0 || !v.is_finite() => out.push(Problem::new(
             "details.dealValue",
             format!("the estimated deal value must be greater than 0 (got {v})"),
         )),
@@ -158,19 +175,31 @@ pub fn validate_new_deal(deal: &Referral) -> Vec<Problem> {
         }
     }
     if details.closing_date_time.is_none() {
-        out.push(Problem::new("details.closingDateTime", "an estimated close date is required"));
+        out.push(Problem::new(
+            "details.closingDateTime",
+            "an estimated close date is required",
+        ));
     }
 
     let customer = deal.customer_profile.clone().unwrap_or_default();
     if blank(&customer.name) {
-        out.push(Problem::new("customerProfile.name", "the customer's name is required"));
+        out.push(Problem::new(
+            "customerProfile.name",
+            "the customer's name is required",
+        ));
     }
     let address = customer.address.clone().unwrap_or_default();
     if blank(&address.address_line1) {
-        out.push(Problem::new("customerProfile.address.addressLine1", "the customer's street address is required"));
+        out.push(Problem::new(
+            "customerProfile.address.addressLine1",
+            "the customer's street address is required",
+        ));
     }
     if blank(&address.city) {
-        out.push(Problem::new("customerProfile.address.city", "the customer's city is required"));
+        out.push(Problem::new(
+            "customerProfile.address.city",
+            "the customer's city is required",
+        ));
     }
     match address.country.as_deref().map(str::trim) {
         None | Some("") => out.push(Problem::new(
@@ -186,7 +215,10 @@ pub fn validate_new_deal(deal: &Referral) -> Vec<Problem> {
 
     let team = deal.team.clone().unwrap_or_default();
     if team.is_empty() {
-        out.push(Problem::new("team", "at least one employee with name, phone and email is required"));
+        out.push(Problem::new(
+            "team",
+            "at least one employee with name, phone and email is required",
+        ));
     }
     for (i, m) in team.iter().enumerate() {
         check_member(m, &format!("team[{i}]"), &mut out);
@@ -205,7 +237,10 @@ pub fn validate_new_deal(deal: &Referral) -> Vec<Problem> {
     }
     for (i, s) in solutions.iter().enumerate() {
         if blank(&s.id) {
-            out.push(Problem::new(format!("details.requirements.solutions[{i}].id"), "a solution id is required"));
+            out.push(Problem::new(
+                format!("details.requirements.solutions[{i}].id"),
+                "a solution id is required",
+            ));
         }
     }
 
@@ -217,10 +252,7 @@ pub fn validate_new_deal(deal: &Referral) -> Vec<Problem> {
                 "a customer contact is required when Microsoft's help is requested",
             ));
         }
-        let notes_missing = deal
-            .invite_context
-            .as_ref()
-            .is_none_or(|c| blank(&c.notes));
+        let notes_missing = deal.invite_context.as_ref().is_none_or(|c| blank(&c.notes));
         if notes_missing {
             out.push(Problem::new(
                 "inviteContext.notes",
@@ -273,11 +305,16 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let deal = Referral::from_json(json!({"id": "", "details": {"dealValue": 0, "currency": "usd"},
+        let deal = Referral::from_json(
+            json!({"id": "", "details": {"dealValue": 0, "currency": "usd"},
             "customerProfile": {"address": {"country": "USA"}},
-            "team": [{"firstName": "A", "email": "not-an-email"}]}))
+            "team": [{"firstName": "A", "email": "not-an-email"}]}),
+        )
         .unwrap();
-        let paths: Vec<_> = validate_new_deal(&deal).into_iter().map(|p| p.path).collect();
+        let paths: Vec<_> = validate_new_deal(&deal)
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
         assert_eq!(
             paths,
             vec![
@@ -314,7 +351,10 @@ mod tests {
             assistance_request_code: Some(AssistanceRequestCode::ProofOfConceptOrDemo),
             ..Default::default()
         });
-        let paths: Vec<_> = validate_new_deal(&deal).into_iter().map(|p| p.path).collect();
+        let paths: Vec<_> = validate_new_deal(&deal)
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
         assert_eq!(paths, vec!["customerProfile.team", "inviteContext.notes"]);
 
         deal.invite_context.as_mut().unwrap().notes = Some("Need a PoC".into());
@@ -324,7 +364,10 @@ mod tests {
             email: Some("sue@contoso.com".into()),
             ..Default::default()
         }]);
-        let paths: Vec<_> = validate_new_deal(&deal).into_iter().map(|p| p.path).collect();
+        let paths: Vec<_> = validate_new_deal(&deal)
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
         assert_eq!(paths, vec!["consent.consentToToShareInfoWithOthers"]);
 
         deal.consent = Some(crate::domain::referral::Consent {
@@ -354,8 +397,14 @@ mod tests {
 
     #[test]
     fn private_becomes_co_sell_but_never_back() {
-        assert_eq!(check_kind_change(DealKind::Private, DealKind::CoSell, Stage::Accepted), Ok(true));
-        assert_eq!(check_kind_change(DealKind::Private, DealKind::Private, Stage::Won), Ok(false));
+        assert_eq!(
+            check_kind_change(DealKind::Private, DealKind::CoSell, Stage::Accepted),
+            Ok(true)
+        );
+        assert_eq!(
+            check_kind_change(DealKind::Private, DealKind::Private, Stage::Won),
+            Ok(false)
+        );
         assert_eq!(
             check_kind_change(DealKind::CoSell, DealKind::Private, Stage::Accepted),
             Err(KindChangeError::CoSellIsFinal)

@@ -227,14 +227,32 @@ mod tests {
     fn every_documented_pair_reads_as_a_stage() {
         use ReferralStatus as S;
         use ReferralSubstatus as Sub;
-        assert_eq!(Stage::from_api(&S::New, &Sub::Pending), Some(Stage::Received));
-        assert_eq!(Stage::from_api(&S::New, &Sub::Received), Some(Stage::Received));
-        assert_eq!(Stage::from_api(&S::Active, &Sub::Accepted), Some(Stage::Accepted));
+        assert_eq!(
+            Stage::from_api(&S::New, &Sub::Pending),
+            Some(Stage::Received)
+        );
+        assert_eq!(
+            Stage::from_api(&S::New, &Sub::Received),
+            Some(Stage::Received)
+        );
+        assert_eq!(
+            Stage::from_api(&S::Active, &Sub::Accepted),
+            Some(Stage::Accepted)
+        );
         assert_eq!(Stage::from_api(&S::Closed, &Sub::Won), Some(Stage::Won));
         assert_eq!(Stage::from_api(&S::Closed, &Sub::Lost), Some(Stage::Lost));
-        assert_eq!(Stage::from_api(&S::Closed, &Sub::Declined), Some(Stage::Declined));
-        assert_eq!(Stage::from_api(&S::Closed, &Sub::Expired), Some(Stage::Expired));
-        assert_eq!(Stage::from_api(&S::Active, &Sub::Other("Engaged".into())), None);
+        assert_eq!(
+            Stage::from_api(&S::Closed, &Sub::Declined),
+            Some(Stage::Declined)
+        );
+        assert_eq!(
+            Stage::from_api(&S::Closed, &Sub::Expired),
+            Some(Stage::Expired)
+        );
+        assert_eq!(
+            Stage::from_api(&S::Active, &Sub::Other("Engaged".into())),
+            None
+        );
         assert_eq!(Stage::from_api(&S::Closed, &Sub::Accepted), None);
         for st in Stage::ALL {
             let (s, sub) = st.api();
@@ -251,23 +269,49 @@ mod tests {
         assert!(api_transition_allowed(&S::New, &S::Closed, &Sub::Declined));
         assert!(api_transition_allowed(&S::Active, &S::Closed, &Sub::Won));
         assert!(!api_transition_allowed(&S::Active, &S::New, &Sub::Pending));
-        assert!(!api_transition_allowed(&S::Closed, &S::Active, &Sub::Accepted));
-        assert!(!api_transition_allowed(&S::Active, &S::Closed, &Sub::Accepted));
+        assert!(!api_transition_allowed(
+            &S::Closed,
+            &S::Active,
+            &Sub::Accepted
+        ));
+        assert!(!api_transition_allowed(
+            &S::Active,
+            &S::Closed,
+            &Sub::Accepted
+        ));
         assert!(!api_transition_allowed(&S::New, &S::Active, &Sub::Won));
-        assert!(!api_transition_allowed(&S::Other("X".into()), &S::Closed, &Sub::Won));
+        assert!(!api_transition_allowed(
+            &S::Other("X".into()),
+            &S::Closed,
+            &Sub::Won
+        ));
     }
 
     #[test]
     fn received_can_be_accepted_declined_or_expired_only() {
-        assert_eq!(transition(Stage::Received, &LifecycleAction::Accept), Ok(Stage::Accepted));
-        assert_eq!(transition(Stage::Received, &LifecycleAction::Expire), Ok(Stage::Expired));
         assert_eq!(
-            transition(Stage::Received, &LifecycleAction::Decline { reason: "No budget".into() }),
+            transition(Stage::Received, &LifecycleAction::Accept),
+            Ok(Stage::Accepted)
+        );
+        assert_eq!(
+            transition(Stage::Received, &LifecycleAction::Expire),
+            Ok(Stage::Expired)
+        );
+        assert_eq!(
+            transition(
+                Stage::Received,
+                &LifecycleAction::Decline {
+                    reason: "No budget".into()
+                }
+            ),
             Ok(Stage::Declined)
         );
         assert_eq!(
             transition(Stage::Received, &LifecycleAction::Win),
-            Err(TransitionError::NotAllowed { action: "win", from: Stage::Received })
+            Err(TransitionError::NotAllowed {
+                action: "win",
+                from: Stage::Received
+            })
         );
     }
 
@@ -275,7 +319,12 @@ mod tests {
     fn declining_needs_a_reason() {
         for reason in ["", "   "] {
             assert_eq!(
-                transition(Stage::Received, &LifecycleAction::Decline { reason: reason.into() }),
+                transition(
+                    Stage::Received,
+                    &LifecycleAction::Decline {
+                        reason: reason.into()
+                    }
+                ),
                 Err(TransitionError::ReasonRequired)
             );
         }
@@ -283,7 +332,10 @@ mod tests {
 
     #[test]
     fn accepted_can_be_won_or_lost_only() {
-        assert_eq!(transition(Stage::Accepted, &LifecycleAction::Win), Ok(Stage::Won));
+        assert_eq!(
+            transition(Stage::Accepted, &LifecycleAction::Win),
+            Ok(Stage::Won)
+        );
         assert_eq!(
             transition(Stage::Accepted, &LifecycleAction::Lose { reason: None }),
             Ok(Stage::Lost)
@@ -301,7 +353,10 @@ mod tests {
                 LifecycleAction::Expire,
                 LifecycleAction::Lose { reason: None },
             ] {
-                assert_eq!(transition(from, &action), Err(TransitionError::Archived { from }));
+                assert_eq!(
+                    transition(from, &action),
+                    Err(TransitionError::Archived { from })
+                );
             }
         }
     }

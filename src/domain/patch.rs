@@ -40,7 +40,10 @@ impl PatchOp {
 
 /// The patch that performs a lifecycle action, checked against the rules
 /// first: a forbidden transition yields an error and no operations.
-pub fn lifecycle_patch(from: Stage, action: &LifecycleAction) -> Result<Vec<PatchOp>, TransitionError> {
+pub fn lifecycle_patch(
+    from: Stage,
+    action: &LifecycleAction,
+) -> Result<Vec<PatchOp>, TransitionError> {
     let to = transition(from, action)?;
     let (status, substatus) = to.api();
     let mut ops = vec![
@@ -70,7 +73,13 @@ mod tests {
 
     #[test]
     fn declining_carries_the_reason() {
-        let ops = lifecycle_patch(Stage::Received, &LifecycleAction::Decline { reason: "No budget".into() }).unwrap();
+        let ops = lifecycle_patch(
+            Stage::Received,
+            &LifecycleAction::Decline {
+                reason: "No budget".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(ops[2], PatchOp::replace("/statusReason", "No budget"));
         assert_eq!(ops[1], PatchOp::replace("/substatus", "Declined"));
     }

@@ -2,7 +2,9 @@
 
 use proptest::prelude::*;
 
-use super::lifecycle::{LifecycleAction, Stage, api_transition_allowed, substatus_fits, transition};
+use super::lifecycle::{
+    LifecycleAction, Stage, api_transition_allowed, substatus_fits, transition,
+};
 use super::patch::lifecycle_patch;
 
 fn action() -> impl Strategy<Value = LifecycleAction> {

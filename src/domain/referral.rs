@@ -26,15 +26,35 @@ pub struct Referral {
     pub organization_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_reference_id: Option<String>,
-    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "api_datetime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created_date_time: Option<DateTime<Utc>>,
-    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "api_datetime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub updated_date_time: Option<DateTime<Utc>>,
-    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "api_datetime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expiration_date_time: Option<DateTime<Utc>>,
-    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "api_datetime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accepted_date_time: Option<DateTime<Utc>>,
-    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "api_datetime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub closed_date_time: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ReferralStatus>,
@@ -191,7 +211,11 @@ pub struct Consent {
         skip_serializing_if = "Option::is_none"
     )]
     pub consent_to_share_info_with_others: Option<bool>,
-    #[serde(rename = "consentToContact", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "consentToContact",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub consent_to_contact: Option<bool>,
     #[serde(
         rename = "consentToMicrosoftToContactSpecificPartners",
@@ -215,12 +239,20 @@ pub struct Consent {
 pub struct ReferralDetails {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
-    #[serde(default, with = "lenient_number", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "lenient_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deal_value: Option<f64>,
     /// ISO 4217 code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
-    #[serde(default, with = "api_datetime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "api_datetime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub closing_date_time: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirements: Option<Requirements>,
@@ -337,10 +369,7 @@ impl Referral {
     /// Reads one referral from the JSON the service sent. Never panics; a
     /// failure carries the id (when readable) and the raw record.
     pub fn from_json(value: Value) -> Result<Referral, ReferralParseError> {
-        let id = value
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
         let raw = value.to_string();
         if !value.is_object() {
             return Err(ReferralParseError {
@@ -490,7 +519,10 @@ mod tests {
             "trackingInfo": {"microsoftMsxId": null}
         });
         let r = Referral::from_json(raw.clone()).unwrap();
-        assert_eq!(r.substatus, Some(ReferralSubstatus::Other("Engaged".into())));
+        assert_eq!(
+            r.substatus,
+            Some(ReferralSubstatus::Other("Engaged".into()))
+        );
         assert_eq!(r.to_json(), raw);
     }
 
@@ -506,11 +538,17 @@ mod tests {
             r.created_date_time.unwrap().timestamp_nanos_opt(),
             Some(1_645_811_676_196_174_400)
         );
-        assert_eq!(r.updated_date_time.unwrap().to_rfc3339(), "2022-02-25T18:08:51+00:00");
+        assert_eq!(
+            r.updated_date_time.unwrap().to_rfc3339(),
+            "2022-02-25T18:08:51+00:00"
+        );
         assert_eq!(r.expiration_date_time, None);
         let d = r.details.unwrap();
         assert_eq!(d.deal_value, Some(1500.5));
-        assert_eq!(d.closing_date_time.unwrap().to_rfc3339(), "2018-11-14T00:00:00+00:00");
+        assert_eq!(
+            d.closing_date_time.unwrap().to_rfc3339(),
+            "2018-11-14T00:00:00+00:00"
+        );
     }
 
     #[test]
@@ -518,7 +556,11 @@ mod tests {
         let raw = json!({"id": "bad-1", "details": {"dealValue": "lots"}});
         let err = Referral::from_json(raw.clone()).unwrap_err();
         assert_eq!(err.id.as_deref(), Some("bad-1"));
-        assert!(err.reason.starts_with("details.dealValue"), "{}", err.reason);
+        assert!(
+            err.reason.starts_with("details.dealValue"),
+            "{}",
+            err.reason
+        );
         assert_eq!(serde_json::from_str::<Value>(&err.raw).unwrap(), raw);
 
         let err = Referral::from_json(json!({"name": "no id"})).unwrap_err();
@@ -538,7 +580,10 @@ mod tests {
         let r = Referral::from_json(json!({"id": "r", "customerProfile": {"ids": [
             {"profileType": "External", "id": "1-15"}, {"profileType": "Duns", "id": "315000554"}]}}))
         .unwrap();
-        assert_eq!(r.customer_profile.unwrap().duns().as_deref(), Some("315000554"));
+        assert_eq!(
+            r.customer_profile.unwrap().duns().as_deref(),
+            Some("315000554")
+        );
         let r = Referral::from_json(json!({"id": "r", "customerProfile": {"ids": {}}})).unwrap();
         assert_eq!(r.customer_profile.unwrap().duns(), None);
     }
