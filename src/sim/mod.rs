@@ -52,6 +52,7 @@ pub use entra::{AccessClaims, PARTNER_CENTER_RESOURCE};
 pub use faults::{FaultKind, FaultRule, InstalledFault};
 pub use observe::{Api, Counters, LoggedRequest};
 pub use salesforce::SfStage;
+pub use soql::SoqlError;
 
 use faults::Faults;
 use observe::RequestLog;

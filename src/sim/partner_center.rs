@@ -943,7 +943,9 @@ pub(crate) async fn create(
             "customerProfile.address.country '{c}' is not an ISO 3166 two-letter country code."
         ));
     }
-    if let Err(e) = Referral::from_json(v.clone()) {
+    let mut probe = v.clone();
+    probe["id"] = json!("");
+    if let Err(e) = Referral::from_json(probe) {
         return bad(e.reason);
     }
     let for_microsoft = v.get("target").and_then(Value::as_array).is_some_and(|t| {
