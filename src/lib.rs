@@ -8,6 +8,7 @@ pub mod domain;
 pub mod http;
 pub mod mapping;
 pub mod partner_center;
+pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
