@@ -247,6 +247,43 @@ pub struct DynamicsSettings {
     pub mapping: PathBuf,
     pub batch_size: u32,
     pub timeout: Duration,
+    /// Read changes with Dataverse change tracking (delta links) instead of
+    /// the `modifiedon` watermark.
+    pub change_tracking: bool,
+    /// How the customer account of a deal is found before one is created.
+    pub account_match: AccountMatch,
+    /// Rows per listing page (`Prefer: odata.maxpagesize`).
+    pub page_size: u32,
+}
+
+/// How the Dynamics adapter finds a deal's customer account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountMatch {
+    /// By DUNS number first, then by name + postal code.
+    DunsThenNamePostalCode,
+    /// By name + postal code only.
+    NamePostalCode,
+    /// Never look up or create accounts: the customer is left to the CRM.
+    None,
+}
+
+impl AccountMatch {
+    pub fn parse(s: &str) -> Option<AccountMatch> {
+        match s.trim() {
+            "duns_then_name_postal_code" => Some(AccountMatch::DunsThenNamePostalCode),
+            "name_postal_code" => Some(AccountMatch::NamePostalCode),
+            "none" => Some(AccountMatch::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountMatch::DunsThenNamePostalCode => "duns_then_name_postal_code",
+            AccountMatch::NamePostalCode => "name_postal_code",
+            AccountMatch::None => "none",
+        }
+    }
 }
 
 impl DynamicsSettings {
@@ -469,7 +506,7 @@ impl Settings {
         let d = &s.dynamics;
         let _ = writeln!(
             o,
-            "[dynamics]\nenabled = {}\nbase_url = {}\napi_version = {}\ntoken_url = {}\nclient_id = {}\n# client_secret: {}\nscope = {}\nmapping = {}\nbatch_size = {}\ntimeout = {}\n",
+            "[dynamics]\nenabled = {}\nbase_url = {}\napi_version = {}\ntoken_url = {}\nclient_id = {}\n# client_secret: {}\nscope = {}\nmapping = {}\nbatch_size = {}\ntimeout = {}\nchange_tracking = {}\naccount_match = {}\npage_size = {}\n",
             d.enabled,
             q(d.base_url.as_str()),
             q(&d.api_version),
@@ -479,7 +516,10 @@ impl Settings {
             q(&d.scope),
             q(&d.mapping.to_string_lossy()),
             d.batch_size,
-            q(&dur(d.timeout))
+            q(&dur(d.timeout)),
+            d.change_tracking,
+            q(d.account_match.as_str()),
+            d.page_size
         );
         let sf = &s.salesforce;
         let _ = write!(
@@ -571,6 +611,9 @@ struct RawDynamics {
     mapping: String,
     batch_size: i64,
     timeout: String,
+    change_tracking: bool,
+    account_match: String,
+    page_size: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -910,6 +953,17 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
             mapping: v.path("dynamics.mapping", &raw.dynamics.mapping)?,
             batch_size: v.range("dynamics.batch_size", raw.dynamics.batch_size, 1, 1000)?,
             timeout: v.positive_duration("dynamics.timeout", &raw.dynamics.timeout)?,
+            change_tracking: raw.dynamics.change_tracking,
+            account_match: AccountMatch::parse(&raw.dynamics.account_match).ok_or_else(|| {
+                v.invalid(
+                    "dynamics.account_match",
+                    format!(
+                        "{:?} is not one of \"duns_then_name_postal_code\", \"name_postal_code\", \"none\"",
+                        raw.dynamics.account_match
+                    ),
+                )
+            })?,
+            page_size: v.range("dynamics.page_size", raw.dynamics.page_size, 1, 5000)?,
         },
         salesforce: SalesforceSettings {
             enabled: raw.salesforce.enabled,
@@ -1297,6 +1351,39 @@ mod tests {
             s.dynamics.effective_scope(),
             "https://contoso.crm.dynamics.com/.default"
         );
+    }
+
+    #[test]
+    fn dynamics_read_and_account_settings_are_typed_and_checked() {
+        let s = Settings::defaults().unwrap();
+        assert!(!s.dynamics.change_tracking);
+        assert_eq!(
+            s.dynamics.account_match,
+            AccountMatch::DunsThenNamePostalCode
+        );
+        assert_eq!(s.dynamics.page_size, 500);
+
+        let (_dir, sources) = with_file(
+            "[dynamics]\nchange_tracking = true\naccount_match = \"name_postal_code\"\npage_size = 5000\n",
+        );
+        let s = load(&sources).unwrap();
+        assert!(s.dynamics.change_tracking);
+        assert_eq!(s.dynamics.account_match, AccountMatch::NamePostalCode);
+        assert_eq!(s.dynamics.page_size, 5000);
+        assert!(s.render().contains("account_match = \"name_postal_code\""));
+
+        for (text, key) in [
+            (
+                "[dynamics]\naccount_match = \"duns\"\n",
+                "dynamics.account_match",
+            ),
+            ("[dynamics]\npage_size = 0\n", "dynamics.page_size"),
+            ("[dynamics]\npage_size = 5001\n", "dynamics.page_size"),
+        ] {
+            let (_dir, sources) = with_file(text);
+            let err = load(&sources).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! is an upsert keyed by the referral id (Salesforce External ID field,
 //! Dataverse alternate key), so replaying one is harmless.
 
+pub mod dynamics;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
