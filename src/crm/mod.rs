@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 use crate::http::{HttpError, RetryDirective, Retryable};
 use crate::store::CrmKind;
 
+pub mod salesforce;
+
 /// CRM field API name → value, case kept exactly.
 pub type CrmFields = Map<String, Value>;
 
@@ -80,7 +82,9 @@ pub struct CrmRecord {
 pub enum CrmChange {
     Upserted(CrmRecord),
     /// Only reported in change-tracking mode (`$deletedEntity`).
-    Deleted { crm_id: String },
+    Deleted {
+        crm_id: String,
+    },
 }
 
 /// One page of changes.
@@ -268,7 +272,6 @@ impl Retryable for CrmError {
 }
 
 impl CrmError {
-
     /// What an operator can do about it.
     pub fn hint(&self) -> String {
         match self {
@@ -281,13 +284,19 @@ impl CrmError {
                 "fix the value of {} on the CRM record, or the mapping",
                 fields.join(", ")
             ),
-            CrmError::Record { .. } => "fix the CRM record or the mapping, then `cosell-sync failures retry`".into(),
+            CrmError::Record { .. } => {
+                "fix the CRM record or the mapping, then `cosell-sync failures retry`".into()
+            }
             CrmError::MultipleMatches { ids, .. } => format!(
                 "several CRM records hold the same referral id ({}): clear it on all but one",
                 ids.join(", ")
             ),
-            CrmError::Paused { .. } => "none: work resumes by itself; consider a larger API allocation".into(),
-            CrmError::Protocol { .. } => "report this response to the cosell-sync maintainers".into(),
+            CrmError::Paused { .. } => {
+                "none: work resumes by itself; consider a larger API allocation".into()
+            }
+            CrmError::Protocol { .. } => {
+                "report this response to the cosell-sync maintainers".into()
+            }
             CrmError::Invalid(_) => "fix the mapping (`cosell-sync config validate`)".into(),
         }
     }
