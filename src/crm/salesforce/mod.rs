@@ -399,8 +399,10 @@ impl SalesforceCrm {
                 &bytes,
                 std::time::SystemTime::now(),
             );
+            // Salesforce's error array, not the OData reading of it (serde
+            // would read `[{…}]` as an `{"error": …}` envelope by position).
             if let HttpError::Status { error: e, .. } = &mut error
-                && e.is_none()
+                && !errors.is_empty()
             {
                 *e = ApiError::to_service_error(&errors);
             }
