@@ -226,14 +226,12 @@ async fn hostile_values_are_escaped_in_soql() {
     let server = MockServer::start().await;
     mount_token(&server, 1).await;
     let hostile = r"O'Brien\' OR Name != '";
-    let expected = format!(
-        "SELECT Id, SystemModstamp, Referral_Identifier__c, Sync_with_Partner_Center__c, \
+    let expected = "SELECT Id, SystemModstamp, Referral_Identifier__c, Sync_with_Partner_Center__c, \
          Partner_Center_Sync_Error__c, Name, Amount, CloseDate, Account.Name, StageName FROM Opportunity \
-         WHERE Referral_Identifier__c = 'O\\'Brien\\\\\\' OR Name != \\'' LIMIT 2"
-    );
+         WHERE Referral_Identifier__c = 'O\\'Brien\\\\\\' OR Name != \\'' LIMIT 2";
     Mock::given(method("GET"))
         .and(path(format!("{API}/query")))
-        .and(query_param("q", expected.as_str()))
+        .and(query_param("q", expected))
         .respond_with(json_response(
             200,
             json!({"totalSize":0,"done":true,"records":[]}),
@@ -1121,4 +1119,62 @@ async fn usage_is_exposed_and_warned_about_and_secrets_are_never_logged() {
     }
     let key_line = private.lines().nth(1).unwrap();
     assert!(!text.contains(key_line), "private key leaked");
+}
+
+#[tokio::test]
+async fn contacts_are_found_by_email_on_the_account_or_created() {
+    use cosell_sync::crm::salesforce::ContactRef;
+    let server = MockServer::start().await;
+    mount_token(&server, 1).await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param_contains("q", "Email = 'jo@contoso.example'"))
+        .respond_with(json_response(200, json!({"totalSize":1,"done":true,"records":[{"attributes":{"type":"Contact"},"Id":"003OLD"}]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param_contains("q", "Email = 'new@contoso.example'"))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize":0,"done":true,"records":[]}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/sobjects/Contact")))
+        .and(body_partial_json(
+            json!({"AccountId":"001A","LastName":"New","Email":"new@contoso.example"}),
+        ))
+        .respond_with(json_response(
+            201,
+            json!({"id":"003NEW","success":true,"errors":[]}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let crm = crm(&server);
+    let contact = |email: &str, last: &str| ContactRef {
+        first_name: Some("Jo".into()),
+        last_name: last.into(),
+        email: Some(email.into()),
+        phone: None,
+    };
+    assert_eq!(
+        crm.ensure_contact("001A", &contact("jo@contoso.example", "Old"))
+            .await
+            .unwrap(),
+        "003OLD"
+    );
+    assert_eq!(
+        crm.ensure_contact("001A", &contact("new@contoso.example", "New"))
+            .await
+            .unwrap(),
+        "003NEW"
+    );
+    assert!(matches!(
+        crm.ensure_contact("001A", &contact("x@contoso.example", " "))
+            .await,
+        Err(CrmError::Invalid(_))
+    ));
 }
