@@ -310,6 +310,44 @@ pub struct SalesforceSettings {
     pub mapping: PathBuf,
     pub batch_size: u32,
     pub timeout: Duration,
+    /// How long Salesforce work pauses after `REQUEST_LIMIT_EXCEEDED`.
+    pub limit_pause: Duration,
+    /// API usage (percent of the daily allocation) above which a warning is logged.
+    pub limit_warn_percent: u32,
+    /// How the customer's Account is found before one is created.
+    pub account_match: AccountMatch,
+    /// The Account field holding the D-U-N-S number; empty: never match by DUNS.
+    pub duns_field: String,
+}
+
+/// How a deal's customer is matched to a Salesforce Account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountMatch {
+    /// By DUNS number when the customer has one, then by name + postal code.
+    DunsThenNamePostalCode,
+    /// By name + postal code only.
+    NamePostalCode,
+    /// Accounts are not touched.
+    None,
+}
+
+impl AccountMatch {
+    pub fn parse(s: &str) -> Option<AccountMatch> {
+        match s.trim() {
+            "duns_then_name_postal_code" => Some(AccountMatch::DunsThenNamePostalCode),
+            "name_postal_code" => Some(AccountMatch::NamePostalCode),
+            "none" => Some(AccountMatch::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountMatch::DunsThenNamePostalCode => "duns_then_name_postal_code",
+            AccountMatch::NamePostalCode => "name_postal_code",
+            AccountMatch::None => "none",
+        }
+    }
 }
 
 /// A setting that keeps the daemon from working, found by [`Settings::readiness_problems`].
@@ -524,7 +562,7 @@ impl Settings {
         let sf = &s.salesforce;
         let _ = write!(
             o,
-            "[salesforce]\nenabled = {}\nlogin_url = {}\napi_version = {}\nauth = {}\nclient_id = {}\nusername = {}\n# client_secret: {}\n# private_key: {}\nmapping = {}\nbatch_size = {}\ntimeout = {}\n",
+            "[salesforce]\nenabled = {}\nlogin_url = {}\napi_version = {}\nauth = {}\nclient_id = {}\nusername = {}\n# client_secret: {}\n# private_key: {}\nmapping = {}\nbatch_size = {}\ntimeout = {}\nlimit_pause = {}\nlimit_warn_percent = {}\naccount_match = {}\nduns_field = {}\n",
             sf.enabled,
             q(sf.login_url.as_str()),
             q(&sf.api_version),
@@ -535,7 +573,11 @@ impl Settings {
             secret(&sf.private_key),
             q(&sf.mapping.to_string_lossy()),
             sf.batch_size,
-            q(&dur(sf.timeout))
+            q(&dur(sf.timeout)),
+            q(&dur(sf.limit_pause)),
+            sf.limit_warn_percent,
+            q(sf.account_match.as_str()),
+            q(&sf.duns_field)
         );
         o
     }
@@ -628,6 +670,10 @@ struct RawSalesforce {
     mapping: String,
     batch_size: i64,
     timeout: String,
+    limit_pause: String,
+    limit_warn_percent: i64,
+    account_match: String,
+    duns_field: String,
 }
 
 fn env_name(section: &str, key: &str) -> String {
@@ -985,6 +1031,24 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
             mapping: v.path("salesforce.mapping", &raw.salesforce.mapping)?,
             batch_size: v.range("salesforce.batch_size", raw.salesforce.batch_size, 1, 200)?,
             timeout: v.positive_duration("salesforce.timeout", &raw.salesforce.timeout)?,
+            limit_pause: v
+                .positive_duration("salesforce.limit_pause", &raw.salesforce.limit_pause)?,
+            limit_warn_percent: v.range(
+                "salesforce.limit_warn_percent",
+                raw.salesforce.limit_warn_percent,
+                1,
+                100,
+            )?,
+            account_match: AccountMatch::parse(&raw.salesforce.account_match).ok_or_else(|| {
+                v.invalid(
+                    "salesforce.account_match",
+                    format!(
+                        "{:?} is not \"duns_then_name_postal_code\", \"name_postal_code\" or \"none\"",
+                        raw.salesforce.account_match
+                    ),
+                )
+            })?,
+            duns_field: v.api_name("salesforce.duns_field", &raw.salesforce.duns_field)?,
         },
         config_dir: sources.file.as_ref().map(|f| {
             f.parent()
@@ -1091,6 +1155,18 @@ impl Validator<'_> {
         });
         if !ok {
             return Err(self.invalid(key, format!("{s:?} is not a version such as \"v9.2\"")));
+        }
+        Ok(t.to_owned())
+    }
+
+    /// A Salesforce field API name (letters, digits, underscores), or empty.
+    fn api_name(&self, key: &str, s: &str) -> Result<String, ConfigError> {
+        let t = s.trim();
+        let ok = t.is_empty()
+            || (t.starts_with(|c: char| c.is_ascii_alphabetic())
+                && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        if !ok {
+            return Err(self.invalid(key, format!("{s:?} is not a field API name")));
         }
         Ok(t.to_owned())
     }
@@ -1342,6 +1418,54 @@ mod tests {
                 "salesforce.private_key"
             ]
         );
+    }
+
+    #[test]
+    fn salesforce_limit_and_account_settings_are_validated() {
+        let s = Settings::defaults().unwrap();
+        assert_eq!(s.salesforce.limit_pause, Duration::from_secs(15 * 60));
+        assert_eq!(s.salesforce.limit_warn_percent, 80);
+        assert_eq!(
+            s.salesforce.account_match,
+            AccountMatch::DunsThenNamePostalCode
+        );
+        assert_eq!(s.salesforce.duns_field, "DunsNumber");
+
+        let (_dir, sources) = with_file(
+            "[salesforce]\nlimit_pause = \"1h\"\nlimit_warn_percent = 95\naccount_match = \"none\"\nduns_field = \"\"\n",
+        );
+        let s = load(&sources).unwrap();
+        assert_eq!(s.salesforce.limit_pause, Duration::from_secs(3600));
+        assert_eq!(s.salesforce.limit_warn_percent, 95);
+        assert_eq!(s.salesforce.account_match, AccountMatch::None);
+        assert_eq!(s.salesforce.duns_field, "");
+
+        for (text, key) in [
+            (
+                "[salesforce]\nlimit_pause = \"0s\"\n",
+                "salesforce.limit_pause",
+            ),
+            (
+                "[salesforce]\nlimit_warn_percent = 0\n",
+                "salesforce.limit_warn_percent",
+            ),
+            (
+                "[salesforce]\nlimit_warn_percent = 101\n",
+                "salesforce.limit_warn_percent",
+            ),
+            (
+                "[salesforce]\naccount_match = \"fuzzy\"\n",
+                "salesforce.account_match",
+            ),
+            (
+                "[salesforce]\nduns_field = \"Duns' OR\"\n",
+                "salesforce.duns_field",
+            ),
+        ] {
+            let (_dir, sources) = with_file(text);
+            let err = load(&sources).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@ use serde_json::{Map, Value};
 use crate::http::{HttpError, RetryDirective, Retryable};
 use crate::store::CrmKind;
 
+pub mod salesforce;
+
 /// CRM field API name → value, case kept exactly.
 pub type CrmFields = Map<String, Value>;
 

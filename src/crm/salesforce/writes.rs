@@ -1,0 +1,503 @@
+//! Writes: upserts by the external id field (sObject Collections, up to 200
+//! records a call, `allOrNone: false`), updates by record Id, the
+//! single-record upsert, and closing by `StageName`.
+
+use std::collections::HashMap;
+
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::api::{
+    ApiError, CollectionItem, SaveResult, classify_code, ids_in_message, multiple_choice_ids,
+};
+use super::{MULTIPLE_CHOICES, OpportunityStageInfo, SalesforceCrm, decode, duplicate, protocol};
+use crate::crm::{
+    CloseOutcome, CloseRequest, CrmError, RecordKey, RecordWrite, WriteOk, WriteResult,
+};
+use crate::http::{RetryDirective, classify_status};
+
+/// Path segment encoding for an external id value in a URL.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A write ready to send: its index in the input, key and body fields.
+struct Prepared {
+    index: usize,
+    key: RecordKey,
+    fields: Map<String, Value>,
+}
+
+/// The error for one record refused by Salesforce.
+fn record_error(key: &RecordKey, errors: &[ApiError], status: Option<u16>) -> CrmError {
+    // A record rolled back only because another failed carries that code
+    // alone; its own error, if any, comes first otherwise.
+    let first = errors
+        .iter()
+        .find(|e| e.code != "ALL_OR_NONE_OPERATION_ROLLED_BACK")
+        .or_else(|| errors.first());
+    let Some(first) = first else {
+        return CrmError::Record {
+            key: key.clone(),
+            code: "UNKNOWN".into(),
+            message: "Salesforce reported a failure without an error".into(),
+            fields: Vec::new(),
+            directive: status.map_or(RetryDirective::Backoff, |s| classify_status(s, None)),
+        };
+    };
+    if first.code == "DUPLICATE_EXTERNAL_ID" {
+        return CrmError::MultipleMatches {
+            key: key.clone(),
+            ids: ids_in_message(&first.message),
+        };
+    }
+    let mut fields: Vec<String> = Vec::new();
+    for e in errors {
+        for f in &e.fields {
+            if !fields.contains(f) {
+                fields.push(f.clone());
+            }
+        }
+    }
+    let directive = match status {
+        Some(s) if s >= 500 => classify_status(s, None),
+        _ => classify_code(&first.code),
+    };
+    CrmError::Record {
+        key: key.clone(),
+        code: first.code.clone(),
+        message: errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .filter(|m| !m.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
+        fields,
+        directive,
+    }
+}
+
+/// A record error raised before the record's key was known, given its key.
+fn rekey(e: CrmError, key: &RecordKey) -> CrmError {
+    match e {
+        CrmError::Record {
+            code,
+            message,
+            fields,
+            directive,
+            ..
+        } => CrmError::Record {
+            key: key.clone(),
+            code,
+            message,
+            fields,
+            directive,
+        },
+        other => other,
+    }
+}
+
+/// A whole-call failure of a single-record request, as that record's error.
+fn as_record_error(key: &RecordKey, e: CrmError) -> CrmError {
+    match e {
+        CrmError::Http(crate::http::HttpError::Status {
+            status, ref body, ..
+        }) if (400..500).contains(&status) => match ApiError::parse_body(body.as_bytes()) {
+            Some(errors) => record_error(key, &errors, Some(status)),
+            None => e,
+        },
+        other => other,
+    }
+}
+
+impl SalesforceCrm {
+    /// Upserts every write; one result per input, in order.
+    pub(super) async fn write_all(
+        &self,
+        writes: Vec<RecordWrite>,
+    ) -> Result<Vec<WriteResult>, CrmError> {
+        let total = writes.len();
+        let mut results: Vec<Option<Result<WriteOk, CrmError>>> =
+            (0..total).map(|_| None).collect();
+        let mut keys = Vec::with_capacity(total);
+        let mut ready = Vec::with_capacity(total);
+        let mut versions: Vec<(usize, String)> = Vec::new();
+        let mut accounts = HashMap::new();
+        let mut attempted = false;
+
+        for (index, w) in writes.into_iter().enumerate() {
+            keys.push(w.key.clone());
+            let mut fields = w.fields;
+            for reserved in ["attributes", "Id", "id"] {
+                fields.remove(reserved);
+            }
+            if let Some(customer) = &w.customer {
+                match self.resolve_account(customer, &mut accounts).await {
+                    Ok(Some(account_id)) => {
+                        fields.insert("AccountId".into(), Value::String(account_id));
+                        attempted = true;
+                    }
+                    Ok(None) => {}
+                    Err(e @ CrmError::Paused { .. }) if !attempted => return Err(e),
+                    Err(e) => {
+                        attempted = true;
+                        results[index] = Some(Err(rekey(e, &w.key)));
+                        continue;
+                    }
+                }
+            }
+            if let Some(v) = w.if_match {
+                versions.push((index, v));
+            }
+            ready.push(Prepared {
+                index,
+                key: w.key,
+                fields,
+            });
+        }
+
+        // Salesforce has no If-Match for opportunities: compare SystemModstamp first.
+        if !versions.is_empty() {
+            let wanted: Vec<(usize, &RecordKey, &str)> = versions
+                .iter()
+                .map(|(i, v)| (*i, &keys[*i], v.as_str()))
+                .collect();
+            match self.current_versions(&wanted).await {
+                Ok(stale) => {
+                    attempted = true;
+                    for i in stale {
+                        results[i] = Some(Err(CrmError::Conflict {
+                            key: keys[i].clone(),
+                        }));
+                    }
+                    ready.retain(|p| results[p.index].is_none());
+                }
+                Err(e) if !attempted => return Err(e),
+                Err(e) => {
+                    for (i, _) in &versions {
+                        results[*i] = Some(Err(duplicate(&e)));
+                    }
+                    ready.retain(|p| results[p.index].is_none());
+                }
+            }
+        }
+
+        let (by_referral, by_id): (Vec<Prepared>, Vec<Prepared>) = ready
+            .into_iter()
+            .partition(|p| matches!(p.key, RecordKey::Referral(_)));
+        let mut chunks: Vec<(bool, Vec<Prepared>)> = Vec::new();
+        let mut by_referral = by_referral.into_iter().peekable();
+        while by_referral.peek().is_some() {
+            chunks.push((true, by_referral.by_ref().take(self.batch_size).collect()));
+        }
+        let mut by_id = by_id.into_iter().peekable();
+        while by_id.peek().is_some() {
+            chunks.push((false, by_id.by_ref().take(self.batch_size).collect()));
+        }
+
+        for (by_external_id, chunk) in chunks {
+            let outcome = if by_external_id && chunk.len() == 1 {
+                let p = &chunk[0];
+                self.upsert_one(&p.key, &p.fields)
+                    .await
+                    .map(|ok| vec![Ok(ok)])
+            } else {
+                self.send_collection(by_external_id, &chunk).await
+            };
+            match outcome {
+                Ok(items) => {
+                    attempted = true;
+                    for (p, r) in chunk.iter().zip(items) {
+                        results[p.index] = Some(r);
+                    }
+                }
+                Err(e) if !attempted => return Err(e),
+                Err(e) => {
+                    for p in &chunk {
+                        results[p.index] = Some(Err(duplicate(&e)));
+                    }
+                }
+            }
+        }
+
+        Ok(keys
+            .into_iter()
+            .zip(results)
+            .map(|(key, r)| WriteResult {
+                outcome: r.unwrap_or_else(|| Err(protocol(format!("{key} got no result")))),
+                key,
+            })
+            .collect())
+    }
+
+    /// One sObject Collections call: upsert by the external id field, or
+    /// update by Id. One result per record, in order.
+    async fn send_collection(
+        &self,
+        by_external_id: bool,
+        chunk: &[Prepared],
+    ) -> Result<Vec<Result<WriteOk, CrmError>>, CrmError> {
+        let object = &self.spec.object;
+        let records: Vec<Value> = chunk
+            .iter()
+            .map(|p| {
+                let mut r = Map::new();
+                r.insert("attributes".into(), json!({ "type": object }));
+                match &p.key {
+                    RecordKey::Referral(id) => {
+                        r.insert(
+                            self.spec.external_id_field.clone(),
+                            Value::String(id.clone()),
+                        );
+                    }
+                    RecordKey::CrmId(id) => {
+                        r.insert("id".into(), Value::String(id.clone()));
+                    }
+                }
+                for (k, v) in &p.fields {
+                    if !(by_external_id && k.eq_ignore_ascii_case(&self.spec.external_id_field)) {
+                        r.insert(k.clone(), v.clone());
+                    }
+                }
+                Value::Object(r)
+            })
+            .collect();
+        let body = json!({ "allOrNone": false, "records": records });
+        let path = if by_external_id {
+            self.path(&format!(
+                "composite/sobjects/{object}/{}",
+                self.spec.external_id_field
+            ))
+        } else {
+            self.path("composite/sobjects")
+        };
+        let reply = self.send(Method::PATCH, &path, &[], Some(&body)).await?;
+        let items: Vec<CollectionItem> = decode(&reply.body, "sObject Collections")?;
+        if items.len() != chunk.len() {
+            tracing::warn!(
+                sent = chunk.len(),
+                received = items.len(),
+                "Salesforce returned a different number of collection results"
+            );
+        }
+        let mut items = items.into_iter();
+        Ok(chunk
+            .iter()
+            .map(|p| match items.next() {
+                Some(item) if item.success => match item.id {
+                    Some(id) => Ok(WriteOk {
+                        crm_id: id,
+                        created: item.created.unwrap_or(false),
+                        version: None,
+                    }),
+                    None => Err(protocol(format!("{} succeeded without an id", p.key))),
+                },
+                Some(item) => Err(record_error(&p.key, &item.errors, None)),
+                None => Err(protocol(format!("{} got no collection result", p.key))),
+            })
+            .collect())
+    }
+
+    /// The single-record upsert by external id: `PATCH
+    /// sobjects/<Object>/<ExternalIdField>/<referral id>`. 201 created, 200
+    /// updated, 204 updated (API before v46), 300 several records match.
+    pub async fn upsert_one(
+        &self,
+        key: &RecordKey,
+        fields: &Map<String, Value>,
+    ) -> Result<WriteOk, CrmError> {
+        let RecordKey::Referral(referral_id) = key else {
+            return Err(CrmError::Invalid(format!(
+                "{key}: the single-record upsert needs a referral id"
+            )));
+        };
+        let mut body = Map::new();
+        for (k, v) in fields {
+            if !k.eq_ignore_ascii_case(&self.spec.external_id_field)
+                && !matches!(k.as_str(), "Id" | "id" | "attributes")
+            {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+        let encoded = percent_encoding::utf8_percent_encode(referral_id, SEGMENT).to_string();
+        let path = self.path(&format!(
+            "sobjects/{}/{}/{encoded}",
+            self.spec.object, self.spec.external_id_field
+        ));
+        let reply = self
+            .send(Method::PATCH, &path, &[], Some(&Value::Object(body)))
+            .await
+            .map_err(|e| as_record_error(key, e))?;
+        match reply.status {
+            MULTIPLE_CHOICES => {
+                let ids = multiple_choice_ids(&reply.body);
+                tracing::warn!(%key, ids = ?ids, "several Salesforce records hold the same referral id");
+                Err(CrmError::MultipleMatches {
+                    key: key.clone(),
+                    ids,
+                })
+            }
+            204 => {
+                // Older API versions answer an update with no body: look the record up.
+                let record = <Self as crate::crm::Crm>::fetch(self, key).await?;
+                let record = record.ok_or_else(|| {
+                    protocol(format!("{key} was upserted but cannot be read back"))
+                })?;
+                Ok(WriteOk {
+                    crm_id: record.crm_id,
+                    created: false,
+                    version: record.version,
+                })
+            }
+            status => {
+                let saved: SaveResult = decode(&reply.body, "upsert")?;
+                if saved.success == Some(false) {
+                    return Err(record_error(key, &saved.errors, Some(status)));
+                }
+                let id = saved
+                    .id
+                    .ok_or_else(|| protocol(format!("{key}: the upsert answer has no id")))?;
+                Ok(WriteOk {
+                    crm_id: id,
+                    created: saved.created.unwrap_or(status == 201),
+                    version: None,
+                })
+            }
+        }
+    }
+
+    /// Indexes (from `wanted`) of records whose SystemModstamp is no longer
+    /// the given version, or that no longer exist.
+    async fn current_versions(
+        &self,
+        wanted: &[(usize, &RecordKey, &str)],
+    ) -> Result<Vec<usize>, CrmError> {
+        let ext = &self.spec.external_id_field;
+        let mut current: HashMap<RecordKey, String> = HashMap::new();
+        for chunk in wanted.chunks(self.batch_size) {
+            let referral_ids: Vec<String> = chunk
+                .iter()
+                .filter_map(|(_, k, _)| match k {
+                    RecordKey::Referral(id) => Some(super::soql::quote(id)),
+                    RecordKey::CrmId(_) => None,
+                })
+                .collect();
+            let crm_ids: Vec<String> = chunk
+                .iter()
+                .filter_map(|(_, k, _)| match k {
+                    RecordKey::CrmId(id) => Some(super::soql::quote(id)),
+                    RecordKey::Referral(_) => None,
+                })
+                .collect();
+            let mut conditions = Vec::new();
+            if !referral_ids.is_empty() {
+                conditions.push(format!("{ext} IN ({})", referral_ids.join(", ")));
+            }
+            if !crm_ids.is_empty() {
+                conditions.push(format!("Id IN ({})", crm_ids.join(", ")));
+            }
+            let soql = format!(
+                "SELECT Id, {ext}, SystemModstamp FROM {} WHERE {}",
+                self.spec.object,
+                conditions.join(" OR ")
+            );
+            for r in self.query_all(&soql).await? {
+                let stamp = r
+                    .get("SystemModstamp")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(id) = r.get("Id").and_then(Value::as_str) {
+                    current.insert(RecordKey::CrmId(id.to_owned()), stamp.clone());
+                }
+                if let Some(rid) = super::field_value(&r, ext).as_str() {
+                    current.insert(RecordKey::Referral(rid.to_owned()), stamp);
+                }
+            }
+        }
+        let same = |a: &str, b: &str| match (super::parse_datetime(a), super::parse_datetime(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        };
+        Ok(wanted
+            .iter()
+            .filter(|(_, k, v)| !current.get(*k).is_some_and(|c| same(c, v)))
+            .map(|(i, _, _)| *i)
+            .collect())
+    }
+
+    /// Closes opportunities by writing the mapped closed `StageName` (and the
+    /// reason field) through the upsert path, after checking the stage is a
+    /// closed one of the right outcome.
+    pub(super) async fn close_all(
+        &self,
+        closes: Vec<CloseRequest>,
+        stages: &[OpportunityStageInfo],
+    ) -> Result<Vec<WriteResult>, CrmError> {
+        let mut results: Vec<Option<WriteResult>> = (0..closes.len()).map(|_| None).collect();
+        let mut writes = Vec::new();
+        let mut positions = Vec::new();
+        for (i, c) in closes.into_iter().enumerate() {
+            match check_close(&c, stages) {
+                Ok(()) => {
+                    tracing::debug!(key = %c.key, outcome = ?c.outcome, reason = c.reason.as_deref(), "closing");
+                    positions.push(i);
+                    writes.push(RecordWrite {
+                        key: c.key,
+                        fields: c.fields,
+                        if_match: None,
+                        customer: None,
+                    });
+                }
+                Err(e) => {
+                    results[i] = Some(WriteResult {
+                        key: c.key,
+                        outcome: Err(e),
+                    })
+                }
+            }
+        }
+        if !writes.is_empty() {
+            for (i, r) in positions.into_iter().zip(self.write_all(writes).await?) {
+                results[i] = Some(r);
+            }
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+}
+
+/// The close names a `StageName` that is closed, won or lost as asked.
+fn check_close(c: &CloseRequest, stages: &[OpportunityStageInfo]) -> Result<(), CrmError> {
+    let stage = c
+        .fields
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("StageName"))
+        .and_then(|(_, v)| v.as_str())
+        .ok_or_else(|| {
+            CrmError::Invalid(format!(
+                "{}: closing in Salesforce needs the mapped closed StageName",
+                c.key
+            ))
+        })?;
+    let info = stages
+        .iter()
+        .find(|s| s.api_name == stage)
+        .or_else(|| stages.iter().find(|s| s.label == stage))
+        .ok_or_else(|| {
+            CrmError::Invalid(format!(
+                "{}: stage {stage:?} does not exist in the org",
+                c.key
+            ))
+        })?;
+    let want_won = c.outcome == CloseOutcome::Won;
+    if !info.is_closed || info.is_won != want_won {
+        return Err(CrmError::Invalid(format!(
+            "{}: stage {stage:?} is not a closed-{} stage in the org",
+            c.key,
+            if want_won { "won" } else { "lost" }
+        )));
+    }
+    Ok(())
+}
