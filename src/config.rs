@@ -256,14 +256,14 @@ pub struct DynamicsSettings {
     pub page_size: u32,
 }
 
-/// How the Dynamics adapter finds a deal's customer account.
+/// How a deal's customer account is found (Dynamics and Salesforce).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountMatch {
     /// By DUNS number first, then by name + postal code.
     DunsThenNamePostalCode,
     /// By name + postal code only.
     NamePostalCode,
-    /// Never look up or create accounts: the customer is left to the CRM.
+    /// Accounts are not looked up or created: the customer is left to the CRM.
     None,
 }
 
@@ -320,35 +320,6 @@ pub struct SalesforceSettings {
     pub duns_field: String,
 }
 
-/// How a deal's customer is matched to a Salesforce Account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountMatch {
-    /// By DUNS number when the customer has one, then by name + postal code.
-    DunsThenNamePostalCode,
-    /// By name + postal code only.
-    NamePostalCode,
-    /// Accounts are not touched.
-    None,
-}
-
-impl AccountMatch {
-    pub fn parse(s: &str) -> Option<AccountMatch> {
-        match s.trim() {
-            "duns_then_name_postal_code" => Some(AccountMatch::DunsThenNamePostalCode),
-            "name_postal_code" => Some(AccountMatch::NamePostalCode),
-            "none" => Some(AccountMatch::None),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountMatch::DunsThenNamePostalCode => "duns_then_name_postal_code",
-            AccountMatch::NamePostalCode => "name_postal_code",
-            AccountMatch::None => "none",
-        }
-    }
-}
 
 /// A setting that keeps the daemon from working, found by [`Settings::readiness_problems`].
 #[derive(Debug, Clone, PartialEq, Eq)]

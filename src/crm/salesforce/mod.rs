@@ -404,7 +404,7 @@ impl SalesforceCrm {
             if let HttpError::Status { error: e, .. } = &mut error
                 && !errors.is_empty()
             {
-                *e = ApiError::to_service_error(&errors);
+                *e = ApiError::to_service_error(&errors).map(Box::new);
             }
             // A query or describe naming what the org does not have is the mapping's fault.
             if let Some(first) = errors.first()
