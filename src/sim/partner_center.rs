@@ -22,7 +22,9 @@ use super::clock::truncate;
 use super::entra::{PARTNER_CENTER_RESOURCE, TokenProblem};
 use super::odata::{self, CmpOp, Expr, Literal, Resolver};
 use super::{SimError, SimState, bearer, json_response, lock};
-use crate::domain::lifecycle::{api_transition_allowed, substatus_fits};
+use crate::domain::lifecycle::{
+    LifecycleAction, Stage, TransitionError, api_transition_allowed, substatus_fits, transition,
+};
 use crate::domain::referral::Referral;
 use crate::domain::{Direction, ReferralStatus, ReferralSubstatus};
 
@@ -1296,45 +1298,53 @@ impl SimState {
         lock(&self.pc).len()
     }
 
+    /// Applies what a person does in Partner Center's UI, under the
+    /// lifecycle rules (accept/decline only a received referral, win/lose
+    /// only an accepted one).
+    fn person_action(&self, id: &str, action: LifecycleAction) -> Result<Value, SimError> {
+        let now = self.clock.now();
+        let mut pc = lock(&self.pc);
+        pc.sweep(now);
+        let r = pc
+            .by_id
+            .get(id)
+            .ok_or_else(|| SimError::NotFound(format!("referral {id}")))?;
+        let from = Stage::from_api(&r.status, &r.substatus).ok_or_else(|| {
+            SimError::Conflict(format!("referral {id} is {}/{}", r.status, r.substatus))
+        })?;
+        let to = transition(from, &action).map_err(|e| match e {
+            TransitionError::ReasonRequired => SimError::Invalid(e.to_string()),
+            other => SimError::Conflict(other.to_string()),
+        })?;
+        let (status, substatus) = to.api();
+        pc.transition(id, status, substatus, action.reason(), now)
+    }
+
     /// Accepts an inbound referral.
     pub fn accept_referral(&self, id: &str) -> Result<Value, SimError> {
-        lock(&self.pc).transition(
-            id,
-            ReferralStatus::Active,
-            ReferralSubstatus::Accepted,
-            None,
-            self.clock.now(),
-        )
+        self.person_action(id, LifecycleAction::Accept)
     }
 
     /// Declines an inbound referral; a reason is required.
     pub fn decline_referral(&self, id: &str, reason: &str) -> Result<Value, SimError> {
-        lock(&self.pc).transition(
+        self.person_action(
             id,
-            ReferralStatus::Closed,
-            ReferralSubstatus::Declined,
-            Some(reason),
-            self.clock.now(),
+            LifecycleAction::Decline {
+                reason: reason.to_owned(),
+            },
         )
     }
 
     pub fn win_referral(&self, id: &str) -> Result<Value, SimError> {
-        lock(&self.pc).transition(
-            id,
-            ReferralStatus::Closed,
-            ReferralSubstatus::Won,
-            None,
-            self.clock.now(),
-        )
+        self.person_action(id, LifecycleAction::Win)
     }
 
     pub fn lose_referral(&self, id: &str, reason: Option<&str>) -> Result<Value, SimError> {
-        lock(&self.pc).transition(
+        self.person_action(
             id,
-            ReferralStatus::Closed,
-            ReferralSubstatus::Lost,
-            reason,
-            self.clock.now(),
+            LifecycleAction::Lose {
+                reason: reason.map(str::to_owned),
+            },
         )
     }
 
