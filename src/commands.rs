@@ -37,12 +37,24 @@ pub enum CommandError {
     Usage(String),
     #[error("Partner Center: {0}")]
     PartnerCenter(#[from] crate::partner_center::PartnerCenterError),
+    #[error(transparent)]
+    Setup(#[from] crate::sync::setup::SetupError),
+    #[error("sync: {0}")]
+    Sync(#[from] crate::sync::SyncError),
+    #[error("simulator: {0}")]
+    Sim(#[from] crate::sim::SimError),
+    #[error("{0}")]
+    Failed(String),
+    /// The command ran and has a report, but did not fully succeed.
+    #[error("{reason}")]
+    Incomplete { report: String, reason: String },
 }
 
 impl CommandError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CommandError::Config(_) | CommandError::ConfigProblems(_) => exit::CONFIG,
+            CommandError::Setup(e) if e.is_configuration() => exit::CONFIG,
             CommandError::Usage(_) => exit::USAGE,
             _ => exit::FAILURE,
         }
@@ -53,6 +65,10 @@ impl CommandError {
         match self {
             CommandError::Store(e) => Some(e.hint().to_owned()),
             CommandError::PartnerCenter(e) => Some(e.hint()),
+            CommandError::Setup(crate::sync::setup::SetupError::PartnerCenter(e)) => Some(e.hint()),
+            CommandError::Setup(crate::sync::setup::SetupError::Crm { source, .. }) => {
+                Some(source.hint())
+            }
             _ => None,
         }
     }
@@ -559,12 +575,7 @@ pub fn partner_center_client(
     settings: &Settings,
     store: std::sync::Arc<Store>,
 ) -> Result<crate::partner_center::PartnerCenterClient, CommandError> {
-    let tokens =
-        crate::store::StoredRefreshToken::new(store, settings.partner_center.refresh_token.clone());
-    Ok(crate::partner_center::PartnerCenterClient::new(
-        crate::partner_center::PartnerCenterOptions::from_settings(&settings.partner_center),
-        std::sync::Arc::new(tokens),
-    )?)
+    Ok(crate::sync::setup::build_partner_center(settings, store)?)
 }
 
 /// `login partner-center`: the device authorization grant; the refresh token
@@ -698,4 +709,181 @@ mod tests {
         };
         assert_eq!(e.exit_code(), 1);
     }
+}
+
+// ---- sync, resync, simulate ------------------------------------------------------
+
+/// The per-side table of a cycle summary.
+pub fn render_summary(summary: &crate::sync::CycleSummary) -> String {
+    let mut rows = vec![side_row("partner_center", &summary.partner_center)];
+    for (name, s) in &summary.crms {
+        rows.push(side_row(name, s));
+    }
+    let mut o = table(
+        &[
+            "SIDE", "READ", "CREATED", "UPDATED", "CLOSED", "SKIPPED", "FAILED",
+        ],
+        &rows,
+    );
+    if summary.expired > 0 {
+        o.push_str(&format!(
+            "expired locally (14-day rule): {}\n",
+            summary.expired
+        ));
+    }
+    if summary.quarantined > 0 {
+        o.push_str(&format!(
+            "quarantined: {} (see `cosell-sync failures list`)\n",
+            summary.quarantined
+        ));
+    }
+    if summary.pending_effects > 0 {
+        o.push_str(&format!(
+            "pending effects (retries scheduled): {}\n",
+            summary.pending_effects
+        ));
+    }
+    for p in &summary.paused {
+        o.push_str(&format!("paused: {p}\n"));
+    }
+    for e in &summary.errors {
+        o.push_str(&format!("error: {e}\n"));
+    }
+    o.push_str(&format!(
+        "cycle: {}{}\n",
+        summary.outcome(),
+        if summary.full_reconcile {
+            " (full reconcile)"
+        } else {
+            ""
+        }
+    ));
+    o
+}
+
+fn side_row(name: &str, s: &crate::sync::SideSummary) -> Vec<String> {
+    vec![
+        name.to_owned(),
+        s.read.to_string(),
+        s.created.to_string(),
+        s.updated.to_string(),
+        s.closed.to_string(),
+        s.skipped.to_string(),
+        s.failed.to_string(),
+    ]
+}
+
+/// `sync --once [--dry-run]` and `resync [--since DATE]`: one cycle.
+pub async fn sync_once(
+    settings: &Settings,
+    opts: crate::sync::CycleOptions,
+    as_json: bool,
+) -> Result<String, CommandError> {
+    let store = std::sync::Arc::new(Store::open(&settings.state.path)?);
+    let engine = crate::sync::setup::build_engine(
+        settings,
+        store,
+        std::sync::Arc::new(crate::sync::SystemClock),
+    )?;
+    let summary = engine.run_cycle(&opts).await?;
+    let mut out = if as_json {
+        format!(
+            "{:#}\n",
+            serde_json::to_value(&summary).unwrap_or(Value::Null)
+        )
+    } else {
+        let mut o = String::new();
+        if opts.dry_run {
+            o.push_str("dry run: nothing was written anywhere (the state store included)\n\n");
+            if summary.planned.is_empty() {
+                o.push_str("planned operations: none\n\n");
+            } else {
+                o.push_str(&format!(
+                    "planned operations ({}):\n",
+                    summary.planned.len()
+                ));
+                for p in &summary.planned {
+                    o.push_str(&format!("  {p}\n"));
+                }
+                o.push('\n');
+            }
+        }
+        o.push_str(&render_summary(&summary));
+        o
+    };
+    if !summary.errors.is_empty() {
+        // The cycle ran, but a side could not be synced at all.
+        return Err(CommandError::Incomplete {
+            report: std::mem::take(&mut out),
+            reason: format!(
+                "the cycle could not sync every side: {}",
+                summary.errors.join("; ")
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses `--since` as a date (`2025-03-01`) or an RFC 3339 date-time.
+pub fn parse_since(s: &str) -> Result<chrono::DateTime<Utc>, String> {
+    crate::domain::referral::api_datetime::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a date (2025-03-01) or a date-time (2025-03-01T10:00:00Z)")
+    })
+}
+
+/// `config validate --online`: the offline checks, then each enabled CRM's
+/// metadata (fields, external id / alternate key, stage values) and a
+/// Partner Center sign-in with one listing call.
+pub async fn config_validate_online(settings: &Settings) -> Result<String, CommandError> {
+    let mut out = config_validate(settings)?;
+    let mut problems = Vec::new();
+    for side in crate::sync::setup::build_crms(settings)? {
+        match side.crm.check_metadata().await {
+            Ok(found) if found.is_empty() => out.push_str(&format!(
+                "  {}: every mapped field, the external id and every stage value exist\n",
+                side.kind
+            )),
+            Ok(found) => problems.extend(found.into_iter().map(|p| format!("{}: {p}", side.kind))),
+            Err(e) => {
+                return Err(CommandError::Failed(format!(
+                    "{}: {e} (hint: {})",
+                    side.kind,
+                    e.hint()
+                )));
+            }
+        }
+    }
+    let store = std::sync::Arc::new(Store::open(&settings.state.path)?);
+    let pc = partner_center_client(settings, store)?;
+    let mut pager = pc.list_changes(Utc::now(), crate::partner_center::ListFilter::default());
+    match pager.next_page().await {
+        Ok(_) => out.push_str("  partner_center: signed in; the Referrals API answers\n"),
+        Err(e) => return Err(CommandError::PartnerCenter(e)),
+    }
+    if !problems.is_empty() {
+        return Err(CommandError::ConfigProblems(problems));
+    }
+    Ok(out)
+}
+
+/// `simulate`: serves the four fake APIs until interrupted, after printing
+/// where they are and a config for the daemon.
+pub async fn simulate(
+    opts: crate::sim::SimOptions,
+    print: impl Fn(&str),
+) -> Result<String, CommandError> {
+    let handle = crate::sim::Simulator::start(opts).await?;
+    let urls = handle.urls().clone();
+    print(&format!(
+        "simulator listening on {}\n  Partner Center  {}\n  Dynamics 365    {}\n  Salesforce      {}\n  control API     {}/_sim/\n\n# Save this as cosell-sim.toml and run: cosell-sync sync --once --config cosell-sim.toml\n{}",
+        urls.base,
+        urls.partner_center,
+        urls.dynamics,
+        urls.salesforce,
+        urls.base,
+        handle.daemon_config()
+    ));
+    let _ = tokio::signal::ctrl_c().await;
+    handle.shutdown().await;
+    Ok("simulator stopped\n".into())
 }

@@ -320,7 +320,6 @@ pub struct SalesforceSettings {
     pub duns_field: String,
 }
 
-
 /// A setting that keeps the daemon from working, found by [`Settings::readiness_problems`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadinessProblem {
@@ -378,7 +377,14 @@ impl Settings {
                 crate::mapping::DEFAULT_SALESFORCE,
             ),
         };
-        let explicit = self.origins.contains_key(key);
+        // A path other than the shipped default must exist; the default
+        // path falls back to the built-in mapping when there is no file.
+        let default_path = match crm {
+            crate::store::CrmKind::Dynamics => "mappings/dynamics.toml",
+            crate::store::CrmKind::Salesforce => "mappings/salesforce.toml",
+        };
+        let explicit =
+            self.origins.contains_key(key) && relative.as_path() != Path::new(default_path);
         match self.mapping_path(relative) {
             Some(path) if path.exists() || explicit => {
                 let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {

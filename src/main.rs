@@ -51,6 +51,40 @@ enum Command {
     /// Records that could not be synced.
     #[command(subcommand)]
     Failures(FailuresCommand),
+    /// Run one sync cycle and print what it did.
+    Sync {
+        /// One cycle, then exit (the only mode of `sync`; `run` is the daemon).
+        #[arg(long)]
+        once: bool,
+        /// Plan and print the operations; write nothing anywhere, the state store included.
+        #[arg(long)]
+        dry_run: bool,
+        /// Re-read everything instead of the changes since the last cycle.
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Backfill or full reconcile: re-read all referrals (or those changed since DATE) and every linked opportunity.
+    Resync {
+        /// Re-read Partner Center from this date (2025-03-01) or date-time.
+        #[arg(long, value_parser = commands::parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Serve fake Entra ID, Partner Center, Dynamics 365 and Salesforce APIs on loopback.
+    Simulate {
+        /// Address to listen on (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Seed of the generated sample data.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Number of sample referrals.
+        #[arg(long, default_value_t = 40)]
+        referrals: usize,
+    },
     /// Sign in to a service interactively and keep the result in the state store.
     #[command(subcommand)]
     Login(LoginCommand),
@@ -71,8 +105,12 @@ struct JsonFlag {
 
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
-    /// Check every setting and credential; exits 78 naming what is wrong.
-    Validate,
+    /// Check every setting, credential and mapping; exits 78 naming what is wrong.
+    Validate {
+        /// Also check the CRMs' metadata (fields, keys, stages) and the Partner Center sign-in.
+        #[arg(long)]
+        online: bool,
+    },
     /// Print the effective settings with secrets redacted.
     Show,
 }
@@ -166,7 +204,50 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
         .map_err(|e| CommandError::Usage(format!("--log-level: {e}")))?;
     tracing::debug!(command = ?cli.command, "starting");
     match cli.command {
-        Command::Config(ConfigCommand::Validate) => commands::config_validate(&settings),
+        Command::Config(ConfigCommand::Validate { online: false }) => {
+            commands::config_validate(&settings)
+        }
+        Command::Config(ConfigCommand::Validate { online: true }) => {
+            commands::config_validate_online(&settings).await
+        }
+        Command::Sync {
+            once: _,
+            dry_run,
+            full,
+            json,
+        } => {
+            let opts = cosell_sync::sync::CycleOptions {
+                dry_run,
+                full,
+                since: None,
+            };
+            commands::sync_once(&settings, opts, json.json).await
+        }
+        Command::Resync { since, json } => {
+            let opts = cosell_sync::sync::CycleOptions {
+                dry_run: false,
+                full: since.is_none(),
+                since,
+            };
+            commands::sync_once(&settings, opts, json.json).await
+        }
+        Command::Simulate {
+            listen,
+            seed,
+            referrals,
+        } => {
+            let opts = cosell_sync::sim::SimOptions {
+                listen,
+                seed,
+                referrals,
+                ..Default::default()
+            };
+            commands::simulate(opts, |text| {
+                println!("{text}");
+                let _ = std::io::stdout().flush();
+            })
+            .await
+        }
         Command::Config(ConfigCommand::Show) => Ok(commands::config_show(&settings)),
         Command::Status(f) => commands::status(&settings, f.json),
         Command::Referrals(ReferralsCommand::List {
@@ -221,6 +302,12 @@ async fn main() -> ExitCode {
             let _ = stdout.write_all(out.as_bytes());
             let _ = stdout.flush();
             ExitCode::from(exit::OK)
+        }
+        Err(CommandError::Incomplete { report, reason }) => {
+            print!("{report}");
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {reason}");
+            ExitCode::from(exit::FAILURE)
         }
         Err(e) => {
             let code = e.exit_code();

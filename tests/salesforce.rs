@@ -88,8 +88,7 @@ fn retry() -> RetrySettings {
 }
 
 fn crm_with(settings: SalesforceSettings, spec: CrmObjectSpec) -> SalesforceCrm {
-    let http = build_client(&ClientSettings::without_timeouts())
-    .unwrap();
+    let http = build_client(&ClientSettings::without_timeouts()).unwrap();
     SalesforceCrm::with_client(&settings, spec, http, retry()).unwrap_or_else(|e| panic!("{e}"))
 }
 

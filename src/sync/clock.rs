@@ -25,3 +25,10 @@ where
         self()
     }
 }
+
+/// The simulator's clock, so the demo and tests can move time (day 15).
+impl Clock for crate::sim::SimClock {
+    fn now(&self) -> DateTime<Utc> {
+        crate::sim::SimClock::now(self)
+    }
+}

@@ -44,6 +44,7 @@ impl Engine {
         pc: &PartnerCenterClient,
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
+        self.hit("execute.before")?;
         self.execute_partner_center(pc, cycle).await?;
         for side in self.crms.clone() {
             self.execute_crm(&side, cycle).await?;
@@ -725,8 +726,13 @@ impl Engine {
         let results = match result {
             Ok(r) => r,
             Err(e) => {
-                // The whole call failed: every record shares the verdict.
-                let directive = e.directive();
+                // The whole call failed: every record shares the verdict. A call
+                // refused as a whole is the side's problem (mapping, org setup),
+                // not the records': pause the side instead of quarantining them.
+                let directive = match e.directive() {
+                    RetryDirective::Permanent => RetryDirective::Operator,
+                    d => d,
+                };
                 let (msg, hint) = (e.to_string(), e.hint());
                 for (entry, ..) in &items {
                     if self.fail_effect(entry, directive, &msg, &hint, cycle)? == Flow::Stop {

@@ -8,6 +8,7 @@ mod clock;
 pub mod effects;
 mod execute;
 mod plan;
+pub mod setup;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

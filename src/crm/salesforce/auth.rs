@@ -86,10 +86,12 @@ impl SalesforceTokenSource {
         http: reqwest::Client,
         settings: &SalesforceSettings,
     ) -> Result<SalesforceTokenSource, CrmError> {
-        let token_url = settings
-            .login_url
-            .join("/services/oauth2/token")
-            .map_err(|e| CrmError::Invalid(format!("salesforce.login_url: {e}")))?;
+        // Keep any path prefix of the login URL (a proxy, the simulator).
+        let token_url = Url::parse(&format!(
+            "{}/services/oauth2/token",
+            settings.login_url.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| CrmError::Invalid(format!("salesforce.login_url: {e}")))?;
         if settings.client_id.trim().is_empty() {
             return Err(invalid(
                 "salesforce.client_id is empty: set the connected app's consumer key",

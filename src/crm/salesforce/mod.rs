@@ -342,9 +342,14 @@ impl SalesforceCrm {
                 .and_then(Value::as_str)
                 .and_then(|s| Url::parse(s).ok())
                 .ok_or_else(|| protocol("the token has no instance_url".into()))?;
-            let mut url = instance
-                .join(path)
-                .map_err(|e| CrmError::Invalid(format!("bad Salesforce path {path}: {e}")))?;
+            // `path` is server-absolute (`/services/data/…`, as in nextRecordsUrl);
+            // a path prefix of the instance URL (a proxy, the simulator) is kept.
+            let mut url = Url::parse(&format!(
+                "{}/{}",
+                instance.as_str().trim_end_matches('/'),
+                path.trim_start_matches('/')
+            ))
+            .map_err(|e| CrmError::Invalid(format!("bad Salesforce path {path}: {e}")))?;
             if !query.is_empty() {
                 url.query_pairs_mut().extend_pairs(query);
             }

@@ -1,0 +1,586 @@
+//! The sync engine end to end: the real clients against the simulator, the
+//! shipped mappings, a fresh state store. Each guarantee of DESIGN.md has a
+//! test here that fails if it breaks.
+
+mod sync_support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cosell_sync::domain::PatchOp;
+use cosell_sync::sim::{Api, FaultKind, FaultRule};
+use cosell_sync::store::FailureState;
+use cosell_sync::sync::CycleOptions;
+use serde_json::{Value, json};
+use sync_support::*;
+
+fn sf_id(opp: &Value) -> String {
+    opp["Id"].as_str().expect("Salesforce Id").to_owned()
+}
+
+fn dv_id(opp: &Value) -> String {
+    opp["opportunityid"]
+        .as_str()
+        .expect("opportunityid")
+        .to_owned()
+}
+
+/// Every Salesforce opportunity per referral id: more than one is a duplicate.
+fn sf_opportunities_per_referral(h: &Harness) -> BTreeMap<String, usize> {
+    let st = h.sim.state();
+    let mut out = BTreeMap::new();
+    for id in st.salesforce_opportunity_ids() {
+        let o = st.salesforce_opportunity(&id).unwrap();
+        if let Some(r) = o["Referral_Identifier__c"].as_str() {
+            *out.entry(r.to_owned()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn dv_opportunities_per_referral(h: &Harness) -> BTreeMap<String, usize> {
+    let st = h.sim.state();
+    let mut out = BTreeMap::new();
+    for id in st.dynamics_opportunity_ids() {
+        let o = st.dynamics_opportunity(&id).unwrap();
+        if let Some(r) = o["new_referralid"].as_str() {
+            *out.entry(r.to_owned()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn no_duplicates(h: &Harness) {
+    for (r, n) in sf_opportunities_per_referral(h) {
+        assert_eq!(n, 1, "referral {r} has {n} Salesforce opportunities");
+    }
+    for (r, n) in dv_opportunities_per_referral(h) {
+        assert_eq!(n, 1, "referral {r} has {n} Dynamics opportunities");
+    }
+}
+
+/// A complete private deal as a seller fills it in Salesforce.
+fn sf_new_deal(name: &str, country: Option<&str>) -> Value {
+    let mut v = json!({
+        "Name": name, "Amount": 125000, "CurrencyIsoCode": "USD", "CloseDate": "2027-03-31",
+        "StageName": "Qualification", "Sync_with_Partner_Center__c": true,
+        "Customer_Name__c": "Fabrikam Ltd", "Customer_Street__c": "1 Main Street",
+        "Customer_City__c": "Dublin", "Customer_Postal_Code__c": "D02",
+        "Partner_Contact_First_Name__c": "Ada", "Partner_Contact_Last_Name__c": "Lovelace",
+        "Partner_Contact_Email__c": "ada@contoso-partner.example", "Partner_Contact_Phone__c": "+353 1 555 0100",
+        "Microsoft_Solutions__c": "SOL-12345-ABC"
+    });
+    if let Some(c) = country {
+        v["Customer_Country__c"] = json!(c);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_referral_is_accepted_and_won_from_salesforce() {
+    let h = harness(options(8, 0)).await;
+    h.settle(4).await;
+    let id = h
+        .received_inbound()
+        .into_iter()
+        .next()
+        .expect("a received inbound referral");
+    let opp = h.sf(&id).expect("the referral landed in Salesforce");
+    assert_eq!(opp["StageName"], "On Hold", "received deals land on hold");
+    assert_eq!(h.dv(&id).expect("and in Dynamics")["statuscode"], 2);
+
+    // The seller moves it out of on-hold: that accepts the referral.
+    h.sim
+        .state()
+        .set_sf_stage(&sf_id(&opp), "Qualification")
+        .unwrap();
+    h.settle(4).await;
+    assert_eq!(h.status(&id), ("Active".into(), "Accepted".into()));
+    assert_eq!(
+        h.dv(&id).unwrap()["statuscode"],
+        1,
+        "Dynamics follows Partner Center"
+    );
+
+    h.sim
+        .state()
+        .set_sf_stage(&sf_id(&opp), "Closed Won")
+        .unwrap();
+    h.settle(4).await;
+    assert_eq!(h.status(&id), ("Closed".into(), "Won".into()));
+    assert_eq!(
+        h.dv(&id).unwrap()["statecode"],
+        1,
+        "closed as won in Dynamics"
+    );
+    no_duplicates(&h);
+
+    let events = h.store.read(|r| r.events_for(&id)).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "updated" && e.message.contains("accept")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_referral_is_accepted_and_won_from_dynamics() {
+    let h = harness(options(8, 0)).await;
+    h.settle(4).await;
+    let id = h
+        .received_inbound()
+        .into_iter()
+        .next()
+        .expect("a received inbound referral");
+    let opp = h.dv(&id).expect("the referral landed in Dynamics");
+    h.sim
+        .state()
+        .edit_dynamics(&dv_id(&opp), json!({"statuscode": 1}))
+        .unwrap();
+    h.settle(4).await;
+    assert_eq!(h.status(&id), ("Active".into(), "Accepted".into()));
+    assert_eq!(h.sf(&id).unwrap()["StageName"], "Qualification");
+
+    h.sim.state().win_dynamics(&dv_id(&opp)).unwrap();
+    h.settle(4).await;
+    assert_eq!(h.status(&id), ("Closed".into(), "Won".into()));
+    assert_eq!(h.sf(&id).unwrap()["StageName"], "Closed Won");
+    no_duplicates(&h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declining_needs_a_reason_and_sends_it() {
+    let h = harness(options(8, 0)).await;
+    h.settle(4).await;
+    let id = h.received_inbound().into_iter().next().unwrap();
+    let opp = sf_id(&h.sf(&id).unwrap());
+
+    h.sim.state().set_sf_stage(&opp, "Closed Lost").unwrap();
+    h.settle(3).await;
+    assert_eq!(h.status(&id).0, "New", "no reason: nothing is sent");
+    let shown = h.sim.state().salesforce_opportunity(&opp).unwrap();
+    let error = shown["Partner_Center_Sync_Error__c"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("requires a reason"),
+        "the seller sees why: {shown}"
+    );
+    let failures = h
+        .store
+        .read(|r| r.list_failures(&[FailureState::Open]))
+        .unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.record == id && f.message.contains("reason")),
+        "{failures:?}"
+    );
+
+    h.sim
+        .state()
+        .edit_salesforce(&opp, json!({"Loss_Reason__c": "No budget this year"}))
+        .unwrap();
+    h.settle(4).await;
+    assert_eq!(h.status(&id), ("Closed".into(), "Declined".into()));
+    assert_eq!(h.referral(&id)["statusReason"], "No budget this year");
+    let shown = h.sim.state().salesforce_opportunity(&opp).unwrap();
+    assert!(
+        shown["Partner_Center_Sync_Error__c"].is_null()
+            || shown["Partner_Center_Sync_Error__c"] == "",
+        "the error is cleared: {shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn day_15_expires_locally_and_a_late_acceptance_is_refused() {
+    // Partner Center itself waits longer here, so the local rule is what acts.
+    let mut opts = options(8, 0);
+    opts.expiry_days = 30;
+    let h = harness(opts).await;
+    h.settle(4).await;
+    let id = h.received_inbound().into_iter().next().unwrap();
+    let opp = sf_id(&h.sf(&id).unwrap());
+
+    h.sim
+        .clock()
+        .advance(std::time::Duration::from_secs(15 * 24 * 3600));
+    let s = h.cycle().await;
+    assert!(s.expired >= 1, "{s:?}");
+    h.settle(3).await;
+    let snap = h.store.read(|r| r.get_referral(&id)).unwrap().unwrap();
+    assert!(snap.locally_expired);
+    let shown = h.sim.state().salesforce_opportunity(&opp).unwrap();
+    assert_eq!(
+        shown["StageName"], "Closed Lost",
+        "closed as expired: {shown}"
+    );
+    assert!(
+        shown["Loss_Reason__c"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Expired"),
+        "{shown}"
+    );
+    assert_eq!(
+        h.dv(&id).unwrap()["statecode"],
+        2,
+        "closed as lost in Dynamics"
+    );
+
+    // A seller accepting now is refused and told so on the record.
+    h.sim.state().set_sf_stage(&opp, "Qualification").unwrap();
+    h.settle(3).await;
+    assert_eq!(
+        h.status(&id).0,
+        "New",
+        "the late acceptance never reaches Partner Center"
+    );
+    let shown = h.sim.state().salesforce_opportunity(&opp).unwrap();
+    assert!(
+        !shown["Partner_Center_Sync_Error__c"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "the refusal is reported on the record: {shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_deal_is_created_from_salesforce_after_its_data_is_fixed() {
+    let h = harness(options(2, 0)).await;
+    h.settle(3).await;
+    let created = h
+        .sim
+        .state()
+        .create_salesforce_opportunity(sf_new_deal("Fabrikam rollout", None))
+        .unwrap();
+    let opp = sf_id(&created);
+    let before = h.counters().operation(Api::PartnerCenter, "POST create");
+    h.settle(3).await;
+    assert_eq!(
+        h.counters().operation(Api::PartnerCenter, "POST create"),
+        before,
+        "an invalid deal is not sent"
+    );
+    let shown = h.sim.state().salesforce_opportunity(&opp).unwrap();
+    let error = shown["Partner_Center_Sync_Error__c"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("customerProfile.address.country"), "{shown}");
+
+    h.sim
+        .state()
+        .edit_salesforce(&opp, json!({"Customer_Country__c": "Ireland"}))
+        .unwrap();
+    h.settle(4).await;
+    let shown = h.sim.state().salesforce_opportunity(&opp).unwrap();
+    let rid = shown["Referral_Identifier__c"]
+        .as_str()
+        .expect("the referral id is written back")
+        .to_owned();
+    let referral = h.referral(&rid);
+    assert_eq!(referral["direction"], "Outgoing");
+    assert_eq!(referral["type"], "Independent");
+    assert_eq!(
+        referral["consent"]["consentToShareReferralWithMicrosoftSellers"],
+        false
+    );
+    assert_eq!(referral["externalReferenceId"], opp.as_str());
+    assert_eq!(referral["customerProfile"]["address"]["country"], "IE");
+    assert!(
+        shown["Partner_Center_Sync_Error__c"].is_null()
+            || shown["Partner_Center_Sync_Error__c"] == ""
+    );
+    assert_eq!(
+        h.counters().operation(Api::PartnerCenter, "POST create"),
+        before + 1,
+        "created once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_co_sell_deal_from_salesforce_invites_microsoft() {
+    let h = harness(options(2, 0)).await;
+    let mut deal = sf_new_deal("Fabrikam AI pilot", Some("IE"));
+    deal["How_can_Microsoft_help__c"] = json!("Proof of concept or demo");
+    deal["Description"] = json!("Customer wants a pilot with Microsoft's help");
+    deal["Customer_Contact_First_Name__c"] = json!("Sean");
+    deal["Customer_Contact_Last_Name__c"] = json!("Murphy");
+    deal["Customer_Contact_Email__c"] = json!("sean@fabrikam.example");
+    deal["Customer_Contact_Phone__c"] = json!("+353 1 555 0199");
+    deal["Customer_Consent_To_Share__c"] = json!(true);
+    let opp = sf_id(&h.sim.state().create_salesforce_opportunity(deal).unwrap());
+    h.settle(4).await;
+    let shown = h.sim.state().salesforce_opportunity(&opp).unwrap();
+    let rid = shown["Referral_Identifier__c"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no referral id: {shown}"))
+        .to_owned();
+    let referral = h.referral(&rid);
+    assert_eq!(referral["type"], "Shared");
+    let engagement = referral["engagementId"].as_str().unwrap().to_owned();
+    let st = h.sim.state();
+    let microsoft: Vec<Value> = st
+        .referral_ids()
+        .into_iter()
+        .filter_map(|i| st.referral(&i))
+        .filter(|r| r["engagementId"] == engagement.as_str() && r["id"] != rid.as_str())
+        .collect();
+    assert_eq!(
+        microsoft.len(),
+        1,
+        "one Microsoft-targeted referral in the engagement"
+    );
+    assert_eq!(microsoft[0]["target"][0]["id"], "msft");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_with_nothing_changed_makes_zero_writes() {
+    let h = harness(options(12, 4)).await;
+    h.settle(6).await;
+    h.sim.state().reset_counters();
+    let s = h.cycle().await;
+    assert_eq!(s.writes(), 0, "{s:?}");
+    let c = h.counters();
+    assert_eq!(write_calls(&c), 0, "{c:?}");
+    assert_eq!(
+        c.operation(Api::PartnerCenter, "GET list"),
+        1,
+        "one listing call: {c:?}"
+    );
+    assert_eq!(c.operation(Api::Salesforce, "GET query"), 1, "{c:?}");
+    assert_eq!(c.operation(Api::Dynamics, "GET opportunities"), 1, "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_edit_is_read_again_and_decided_again() {
+    let h = harness(options(8, 0)).await;
+    h.settle(4).await;
+    let id = h.received_inbound().into_iter().next().unwrap();
+    let opp = sf_id(&h.sf(&id).unwrap());
+    h.sim.state().set_sf_stage(&opp, "Qualification").unwrap();
+    h.settle(4).await;
+    assert_eq!(h.status(&id).1, "Accepted");
+
+    // The seller changes the amount; meanwhile someone renames the deal in Partner Center.
+    h.sim
+        .state()
+        .edit_salesforce(&opp, json!({"Amount": 777000}))
+        .unwrap();
+    let sim = h.sim.state().clone();
+    let rid = id.clone();
+    let fired = Arc::new(AtomicBool::new(false));
+    let f = fired.clone();
+    let engine = h.engine_with_failpoint(Arc::new(move |name: &str| {
+        if name == "execute.before" && !f.swap(true, Ordering::SeqCst) {
+            sim.edit_referral(
+                &rid,
+                &[PatchOp::replace("/name", "Renamed in Partner Center")],
+            )
+            .unwrap();
+        }
+        false
+    }));
+    h.sim.state().reset_counters();
+    let s = engine.run_cycle(&CycleOptions::default()).await.unwrap();
+    assert!(fired.load(Ordering::SeqCst));
+    assert_eq!(s.outcome(), "clean", "{s:?}");
+    let r = h.referral(&id);
+    assert_eq!(
+        r["details"]["dealValue"], 777000,
+        "the CRM's change is sent after the 412"
+    );
+    assert_eq!(
+        r["name"], "Renamed in Partner Center",
+        "the concurrent edit is not overwritten"
+    );
+    assert!(
+        h.counters().operation(Api::PartnerCenter, "PATCH referral") >= 2,
+        "one 412, one retry"
+    );
+    h.settle(3).await;
+    assert_eq!(
+        h.sf(&id).unwrap()["Name"],
+        "Renamed in Partner Center",
+        "and the rename reaches the CRM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_503_bursts_lose_nothing() {
+    let h = harness(options(10, 0)).await;
+    let st = h.sim.state();
+    st.add_fault(
+        FaultRule::new(
+            Api::Salesforce,
+            FaultKind::TooManyRequests {
+                retry_after_secs: 1,
+            },
+        )
+        .operation("PATCH")
+        .times(3),
+    );
+    st.add_fault(
+        FaultRule::new(
+            Api::Dynamics,
+            FaultKind::ServiceUnavailable {
+                retry_after_secs: None,
+            },
+        )
+        .times(4),
+    );
+    st.add_fault(
+        FaultRule::new(
+            Api::PartnerCenter,
+            FaultKind::ServiceUnavailable {
+                retry_after_secs: Some(1),
+            },
+        )
+        .operation("GET list")
+        .times(2),
+    );
+    for _ in 0..8 {
+        h.cycle().await;
+        h.sim.clock().advance(std::time::Duration::from_secs(120));
+    }
+    h.settle(4).await;
+    // Every open referral reached both CRMs exactly once.
+    let open: Vec<String> = h
+        .sim
+        .state()
+        .referral_ids()
+        .into_iter()
+        .filter(|i| h.referral(i)["status"] != "Closed")
+        .collect();
+    assert!(!open.is_empty());
+    for id in &open {
+        assert!(h.sf(id).is_some(), "{id} missing in Salesforce");
+        assert!(h.dv(id).is_some(), "{id} missing in Dynamics");
+    }
+    no_duplicates(&h);
+    let quarantined = h
+        .store
+        .read(|r| r.list_failures(&[FailureState::Open]))
+        .unwrap();
+    assert!(
+        quarantined
+            .iter()
+            .all(|f| f.kind != "retry" && f.kind != "permanent"),
+        "{quarantined:?}"
+    );
+}
+
+/// Runs a scenario that exercises every kind of remote effect, crashing at
+/// `point` the first time it is reached, then lets a fresh engine finish.
+async fn crash_at(point: &'static str) {
+    let h = harness(options(8, 0)).await;
+    h.settle(4).await;
+    let inbound = h.received_inbound();
+    let (accept, win_in_pc) = (inbound[0].clone(), inbound[1].clone());
+    let accept_opp = sf_id(&h.sf(&accept).unwrap());
+    h.sim
+        .state()
+        .set_sf_stage(&accept_opp, "Qualification")
+        .unwrap();
+    h.sim.state().accept_referral(&win_in_pc).unwrap();
+    h.sim.state().win_referral(&win_in_pc).unwrap();
+    let new_opp = sf_id(
+        &h.sim
+            .state()
+            .create_salesforce_opportunity(sf_new_deal("Crash-safe deal", Some("IE")))
+            .unwrap(),
+    );
+
+    let fired = Arc::new(AtomicBool::new(false));
+    let f = fired.clone();
+    let engine = h.engine_with_failpoint(Arc::new(move |name: &str| {
+        name == point && !f.swap(true, Ordering::SeqCst)
+    }));
+    let result = engine.run_cycle(&CycleOptions::default()).await;
+    assert!(fired.load(Ordering::SeqCst), "{point} was reached");
+    assert!(result.is_err(), "the cycle stopped at {point}");
+    drop(engine);
+
+    h.settle(6).await;
+    no_duplicates(&h);
+    assert_eq!(
+        h.status(&accept),
+        ("Active".into(), "Accepted".into()),
+        "{point}: acceptance lost"
+    );
+    assert_eq!(
+        h.sf(&win_in_pc).unwrap()["StageName"],
+        "Closed Won",
+        "{point}: close lost"
+    );
+    let rid = h.sim.state().salesforce_opportunity(&new_opp).unwrap()["Referral_Identifier__c"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{point}: the new deal's id was not written back"))
+        .to_owned();
+    let st = h.sim.state();
+    let made: Vec<String> = st
+        .referral_ids()
+        .into_iter()
+        .filter(|i| {
+            st.referral(i)
+                .is_some_and(|r| r["externalReferenceId"] == new_opp.as_str())
+        })
+        .collect();
+    assert_eq!(made, vec![rid], "{point}: the deal must exist exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_committing_a_plan_loses_nothing() {
+    crash_at("plan.before_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_partner_center_create_makes_no_duplicate() {
+    crash_at("pc_create.before_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_partner_center_update_loses_nothing() {
+    crash_at("pc_update.before_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_crm_upsert_makes_no_duplicate() {
+    crash_at("crm_upsert.before_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_crm_close_loses_nothing() {
+    crash_at("crm_close.before_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_writes_nothing_anywhere() {
+    let h = harness(options(8, 2)).await;
+    let engine = h.engine();
+    h.sim.state().reset_counters();
+    let s = engine
+        .run_cycle(&CycleOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!s.planned.is_empty(), "it plans the backfill: {s:?}");
+    assert!(
+        s.planned
+            .iter()
+            .any(|p| p.starts_with("salesforce: upsert")),
+        "{:?}",
+        s.planned
+    );
+    assert_eq!(write_calls(&h.counters()), 0);
+    let report = h.store.read(|r| r.status_report(5)).unwrap();
+    assert_eq!(report.referrals_total, 0, "the store is untouched");
+    assert!(
+        report.cursors.is_empty() && report.last_runs.is_empty() && report.pending_effects == 0
+    );
+}

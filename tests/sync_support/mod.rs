@@ -1,0 +1,169 @@
+//! Harness for end-to-end sync tests: the simulator on 127.0.0.1:0, the
+//! daemon's own settings pointing at it, a fresh state store per test.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use cosell_sync::config::{self, Settings, Sources};
+use cosell_sync::sim::{Api, Counters, SimHandle, SimOptions, Simulator};
+use cosell_sync::store::{CrmKind, Store};
+use cosell_sync::sync::setup::build_engine;
+use cosell_sync::sync::{CycleOptions, CycleSummary, Engine, Failpoint};
+use serde_json::Value;
+
+pub struct Harness {
+    pub sim: SimHandle,
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+    pub store: Arc<Store>,
+}
+
+/// Options for a small, quiet simulator: `referrals` seeded referrals, no
+/// seeded CRM opportunities unless asked.
+pub fn options(referrals: usize, crm_opportunities: usize) -> SimOptions {
+    SimOptions {
+        referrals,
+        crm_opportunities: Some(crm_opportunities),
+        ..Default::default()
+    }
+}
+
+pub async fn harness(opts: SimOptions) -> Harness {
+    harness_with(opts, &[]).await
+}
+
+/// `overrides`: extra environment settings, e.g. ("COSELL_SYNC__SALESFORCE__ENABLED", "false").
+pub async fn harness_with(opts: SimOptions, overrides: &[(&str, &str)]) -> Harness {
+    let sim = Simulator::start(opts).await.expect("simulator starts");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cosell-sync.toml");
+    std::fs::write(&file, sim.daemon_config()).unwrap();
+    let mut env: std::collections::BTreeMap<String, String> = sim
+        .daemon_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.insert(
+        "COSELL_SYNC__STATE__PATH".into(),
+        dir.path().join("state.db").display().to_string(),
+    );
+    env.insert("COSELL_SYNC__SERVER__ENABLED".into(), "false".into());
+    for (k, v) in overrides {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let settings = config::load(&Sources {
+        file: Some(file),
+        env,
+        credentials_dir: None,
+    })
+    .expect("the simulator's config loads");
+    let store = Arc::new(Store::open(&settings.state.path).unwrap());
+    Harness {
+        sim,
+        dir,
+        settings,
+        store,
+    }
+}
+
+impl Harness {
+    pub fn engine(&self) -> Engine {
+        build_engine(
+            &self.settings,
+            self.store.clone(),
+            Arc::new(self.sim.clock()),
+        )
+        .expect("engine")
+    }
+
+    pub fn engine_with_failpoint(&self, f: Failpoint) -> Engine {
+        self.engine().with_failpoint(f)
+    }
+
+    pub async fn cycle(&self) -> CycleSummary {
+        self.engine()
+            .run_cycle(&CycleOptions::default())
+            .await
+            .expect("cycle runs")
+    }
+
+    /// Cycles until one makes no remote write (at most `max`).
+    pub async fn settle(&self, max: usize) -> Vec<CycleSummary> {
+        let mut out = Vec::new();
+        for _ in 0..max {
+            let s = self.cycle().await;
+            let quiet = s.writes() == 0 && s.pending_effects == 0;
+            out.push(s);
+            if quiet {
+                break;
+            }
+        }
+        out
+    }
+
+    pub fn referral(&self, id: &str) -> Value {
+        self.sim
+            .state()
+            .referral(id)
+            .expect("referral exists in the simulator")
+    }
+
+    pub fn status(&self, id: &str) -> (String, String) {
+        let r = self.referral(id);
+        (
+            r["status"].as_str().unwrap_or_default().to_owned(),
+            r["substatus"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    pub fn sf(&self, referral_id: &str) -> Option<Value> {
+        self.sim
+            .state()
+            .salesforce_opportunity_by_referral(referral_id)
+    }
+
+    pub fn dv(&self, referral_id: &str) -> Option<Value> {
+        self.sim
+            .state()
+            .dynamics_opportunity_by_referral(referral_id)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.sim.state().counters()
+    }
+
+    /// Inbound referrals the simulator holds in New/Pending or New/Received.
+    pub fn received_inbound(&self) -> Vec<String> {
+        let st = self.sim.state();
+        st.referral_ids()
+            .into_iter()
+            .filter(|id| {
+                let r = st.referral(id).unwrap_or_default();
+                r["direction"] == "Incoming" && r["status"] == "New"
+            })
+            .collect()
+    }
+
+    pub fn link_crm_id(&self, crm: CrmKind, referral_id: &str) -> Option<String> {
+        self.store
+            .read(|r| r.link_by_referral(crm, referral_id))
+            .unwrap()
+            .map(|l| l.crm_id)
+    }
+}
+
+/// Remote writes the simulator received (creates, updates, closes, batches).
+pub fn write_calls(c: &Counters) -> u64 {
+    c.per_operation
+        .iter()
+        .filter(|(api, _)| **api != Api::Entra)
+        .flat_map(|(_, ops)| ops.iter())
+        .filter(|(op, _)| {
+            let write = ["POST ", "PATCH ", "PUT ", "DELETE "]
+                .iter()
+                .any(|m| op.starts_with(m));
+            write && !op.ends_with("token") && !op.ends_with(" query")
+        })
+        .map(|(_, n)| *n)
+        .sum()
+}
