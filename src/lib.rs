@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod config;
 pub mod crm;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod mapping;

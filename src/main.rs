@@ -73,6 +73,8 @@ enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Watch referrals flow both ways through the built-in simulator (no credentials).
+    Demo,
     /// Serve fake Entra ID, Partner Center, Dynamics 365 and Salesforce APIs on loopback.
     Simulate {
         /// Address to listen on (loopback only).
@@ -230,6 +232,15 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
                 since,
             };
             commands::sync_once(&settings, opts, json.json).await
+        }
+        Command::Demo => {
+            cosell_sync::demo::run(|text| {
+                println!("{text}");
+                let _ = std::io::stdout().flush();
+            })
+            .await
+            .map_err(|e| CommandError::Failed(e.to_string()))?;
+            Ok(String::new())
         }
         Command::Simulate {
             listen,

@@ -341,7 +341,9 @@ impl Engine {
                     .await?;
                 cycle.summary.pending_effects =
                     self.store.read(|r| r.pending_effects())?.len() as u64;
-                if full {
+                // The first cycle reads everything: it starts the schedule.
+                let first = self.store.read(|r| r.kv_get(FULL_RECONCILE_KEY))?.is_none();
+                if full || first {
                     self.store
                         .write(|r| r.kv_set(FULL_RECONCILE_KEY, &crate::store::ts(now), now))?;
                 }

@@ -694,13 +694,15 @@ impl Engine {
     ) -> Result<(), SyncError> {
         let old = self.store.read(|repo| repo.get_referral(&r.id))?;
         let mut snap = ReferralSnapshot::from_referral(r, self.settings.expiry_days, cycle.now);
+        let mut unchanged = false;
         if let Some(old) = &old {
             snap.first_seen = old.first_seen;
             snap.locally_expired = old.locally_expired;
             if old.etag.is_some() && old.etag == snap.etag && old.raw == snap.raw {
-                // Re-read through the poll overlap; nothing new.
+                // Re-read through the poll overlap or a full reconcile: nothing
+                // new to store; each CRM's own hash says whether it is in step.
                 cycle.summary.partner_center.skipped += 1;
-                return Ok(());
+                unchanged = true;
             }
             if old.locally_expired && snap.stage == Some(Stage::Accepted) {
                 if acceptance_beats_deadline(r.accepted_date_time, old.deadline) {
@@ -729,7 +731,9 @@ impl Engine {
             );
         }
         let (json, stage) = effective_json(&snap);
-        plan.snapshots.push(snap.clone());
+        if !unchanged {
+            plan.snapshots.push(snap.clone());
+        }
         let Some(stage) = stage else {
             cycle.summary.partner_center.skipped += 1;
             plan.event(
