@@ -7,6 +7,7 @@ pub mod crm;
 pub mod domain;
 pub mod http;
 pub mod mapping;
+pub mod ops;
 pub mod partner_center;
 pub mod store;
 pub mod sync;

@@ -555,7 +555,13 @@ impl Engine {
                     *created
                 }
                 Err(e) => {
-                    return self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle);
+                    return self.fail_effect(
+                        entry,
+                        e.directive(),
+                        &e.to_string(),
+                        &e.hint(),
+                        cycle,
+                    );
                 }
             },
             Err(e) => {
