@@ -76,6 +76,10 @@ impl CycleRunner for Scripted {
     }
 }
 
+type Loader = Box<dyn Fn() -> Result<Settings, ConfigError> + Send + Sync>;
+type Factory = Box<dyn Fn(&Settings) -> Result<Scripted, String> + Send + Sync>;
+type TestDaemon = Daemon<Loader, Factory, Scripted>;
+
 struct Harness {
     _dir: tempfile::TempDir,
     store: Arc<Store>,
@@ -149,14 +153,7 @@ impl Harness {
 
     /// The daemon over this harness; the factory refuses settings whose
     /// Partner Center page size is 7 (a stand-in for a bad mapping).
-    fn daemon(
-        &self,
-        options: DaemonOptions,
-    ) -> Daemon<
-        impl Fn() -> Result<Settings, ConfigError> + Send + Sync + 'static,
-        impl Fn(&Settings) -> Result<Scripted, String> + Send + Sync + 'static,
-        Scripted,
-    > {
+    fn daemon(&self, options: DaemonOptions) -> TestDaemon {
         let config = self.config.clone();
         let loads = self.loads.clone();
         let loader = move || {
@@ -187,7 +184,12 @@ impl Harness {
                 gate: gate.clone(),
             })
         };
-        Daemon::with_options(loader, factory, self.store.clone(), options)
+        Daemon::with_options(
+            Box::new(loader),
+            Box::new(factory),
+            self.store.clone(),
+            options,
+        )
     }
 }
 

@@ -376,12 +376,14 @@ mod tests {
 
     #[test]
     fn pauses_tell_throttling_from_operator_action() {
-        let mut s = CycleSummary::default();
-        s.paused = vec![
-            "salesforce (throttled until 10:00:00 UTC)".into(),
-            "dynamics".into(),
-            "partner_center".into(),
-        ];
+        let mut s = CycleSummary {
+            paused: vec![
+                "salesforce (throttled until 10:00:00 UTC)".into(),
+                "dynamics".into(),
+                "partner_center".into(),
+            ],
+            ..Default::default()
+        };
         s.errors = vec![
             "dynamics: dynamics paused until 2025-01-01T00:00:00Z: service protection (hint: none)"
                 .into(),
