@@ -162,17 +162,18 @@ pub fn listen_for_signals(handle: ControlHandle) -> std::io::Result<JoinHandle<(
     Ok(tokio::spawn(async move {
         loop {
             tokio::select! {
+                // Act first, then log: a failing log writer must not cost the signal.
                 Some(()) = term.recv() => {
-                    tracing::info!("SIGTERM received: stopping");
                     handle.shutdown();
+                    tracing::info!("SIGTERM received: stopping");
                 }
                 Some(()) = int.recv() => {
-                    tracing::info!("SIGINT received: stopping");
                     handle.shutdown();
+                    tracing::info!("SIGINT received: stopping");
                 }
                 Some(()) = hup.recv() => {
-                    tracing::info!("SIGHUP received: reloading the configuration");
                     handle.reload();
+                    tracing::info!("SIGHUP received: reloading the configuration");
                 }
                 else => return,
             }
