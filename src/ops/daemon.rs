@@ -33,6 +33,15 @@ pub trait CycleRunner {
     ) -> impl Future<Output = Result<CycleSummary, SyncError>> + Send;
 }
 
+impl<T: CycleRunner + Send + Sync + ?Sized> CycleRunner for Arc<T> {
+    fn run_cycle(
+        &self,
+        opts: &CycleOptions,
+    ) -> impl Future<Output = Result<CycleSummary, SyncError>> + Send {
+        (**self).run_cycle(opts)
+    }
+}
+
 impl CycleRunner for Engine {
     fn run_cycle(
         &self,
@@ -343,6 +352,12 @@ where
                 metrics: Some(metrics_handle),
             };
             let addr = settings.server.listen;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    address = %addr,
+                    "the health and metrics endpoint listens beyond this machine (server.listen); it has no authentication"
+                );
+            }
             let server = HealthServer::bind(addr, state)
                 .await
                 .map_err(|source| DaemonError::Bind { addr, source })?;

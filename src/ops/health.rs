@@ -377,6 +377,18 @@ impl HealthServer {
     }
 }
 
+/// Binds `listen` and serves the endpoint until `shutdown` completes.
+pub async fn serve(
+    listen: SocketAddr,
+    state: ServerState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    HealthServer::bind(listen, state)
+        .await?
+        .serve(shutdown)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

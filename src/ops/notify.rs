@@ -98,6 +98,24 @@ pub async fn watchdog(
     heartbeat: Heartbeat,
     period: Duration,
     stuck_after: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    watchdog_with(
+        move || notifier.watchdog(),
+        heartbeat,
+        period,
+        stuck_after,
+        stop,
+    )
+    .await
+}
+
+/// [`watchdog`] with any ping.
+pub async fn watchdog_with(
+    ping: impl Fn(),
+    heartbeat: Heartbeat,
+    period: Duration,
+    stuck_after: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(period);
@@ -113,7 +131,7 @@ pub async fn watchdog(
                 tracing::info!("the sync loop is making progress again");
                 stuck = false;
             }
-            notifier.watchdog();
+            ping();
         } else if !stuck {
             stuck = true;
             tracing::error!(
@@ -122,5 +140,48 @@ pub async fn watchdog(
                 humantime::format_duration(Duration::from_secs(heartbeat.age().as_secs()))
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_is_fed_only_while_the_loop_makes_progress() {
+        let hb = Heartbeat::new();
+        let pings = Arc::new(AtomicU32::new(0));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let counter = pings.clone();
+        let task = tokio::spawn(watchdog_with(
+            move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            },
+            hb.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            stop_rx,
+        ));
+        // Pings at 0, 10, ..., 60 s while the heartbeat is at most 60 s old.
+        tokio::time::sleep(Duration::from_secs(65)).await;
+        assert_eq!(pings.load(Ordering::SeqCst), 7);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            pings.load(Ordering::SeqCst),
+            7,
+            "a stuck loop is not vouched for"
+        );
+        hb.touch();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            pings.load(Ordering::SeqCst),
+            8,
+            "pings resume with progress"
+        );
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        assert!(Notifier::disabled().watchdog_period().is_none());
     }
 }
