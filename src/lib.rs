@@ -8,6 +8,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod mapping;
+pub mod ops;
 pub mod partner_center;
 pub mod sim;
 pub mod store;

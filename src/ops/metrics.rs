@@ -1,0 +1,407 @@
+//! Prometheus metrics: stable names, one recorder per process, and the small
+//! `record_*` functions the HTTP clients and the sync loop call.
+//!
+//! Without an installed recorder every `record_*` call is a no-op, so
+//! commands other than `run` pay nothing.
+
+use std::fmt::Display;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::StatusReport;
+use crate::sync::CycleSummary;
+
+/// Records read per side (`partner_center`, `dynamics`, `salesforce`). Counter.
+pub const RECORDS_READ: &str = "cosell_sync_records_read_total";
+/// Records written per side and `operation` (`created`, `updated`, `closed`). Counter.
+pub const RECORDS_WRITTEN: &str = "cosell_sync_records_written_total";
+/// Record-level failures per side. Counter.
+pub const RECORDS_FAILED: &str = "cosell_sync_records_failed_total";
+/// Records quarantined per cycle, summed. Counter.
+pub const RECORDS_QUARANTINED: &str = "cosell_sync_records_quarantined_total";
+/// Referrals expired locally by the 14-day rule. Counter.
+pub const REFERRALS_EXPIRED: &str = "cosell_sync_referrals_expired_total";
+/// HTTP requests per `api` and `status` (HTTP status code, or `error` when no
+/// response came back). Counter.
+pub const API_REQUESTS: &str = "cosell_sync_api_requests_total";
+/// In-place retries of a request, per `api`. Counter.
+pub const RETRIES: &str = "cosell_sync_retries_total";
+/// Times a side was paused by throttling or an API limit, per `side`. Counter.
+pub const THROTTLE_PAUSES: &str = "cosell_sync_throttle_pauses_total";
+/// Failures waiting for an operator (`failures list`). Gauge.
+pub const QUARANTINED_RECORDS: &str = "cosell_sync_quarantined_records";
+/// Referrals in the store per lifecycle `stage`. Gauge.
+pub const REFERRALS: &str = "cosell_sync_referrals";
+/// Effects in the outbox. Gauge.
+pub const PENDING_EFFECTS: &str = "cosell_sync_pending_effects";
+/// 1 while a `side` is paused (`reason`: `throttled` or `operator`), else 0. Gauge.
+pub const SIDE_PAUSED: &str = "cosell_sync_side_paused";
+/// Cycles per `outcome` (`clean`, `degraded`, `failed`). Counter.
+pub const CYCLES: &str = "cosell_sync_cycles_total";
+/// Duration of each cycle. Histogram.
+pub const CYCLE_DURATION: &str = "cosell_sync_cycle_duration_seconds";
+/// Unix time of the last successful cycle. Gauge.
+pub const LAST_SUCCESS: &str = "cosell_sync_last_success_timestamp_seconds";
+/// Salesforce's daily API usage from `Sforce-Limit-Info`, `kind` = `used` or `max`. Gauge.
+pub const SALESFORCE_API_USAGE: &str = "cosell_sync_salesforce_api_usage";
+/// Configuration reloads per `result` (`applied`, `rejected`). Counter.
+pub const CONFIG_RELOADS: &str = "cosell_sync_config_reloads_total";
+/// Always 1, labelled with the `version`. Gauge.
+pub const BUILD_INFO: &str = "cosell_sync_build_info";
+
+/// Every metric name, for documentation and tests.
+pub const ALL: &[&str] = &[
+    RECORDS_READ,
+    RECORDS_WRITTEN,
+    RECORDS_FAILED,
+    RECORDS_QUARANTINED,
+    REFERRALS_EXPIRED,
+    API_REQUESTS,
+    RETRIES,
+    THROTTLE_PAUSES,
+    QUARANTINED_RECORDS,
+    REFERRALS,
+    PENDING_EFFECTS,
+    SIDE_PAUSED,
+    CYCLES,
+    CYCLE_DURATION,
+    LAST_SUCCESS,
+    SALESFORCE_API_USAGE,
+    CONFIG_RELOADS,
+    BUILD_INFO,
+];
+
+/// The side name Partner Center carries in labels.
+pub const PARTNER_CENTER: &str = "partner_center";
+
+const CYCLE_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot install the Prometheus metrics recorder: {0}")]
+pub struct MetricsError(String);
+
+static HANDLE: OnceLock<Result<PrometheusHandle, MetricsError>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls return
+/// the same handle) and describes every metric.
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(CYCLE_DURATION.to_owned()), CYCLE_BUCKETS)
+                .map_err(|e| MetricsError(e.to_string()))?
+                .install_recorder()
+                .map_err(|e| MetricsError(e.to_string()))?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+}
+
+/// The installed recorder's handle, if [`install`] succeeded.
+pub fn handle() -> Option<PrometheusHandle> {
+    HANDLE.get().and_then(|h| h.as_ref().ok()).cloned()
+}
+
+fn describe() {
+    describe_counter!(RECORDS_READ, Unit::Count, "Records read, per side");
+    describe_counter!(
+        RECORDS_WRITTEN,
+        Unit::Count,
+        "Records written, per side and operation (created, updated, closed)"
+    );
+    describe_counter!(
+        RECORDS_FAILED,
+        Unit::Count,
+        "Record-level failures, per side"
+    );
+    describe_counter!(RECORDS_QUARANTINED, Unit::Count, "Records quarantined");
+    describe_counter!(
+        REFERRALS_EXPIRED,
+        Unit::Count,
+        "Referrals expired locally by the 14-day rule"
+    );
+    describe_counter!(
+        API_REQUESTS,
+        Unit::Count,
+        "HTTP requests, per API and response status"
+    );
+    describe_counter!(RETRIES, Unit::Count, "In-place request retries, per API");
+    describe_counter!(
+        THROTTLE_PAUSES,
+        Unit::Count,
+        "Times a side was paused by throttling or an API limit"
+    );
+    describe_gauge!(
+        QUARANTINED_RECORDS,
+        Unit::Count,
+        "Failures waiting for an operator (cosell-sync failures list)"
+    );
+    describe_gauge!(
+        REFERRALS,
+        Unit::Count,
+        "Referrals in the store, per lifecycle stage"
+    );
+    describe_gauge!(
+        PENDING_EFFECTS,
+        Unit::Count,
+        "Effects waiting in the outbox"
+    );
+    describe_gauge!(
+        SIDE_PAUSED,
+        "1 while a side is paused (reason: throttled or operator)"
+    );
+    describe_counter!(CYCLES, Unit::Count, "Sync cycles, per outcome");
+    describe_histogram!(CYCLE_DURATION, Unit::Seconds, "Duration of a sync cycle");
+    describe_gauge!(
+        LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last successful sync cycle"
+    );
+    describe_gauge!(
+        SALESFORCE_API_USAGE,
+        Unit::Count,
+        "Salesforce daily API requests: used and max (Sforce-Limit-Info)"
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        Unit::Count,
+        "Configuration reloads, per result"
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for outcome in ["clean", "degraded", "failed"] {
+        counter!(CYCLES, "outcome" => outcome).increment(0);
+    }
+    for result in ["applied", "rejected"] {
+        counter!(CONFIG_RELOADS, "result" => result).increment(0);
+    }
+    gauge!(QUARANTINED_RECORDS).set(0.0);
+    gauge!(PENDING_EFFECTS).set(0.0);
+}
+
+/// One HTTP request and its outcome: an HTTP status (`200`, `429`) or a
+/// word when no response came back (`error`, `timeout`).
+pub fn record_api_request(api: &str, status: impl Display) {
+    counter!(API_REQUESTS, "api" => api.to_owned(), "status" => status.to_string()).increment(1);
+}
+
+/// One in-place retry of a request.
+pub fn record_retry(api: &str) {
+    counter!(RETRIES, "api" => api.to_owned()).increment(1);
+}
+
+/// A side paused by throttling. The daemon already counts the pauses a
+/// cycle reports in its summary; call this only for pauses it cannot see.
+pub fn record_throttle_pause(side: &str) {
+    counter!(THROTTLE_PAUSES, "side" => side.to_owned()).increment(1);
+}
+
+/// Salesforce's daily API usage (from the `Sforce-Limit-Info` header, see
+/// [`parse_salesforce_limit_info`]).
+pub fn record_salesforce_api_usage(used: u64, max: u64) {
+    gauge!(SALESFORCE_API_USAGE, "kind" => "used").set(used as f64);
+    gauge!(SALESFORCE_API_USAGE, "kind" => "max").set(max as f64);
+}
+
+/// `(used, max)` from a `Sforce-Limit-Info` header such as
+/// `api-usage=18/5000` or `api-usage=18/5000, per-app-api-usage=17/250(appName=x)`.
+/// The per-app figure is not the org's daily usage and is ignored.
+pub fn parse_salesforce_limit_info(header: &str) -> Option<(u64, u64)> {
+    header
+        .split([',', ';'])
+        .map(str::trim)
+        .find_map(|part| part.strip_prefix("api-usage="))
+        .and_then(|v| {
+            let (used, max) = v.split_once('/')?;
+            let max: String = max.chars().take_while(char::is_ascii_digit).collect();
+            Some((used.trim().parse().ok()?, max.parse().ok()?))
+        })
+}
+
+/// A configuration reload, applied or rejected.
+pub fn record_reload(applied: bool) {
+    let result = if applied { "applied" } else { "rejected" };
+    counter!(CONFIG_RELOADS, "result" => result).increment(1);
+}
+
+/// Why a side was paused in a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// Throttling or an API limit: work resumes by itself.
+    Throttled,
+    /// Sign-in, credentials or permissions: an operator must act.
+    Operator,
+}
+
+impl PauseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Throttled => "throttled",
+            PauseReason::Operator => "operator",
+        }
+    }
+}
+
+/// The sides a cycle paused, and why. A `paused` entry is a side name,
+/// optionally followed by ` (detail)`; it is a throttle when the detail says
+/// so or the side's error says it is `paused until` a time the API gave
+/// (Retry-After, API limits); anything else waits for an operator.
+pub fn pauses(summary: &CycleSummary) -> Vec<(String, PauseReason)> {
+    let mut out: Vec<(String, PauseReason)> = Vec::new();
+    for entry in &summary.paused {
+        let (side, detail) = match entry.split_once(" (") {
+            Some((side, detail)) => (side.trim(), detail),
+            None => (entry.trim(), ""),
+        };
+        let prefix = format!("{side}:");
+        let throttled = detail.contains("throttled")
+            || summary
+                .errors
+                .iter()
+                .any(|e| e.starts_with(&prefix) && e.contains("paused until"));
+        let reason = if throttled {
+            PauseReason::Throttled
+        } else {
+            PauseReason::Operator
+        };
+        match out.iter_mut().find(|(s, _)| s == side) {
+            // An operator pause outweighs a throttle on the same side.
+            Some(existing) => {
+                if reason == PauseReason::Operator {
+                    existing.1 = reason;
+                }
+            }
+            None => out.push((side.to_owned(), reason)),
+        }
+    }
+    out
+}
+
+/// Everything one finished cycle tells: per-side counts, pauses, outcome
+/// and duration.
+pub fn record_cycle(summary: &CycleSummary, duration: Duration) {
+    let mut sides = vec![(PARTNER_CENTER.to_owned(), &summary.partner_center)];
+    sides.extend(summary.crms.iter().map(|(k, v)| (k.clone(), v)));
+    for (side, s) in &sides {
+        counter!(RECORDS_READ, "side" => side.clone()).increment(s.read);
+        for (operation, n) in [
+            ("created", s.created),
+            ("updated", s.updated),
+            ("closed", s.closed),
+        ] {
+            counter!(RECORDS_WRITTEN, "side" => side.clone(), "operation" => operation)
+                .increment(n);
+        }
+        counter!(RECORDS_FAILED, "side" => side.clone()).increment(s.failed);
+    }
+    counter!(RECORDS_QUARANTINED).increment(summary.quarantined);
+    counter!(REFERRALS_EXPIRED).increment(summary.expired);
+    gauge!(PENDING_EFFECTS).set(summary.pending_effects as f64);
+
+    let paused = pauses(summary);
+    for (side, _) in &sides {
+        let reason = paused.iter().find(|(s, _)| s == side).map(|(_, r)| *r);
+        for r in [PauseReason::Throttled, PauseReason::Operator] {
+            let v = if reason == Some(r) { 1.0 } else { 0.0 };
+            gauge!(SIDE_PAUSED, "side" => side.clone(), "reason" => r.as_str()).set(v);
+        }
+    }
+    for (side, reason) in &paused {
+        if *reason == PauseReason::Throttled {
+            counter!(THROTTLE_PAUSES, "side" => side.clone()).increment(1);
+        }
+    }
+    counter!(CYCLES, "outcome" => summary.outcome()).increment(1);
+    histogram!(CYCLE_DURATION).record(duration.as_secs_f64());
+}
+
+/// A cycle that ended in an error before finishing.
+pub fn record_failed_cycle(duration: Duration) {
+    counter!(CYCLES, "outcome" => "failed").increment(1);
+    histogram!(CYCLE_DURATION).record(duration.as_secs_f64());
+}
+
+/// The time of the last successful cycle.
+pub fn record_last_success(at: DateTime<Utc>) {
+    gauge!(LAST_SUCCESS).set(at.timestamp_millis() as f64 / 1000.0);
+}
+
+/// Gauges read from the store: referrals per stage, failures waiting for an
+/// operator, the outbox.
+pub fn record_store_report(report: &StatusReport) {
+    for (stage, n) in &report.by_stage {
+        gauge!(REFERRALS, "stage" => stage.clone()).set(*n as f64);
+    }
+    gauge!(QUARANTINED_RECORDS).set(report.open_failures as f64);
+    gauge!(PENDING_EFFECTS).set(report.pending_effects as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_salesforce_limit_header_gives_the_org_usage() {
+        assert_eq!(
+            parse_salesforce_limit_info("api-usage=18/5000"),
+            Some((18, 5000))
+        );
+        assert_eq!(
+            parse_salesforce_limit_info(
+                "per-app-api-usage=17/250(appName=sample), api-usage=1203/115000"
+            ),
+            Some((1203, 115000))
+        );
+        assert_eq!(
+            parse_salesforce_limit_info("api-usage=25/5000; per-app-api-usage=17/250(appName=x)"),
+            Some((25, 5000))
+        );
+        assert_eq!(
+            parse_salesforce_limit_info("per-app-api-usage=17/250"),
+            None
+        );
+        assert_eq!(parse_salesforce_limit_info("api-usage=lots"), None);
+        assert_eq!(parse_salesforce_limit_info(""), None);
+    }
+
+    #[test]
+    fn pauses_tell_throttling_from_operator_action() {
+        let mut s = CycleSummary {
+            paused: vec![
+                "salesforce (throttled until 10:00:00 UTC)".into(),
+                "dynamics".into(),
+                "partner_center".into(),
+            ],
+            ..Default::default()
+        };
+        s.errors = vec![
+            "dynamics: dynamics paused until 2025-01-01T00:00:00Z: service protection (hint: none)"
+                .into(),
+            "partner_center: sign-in needed: run `cosell-sync login partner-center`".into(),
+        ];
+        assert_eq!(
+            pauses(&s),
+            vec![
+                ("salesforce".to_owned(), PauseReason::Throttled),
+                ("dynamics".to_owned(), PauseReason::Throttled),
+                ("partner_center".to_owned(), PauseReason::Operator),
+            ]
+        );
+        // The same side throttled and waiting for sign-in is an operator matter.
+        s.paused.push("salesforce".into());
+        assert_eq!(
+            pauses(&s)[0],
+            ("salesforce".to_owned(), PauseReason::Operator)
+        );
+    }
+}
