@@ -101,6 +101,15 @@ const STATUS_OPP: &[(i64, &str)] = &[
     (4, "Canceled"),
     (5, "Out-Sold"),
 ];
+/// "How can Microsoft help?" (the `new_` publisher's option values).
+pub(crate) const HELP_OPP: &[(i64, &str)] = &[
+    (100_000_000, "Workload specific value proposition"),
+    (100_000_001, "Customer technical architecture"),
+    (100_000_002, "Proof of concept or demo"),
+    (100_000_003, "Quotes or licensing"),
+    (100_000_004, "Post sales customer success"),
+    (100_000_005, "General or other"),
+];
 const SALES_STAGE: &[(i64, &str)] = &[(0, "Qualify"), (1, "Develop"), (2, "Propose"), (3, "Close")];
 const RATING: &[(i64, &str)] = &[(1, "Hot"), (2, "Warm"), (3, "Cold")];
 const STATE_ACTIVE: &[(i64, &str)] = &[(0, "Active"), (1, "Inactive")];
@@ -170,11 +179,26 @@ pub(crate) fn table_defs(opts: &SimOptions) -> Vec<TableDef> {
         col(&key, ColType::Text(100)),
         col("new_referrallink", ColType::Text(255)),
         col("new_syncwithpartnercenter", ColType::Bool),
-        col("new_howcanmicrosofthelp", ColType::Text(100)),
+        col("new_howcanmicrosofthelp", ColType::Choice(HELP_OPP)),
+        col("new_currencycode", ColType::Text(3)),
         col("new_customername", ColType::Text(160)),
-        col("new_customercountry", ColType::Text(2)),
+        col("new_customeraddressline1", ColType::Text(250)),
+        col("new_customercity", ColType::Text(80)),
+        col("new_customerstate", ColType::Text(50)),
+        col("new_customerpostalcode", ColType::Text(20)),
+        col("new_customercountry", ColType::Text(100)),
+        col("new_customercontactfirstname", ColType::Text(50)),
+        col("new_customercontactlastname", ColType::Text(50)),
+        col("new_customercontactemail", ColType::Text(100)),
+        col("new_customercontactphone", ColType::Text(50)),
+        col("new_customerconsenttoshare", ColType::Bool),
+        col("new_partnercontactfirstname", ColType::Text(50)),
+        col("new_partnercontactlastname", ColType::Text(50)),
         col("new_partnercontactemail", ColType::Text(100)),
-        col("new_lossreason", ColType::Text(500)),
+        col("new_partnercontactphone", ColType::Text(50)),
+        col("new_referralvisibility", ColType::Bool),
+        col("new_microsoftsolutions", ColType::Text(1000)),
+        col("new_closereason", ColType::Text(500)),
         col("new_microsoftcrmidentifier", ColType::Text(100)),
         col("new_partnercentersyncerror", ColType::Text(4000)),
         col("new_audit", ColType::Text(100_000)),
@@ -2200,7 +2224,7 @@ impl DvState {
         );
         values.insert("closeprobability".into(), json!(if win { 100 } else { 0 }));
         if !win && let Some(d) = close.get("description").and_then(Value::as_str) {
-            values.entry("new_lossreason").or_insert_with(|| json!(d));
+            values.entry("new_closereason").or_insert_with(|| json!(d));
         }
         self.store(t, &id, values, ctx.now, undo);
         DvResponse::empty(StatusCode::NO_CONTENT)
@@ -2257,13 +2281,9 @@ impl DvState {
                     "" => DvResponse::json(StatusCode::OK, describe(d, expand_keys)),
                     "Attributes" => DvResponse::json(
                         StatusCode::OK,
-                        json!({"value": d.columns.iter().filter(|c| c.name != "_customerid_type").map(|c| json!({
-                            "LogicalName": c.name.trim_start_matches('_').trim_end_matches("_value"),
-                            "AttributeType": c.ty.attribute_type(),
-                            "IsValidForCreate": !c.system, "IsValidForUpdate": !c.system,
-                            "MaxLength": match c.ty { ColType::Text(n) => json!(n), _ => Value::Null },
-                        })).collect::<Vec<_>>()}),
+                        json!({"value": d.columns.iter().filter(|c| c.name != "_customerid_type").map(attribute_metadata).collect::<Vec<_>>()}),
                     ),
+                    t if t.starts_with("Attributes(") => attribute_response(d, t),
                     "Keys" => DvResponse::json(
                         StatusCode::OK,
                         json!({"value": describe(d, true)["Keys"].clone()}),
@@ -2273,6 +2293,94 @@ impl DvState {
             }
         }
     }
+}
+
+/// The logical name of a column's attribute (`_x_value` is attribute `x`).
+fn attribute_name(c: &Column) -> &str {
+    c.name.trim_start_matches('_').trim_end_matches("_value")
+}
+
+/// The metadata `AttributeType` of a column: state and status columns of a
+/// table are `State` and `Status`, other choices `Picklist`.
+fn attribute_type(c: &Column) -> &'static str {
+    match (c.ty, c.name.as_str()) {
+        (ColType::Choice(_), "statecode") => "State",
+        (ColType::Choice(_), "statuscode") => "Status",
+        (ty, _) => ty.attribute_type(),
+    }
+}
+
+fn attribute_metadata(c: &Column) -> Value {
+    json!({
+        "LogicalName": attribute_name(c),
+        "AttributeType": attribute_type(c),
+        "IsValidForCreate": !c.system, "IsValidForUpdate": !c.system,
+        "MaxLength": match c.ty { ColType::Text(n) => json!(n), _ => Value::Null },
+    })
+}
+
+/// `Attributes(LogicalName='x')` and its casts to
+/// `Microsoft.Dynamics.CRM.{Picklist,State,Status}AttributeMetadata`, whose
+/// `OptionSet` lists the choice's options.
+fn attribute_response(d: &TableDef, tail: &str) -> DvResponse {
+    let (_, key, cast) = match split_resource(tail) {
+        Ok(x) => x,
+        Err(m) => return bad("0x80060888", m),
+    };
+    let name = key
+        .as_deref()
+        .map(|k| {
+            k.trim()
+                .strip_prefix("LogicalName=")
+                .unwrap_or(k)
+                .trim_matches('\'')
+        })
+        .unwrap_or_default();
+    let Some(c) = d
+        .columns
+        .iter()
+        .find(|c| c.name != "_customerid_type" && attribute_name(c) == name)
+    else {
+        return DvResponse::err(
+            StatusCode::NOT_FOUND,
+            "0x80040217",
+            format!(
+                "Could not find attribute with name '{name}' on entity '{}'.",
+                d.logical
+            ),
+        );
+    };
+    let mut v = attribute_metadata(c);
+    if cast.is_empty() {
+        return DvResponse::json(StatusCode::OK, v);
+    }
+    let wanted = format!(
+        "Microsoft.Dynamics.CRM.{}AttributeMetadata",
+        attribute_type(c)
+    );
+    let ColType::Choice(options) = c.ty else {
+        return not_found_segment(&cast);
+    };
+    if cast != wanted {
+        return not_found_segment(&cast);
+    }
+    let status = attribute_type(c) == "Status";
+    let options: Vec<Value> = options
+        .iter()
+        .map(|(value, label)| {
+            let mut o = json!({
+                "Value": value,
+                "Label": {"UserLocalizedLabel": {"Label": label, "LanguageCode": 1033},
+                          "LocalizedLabels": [{"Label": label, "LanguageCode": 1033}]},
+            });
+            if status && d.logical == "opportunity" {
+                o["State"] = json!(opp_state_of_status(*value));
+            }
+            o
+        })
+        .collect();
+    v["OptionSet"] = json!({"Options": options});
+    DvResponse::json(StatusCode::OK, v)
 }
 
 fn cmp_values(a: &Value, b: &Value) -> std::cmp::Ordering {

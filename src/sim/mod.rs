@@ -8,7 +8,9 @@
 //! - `/entra/{tenant}/oauth2/v2.0/token` and `…/devicecode`
 //! - `/partner-center/v1.0/engagements/referrals`
 //! - `/dynamics/api/data/v9.2/…` (the Dynamics base URL is `<base>/dynamics`)
-//! - `/salesforce/services/oauth2/token` and `/salesforce/services/data/v62.0/…`
+//! - `/salesforce/services/oauth2/token` and `/salesforce/services/data/v62.0/…`,
+//!   also served at the root (`/services/…`): Salesforce paths are host-rooted
+//!   (`nextRecordsUrl`, clients joining `/services/data/…` to the instance URL)
 //! - `/_sim/…` (control API; never counted)
 
 mod batch;
@@ -478,7 +480,8 @@ batch_size = 200
             dv = u.dynamics,
             dv_token = u.token_url(creds::TENANT_ID),
             dv_client = creds::DYNAMICS_CLIENT_ID,
-            sf = u.salesforce,
+            // A login URL is a bare origin; the API is host-rooted under it.
+            sf = u.base,
             sf_client = creds::SALESFORCE_CLIENT_ID,
         )
     }
@@ -613,6 +616,13 @@ fn router(state: Arc<SimState>) -> Router {
             "/salesforce/services/data/{version}/{*rest}",
             any(salesforce::dispatch),
         )
+        .route("/services/oauth2/token", post(salesforce::token))
+        .route("/services/data", get(salesforce::versions))
+        .route("/services/data/", get(salesforce::versions))
+        .route(
+            "/services/data/{version}/{*rest}",
+            any(salesforce::dispatch),
+        )
         .nest("/_sim", control::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -636,7 +646,7 @@ async fn not_found(req: Request) -> Response {
             "0x80060888",
             &format!("Resource not found for the segment '{path}'."),
         )
-    } else if path.starts_with("/salesforce/") {
+    } else if path.starts_with("/salesforce/") || path.starts_with("/services/") {
         salesforce::error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
@@ -684,7 +694,10 @@ pub(crate) fn classify(method: &Method, path: &str) -> Option<(Api, String)> {
             .unwrap_or("other");
         return Some((Api::Dynamics, format!("{m} {seg}")));
     }
-    if let Some(rest) = path.strip_prefix("/salesforce") {
+    let salesforce = path
+        .strip_prefix("/salesforce")
+        .or_else(|| path.starts_with("/services/").then_some(path));
+    if let Some(rest) = salesforce {
         let op = if rest.starts_with("/services/oauth2/") {
             format!("{m} oauth2/token")
         } else if let Some(r) = rest.strip_prefix("/services/data") {

@@ -29,6 +29,7 @@ pub(crate) enum FType {
     Str(usize),
     TextArea(usize),
     Email,
+    Phone,
     Url,
     Currency,
     Percent,
@@ -50,6 +51,7 @@ impl FType {
             FType::Str(_) => ("string", "xsd:string"),
             FType::TextArea(_) => ("textarea", "xsd:string"),
             FType::Email => ("email", "xsd:string"),
+            FType::Phone => ("phone", "xsd:string"),
             FType::Url => ("url", "xsd:string"),
             FType::Currency => ("currency", "xsd:double"),
             FType::Percent => ("percent", "xsd:double"),
@@ -126,6 +128,8 @@ fn default_stages() -> Vec<SfStage> {
     };
     vec![
         s("Prospecting", 10, "Pipeline", false, false),
+        // The connector's stage for a referral not yet accepted.
+        s("On Hold", 10, "Pipeline", false, false),
         s("Qualification", 10, "Pipeline", false, false),
         s("Needs Analysis", 20, "Pipeline", false, false),
         s("Value Proposition", 50, "Pipeline", false, false),
@@ -482,15 +486,72 @@ impl SfState {
             f(
                 "How_can_Microsoft_help__c",
                 "How can Microsoft help?",
-                pick(HELP_LABELS, false),
+                pick(HELP_LABELS, true),
             ),
-            f("Microsoft_Help__c", "Microsoft Help", FType::Str(255)),
             f("Customer_Name__c", "Customer Name", FType::Str(255)),
+            f("Customer_Street__c", "Customer Street", FType::Str(255)),
+            f("Customer_City__c", "Customer City", FType::Str(80)),
+            f("Customer_State__c", "Customer State", FType::Str(80)),
+            f(
+                "Customer_Postal_Code__c",
+                "Customer Postal Code",
+                FType::Str(20),
+            ),
             f("Customer_Country__c", "Customer Country", FType::Str(80)),
+            f(
+                "Customer_Contact_First_Name__c",
+                "Customer Contact First Name",
+                FType::Str(40),
+            ),
+            f(
+                "Customer_Contact_Last_Name__c",
+                "Customer Contact Last Name",
+                FType::Str(80),
+            ),
+            f(
+                "Customer_Contact_Email__c",
+                "Customer Contact Email",
+                FType::Email,
+            ),
+            f(
+                "Customer_Contact_Phone__c",
+                "Customer Contact Phone",
+                FType::Phone,
+            ),
+            f(
+                "Customer_Consent_To_Share__c",
+                "Customer Consent To Share",
+                FType::Bool,
+            ),
+            f(
+                "Partner_Contact_First_Name__c",
+                "Partner Contact First Name",
+                FType::Str(40),
+            ),
+            f(
+                "Partner_Contact_Last_Name__c",
+                "Partner Contact Last Name",
+                FType::Str(80),
+            ),
             f(
                 "Partner_Contact_Email__c",
                 "Partner Contact Email",
                 FType::Email,
+            ),
+            f(
+                "Partner_Contact_Phone__c",
+                "Partner Contact Phone",
+                FType::Phone,
+            ),
+            f(
+                "Microsoft_Referral_Visibility__c",
+                "Microsoft Partner Center Referral Visibility",
+                FType::Bool,
+            ),
+            f(
+                "Microsoft_Solutions__c",
+                "Microsoft Solutions",
+                FType::Str(255),
             ),
             f("Loss_Reason__c", "Loss Reason", FType::Str(255)),
             f(
@@ -533,8 +594,9 @@ impl SfState {
                 FType::Str(20),
             ),
             f("BillingCountry", "Billing Country", FType::Str(80)),
-            f("Phone", "Account Phone", FType::Str(40)),
+            f("Phone", "Account Phone", FType::Phone),
             f("Website", "Website", FType::Url),
+            f("DunsNumber", "D-U-N-S Number", FType::Str(9)),
             f(
                 "Industry",
                 "Industry",
@@ -806,13 +868,17 @@ impl SfState {
                 .on(&fl.name)
             };
             let val = match &fl.ty {
-                FType::Str(max) | FType::TextArea(max) => {
+                FType::Str(_) | FType::TextArea(_) | FType::Phone => {
+                    let max = match fl.ty {
+                        FType::Str(n) | FType::TextArea(n) => n,
+                        _ => 40,
+                    };
                     let s = v
                         .as_str()
                         .map(str::to_owned)
                         .or_else(|| v.is_number().then(|| v.to_string()))
                         .ok_or_else(|| parse_err("string"))?;
-                    if s.chars().count() > *max {
+                    if s.chars().count() > max {
                         return Err(SfErr::new(
                             "STRING_TOO_LONG",
                             format!(
@@ -1040,6 +1106,7 @@ fn bind(obj: &SObject, cond: &Cond) -> Result<(), SfErr> {
                         FType::Str(_)
                             | FType::TextArea(_)
                             | FType::Email
+                            | FType::Phone
                             | FType::Url
                             | FType::Picklist { .. }
                             | FType::Id
@@ -1365,6 +1432,7 @@ impl SfState {
                     FType::Str(n) | FType::TextArea(n) => n,
                     FType::Id | FType::Reference(_) => 18,
                     FType::Email => 80,
+                    FType::Phone => 40,
                     FType::Url => 255,
                     FType::Picklist { .. } => 255,
                     _ => 0,
@@ -1655,12 +1723,20 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     )
 }
 
-/// `POST /services/oauth2/token`
+/// `POST /services/oauth2/token` (at the root or under `/salesforce`).
+/// The `instance_url` is the origin plus the prefix the token was asked at,
+/// so clients that build host-rooted paths (as on Salesforce) work too.
 pub(crate) async fn token(
     State(state): State<Arc<SimState>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let login = if uri.path().starts_with("/salesforce/") {
+        state.urls.salesforce.clone()
+    } else {
+        state.urls.base.clone()
+    };
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -1743,12 +1819,12 @@ pub(crate) async fn token(
                     "user hasn't approved this consumer",
                 );
             }
-            let login = state.urls.salesforce.clone();
             let aud_ok = |a: &str| {
                 let a = a.trim_end_matches('/');
                 a == "https://login.salesforce.com"
                     || a == "https://test.salesforce.com"
-                    || a == login
+                    || a == state.urls.salesforce
+                    || a == state.urls.base
             };
             let aud_matches = match &claims.aud {
                 Some(Value::String(a)) => aud_ok(a),
@@ -1791,7 +1867,7 @@ pub(crate) async fn token(
     }
     let mut sf = lock(&state.sf);
     let token = sf.new_session(now);
-    let instance = state.urls.salesforce.clone();
+    let instance = login;
     let body = json!({
         "access_token": token,
         "signature": base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes()),

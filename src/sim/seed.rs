@@ -12,80 +12,150 @@ use super::dataverse::DvState;
 use super::partner_center::{PARTNER_MPN_ID, PARTNER_ORG_ID, PARTNER_ORG_NAME, PcState, fmt_time};
 use super::salesforce::SfState;
 
-const CUSTOMERS: &[(&str, &str, &str, &str, &str)] = &[
-    (
+/// A seeded customer: name, street, city, state, postal code, ISO country.
+struct Customer {
+    name: &'static str,
+    street: &'static str,
+    city: &'static str,
+    state: Option<&'static str>,
+    postal_code: &'static str,
+    country: &'static str,
+}
+
+const fn customer(
+    name: &'static str,
+    street: &'static str,
+    city: &'static str,
+    state: Option<&'static str>,
+    postal_code: &'static str,
+    country: &'static str,
+) -> Customer {
+    Customer {
+        name,
+        street,
+        city,
+        state,
+        postal_code,
+        country,
+    }
+}
+
+const CUSTOMERS: &[Customer] = &[
+    customer(
         "Contoso Pharmaceuticals",
         "One Contoso Way",
         "Redmond",
+        Some("WA"),
         "98052",
         "US",
     ),
-    (
+    customer(
         "Fabrikam Manufacturing",
         "12 Industriestrasse",
         "Stuttgart",
+        Some("Baden-Wuerttemberg"),
         "70173",
         "DE",
     ),
-    (
+    customer(
         "Northwind Traders",
         "221 Harbour Road",
         "Seattle",
+        Some("WA"),
         "98101",
         "US",
     ),
-    (
+    customer(
         "Adventure Works Cycles",
         "45 Rue de Rivoli",
         "Paris",
+        None,
         "75001",
         "FR",
     ),
-    ("Tailspin Toys", "8 King Street", "London", "EC2V 8AT", "GB"),
-    (
+    customer(
+        "Tailspin Toys",
+        "8 King Street",
+        "London",
+        None,
+        "EC2V 8AT",
+        "GB",
+    ),
+    customer(
         "Wide World Importers",
         "300 Queen Street",
         "Auckland",
+        None,
         "1010",
         "NZ",
     ),
-    (
+    customer(
         "Woodgrove Bank",
         "77 Bay Street",
         "Toronto",
+        Some("ON"),
         "M5J 2S1",
         "CA",
     ),
-    (
+    customer(
         "Proseware Inc",
         "5 Marina Boulevard",
         "Singapore",
+        None,
         "018940",
         "SG",
     ),
-    (
+    customer(
         "Litware Systems",
         "19 Avenida Paulista",
         "Sao Paulo",
+        Some("SP"),
         "01311-000",
         "BR",
     ),
-    (
+    customer(
         "Alpine Ski House",
         "3 Bahnhofstrasse",
         "Zurich",
+        Some("ZH"),
         "8001",
         "CH",
     ),
-    ("Coho Winery", "14 Vineyard Lane", "Napa", "94558", "US"),
-    (
+    customer(
+        "Coho Winery",
+        "14 Vineyard Lane",
+        "Napa",
+        Some("CA"),
+        "94558",
+        "US",
+    ),
+    customer(
         "Lucerne Publishing",
         "60 Kungsgatan",
         "Stockholm",
+        None,
         "111 22",
         "SE",
     ),
 ];
+
+/// The customer's D-U-N-S number: the same in referrals and CRM accounts, so
+/// accounts can be matched by it.
+fn duns_of(customer: usize) -> String {
+    format!("{:09}", 150_000_007 + (customer as u64 % 100) * 7_919_573)
+}
+
+fn customer_domain(c: &Customer) -> String {
+    format!(
+        "{}.example",
+        c.name
+            .split(' ')
+            .next()
+            .unwrap_or("customer")
+            .to_lowercase()
+    )
+}
+
 const PROJECTS: &[&str] = &[
     "Azure migration",
     "Dynamics 365 rollout",
@@ -109,13 +179,31 @@ const SOLUTIONS: &[(&str, &str)] = &[
     ("SOL-34104-EBB", "Contoso Secure Workplace"),
     ("SOL-22871-KTR", "Contoso Data Estate Modernization"),
 ];
-const HELP: &[&str] = &[
-    "GeneralOrOther",
-    "CustomerTechnicalArchitecture",
-    "ProofOfConceptOrDemo",
-    "QuotesOrLicensing",
-    "PostSalesCustomerSuccess",
-    "WorkloadSpecificValueProposition",
+/// "How can Microsoft help?": Partner Center code, Salesforce picklist label
+/// and Dataverse option value, as the shipped mappings pair them.
+const HELP: &[(&str, &str, i64)] = &[
+    ("GeneralOrOther", "General or other", 100_000_005),
+    (
+        "CustomerTechnicalArchitecture",
+        "Customer technical architecture",
+        100_000_001,
+    ),
+    (
+        "ProofOfConceptOrDemo",
+        "Proof of concept or demo",
+        100_000_002,
+    ),
+    ("QuotesOrLicensing", "Quotes or licensing", 100_000_003),
+    (
+        "PostSalesCustomerSuccess",
+        "Post sales customer success",
+        100_000_004,
+    ),
+    (
+        "WorkloadSpecificValueProposition",
+        "Workload specific value proposition",
+        100_000_000,
+    ),
 ];
 const CURRENCY: &[&str] = &[
     "USD", "EUR", "USD", "EUR", "GBP", "NZD", "CAD", "SGD", "BRL", "CHF", "USD", "SEK",
@@ -179,7 +267,8 @@ fn build(pc: &mut PcState, i: usize, spec: Spec) -> Value {
     let id = pc.new_guid();
     let engagement_id = spec.engagement_id.unwrap_or_else(|| pc.new_guid());
     let rng = pc.rng();
-    let (cname, street, city, zip, country) = CUSTOMERS[i % CUSTOMERS.len()];
+    let cust = &CUSTOMERS[i % CUSTOMERS.len()];
+    let cname = cust.name;
     let project = PROJECTS[rng.random_range(0..PROJECTS.len())];
     let value = (rng.random_range(5..400) as i64) * 1000;
     let currency = CURRENCY[i % CURRENCY.len()];
@@ -188,17 +277,11 @@ fn build(pc: &mut PcState, i: usize, spec: Spec) -> Value {
         .duration_trunc(Duration::days(1))
         .unwrap_or(spec.created);
     let (sol_id, sol_name) = SOLUTIONS[i % SOLUTIONS.len()];
-    let customer_contact = person(
-        rng,
-        &format!(
-            "{}.example",
-            cname.split(' ').next().unwrap_or("customer").to_lowercase()
-        ),
-    );
+    let customer_contact = person(rng, &customer_domain(cust));
     let partner_seller = person(rng, "contoso-partner.example");
     let microsoft_seller = person(rng, "microsoft.example");
-    let help = HELP[rng.random_range(0..HELP.len())];
-    let duns = format!("{:09}", rng.random_range(100_000_000..999_999_999u64));
+    let help = HELP[rng.random_range(0..HELP.len())].0;
+    let duns = duns_of(i % CUSTOMERS.len());
     let inbound = matches!(
         spec.kind,
         Kind::InboundPending { .. }
@@ -297,8 +380,8 @@ fn build(pc: &mut PcState, i: usize, spec: Spec) -> Value {
         "target": target,
         "customerProfile": {
             "name": cname, "size": "51to250employees", "isMatchingComplete": false,
-            "address": {"addressLine1": street, "addressLine2": Value::Null, "city": city, "state": Value::Null,
-                        "postalCode": zip, "country": country, "region": Value::Null},
+            "address": {"addressLine1": cust.street, "addressLine2": Value::Null, "city": cust.city, "state": cust.state,
+                        "postalCode": cust.postal_code, "country": cust.country, "region": Value::Null},
             "team": [customer_contact],
             "ids": [{"profileType": "Duns", "id": duns}],
         },
@@ -414,6 +497,130 @@ fn obj(v: Value) -> Map<String, Value> {
     }
 }
 
+/// What a seeded CRM opportunity is, by its index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CrmKind {
+    /// Flagged, private, with everything a new deal needs.
+    Private,
+    /// Flagged, co-sell (Microsoft's help asked), with everything it needs.
+    CoSell,
+    /// Flagged but missing deal value, country, seller email and solution.
+    Incomplete,
+    /// Flagged co-sell without a customer contact or consent.
+    CoSellIncomplete,
+    /// An ordinary opportunity, not shared.
+    NotFlagged,
+}
+
+fn crm_kind(k: usize) -> CrmKind {
+    match k % 5 {
+        0 | 2 => CrmKind::Private,
+        1 => CrmKind::Incomplete,
+        3 => CrmKind::NotFlagged,
+        _ if k % 10 == 9 => CrmKind::CoSellIncomplete,
+        _ => CrmKind::CoSell,
+    }
+}
+
+/// The mapped values of one seeded opportunity, before naming them per CRM.
+struct CrmDeal {
+    kind: CrmKind,
+    customer: usize,
+    name: String,
+    amount: Option<f64>,
+    currency: &'static str,
+    close: String,
+    description: String,
+    country: Option<&'static str>,
+    contact: Option<(String, String, String, String)>,
+    consent: bool,
+    seller: (String, String, Option<String>, String),
+    help: Option<usize>,
+    visibility: bool,
+    solutions: Option<String>,
+}
+
+fn crm_deal(opts: &SimOptions, k: usize, currency: &'static str, rng: &mut impl Rng) -> CrmDeal {
+    let kind = crm_kind(k);
+    let customer = k % CUSTOMERS.len();
+    let c = &CUSTOMERS[customer];
+    let project = PROJECTS[rng.random_range(0..PROJECTS.len())];
+    let close = (opts.start_time + Duration::days(rng.random_range(20..180))).date_naive();
+    let amount = (rng.random_range(10..500) * 1000) as f64;
+    let phone =
+        |rng: &mut dyn rand::RngCore| format!("+1 425 555 {:04}", rng.random_range(0..10_000));
+    let (sf, sl) = (
+        FIRST[rng.random_range(0..FIRST.len())],
+        LAST[rng.random_range(0..LAST.len())],
+    );
+    let seller_email = format!(
+        "{}.{}@contoso-partner.example",
+        sf.to_lowercase(),
+        sl.to_lowercase()
+    );
+    let seller = (sf.to_owned(), sl.to_owned(), Some(seller_email), phone(rng));
+    let (cf, cl) = (
+        FIRST[rng.random_range(0..FIRST.len())],
+        LAST[rng.random_range(0..LAST.len())],
+    );
+    let contact = (
+        cf.to_owned(),
+        cl.to_owned(),
+        format!(
+            "{}.{}@{}",
+            cf.to_lowercase(),
+            cl.to_lowercase(),
+            customer_domain(c)
+        ),
+        phone(rng),
+    );
+    let cosell = matches!(kind, CrmKind::CoSell | CrmKind::CoSellIncomplete);
+    let solutions = if k.is_multiple_of(4) {
+        format!(
+            "{};{}",
+            SOLUTIONS[k % SOLUTIONS.len()].0,
+            SOLUTIONS[(k + 1) % SOLUTIONS.len()].0
+        )
+    } else {
+        SOLUTIONS[k % SOLUTIONS.len()].0.to_owned()
+    };
+    let incomplete = kind == CrmKind::Incomplete;
+    CrmDeal {
+        kind,
+        customer,
+        name: format!("{} - {project}", c.name),
+        amount: (!incomplete).then_some(amount),
+        currency,
+        close: close.format("%Y-%m-%d").to_string(),
+        description: match kind {
+            CrmKind::Incomplete => {
+                "Flagged for co-sell but missing deal value, customer country, seller email and solution".into()
+            }
+            CrmKind::CoSell | CrmKind::CoSellIncomplete => format!(
+                "{} wants help with {project}; decision expected this quarter.",
+                c.name
+            ),
+            _ => format!("{project} opportunity"),
+        },
+        country: (!incomplete).then_some(c.country),
+        contact: (kind != CrmKind::CoSellIncomplete && kind != CrmKind::Incomplete)
+            .then_some(contact),
+        consent: kind == CrmKind::CoSell,
+        seller: if incomplete {
+            (seller.0, seller.1, None, seller.3)
+        } else {
+            seller
+        },
+        help: cosell.then_some(k % HELP.len()),
+        visibility: cosell,
+        solutions: (!incomplete).then_some(solutions),
+    }
+}
+
+fn opt<T: serde::Serialize>(v: Option<T>) -> Value {
+    v.map_or(Value::Null, |v| json!(v))
+}
+
 fn seed_dynamics(opts: &SimOptions, n: usize, dv: &mut DvState, rng: &mut impl Rng) {
     let start = opts.start_time;
     let Some(acc_t) = dv.table_index("accounts") else {
@@ -434,49 +641,58 @@ fn seed_dynamics(opts: &SimOptions, n: usize, dv: &mut DvState, rng: &mut impl R
         let id = dv.new_guid();
         let t = start - Duration::days(400);
         dv.store(cur_t, &id, obj(json!({"isocurrencycode": code, "currencyname": name, "currencysymbol": sym, "createdon": t.to_rfc3339(), "modifiedon": t.to_rfc3339()})), t, None);
-        currencies.push(id);
+        currencies.push((id, code));
     }
     let mut accounts = Vec::new();
-    for (k, (name, street, city, zip, country)) in CUSTOMERS.iter().enumerate() {
+    for (k, c) in CUSTOMERS.iter().enumerate() {
         let id = dv.new_guid();
         let t = start - Duration::days(200 + k as i64);
         let values = obj(json!({
-            "name": name, "accountnumber": format!("ACC-{:04}", k + 1), "address1_line1": street, "address1_city": city,
-            "address1_postalcode": zip, "address1_country": country, "telephone1": format!("+1 206 555 {:04}", k),
+            "name": c.name, "accountnumber": format!("ACC-{:04}", k + 1), "address1_line1": c.street, "address1_city": c.city,
+            "address1_stateorprovince": c.state, "address1_postalcode": c.postal_code, "address1_country": c.country,
+            "telephone1": format!("+1 206 555 {:04}", k), "new_dunsnumber": duns_of(k),
             "statecode": 0, "statuscode": 1, "_ownerid_value": dv.user_id(), "createdon": t.to_rfc3339(), "modifiedon": t.to_rfc3339(),
         }));
         dv.store(acc_t, &id, values, t, None);
-        accounts.push((id, *name, *country));
+        accounts.push(id);
     }
     for k in 0..n {
         let id = dv.new_guid();
-        let (acc, cname, country) = accounts[k % accounts.len()].clone();
-        let project = PROJECTS[rng.random_range(0..PROJECTS.len())];
+        let (currency_id, currency) = currencies[k % currencies.len()].clone();
+        let d = crm_deal(opts, k, currency, rng);
+        let c = &CUSTOMERS[d.customer];
+        let acc = accounts[d.customer].clone();
         let t = start - Duration::hours(rng.random_range(1..24 * 30));
-        let close = (start + Duration::days(rng.random_range(20..180))).date_naive();
-        let flagged = k % 5 != 3;
-        let incomplete = k % 5 == 1;
-        let mut v = json!({
-            "name": format!("{cname} - {project}"), "description": format!("{project} opportunity"),
-            "estimatedvalue": if incomplete { Value::Null } else { json!(rng.random_range(10..500) * 1000) },
-            "estimatedclosedate": close.format("%Y-%m-%d").to_string(),
+        let contact = d.contact.as_ref();
+        let v = json!({
+            "name": d.name, "description": d.description,
+            "estimatedvalue": opt(d.amount), "new_currencycode": d.currency,
+            "estimatedclosedate": d.close,
             "statecode": 0, "statuscode": 1, "salesstage": rng.random_range(0..3), "closeprobability": 20,
             "_parentaccountid_value": acc, "_customerid_value": acc, "_customerid_type": "account",
-            "_transactioncurrencyid_value": currencies[k % currencies.len()], "_ownerid_value": dv.user_id(),
+            "_transactioncurrencyid_value": currency_id, "_ownerid_value": dv.user_id(),
             opts.dynamics_referral_key.as_str(): Value::Null,
-            "new_syncwithpartnercenter": flagged,
-            "new_customername": cname,
-            "new_customercountry": if incomplete { Value::Null } else { json!(country) },
-            "new_partnercontactemail": if incomplete { Value::Null } else { json!(format!("seller{k}@contoso-partner.example")) },
-            "new_howcanmicrosofthelp": if k % 5 == 4 { json!(HELP[k % HELP.len()]) } else { Value::Null },
+            "new_syncwithpartnercenter": d.kind != CrmKind::NotFlagged,
+            "new_customername": c.name,
+            "new_customeraddressline1": c.street,
+            "new_customercity": c.city,
+            "new_customerstate": c.state,
+            "new_customerpostalcode": c.postal_code,
+            "new_customercountry": opt(d.country),
+            "new_customercontactfirstname": opt(contact.map(|x| &x.0)),
+            "new_customercontactlastname": opt(contact.map(|x| &x.1)),
+            "new_customercontactemail": opt(contact.map(|x| &x.2)),
+            "new_customercontactphone": opt(contact.map(|x| &x.3)),
+            "new_customerconsenttoshare": d.consent,
+            "new_partnercontactfirstname": d.seller.0,
+            "new_partnercontactlastname": d.seller.1,
+            "new_partnercontactemail": opt(d.seller.2.as_ref()),
+            "new_partnercontactphone": d.seller.3,
+            "new_howcanmicrosofthelp": opt(d.help.map(|h| HELP[h].2)),
+            "new_referralvisibility": d.visibility,
+            "new_microsoftsolutions": opt(d.solutions.as_ref()),
             "createdon": t.to_rfc3339(), "modifiedon": t.to_rfc3339(),
         });
-        if incomplete && let Some(m) = v.as_object_mut() {
-            m.insert(
-                "description".into(),
-                json!("Flagged for co-sell but missing deal value, customer country and contact"),
-            );
-        }
         dv.store(opp_t, &id, obj(v), t, None);
     }
 }
@@ -484,10 +700,17 @@ fn seed_dynamics(opts: &SimOptions, n: usize, dv: &mut DvState, rng: &mut impl R
 fn seed_salesforce(opts: &SimOptions, n: usize, sf: &mut SfState, rng: &mut impl Rng) {
     let start = opts.start_time;
     let mut accounts = Vec::new();
-    for (k, (name, street, city, zip, country)) in CUSTOMERS.iter().enumerate() {
+    for (k, c) in CUSTOMERS.iter().enumerate() {
         let t = start - Duration::days(200 + k as i64);
-        let id = sf.insert_raw(1, obj(json!({"Name": name, "BillingStreet": street, "BillingCity": city, "BillingPostalCode": zip, "BillingCountry": country})), t);
-        accounts.push((id, *name, *country));
+        let id = sf.insert_raw(
+            1,
+            obj(json!({
+                "Name": c.name, "BillingStreet": c.street, "BillingCity": c.city, "BillingState": c.state,
+                "BillingPostalCode": c.postal_code, "BillingCountry": c.country, "DunsNumber": duns_of(k),
+            })),
+            t,
+        );
+        accounts.push(id);
     }
     let stages = [
         "Prospecting",
@@ -497,25 +720,36 @@ fn seed_salesforce(opts: &SimOptions, n: usize, sf: &mut SfState, rng: &mut impl
         "Proposal/Price Quote",
     ];
     for k in 0..n {
-        let (acc, cname, country) = accounts[k % accounts.len()].clone();
-        let project = PROJECTS[rng.random_range(0..PROJECTS.len())];
+        let d = crm_deal(opts, k, ["USD", "EUR", "GBP"][k % 3], rng);
+        let c = &CUSTOMERS[d.customer];
         let t = start - Duration::hours(rng.random_range(1..24 * 30));
-        let close = (start + Duration::days(rng.random_range(20..180))).date_naive();
-        let flagged = k % 5 != 3;
-        let incomplete = k % 5 == 1;
+        let contact = d.contact.as_ref();
         let v = json!({
-            "Name": format!("{cname} - {project}"), "AccountId": acc,
-            "Amount": if incomplete { Value::Null } else { json!((rng.random_range(10..500) * 1000) as f64) },
-            "CloseDate": close.format("%Y-%m-%d").to_string(),
+            "Name": d.name, "AccountId": accounts[d.customer],
+            "Amount": opt(d.amount), "CurrencyIsoCode": d.currency,
+            "CloseDate": d.close,
             "StageName": stages[k % stages.len()],
-            "Description": if incomplete { json!("Flagged for co-sell but missing amount, customer country and contact") } else { json!(format!("{project} opportunity")) },
-            "CurrencyIsoCode": (["USD", "EUR", "GBP"])[k % 3],
+            "Description": d.description,
             sf.external_id.as_str(): Value::Null,
-            "Sync_with_Partner_Center__c": flagged,
-            "Customer_Name__c": cname,
-            "Customer_Country__c": if incomplete { Value::Null } else { json!(country) },
-            "Partner_Contact_Email__c": if incomplete { Value::Null } else { json!(format!("seller{k}@contoso-partner.example")) },
-            "Microsoft_Help__c": if k % 5 == 4 { json!(HELP[k % HELP.len()]) } else { Value::Null },
+            "Sync_with_Partner_Center__c": d.kind != CrmKind::NotFlagged,
+            "Customer_Name__c": c.name,
+            "Customer_Street__c": c.street,
+            "Customer_City__c": c.city,
+            "Customer_State__c": c.state,
+            "Customer_Postal_Code__c": c.postal_code,
+            "Customer_Country__c": opt(d.country),
+            "Customer_Contact_First_Name__c": opt(contact.map(|x| &x.0)),
+            "Customer_Contact_Last_Name__c": opt(contact.map(|x| &x.1)),
+            "Customer_Contact_Email__c": opt(contact.map(|x| &x.2)),
+            "Customer_Contact_Phone__c": opt(contact.map(|x| &x.3)),
+            "Customer_Consent_To_Share__c": d.consent,
+            "Partner_Contact_First_Name__c": d.seller.0,
+            "Partner_Contact_Last_Name__c": d.seller.1,
+            "Partner_Contact_Email__c": opt(d.seller.2.as_ref()),
+            "Partner_Contact_Phone__c": d.seller.3,
+            "How_can_Microsoft_help__c": opt(d.help.map(|h| HELP[h].1)),
+            "Microsoft_Referral_Visibility__c": d.visibility,
+            "Microsoft_Solutions__c": opt(d.solutions.as_ref()),
         });
         sf.insert_raw(0, obj(v), t);
     }
