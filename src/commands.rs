@@ -38,7 +38,7 @@ pub enum CommandError {
     #[error("Partner Center: {0}")]
     PartnerCenter(#[from] crate::partner_center::PartnerCenterError),
     #[error(transparent)]
-    Setup(#[from] crate::sync::setup::SetupError),
+    Setup(Box<crate::sync::setup::SetupError>),
     #[error("sync: {0}")]
     Sync(#[from] crate::sync::SyncError),
     #[error("simulator: {0}")]
@@ -48,6 +48,12 @@ pub enum CommandError {
     /// The command ran and has a report, but did not fully succeed.
     #[error("{reason}")]
     Incomplete { report: String, reason: String },
+}
+
+impl From<crate::sync::setup::SetupError> for CommandError {
+    fn from(e: crate::sync::setup::SetupError) -> Self {
+        CommandError::Setup(Box::new(e))
+    }
 }
 
 impl CommandError {
@@ -65,10 +71,11 @@ impl CommandError {
         match self {
             CommandError::Store(e) => Some(e.hint().to_owned()),
             CommandError::PartnerCenter(e) => Some(e.hint()),
-            CommandError::Setup(crate::sync::setup::SetupError::PartnerCenter(e)) => Some(e.hint()),
-            CommandError::Setup(crate::sync::setup::SetupError::Crm { source, .. }) => {
-                Some(source.hint())
-            }
+            CommandError::Setup(e) => match e.as_ref() {
+                crate::sync::setup::SetupError::PartnerCenter(e) => Some(e.hint()),
+                crate::sync::setup::SetupError::Crm { source, .. } => Some(source.hint()),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -681,36 +688,6 @@ pub async fn referrals_favorite(
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align_columns() {
-        let t = table(
-            &["ID", "NAME"],
-            &[
-                vec!["1".into(), "Contoso".into()],
-                vec!["22".into(), "Fabrikam".into()],
-            ],
-        );
-        assert_eq!(t, "ID  NAME\n1   Contoso\n22  Fabrikam\n");
-    }
-
-    #[test]
-    fn exit_codes_follow_the_contract() {
-        let e = CommandError::ConfigProblems(vec!["x".into()]);
-        assert_eq!(e.exit_code(), 78);
-        assert_eq!(CommandError::Usage("x".into()).exit_code(), 2);
-        let e = CommandError::NotFound {
-            what: "referral",
-            id: "x".into(),
-            hint: "",
-        };
-        assert_eq!(e.exit_code(), 1);
-    }
-}
-
 // ---- sync, resync, simulate ------------------------------------------------------
 
 /// The per-side table of a cycle summary.
@@ -886,4 +863,34 @@ pub async fn simulate(
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await;
     Ok("simulator stopped\n".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["ID", "NAME"],
+            &[
+                vec!["1".into(), "Contoso".into()],
+                vec!["22".into(), "Fabrikam".into()],
+            ],
+        );
+        assert_eq!(t, "ID  NAME\n1   Contoso\n22  Fabrikam\n");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        let e = CommandError::ConfigProblems(vec!["x".into()]);
+        assert_eq!(e.exit_code(), 78);
+        assert_eq!(CommandError::Usage("x".into()).exit_code(), 2);
+        let e = CommandError::NotFound {
+            what: "referral",
+            id: "x".into(),
+            hint: "",
+        };
+        assert_eq!(e.exit_code(), 1);
+    }
 }

@@ -22,7 +22,7 @@ pub enum DemoError {
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("setup: {0}")]
-    Setup(#[from] crate::sync::setup::SetupError),
+    Setup(Box<crate::sync::setup::SetupError>),
     #[error("state store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("sync: {0}")]
@@ -45,6 +45,12 @@ pub struct DemoReport {
     pub final_table: String,
 }
 
+impl From<crate::sync::setup::SetupError> for DemoError {
+    fn from(e: crate::sync::setup::SetupError) -> Self {
+        DemoError::Setup(Box::new(e))
+    }
+}
+
 struct Demo {
     sim: SimHandle,
     engine: Engine,
@@ -53,7 +59,12 @@ struct Demo {
 }
 
 impl Demo {
-    async fn cycle(&self, say: &mut dyn FnMut(&str), title: &str, report: &mut DemoReport) -> Result<(), DemoError> {
+    async fn cycle(
+        &self,
+        say: &mut dyn FnMut(&str),
+        title: &str,
+        report: &mut DemoReport,
+    ) -> Result<(), DemoError> {
         let s = self.engine.run_cycle(&CycleOptions::default()).await?;
         say(&format!("\n── {title}\n{}", render_summary(&s)));
         report.cycles.push(s);
@@ -118,12 +129,19 @@ pub async fn run(mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
         demo.sim.urls().base
     ));
 
-    demo.cycle(say, "cycle 1: backfill — every open referral lands in both CRMs; received ones on hold", &mut report)
-        .await?;
+    demo.cycle(
+        say,
+        "cycle 1: backfill — every open referral lands in both CRMs; received ones on hold",
+        &mut report,
+    )
+    .await?;
 
     // A seller accepts a referral in Salesforce by moving it out of on-hold.
     let received = demo.referrals_where(|r| r["direction"] == "Incoming" && r["status"] == "New");
-    let accept = received.first().cloned().ok_or_else(|| step("find a received referral"))?;
+    let accept = received
+        .first()
+        .cloned()
+        .ok_or_else(|| step("find a received referral"))?;
     let st = demo.sim.state().clone();
     let sf = st
         .salesforce_opportunity_by_referral(&accept)
@@ -134,25 +152,41 @@ pub async fn run(mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
     say(&format!(
         "\n▶ a seller moves Salesforce opportunity {sf_id} (referral {accept}) from \"On Hold\" to \"Qualification\""
     ));
-    demo.cycle(say, "cycle 2: the move out of on-hold accepts the referral in Partner Center", &mut report)
-        .await?;
+    demo.cycle(
+        say,
+        "cycle 2: the move out of on-hold accepts the referral in Partner Center",
+        &mut report,
+    )
+    .await?;
     report.accepted_in_salesforce = Some(accept.clone());
 
     // Another seller accepts and wins a referral in Dynamics.
-    let win = received.get(1).cloned().ok_or_else(|| step("find a second referral"))?;
+    let win = received
+        .get(1)
+        .cloned()
+        .ok_or_else(|| step("find a second referral"))?;
     let dv = st
         .dynamics_opportunity_by_referral(&win)
         .ok_or_else(|| step("find the referral's Dynamics opportunity"))?;
     let dv_id = dv["opportunityid"].as_str().unwrap_or_default().to_owned();
     st.edit_dynamics(&dv_id, json!({"statuscode": 1}))
         .map_err(|e| step(&format!("accept in Dynamics: {e}")))?;
-    say(&format!("\n▶ a seller sets Dynamics opportunity {dv_id} (referral {win}) to In Progress"));
-    demo.cycle(say, "cycle 3: accepted from Dynamics", &mut report).await?;
+    say(&format!(
+        "\n▶ a seller sets Dynamics opportunity {dv_id} (referral {win}) to In Progress"
+    ));
+    demo.cycle(say, "cycle 3: accepted from Dynamics", &mut report)
+        .await?;
     st.win_dynamics(&dv_id)
         .map_err(|e| step(&format!("win in Dynamics: {e}")))?;
-    say(&format!("\n▶ the seller closes Dynamics opportunity {dv_id} as won"));
-    demo.cycle(say, "cycle 4: won in Partner Center, and closed won in Salesforce too", &mut report)
-        .await?;
+    say(&format!(
+        "\n▶ the seller closes Dynamics opportunity {dv_id} as won"
+    ));
+    demo.cycle(
+        say,
+        "cycle 4: won in Partner Center, and closed won in Salesforce too",
+        &mut report,
+    )
+    .await?;
     report.won_in_dynamics = Some(win);
 
     // A co-sell deal from Salesforce, first without the customer's country.
@@ -179,19 +213,34 @@ pub async fn run(mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
     say(&format!(
         "\n▶ a seller creates Salesforce opportunity {new_id}, flagged to sync and asking Microsoft for a proof of concept — but forgets the customer's country"
     ));
-    demo.cycle(say, "cycle 5: the deal is checked before anything is sent", &mut report).await?;
+    demo.cycle(
+        say,
+        "cycle 5: the deal is checked before anything is sent",
+        &mut report,
+    )
+    .await?;
     let shown = st.salesforce_opportunity(&new_id).unwrap_or_default();
     say(&format!(
         "  the seller sees on the opportunity: {}",
-        shown["Partner_Center_Sync_Error__c"].as_str().unwrap_or("(nothing)")
+        shown["Partner_Center_Sync_Error__c"]
+            .as_str()
+            .unwrap_or("(nothing)")
     ));
     st.edit_salesforce(&new_id, json!({"Customer_Country__c": "Ireland"}))
         .map_err(|e| step(&format!("fix the country: {e}")))?;
     say("\n▶ the seller fills in the country: \"Ireland\"");
-    demo.cycle(say, "cycle 6: a co-sell deal is created in Partner Center and Microsoft is invited", &mut report)
-        .await?;
-    demo.cycle(say, "cycle 7: the referral id is on the opportunity; nothing left to do", &mut report)
-        .await?;
+    demo.cycle(
+        say,
+        "cycle 6: a co-sell deal is created in Partner Center and Microsoft is invited",
+        &mut report,
+    )
+    .await?;
+    demo.cycle(
+        say,
+        "cycle 7: the referral id is on the opportunity; nothing left to do",
+        &mut report,
+    )
+    .await?;
     report.co_sell_created = st
         .salesforce_opportunity(&new_id)
         .and_then(|o| o["Referral_Identifier__c"].as_str().map(str::to_owned));
@@ -201,21 +250,32 @@ pub async fn run(mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
         .referrals_where(|r| r["direction"] == "Incoming" && r["status"] == "New")
         .into_iter()
         .next();
-    demo.sim.clock().advance(Duration::from_secs(15 * 24 * 3600));
+    demo.sim
+        .clock()
+        .advance(Duration::from_secs(15 * 24 * 3600));
     say("\n▶ fifteen days pass without an answer to the other received referrals");
-    demo.cycle(say, "cycle 8: past the 14-day deadline: expired, and their opportunities closed as expired", &mut report)
-        .await?;
+    demo.cycle(
+        say,
+        "cycle 8: past the 14-day deadline: expired, and their opportunities closed as expired",
+        &mut report,
+    )
+    .await?;
     report.expired = expire;
 
-    report.final_table = final_table(&demo)?;
-    say(&format!("\n── final state per referral\n{}", report.final_table));
-    say("\nEvery write was an upsert keyed by the referral id, so replaying any of them is harmless;\n\
-         see `cosell-sync status` and `cosell-sync referrals show ID` on a real state store.");
+    report.final_table = final_table(&demo);
+    say(&format!(
+        "\n── final state per referral\n{}",
+        report.final_table
+    ));
+    say(
+        "\nEvery write was an upsert keyed by the referral id, so replaying any of them is harmless;\n\
+         see `cosell-sync status` and `cosell-sync referrals show ID` on a real state store.",
+    );
     demo.sim.shutdown().await;
     Ok(report)
 }
 
-fn final_table(demo: &Demo) -> Result<String, DemoError> {
+fn final_table(demo: &Demo) -> String {
     let st = demo.sim.state();
     let mut rows = Vec::new();
     let mut ids = st.referral_ids();
@@ -234,7 +294,12 @@ fn final_table(demo: &Demo) -> Result<String, DemoError> {
             .dynamics_opportunity_by_referral(&id)
             .map(|o| format!("{}/{}", o["statecode"], o["statuscode"]))
             .unwrap_or_else(|| "-".into());
-        let name: String = r["name"].as_str().unwrap_or_default().chars().take(34).collect();
+        let name: String = r["name"]
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .take(34)
+            .collect();
         rows.push(vec![
             id.chars().take(8).collect::<String>(),
             r["direction"].as_str().unwrap_or_default().to_lowercase(),
@@ -249,8 +314,15 @@ fn final_table(demo: &Demo) -> Result<String, DemoError> {
         ]);
     }
     let _ = &demo.store;
-    Ok(table(
-        &["REFERRAL", "DIRECTION", "PARTNER CENTER", "SALESFORCE", "DYNAMICS (state/status)", "NAME"],
+    table(
+        &[
+            "REFERRAL",
+            "DIRECTION",
+            "PARTNER CENTER",
+            "SALESFORCE",
+            "DYNAMICS (state/status)",
+            "NAME",
+        ],
         &rows,
-    ))
+    )
 }

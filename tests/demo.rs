@@ -12,11 +12,36 @@ async fn the_demo_runs_to_completion() {
     assert_eq!(report.cycles.len(), 8, "{printed}");
     assert!(report.accepted_in_salesforce.is_some());
     assert!(report.won_in_dynamics.is_some());
-    assert!(report.co_sell_created.is_some(), "the co-sell deal was created: {printed}");
+    assert!(
+        report.co_sell_created.is_some(),
+        "the co-sell deal was created: {printed}"
+    );
     assert!(report.expired.is_some());
-    assert!(report.cycles[7].expired >= 1, "day 15 expires the unanswered referrals: {printed}");
-    assert!(report.cycles[0].crms.values().all(|s| s.created > 0), "backfill creates opportunities: {printed}");
-    assert!(report.final_table.contains("Active/Accepted"), "{}", report.final_table);
-    assert!(report.final_table.contains("Closed/Won"), "{}", report.final_table);
-    assert!(printed.contains("customerProfile.address.country"), "the seller sees the missing field: {printed}");
+    assert!(
+        report.cycles[7].crms.values().all(|s| s.closed >= 1),
+        "day 15: the unanswered referrals' opportunities are closed as expired: {printed}"
+    );
+    assert!(
+        report.final_table.contains("Closed/Expired"),
+        "{}",
+        report.final_table
+    );
+    assert!(
+        report.cycles[0].crms.values().all(|s| s.created > 0),
+        "backfill creates opportunities: {printed}"
+    );
+    assert!(
+        report.final_table.contains("Active/Accepted"),
+        "{}",
+        report.final_table
+    );
+    assert!(
+        report.final_table.contains("Closed/Won"),
+        "{}",
+        report.final_table
+    );
+    assert!(
+        printed.contains("customerProfile.address.country"),
+        "the seller sees the missing field: {printed}"
+    );
 }

@@ -199,16 +199,28 @@ async fn day_15_expires_locally_and_a_late_acceptance_is_refused() {
     // Partner Center itself waits longer here, so the local rule is what acts.
     let mut opts = options(8, 0);
     opts.expiry_days = 30;
-    let h = harness(opts).await;
+    let h = harness_with(opts, &[("COSELL_SYNC__SYNC__EXPIRY_DAYS", "14")]).await;
     h.settle(4).await;
-    let id = h.received_inbound().into_iter().next().unwrap();
+    // A fresh referral, with Partner Center's own deadline 30 days out.
+    let id = h.sim.state().insert_referrals(1).remove(0);
+    h.settle(3).await;
     let opp = sf_id(&h.sf(&id).unwrap());
 
+    // Day 15 for us (created + 14 days has passed), still before Partner
+    // Center's own expirationDateTime.
+    let created = h.referral(&id)["createdDateTime"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = chrono::DateTime::parse_from_rfc3339(&created)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     h.sim
         .clock()
-        .advance(std::time::Duration::from_secs(15 * 24 * 3600));
+        .advance_to(created + chrono::Duration::days(14) + chrono::Duration::minutes(30));
     let s = h.cycle().await;
-    assert!(s.expired >= 1, "{s:?}");
+    let snap = h.store.read(|r| r.get_referral(&id)).unwrap().unwrap();
+    assert!(s.expired >= 1, "{s:?} {snap:?} now={}", h.sim.clock().now());
     h.settle(3).await;
     let snap = h.store.read(|r| r.get_referral(&id)).unwrap().unwrap();
     assert!(snap.locally_expired);
@@ -340,9 +352,16 @@ async fn a_co_sell_deal_from_salesforce_invites_microsoft() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_with_nothing_changed_makes_zero_writes() {
     let h = harness(options(12, 4)).await;
-    h.settle(6).await;
+    // One long-lived engine, as the daemon has: its metadata reads happen once.
+    let engine = h.engine();
+    for _ in 0..6 {
+        let s = engine.run_cycle(&CycleOptions::default()).await.unwrap();
+        if s.writes() == 0 && s.pending_effects == 0 {
+            break;
+        }
+    }
     h.sim.state().reset_counters();
-    let s = h.cycle().await;
+    let s = engine.run_cycle(&CycleOptions::default()).await.unwrap();
     assert_eq!(s.writes(), 0, "{s:?}");
     let c = h.counters();
     assert_eq!(write_calls(&c), 0, "{c:?}");
@@ -511,10 +530,13 @@ async fn crash_at(point: &'static str) {
         ("Active".into(), "Accepted".into()),
         "{point}: acceptance lost"
     );
+    let failures = h.store.read(|r| r.list_failures(&[])).unwrap();
+    let pending = h.store.read(|r| r.pending_effects()).unwrap();
+    let events = h.store.read(|r| r.events_for(&win_in_pc)).unwrap();
     assert_eq!(
         h.sf(&win_in_pc).unwrap()["StageName"],
         "Closed Won",
-        "{point}: close lost"
+        "{point}: close lost; failures {failures:?}; pending {pending:?}; events {events:?}"
     );
     let rid = h.sim.state().salesforce_opportunity(&new_opp).unwrap()["Referral_Identifier__c"]
         .as_str()

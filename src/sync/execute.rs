@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::effects::{Effect, PARTNER_CENTER, StageAction};
 use super::plan::{decide_from_crm, effective_json};
 use super::{CrmSide, Cycle, Engine, SyncError};
-use crate::crm::{CrmFields, RecordKey, RecordWrite, WriteOk};
+use crate::crm::{CrmError, CrmFields, RecordKey, RecordWrite, WriteOk};
 use crate::domain::{DealKind, Referral, Stage};
 use crate::http::{RetryDirective, Retryable};
 use crate::partner_center::{PartnerCenterClient, PartnerCenterError};
@@ -96,7 +96,7 @@ impl Engine {
                     r.postpone_target(&side, until)?;
                     r.record_failure(
                         &NewFailure {
-                            record: format!("{side}:sign-in"),
+                            record: format!("{side} (whole side)"),
                             side: side.clone(),
                             kind: "operator".into(),
                             message: message.to_owned(),
@@ -429,15 +429,18 @@ impl Engine {
                         self.store.write(|r| r.complete_effect(entry.id))?;
                         return Ok(Flow::Continue);
                     };
-                    let d = decide_from_crm(
+                    let mut d = decide_from_crm(
                         &side.mapping,
                         crm_fields,
+                        None,
                         &json,
                         stage,
                         snap.locally_expired,
                         snap.deadline,
                         cycle.now,
                     );
+                    // Decide again only about what the CRM asked for.
+                    d.ops.retain(|op| ops.iter().any(|o| o.path == op.path));
                     if d.action.is_none() && d.ops.is_empty() && !d.upgrade_to_co_sell {
                         self.store.write(|r| r.complete_effect(entry.id))?;
                         return Ok(Flow::Continue);
@@ -461,7 +464,6 @@ impl Engine {
             snap.first_seen = old.first_seen;
             snap.locally_expired = old.locally_expired;
         }
-        let (json, _) = effective_json(&snap);
         let mut message = Vec::new();
         if let Some(a) = &action {
             message.push(format!(
@@ -484,10 +486,12 @@ impl Engine {
         self.hit("pc_update.before_commit")?;
         self.store.write(|r| {
             r.upsert_referral(&snap)?;
-            if let Some(side) = &side
+            if side.is_some()
                 && let Some(mut link) = r.link_by_crm_id(crm, crm_id)?
             {
-                link.pc_hash = Some(side.mapping.pc_projection_hash(&json));
+                // pc_hash stays: the next poll compares the referral with what
+                // the CRM has, so a concurrent Partner Center edit still
+                // reaches the CRM (and our own echo costs no write).
                 link.pc_version = updated.e_tag.clone();
                 if upgrade && link.help_requested_at.is_none() {
                     link.help_requested_at = Some(now);
@@ -725,6 +729,23 @@ impl Engine {
     ) -> Result<Flow, SyncError> {
         let results = match result {
             Ok(r) => r,
+            // A one-record call failing on that record is the record's failure.
+            Err(
+                e @ (CrmError::Record { .. }
+                | CrmError::Conflict { .. }
+                | CrmError::MultipleMatches { .. }),
+            ) if items.len() == 1 => {
+                let key = match &e {
+                    CrmError::Record { key, .. }
+                    | CrmError::Conflict { key }
+                    | CrmError::MultipleMatches { key, .. } => key.clone(),
+                    _ => RecordKey::CrmId(String::new()),
+                };
+                vec![crate::crm::WriteResult {
+                    key,
+                    outcome: Err(e),
+                }]
+            }
             Err(e) => {
                 // The whole call failed: every record shares the verdict. A call
                 // refused as a whole is the side's problem (mapping, org setup),

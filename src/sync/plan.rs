@@ -146,25 +146,97 @@ pub(crate) struct CrmDecision {
     pub notes: Vec<(String, String)>,
 }
 
+/// JSON Pointer prefix of a mapping path (up to its first `[*]`).
+fn pointer_prefix(path: &crate::mapping::FieldPath) -> String {
+    let concrete: Vec<crate::mapping::Segment> = path
+        .segments()
+        .iter()
+        .take_while(|s| !matches!(s, crate::mapping::Segment::All))
+        .cloned()
+        .collect();
+    crate::mapping::path::pointer(&concrete)
+}
+
+fn same_value(a: Option<&Value>, b: Option<&Value>) -> bool {
+    let empty = |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v.as_str() == Some(""));
+    (empty(a) && empty(b)) || a == b
+}
+
+/// Keeps only patch operations a CRM edit asked for: fields whose CRM value
+/// changed since the record was last seen (`previous`), so a value Partner
+/// Center changed meanwhile is not overwritten by the CRM's older copy.
+fn only_changed_fields(
+    mapping: &Mapping,
+    ops: Vec<crate::domain::PatchOp>,
+    current: &CrmFields,
+    previous: Option<&CrmFields>,
+    referral: &Value,
+) -> Vec<crate::domain::PatchOp> {
+    let mut stale: Vec<String> = Vec::new();
+    if let Some(prev) = previous {
+        for rule in mapping
+            .fields
+            .iter()
+            .filter(|r| r.direction.writes_partner_center())
+        {
+            let fields: Vec<&str> = match (&rule.crm, rule.template()) {
+                (Some(f), _) => vec![f.as_str()],
+                (None, Some(t)) => t.fields().collect(),
+                (None, None) => Vec::new(),
+            };
+            if fields
+                .iter()
+                .all(|f| same_value(current.get(*f), prev.get(*f)))
+            {
+                stale.push(pointer_prefix(&rule.path));
+            }
+        }
+    }
+    // The CRM id in Partner Center belongs to the CRM that first set it: two
+    // CRMs must not take turns overwriting it.
+    let has_reference = referral
+        .get("externalReferenceId")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.trim().is_empty());
+    if has_reference {
+        stale.push("/externalReferenceId".into());
+    }
+    ops.into_iter()
+        .filter(|op| {
+            !stale
+                .iter()
+                .any(|p| !p.is_empty() && (op.path == *p || op.path.starts_with(&format!("{p}/"))))
+        })
+        .collect()
+}
+
 /// Decides from a CRM record: lifecycle action, field patch, co-sell upgrade.
+/// `previous` is the record as last seen: only fields changed since then are
+/// sent (all of them when it is unknown).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn decide_from_crm(
     mapping: &Mapping,
     crm_fields: &CrmFields,
+    previous: Option<&CrmFields>,
     referral: &Value,
     stage: Stage,
     locally_expired: bool,
     deadline: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> CrmDecision {
-    let proposal = mapping.proposed_changes(crm_fields, referral, stage);
+    let mut proposal = mapping.proposed_changes(crm_fields, referral, stage);
+    let ops = only_changed_fields(mapping, proposal.patch, crm_fields, previous, referral);
+    proposal.withheld = only_changed_fields(
+        mapping,
+        std::mem::take(&mut proposal.withheld),
+        crm_fields,
+        previous,
+        referral,
+    );
     let mut d = CrmDecision {
         action: None,
         // An empty CRM field never erases a Partner Center value.
-        ops: proposal
-            .patch
-            .into_iter()
-            .filter(|op| !op.value.is_null())
-            .collect(),
+        ops: ops.into_iter().filter(|op| !op.value.is_null()).collect(),
         upgrade_to_co_sell: proposal.kind_change.is_some(),
         problems: proposal.problems,
         notes: Vec::new(),
@@ -436,9 +508,14 @@ impl Engine {
             cycle.summary.crm(kind).skipped += 1;
             return Ok(());
         };
+        let previous = match &link.crm_fields {
+            Some(Value::Object(p)) => Some(p.clone()),
+            _ => None,
+        };
         let d = decide_from_crm(
             m,
             fields,
+            previous.as_ref(),
             &json,
             stage,
             snapshot.locally_expired,
@@ -747,6 +824,18 @@ impl Engine {
             );
             return Ok(());
         };
+        // The referral that invites Microsoft into a co-sell engagement is the
+        // other half of the partner's own deal, not an opportunity of its own.
+        if r.is_outbound() && r.target.iter().flatten().any(|t| t.is_microsoft()) {
+            cycle.summary.partner_center.skipped += 1;
+            return Ok(());
+        }
+        // The referral that invites Microsoft into a co-sell engagement is the
+        // other half of the partner's own deal, not an opportunity of its own.
+        if r.is_outbound() && r.target.iter().flatten().any(|t| t.is_microsoft()) {
+            cycle.summary.partner_center.skipped += 1;
+            return Ok(());
+        }
         for side in &self.crms {
             self.plan_referral_for(side, r, &json, stage, &snap, cycle, plan)?;
         }
@@ -806,7 +895,7 @@ impl Engine {
                 plan.effects.push(Effect::CrmClose {
                     crm: kind,
                     close: CloseRequest {
-                        key: RecordKey::Referral(r.id.clone()),
+                        key: RecordKey::CrmId(link.crm_id.clone()),
                         outcome: close_outcome(stage),
                         fields: close_fields(m, json, stage),
                         reason,
@@ -835,6 +924,7 @@ impl Engine {
             let mut d = decide_from_crm(
                 m,
                 &current,
+                None,
                 json,
                 stage,
                 snap.locally_expired,
@@ -858,7 +948,7 @@ impl Engine {
                 plan.effects.push(Effect::CrmUpsert {
                     crm: kind,
                     write: RecordWrite {
-                        key: RecordKey::Referral(r.id.clone()),
+                        key: RecordKey::CrmId(link.crm_id.clone()),
                         fields: res.crm_updates,
                         if_match: None,
                         customer: None,
@@ -887,7 +977,7 @@ impl Engine {
             plan.effects.push(Effect::CrmUpsert {
                 crm: kind,
                 write: RecordWrite {
-                    key: RecordKey::Referral(r.id.clone()),
+                    key: RecordKey::CrmId(link.crm_id.clone()),
                     fields: write.record,
                     if_match: None,
                     customer: None,
@@ -930,7 +1020,7 @@ impl Engine {
                 plan.effects.push(Effect::CrmClose {
                     crm: link.crm,
                     close: CloseRequest {
-                        key: RecordKey::Referral(snap.id.clone()),
+                        key: RecordKey::CrmId(link.crm_id.clone()),
                         outcome: CloseOutcome::Lost,
                         fields: close_fields(&side.mapping, &json, Stage::Expired),
                         reason: Some(reason.clone()),
