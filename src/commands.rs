@@ -45,6 +45,10 @@ pub enum CommandError {
     Sim(#[from] crate::sim::SimError),
     #[error("{0}")]
     Failed(String),
+    #[error(transparent)]
+    Daemon(#[from] crate::ops::DaemonError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::ops::metrics::MetricsError),
     /// The command ran and has a report, but did not fully succeed.
     #[error("{reason}")]
     Incomplete { report: String, reason: String },
@@ -61,6 +65,7 @@ impl CommandError {
         match self {
             CommandError::Config(_) | CommandError::ConfigProblems(_) => exit::CONFIG,
             CommandError::Setup(e) if e.is_configuration() => exit::CONFIG,
+            CommandError::Daemon(e) => u8::try_from(e.exit_code()).unwrap_or(exit::FAILURE),
             CommandError::Usage(_) => exit::USAGE,
             _ => exit::FAILURE,
         }
@@ -686,6 +691,38 @@ pub async fn referrals_favorite(
         "referral {id} {} favorites\n",
         if on { "added to" } else { "removed from" }
     ))
+}
+
+// ---- run ------------------------------------------------------------------------
+
+/// `run`: the daemon. `load` reads the settings (again on every SIGHUP).
+pub async fn run_daemon(
+    settings: &Settings,
+    load: impl Fn() -> Result<Settings, ConfigError> + Send + Sync + 'static,
+) -> Result<String, CommandError> {
+    use std::sync::Arc;
+    crate::ops::metrics::install()?;
+    let store = Arc::new(Store::open(&settings.state.path)?);
+    let heartbeat = crate::ops::Heartbeat::new();
+    let options = crate::ops::DaemonOptions {
+        heartbeat: heartbeat.clone(),
+        ..Default::default()
+    };
+    let engine_store = store.clone();
+    let factory =
+        move |s: &Settings| -> Result<crate::sync::Engine, crate::sync::setup::SetupError> {
+            let hb = heartbeat.clone();
+            Ok(crate::sync::setup::build_engine(
+                s,
+                engine_store.clone(),
+                Arc::new(crate::sync::SystemClock),
+            )?
+            .with_progress(Arc::new(move || hb.touch())))
+        };
+    crate::ops::Daemon::with_options(load, factory, store, options)
+        .run_with_signals()
+        .await?;
+    Ok(String::new())
 }
 
 // ---- sync, resync, simulate ------------------------------------------------------

@@ -51,6 +51,8 @@ enum Command {
     /// Records that could not be synced.
     #[command(subcommand)]
     Failures(FailuresCommand),
+    /// The daemon: a sync cycle every `sync.interval`, SIGHUP reloads, SIGTERM stops cleanly.
+    Run,
     /// Run one sync cycle and print what it did.
     Sync {
         /// One cycle, then exit (the only mode of `sync`; `run` is the daemon).
@@ -186,17 +188,21 @@ fn parse_stage(s: &str) -> Result<Stage, String> {
     })
 }
 
-fn load_settings(cli: &Cli) -> Result<Settings, CommandError> {
-    let mut settings = config::load(&Sources::from_process(cli.config.clone()))?;
-    if let Some(f) = cli.log_format {
+fn apply_overrides(settings: &mut Settings, format: Option<LogFormatArg>, level: Option<&str>) {
+    if let Some(f) = format {
         settings.log.format = match f {
             LogFormatArg::Pretty => LogFormat::Pretty,
             LogFormatArg::Json => LogFormat::Json,
         };
     }
-    if let Some(level) = &cli.log_level {
-        settings.log.level = level.clone();
+    if let Some(level) = level {
+        settings.log.level = level.to_owned();
     }
+}
+
+fn load_settings(cli: &Cli) -> Result<Settings, CommandError> {
+    let mut settings = config::load(&Sources::from_process(cli.config.clone()))?;
+    apply_overrides(&mut settings, cli.log_format, cli.log_level.as_deref());
     Ok(settings)
 }
 
@@ -232,6 +238,16 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
                 since,
             };
             commands::sync_once(&settings, opts, json.json).await
+        }
+        Command::Run => {
+            let file = cli.config.clone();
+            let (format, level) = (cli.log_format, cli.log_level.clone());
+            commands::run_daemon(&settings, move || {
+                let mut s = config::load(&Sources::from_process(file.clone()))?;
+                apply_overrides(&mut s, format, level.as_deref());
+                Ok(s)
+            })
+            .await
         }
         Command::Demo => {
             cosell_sync::demo::run(|text| {

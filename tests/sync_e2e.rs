@@ -606,3 +606,21 @@ async fn a_dry_run_writes_nothing_anywhere() {
         report.cursors.is_empty() && report.last_runs.is_empty() && report.pending_effects == 0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_request_is_counted_in_the_metrics() {
+    let metrics = cosell_sync::ops::metrics::install().unwrap();
+    let h = harness(options(4, 0)).await;
+    h.cycle().await;
+    let text = metrics.render();
+    for api in ["partner_center", "dynamics", "salesforce", "entra_id"] {
+        assert!(
+            text.contains(&format!(
+                "cosell_sync_api_requests_total{{api=\"{api}\",status=\"200\"}}"
+            )) || text.contains(&format!(
+                "cosell_sync_api_requests_total{{api=\"{api}\",status=\"201\"}}"
+            )),
+            "{api} requests are counted:\n{text}"
+        );
+    }
+}

@@ -51,11 +51,22 @@ impl RetrySettings {
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     settings: RetrySettings,
+    /// The API whose retries are counted in the `cosell_sync_retries_total` metric.
+    api: &'static str,
 }
 
 impl RetryPolicy {
     pub fn new(settings: RetrySettings) -> Self {
-        RetryPolicy { settings }
+        RetryPolicy {
+            settings,
+            api: "http",
+        }
+    }
+
+    /// Names the API in the retry metric.
+    pub fn for_api(mut self, api: &'static str) -> Self {
+        self.api = api;
+        self
     }
 
     pub fn settings(&self) -> &RetrySettings {
@@ -119,6 +130,7 @@ impl RetryPolicy {
             Some(delay)
         })
         .notify(|e: &E, delay: Duration| {
+            crate::ops::metrics::record_retry(self.api);
             tracing::warn!(
                 error = %e,
                 directive = e.directive().as_str(),

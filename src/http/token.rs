@@ -313,6 +313,7 @@ pub async fn post_form(
         .await
         .map_err(|e| HttpError::from_reqwest("POST", &path, e))?;
     let status = response.status().as_u16();
+    crate::ops::metrics::record_api_request("entra_id", status);
     let headers = response.headers().clone();
     let body = response
         .bytes()

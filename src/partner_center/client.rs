@@ -143,7 +143,7 @@ impl PartnerCenterClient {
                 referrals_url,
                 page_size: options.page_size,
                 tokens: TokenCache::new(source),
-                retry: RetryPolicy::new(options.retry.clone()),
+                retry: RetryPolicy::new(options.retry.clone()).for_api("partner_center"),
             }),
             correlation_id: Uuid::new_v4(),
         })
@@ -577,7 +577,16 @@ impl PartnerCenterClient {
             builder = builder.header("Prefer", "return=representation");
         }
         let started = tokio::time::Instant::now();
-        match builder.send().await {
+        let sent = builder.send().await;
+        crate::ops::metrics::record_api_request(
+            "partner_center",
+            match &sent {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(e) if e.is_timeout() => "timeout".into(),
+                Err(_) => "error".into(),
+            },
+        );
+        match sent {
             Ok(response) => {
                 tracing::debug!(
                     method,

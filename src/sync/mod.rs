@@ -85,6 +85,9 @@ pub enum SyncError {
     Failpoint(String),
 }
 
+/// A progress hook (the daemon's heartbeat).
+pub type Progress = Arc<dyn Fn() + Send + Sync>;
+
 /// Crash injection for tests: called with a failpoint's name; returning
 /// `true` stops the cycle right there, as `kill -9` would.
 pub type Failpoint = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -189,7 +192,7 @@ pub struct Engine {
     settings: SyncSettings,
     clock: Arc<dyn Clock>,
     failpoint: Option<Failpoint>,
-    heartbeat: Arc<std::sync::atomic::AtomicI64>,
+    progress: Option<Progress>,
 }
 
 /// State carried through one cycle.
@@ -235,7 +238,7 @@ impl Engine {
             settings,
             clock,
             failpoint: None,
-            heartbeat: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            progress: None,
         }
     }
 
@@ -245,10 +248,10 @@ impl Engine {
         self
     }
 
-    /// Shares a heartbeat (Unix seconds) that the engine touches whenever it
-    /// makes progress, for the systemd watchdog.
-    pub fn with_heartbeat(mut self, heartbeat: Arc<std::sync::atomic::AtomicI64>) -> Engine {
-        self.heartbeat = heartbeat;
+    /// Called whenever the engine makes progress (a page committed, an
+    /// effect done): the daemon's watchdog heartbeat.
+    pub fn with_progress(mut self, progress: Progress) -> Engine {
+        self.progress = Some(progress);
         self
     }
 
@@ -263,8 +266,9 @@ impl Engine {
     }
 
     pub(crate) fn beat(&self) {
-        self.heartbeat
-            .store(Utc::now().timestamp(), std::sync::atomic::Ordering::Relaxed);
+        if let Some(p) = &self.progress {
+            p();
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -178,11 +178,13 @@ impl Api {
                     .body(bytes.clone());
             }
             let started = tokio::time::Instant::now();
-            let response = req
-                .send()
-                .await
-                .map_err(|e| HttpError::from_reqwest(method, path, e))?;
+            let sent = req.send().await;
+            if sent.is_err() {
+                crate::ops::metrics::record_api_request("dynamics", "error");
+            }
+            let response = sent.map_err(|e| HttpError::from_reqwest(method, path, e))?;
             let status = response.status().as_u16();
+            crate::ops::metrics::record_api_request("dynamics", status);
             let headers = response.headers().clone();
             let body = response
                 .bytes()

@@ -178,7 +178,7 @@ impl DynamicsCrm {
                 http,
                 tokens,
                 limiter: limiter::Limiter::new(&options.limits),
-                retry: RetryPolicy::new(options.retry),
+                retry: RetryPolicy::new(options.retry).for_api("dynamics"),
             },
             api_root,
             spec,

@@ -158,7 +158,7 @@ impl SalesforceCrm {
         Ok(SalesforceCrm {
             http,
             tokens: TokenCache::new(source),
-            retry: RetryPolicy::new(retry),
+            retry: RetryPolicy::new(retry).for_api("salesforce"),
             api_base: format!("/services/data/v{version}"),
             spec,
             batch_size: (settings.batch_size as usize).clamp(1, 200),
@@ -361,11 +361,13 @@ impl SalesforceCrm {
             if let Some(b) = body {
                 request = request.json(b);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| HttpError::from_reqwest(method.as_str(), path, e))?;
+            let sent = request.send().await;
+            if sent.is_err() {
+                crate::ops::metrics::record_api_request("salesforce", "error");
+            }
+            let response = sent.map_err(|e| HttpError::from_reqwest(method.as_str(), path, e))?;
             let status = response.status().as_u16();
+            crate::ops::metrics::record_api_request("salesforce", status);
             let headers = response.headers().clone();
             let bytes = response
                 .bytes()
