@@ -717,7 +717,7 @@ pub async fn run_daemon(
                 engine_store.clone(),
                 Arc::new(crate::sync::SystemClock),
             )?
-            .with_progress(Arc::new(move || hb.touch())))
+            .with_progress(Arc::new(move |_| hb.touch())))
         };
     crate::ops::Daemon::with_options(load, factory, store, options)
         .run_with_signals()
@@ -793,13 +793,35 @@ pub async fn sync_once(
     opts: crate::sync::CycleOptions,
     as_json: bool,
 ) -> Result<String, CommandError> {
-    let store = std::sync::Arc::new(Store::open(&settings.state.path)?);
+    // A dry run on a machine that never synced plans from an empty state in
+    // a throw-away store: not even the state file is created.
+    let scratch = if opts.dry_run && !settings.state.path.exists() {
+        Some(tempfile::tempdir().map_err(|e| {
+            CommandError::Failed(format!("cannot create a temporary directory: {e}"))
+        })?)
+    } else {
+        None
+    };
+    let store_path = match &scratch {
+        Some(dir) => dir.path().join("dry-run.db"),
+        None => settings.state.path.clone(),
+    };
+    let store = std::sync::Arc::new(Store::open(&store_path)?);
+    let progress = std::sync::Arc::new(crate::ops::Progress::new("records read", None));
+    let bar = progress.clone();
     let engine = crate::sync::setup::build_engine(
         settings,
         store,
         std::sync::Arc::new(crate::sync::SystemClock),
-    )?;
-    let summary = engine.run_cycle(&opts).await?;
+    )?
+    .with_progress(std::sync::Arc::new(move |n| {
+        if n > 0 {
+            bar.inc(n);
+        }
+    }));
+    let summary = engine.run_cycle(&opts).await;
+    progress.finish();
+    let summary = summary?;
     let mut out = if as_json {
         format!(
             "{:#}\n",

@@ -812,7 +812,7 @@ impl Engine {
         } else {
             "crm_upsert.before_commit"
         })?;
-        self.beat();
+        self.beat(0);
         self.store.write(|r| {
             let existing = match r.link_by_crm_id(kind, &ok.crm_id)? {
                 Some(l) => Some(l),

@@ -85,8 +85,10 @@ pub enum SyncError {
     Failpoint(String),
 }
 
-/// A progress hook (the daemon's heartbeat).
-pub type Progress = Arc<dyn Fn() + Send + Sync>;
+/// A progress hook, called with the number of records just read (0 when
+/// the engine only made other progress): the daemon's watchdog heartbeat,
+/// the progress bar of a backfill.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// Crash injection for tests: called with a failpoint's name; returning
 /// `true` stops the cycle right there, as `kill -9` would.
@@ -265,9 +267,9 @@ impl Engine {
         Ok(())
     }
 
-    pub(crate) fn beat(&self) {
+    pub(crate) fn beat(&self, records: u64) {
         if let Some(p) = &self.progress {
-            p();
+            p(records);
         }
     }
 

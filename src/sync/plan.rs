@@ -322,7 +322,7 @@ impl Engine {
     // ---- committing ------------------------------------------------------------
 
     pub(crate) fn commit(&self, plan: Plan, cycle: &mut Cycle) -> Result<(), SyncError> {
-        self.beat();
+        self.beat(0);
         if cycle.dry_run {
             for e in &plan.effects {
                 cycle.summary.planned.push(e.describe());
@@ -415,6 +415,7 @@ impl Engine {
                     return Ok(());
                 }
             };
+            self.beat(page.changes.len() as u64);
             let mut plan = Plan::default();
             for change in &page.changes {
                 cycle.summary.crm(side.kind).read += 1;
@@ -734,6 +735,7 @@ impl Engine {
                     break;
                 }
             };
+            self.beat((page.referrals.len() + page.failures.len()) as u64);
             let mut plan = Plan::default();
             for f in &page.failures {
                 cycle.summary.partner_center.failed += 1;
