@@ -793,20 +793,9 @@ pub async fn sync_once(
     opts: crate::sync::CycleOptions,
     as_json: bool,
 ) -> Result<String, CommandError> {
-    // A dry run on a machine that never synced plans from an empty state in
-    // a throw-away store: not even the state file is created.
-    let scratch = if opts.dry_run && !settings.state.path.exists() {
-        Some(tempfile::tempdir().map_err(|e| {
-            CommandError::Failed(format!("cannot create a temporary directory: {e}"))
-        })?)
-    } else {
-        None
-    };
-    let store_path = match &scratch {
-        Some(dir) => dir.path().join("dry-run.db"),
-        None => settings.state.path.clone(),
-    };
-    let store = std::sync::Arc::new(Store::open(&store_path)?);
+    // A dry run plans and changes no sync state; only a refresh token that
+    // Entra ID rotates while signing in is kept (losing it would sign us out).
+    let store = std::sync::Arc::new(Store::open(&settings.state.path)?);
     let progress = std::sync::Arc::new(crate::ops::Progress::new("records read", None));
     let bar = progress.clone();
     let engine = crate::sync::setup::build_engine(
@@ -889,6 +878,7 @@ pub async fn config_validate_online(settings: &Settings) -> Result<String, Comma
             }
         }
     }
+    // Signing in may rotate the refresh token: it is kept in the state store.
     let store = std::sync::Arc::new(Store::open(&settings.state.path)?);
     let pc = partner_center_client(settings, store)?;
     let mut pager = pc.list_changes(Utc::now(), crate::partner_center::ListFilter::default());

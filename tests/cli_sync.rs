@@ -55,10 +55,14 @@ async fn an_operator_syncs_against_the_simulator() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("dry run: nothing was written"), "{out}");
     assert!(out.contains("salesforce: upsert referral"), "{out}");
-    assert!(
-        !dir.path().join("state.db").exists(),
-        "a dry run creates no state file"
+    let (_, status, _) = run(&["status", "--json", "-c", &cfg], &envs).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["referrals_total"], 0,
+        "a dry run stores nothing: {status}"
     );
+    assert_eq!(status["cursors"], serde_json::json!([]), "{status}");
+    assert_eq!(status["last_runs"], serde_json::json!([]), "{status}");
 
     let (code, out, err) = run(&["sync", "--once", "-c", &cfg], &envs).await;
     assert_eq!(code, 0, "{out}{err}");
