@@ -624,3 +624,95 @@ async fn every_api_request_is_counted_in_the_metrics() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_deal_is_created_from_dynamics_after_its_data_is_fixed() {
+    let h = harness(options(2, 0)).await;
+    h.settle(3).await;
+    let created = h
+        .sim
+        .state()
+        .create_dynamics_opportunity(json!({
+            "name": "Tailspin data platform", "estimatedvalue": 90000, "new_currencycode": "EUR",
+            "estimatedclosedate": "2027-02-28", "new_syncwithpartnercenter": true,
+            "new_customername": "Tailspin Toys", "new_customeraddressline1": "5 Harbour Road",
+            "new_customercity": "Cork", "new_customerpostalcode": "T12",
+            "new_partnercontactfirstname": "Grace", "new_partnercontactlastname": "Hopper",
+            "new_partnercontactemail": "grace@contoso-partner.example", "new_partnercontactphone": "+353 21 555 0100",
+            "new_microsoftsolutions": "SOL-12345-ABC"
+        }))
+        .unwrap();
+    let opp = dv_id(&created);
+    h.settle(3).await;
+    let shown = h.sim.state().dynamics_opportunity(&opp).unwrap();
+    let error = shown["new_partnercentersyncerror"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("customerProfile.address.country"), "{shown}");
+    assert!(
+        shown["new_referralid"].is_null(),
+        "nothing created yet: {shown}"
+    );
+
+    h.sim
+        .state()
+        .edit_dynamics(&opp, json!({"new_customercountry": "IRL"}))
+        .unwrap();
+    h.settle(4).await;
+    let shown = h.sim.state().dynamics_opportunity(&opp).unwrap();
+    let rid = shown["new_referralid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no referral id: {shown}"))
+        .to_owned();
+    let referral = h.referral(&rid);
+    assert_eq!(referral["direction"], "Outgoing");
+    assert_eq!(referral["type"], "Independent");
+    assert_eq!(referral["customerProfile"]["address"]["country"], "IE");
+    assert_eq!(referral["externalReferenceId"], opp.as_str());
+    assert!(
+        shown["new_partnercentersyncerror"].is_null() || shown["new_partnercentersyncerror"] == ""
+    );
+    assert!(h.sf(&rid).is_some(), "the deal reaches Salesforce too");
+    no_duplicates(&h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microsoft_s_14_day_decision_window_is_reported_once_not_closed() {
+    let h = harness(options(2, 0)).await;
+    let mut deal = sf_new_deal("Fabrikam migration", Some("IE"));
+    deal["How_can_Microsoft_help__c"] = json!("Quotes or licensing");
+    deal["Description"] = json!("Licensing help needed");
+    deal["Customer_Contact_First_Name__c"] = json!("Sean");
+    deal["Customer_Contact_Last_Name__c"] = json!("Murphy");
+    deal["Customer_Contact_Email__c"] = json!("sean@fabrikam.example");
+    deal["Customer_Contact_Phone__c"] = json!("+353 1 555 0199");
+    deal["Customer_Consent_To_Share__c"] = json!(true);
+    let opp = sf_id(&h.sim.state().create_salesforce_opportunity(deal).unwrap());
+    h.settle(4).await;
+    let rid = h.sim.state().salesforce_opportunity(&opp).unwrap()["Referral_Identifier__c"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let window = |h: &Harness| {
+        h.store
+            .read(|r| r.events_for(&rid))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "microsoft_window")
+            .collect::<Vec<_>>()
+    };
+    assert!(window(&h).is_empty(), "not before the window lapses");
+    h.sim
+        .clock()
+        .advance(std::time::Duration::from_secs(15 * 24 * 3600));
+    h.settle(3).await;
+    h.cycle().await;
+    let events = window(&h);
+    assert_eq!(events.len(), 1, "reported once: {events:?}");
+    assert!(events[0].message.contains("did not engage"), "{events:?}");
+    assert_eq!(
+        h.status(&rid),
+        ("Active".into(), "Accepted".into()),
+        "the deal stays open"
+    );
+}
