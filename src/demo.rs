@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::commands::{render_summary, table};
-use crate::config::{self, Sources};
+use crate::config;
 use crate::sim::{SimHandle, SimOptions, Simulator};
 use crate::store::Store;
 use crate::sync::setup::build_engine;
@@ -99,22 +99,7 @@ pub async fn run(mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
     })
     .await?;
     let dir = tempfile::tempdir()?;
-    let file = dir.path().join("cosell-sync.toml");
-    std::fs::write(&file, sim.daemon_config())?;
-    let mut env: std::collections::BTreeMap<String, String> = sim
-        .daemon_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    env.insert(
-        "COSELL_SYNC__STATE__PATH".into(),
-        dir.path().join("demo.db").display().to_string(),
-    );
-    let settings = config::load(&Sources {
-        file: Some(file),
-        env,
-        credentials_dir: None,
-    })?;
+    let settings = config::load(&sim.daemon_sources(dir.path())?)?;
     let store = Arc::new(Store::open(&settings.state.path)?);
     let engine = build_engine(&settings, store.clone(), Arc::new(sim.clock()))?;
     let demo = Demo {

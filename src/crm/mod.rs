@@ -196,7 +196,8 @@ impl std::fmt::Display for MetadataProblem {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable: a call that fails as a whole gives each of its records a copy.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CrmError {
     /// Transport or HTTP status failure of a whole call.
     #[error(transparent)]

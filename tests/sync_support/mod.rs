@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cosell_sync::config::{self, Settings, Sources};
+use cosell_sync::config::{self, Settings};
 use cosell_sync::sim::{Api, Counters, SimHandle, SimOptions, Simulator};
 use cosell_sync::store::{CrmKind, Store};
 use cosell_sync::sync::setup::build_engine;
@@ -36,27 +36,14 @@ pub async fn harness(opts: SimOptions) -> Harness {
 pub async fn harness_with(opts: SimOptions, overrides: &[(&str, &str)]) -> Harness {
     let sim = Simulator::start(opts).await.expect("simulator starts");
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cosell-sync.toml");
-    std::fs::write(&file, sim.daemon_config()).unwrap();
-    let mut env: std::collections::BTreeMap<String, String> = sim
-        .daemon_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    env.insert(
-        "COSELL_SYNC__STATE__PATH".into(),
-        dir.path().join("state.db").display().to_string(),
-    );
-    env.insert("COSELL_SYNC__SERVER__ENABLED".into(), "false".into());
+    let mut sources = sim.daemon_sources(dir.path()).unwrap();
+    sources
+        .env
+        .insert("COSELL_SYNC__SERVER__ENABLED".into(), "false".into());
     for (k, v) in overrides {
-        env.insert((*k).to_owned(), (*v).to_owned());
+        sources.env.insert((*k).to_owned(), (*v).to_owned());
     }
-    let settings = config::load(&Sources {
-        file: Some(file),
-        env,
-        credentials_dir: None,
-    })
-    .expect("the simulator's config loads");
+    let settings = config::load(&sources).expect("the simulator's config loads");
     let store = Arc::new(Store::open(&settings.state.path).unwrap());
     Harness {
         sim,

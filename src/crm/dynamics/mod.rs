@@ -510,7 +510,7 @@ impl DynamicsCrm {
         let built = build_batch(&ops);
         let url = match self.url("$batch", &[]) {
             Ok(u) => u,
-            Err(e) => return writes.iter().map(|_| Err(clone_error(&e))).collect(),
+            Err(e) => return writes.iter().map(|_| Err(e.clone())).collect(),
         };
         let call = Call {
             method: Method::POST,
@@ -541,13 +541,13 @@ impl DynamicsCrm {
                     body.into_bytes(),
                 )
             }
-            Err(e) => return writes.iter().map(|_| Err(clone_error(&e))).collect(),
+            Err(e) => return writes.iter().map(|_| Err(e.clone())).collect(),
         };
         let items = match parse_batch_response(&content_type, &body).await {
             Ok(items) => items,
             Err(e) => {
                 let e = protocol(e.to_string());
-                return writes.iter().map(|_| Err(clone_error(&e))).collect();
+                return writes.iter().map(|_| Err(e.clone())).collect();
             }
         };
         let mut by_index: Vec<Option<OperationResponse>> = vec![None; writes.len()];
@@ -766,35 +766,6 @@ fn delta_token_refused(e: &HttpError) -> bool {
     matches!(e.status(), Some(400 | 404 | 410 | 422))
 }
 
-/// A whole-call failure repeated for each record (errors are not `Clone`).
-fn clone_error(e: &CrmError) -> CrmError {
-    match e {
-        CrmError::Http(h) => CrmError::Http(h.clone()),
-        CrmError::Auth {
-            crm,
-            message,
-            needs_operator,
-        } => CrmError::Auth {
-            crm: *crm,
-            message: message.clone(),
-            needs_operator: *needs_operator,
-        },
-        CrmError::Paused { crm, until, reason } => CrmError::Paused {
-            crm: *crm,
-            until: *until,
-            reason: reason.clone(),
-        },
-        CrmError::Protocol { crm, message } => CrmError::Protocol {
-            crm: *crm,
-            message: message.clone(),
-        },
-        other => CrmError::Protocol {
-            crm: CrmKind::Dynamics,
-            message: other.to_string(),
-        },
-    }
-}
-
 /// A 412 on a record becomes a typed conflict; other failures stay as they are.
 fn keyed(e: CrmError, key: &RecordKey) -> CrmError {
     match e {
@@ -899,7 +870,7 @@ impl Crm for DynamicsCrm {
                         );
                     }
                     Some(Err(e)) => {
-                        outcomes[i] = Some(Err(clone_error(e)));
+                        outcomes[i] = Some(Err(e.clone()));
                         continue;
                     }
                     None => {}

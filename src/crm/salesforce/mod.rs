@@ -618,50 +618,6 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, 
     serde_json::from_slice(body).map_err(|e| protocol(format!("unreadable {what} response: {e}")))
 }
 
-/// A copy of an error, for every record of a call that failed as a whole.
-fn duplicate(e: &CrmError) -> CrmError {
-    match e {
-        CrmError::Http(h) => CrmError::Http(h.clone()),
-        CrmError::Auth {
-            crm,
-            message,
-            needs_operator,
-        } => CrmError::Auth {
-            crm: *crm,
-            message: message.clone(),
-            needs_operator: *needs_operator,
-        },
-        CrmError::Conflict { key } => CrmError::Conflict { key: key.clone() },
-        CrmError::Record {
-            key,
-            code,
-            message,
-            fields,
-            directive,
-        } => CrmError::Record {
-            key: key.clone(),
-            code: code.clone(),
-            message: message.clone(),
-            fields: fields.clone(),
-            directive: *directive,
-        },
-        CrmError::MultipleMatches { key, ids } => CrmError::MultipleMatches {
-            key: key.clone(),
-            ids: ids.clone(),
-        },
-        CrmError::Paused { crm, until, reason } => CrmError::Paused {
-            crm: *crm,
-            until: *until,
-            reason: reason.clone(),
-        },
-        CrmError::Protocol { crm, message } => CrmError::Protocol {
-            crm: *crm,
-            message: message.clone(),
-        },
-        CrmError::Invalid(m) => CrmError::Invalid(m.clone()),
-    }
-}
-
 #[async_trait]
 impl Crm for SalesforceCrm {
     fn kind(&self) -> CrmKind {

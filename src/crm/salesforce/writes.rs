@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::api::{
     ApiError, CollectionItem, SaveResult, classify_code, ids_in_message, multiple_choice_ids,
 };
-use super::{MULTIPLE_CHOICES, OpportunityStageInfo, SalesforceCrm, decode, duplicate, protocol};
+use super::{MULTIPLE_CHOICES, OpportunityStageInfo, SalesforceCrm, decode, protocol};
 use crate::crm::{
     CloseOutcome, CloseRequest, CrmError, RecordKey, RecordWrite, WriteOk, WriteResult,
 };
@@ -177,7 +177,7 @@ impl SalesforceCrm {
                 Err(e) if !attempted => return Err(e),
                 Err(e) => {
                     for (i, _) in &versions {
-                        results[*i] = Some(Err(duplicate(&e)));
+                        results[*i] = Some(Err(e.clone()));
                     }
                     ready.retain(|p| results[p.index].is_none());
                 }
@@ -216,7 +216,7 @@ impl SalesforceCrm {
                 Err(e) if !attempted => return Err(e),
                 Err(e) => {
                     for p in &chunk {
-                        results[p.index] = Some(Err(duplicate(&e)));
+                        results[p.index] = Some(Err(e.clone()));
                     }
                 }
             }
