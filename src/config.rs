@@ -252,6 +252,8 @@ pub struct DynamicsSettings {
     pub change_tracking: bool,
     /// How the customer account of a deal is found before one is created.
     pub account_match: AccountMatch,
+    /// The Account column holding the D-U-N-S number.
+    pub duns_column: String,
     /// Rows per listing page (`Prefer: odata.maxpagesize`).
     pub page_size: u32,
 }
@@ -521,7 +523,7 @@ impl Settings {
         let d = &s.dynamics;
         let _ = writeln!(
             o,
-            "[dynamics]\nenabled = {}\nbase_url = {}\napi_version = {}\ntoken_url = {}\nclient_id = {}\n# client_secret: {}\nscope = {}\nmapping = {}\nbatch_size = {}\ntimeout = {}\nchange_tracking = {}\naccount_match = {}\npage_size = {}\n",
+            "[dynamics]\nenabled = {}\nbase_url = {}\napi_version = {}\ntoken_url = {}\nclient_id = {}\n# client_secret: {}\nscope = {}\nmapping = {}\nbatch_size = {}\ntimeout = {}\nchange_tracking = {}\naccount_match = {}\nduns_column = {}\npage_size = {}\n",
             d.enabled,
             q(d.base_url.as_str()),
             q(&d.api_version),
@@ -534,6 +536,7 @@ impl Settings {
             q(&dur(d.timeout)),
             d.change_tracking,
             q(d.account_match.as_str()),
+            q(&d.duns_column),
             d.page_size
         );
         let sf = &s.salesforce;
@@ -632,6 +635,7 @@ struct RawDynamics {
     timeout: String,
     change_tracking: bool,
     account_match: String,
+    duns_column: String,
     page_size: i64,
 }
 
@@ -986,6 +990,7 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
                     ),
                 )
             })?,
+            duns_column: v.non_empty("dynamics.duns_column", &raw.dynamics.duns_column)?,
             page_size: v.range("dynamics.page_size", raw.dynamics.page_size, 1, 5000)?,
         },
         salesforce: SalesforceSettings {

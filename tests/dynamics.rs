@@ -74,6 +74,7 @@ fn settings(server: &MockServer) -> DynamicsSettings {
         timeout: Duration::from_secs(30),
         change_tracking: false,
         account_match: AccountMatch::NamePostalCode,
+        duns_column: "new_dunsnumber".into(),
         page_size: 2,
     }
 }

@@ -92,6 +92,7 @@ async fn secrets_and_tokens_never_reach_the_logs() {
         timeout: Duration::from_secs(30),
         change_tracking: false,
         account_match: AccountMatch::NamePostalCode,
+        duns_column: "new_dunsnumber".into(),
         page_size: 100,
     };
     let spec = CrmObjectSpec {

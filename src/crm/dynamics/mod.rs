@@ -127,7 +127,11 @@ fn protocol(message: impl Into<String>) -> CrmError {
 
 impl DynamicsCrm {
     pub fn new(settings: &DynamicsSettings, spec: CrmObjectSpec) -> Result<DynamicsCrm, CrmError> {
-        Self::with_options(settings, spec, DynamicsOptions::default())
+        let options = DynamicsOptions {
+            duns_column: settings.duns_column.clone(),
+            ..DynamicsOptions::default()
+        };
+        Self::with_options(settings, spec, options)
     }
 
     pub fn with_options(
