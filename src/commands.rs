@@ -693,6 +693,41 @@ pub async fn referrals_favorite(
     ))
 }
 
+// ---- bench ----------------------------------------------------------------------
+
+/// `bench`: the benchmark scenarios against the in-process simulator; the
+/// tables are printed and the JSON result written to `out`.
+pub async fn bench(
+    sizes: Option<Vec<usize>>,
+    out: &std::path::Path,
+    smoke: bool,
+    in_process: bool,
+    say: impl FnMut(&str),
+) -> Result<String, CommandError> {
+    let mut opts = if smoke {
+        crate::bench::BenchOptions::smoke()
+    } else {
+        crate::bench::BenchOptions::standard()
+    };
+    if let Some(sizes) = sizes {
+        opts.sizes = sizes;
+    }
+    if !in_process {
+        opts.engine_binary = std::env::current_exe().ok();
+    }
+    let report = crate::bench::run(opts, say)
+        .await
+        .map_err(|e| CommandError::Failed(format!("benchmark: {e}")))?;
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    std::fs::write(out, json)
+        .map_err(|e| CommandError::Failed(format!("cannot write {}: {e}", out.display())))?;
+    Ok(format!(
+        "{}\nresult written to {}\n",
+        crate::bench::render_table(&report),
+        out.display()
+    ))
+}
+
 // ---- run ------------------------------------------------------------------------
 
 /// `run`: the daemon. `load` reads the settings (again on every SIGHUP).

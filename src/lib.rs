@@ -1,6 +1,7 @@
 //! cosell-sync: keeps Microsoft Partner Center co-sell referrals and CRM
 //! opportunities (Dynamics 365, Salesforce) in step, both ways.
 
+pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod crm;

@@ -77,6 +77,22 @@ enum Command {
     },
     /// Watch referrals flow both ways through the built-in simulator (no credentials).
     Demo,
+    /// Measure throughput, API calls, steady-state cost and memory against the simulator.
+    Bench {
+        /// Backfill sizes, e.g. 1000,10000,100000 (the default).
+        #[arg(long, value_delimiter = ',')]
+        sizes: Option<Vec<usize>>,
+        /// Where to write the JSON result.
+        #[arg(long, default_value = "bench.json")]
+        out: PathBuf,
+        /// A quick run of every scenario at a small size.
+        #[arg(long)]
+        smoke: bool,
+        /// Run the backfills in this process instead of a child `sync --once`
+        /// (peak memory then includes the simulator).
+        #[arg(long)]
+        in_process: bool,
+    },
     /// Serve fake Entra ID, Partner Center, Dynamics 365 and Salesforce APIs on loopback.
     Simulate {
         /// Address to listen on (loopback only).
@@ -246,6 +262,18 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
                 let mut s = config::load(&Sources::from_process(file.clone()))?;
                 apply_overrides(&mut s, format, level.as_deref());
                 Ok(s)
+            })
+            .await
+        }
+        Command::Bench {
+            sizes,
+            out,
+            smoke,
+            in_process,
+        } => {
+            commands::bench(sizes, &out, smoke, in_process, |text| {
+                println!("{text}");
+                let _ = std::io::stdout().flush();
             })
             .await
         }

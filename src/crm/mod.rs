@@ -5,6 +5,7 @@
 //! is an upsert keyed by the referral id (Salesforce External ID field,
 //! Dataverse alternate key), so replaying one is harmless.
 
+pub mod accounts;
 pub mod dynamics;
 
 use async_trait::async_trait;

@@ -139,6 +139,7 @@ impl Store {
         )
         .map_err(open_err)?;
         Self::configure(&conn).map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
         let store = Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),

@@ -13,6 +13,23 @@ pub struct Repo<'c> {
     conn: &'c Connection,
 }
 
+impl Repo<'_> {
+    /// Runs a statement, parsed once per connection and kept.
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute(params)
+    }
+
+    /// Reads one row with a statement parsed once per connection.
+    fn row<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.conn.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
     s.map(|s| parse_ts(&s)).transpose()
 }
@@ -223,7 +240,7 @@ impl<'c> Repo<'c> {
         if let Some(limit) = f.limit {
             sql.push_str(&format!(" LIMIT {limit}"));
         }
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = match f.stage {
             Some(stage) => stmt
                 .query_map([stage.as_str()], Self::snapshot_row)?
@@ -240,7 +257,7 @@ impl<'c> Repo<'c> {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<ReferralSnapshot>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {SNAPSHOT_COLUMNS} FROM referrals
              WHERE stage = 'received' AND locally_expired = 0 AND deadline IS NOT NULL AND deadline <= ?1
              ORDER BY deadline"
@@ -252,7 +269,7 @@ impl<'c> Repo<'c> {
     }
 
     pub fn set_favorite(&self, id: &str, favorite: bool) -> Result<(), StoreError> {
-        let n = self.conn.execute(
+        let n = self.exec(
             "UPDATE referrals SET favorite = ?2 WHERE id = ?1",
             params![id, favorite],
         )?;
@@ -266,7 +283,7 @@ impl<'c> Repo<'c> {
     }
 
     pub fn mark_locally_expired(&self, id: &str) -> Result<(), StoreError> {
-        let n = self.conn.execute(
+        let n = self.exec(
             "UPDATE referrals SET locally_expired = 1, stage = 'expired' WHERE id = ?1",
             [id],
         )?;
@@ -377,15 +394,14 @@ impl<'c> Repo<'c> {
     }
 
     pub fn link_by_crm_id(&self, crm: CrmKind, crm_id: &str) -> Result<Option<Link>, StoreError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {LINK_COLUMNS} FROM links WHERE crm = ?1 AND crm_id = ?2"),
-                params![crm.as_str(), crm_id],
-                Self::link_from,
-            )
-            .optional()?
-            .map(Self::link_build)
-            .transpose()
+        self.row(
+            &format!("SELECT {LINK_COLUMNS} FROM links WHERE crm = ?1 AND crm_id = ?2"),
+            params![crm.as_str(), crm_id],
+            Self::link_from,
+        )
+        .optional()?
+        .map(Self::link_build)
+        .transpose()
     }
 
     pub fn link_by_referral(
@@ -393,20 +409,19 @@ impl<'c> Repo<'c> {
         crm: CrmKind,
         referral_id: &str,
     ) -> Result<Option<Link>, StoreError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {LINK_COLUMNS} FROM links WHERE crm = ?1 AND referral_id = ?2"),
-                params![crm.as_str(), referral_id],
-                Self::link_from,
-            )
-            .optional()?
-            .map(Self::link_build)
-            .transpose()
+        self.row(
+            &format!("SELECT {LINK_COLUMNS} FROM links WHERE crm = ?1 AND referral_id = ?2"),
+            params![crm.as_str(), referral_id],
+            Self::link_from,
+        )
+        .optional()?
+        .map(Self::link_build)
+        .transpose()
     }
 
     /// Every link of a referral, one per CRM.
     pub fn links_of_referral(&self, referral_id: &str) -> Result<Vec<Link>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {LINK_COLUMNS} FROM links WHERE referral_id = ?1 ORDER BY crm"
         ))?;
         let rows = stmt
@@ -434,7 +449,7 @@ impl<'c> Repo<'c> {
         position: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO cursors (source, position, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
             params![source, position, ts(now)],
@@ -455,7 +470,7 @@ impl<'c> Repo<'c> {
     // ---- outbox --------------------------------------------------------------
 
     pub fn enqueue(&self, e: &NewEffect, now: DateTime<Utc>) -> Result<i64, StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO outbox (target, operation, record_key, payload, next_attempt_at, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
             params![e.target, e.operation, e.record_key, e.payload.to_string(), ts(now)],
@@ -497,7 +512,7 @@ impl<'c> Repo<'c> {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
         ))?;
         let rows = stmt
@@ -531,18 +546,17 @@ impl<'c> Repo<'c> {
         error: &str,
         next_attempt_at: DateTime<Utc>,
     ) -> Result<u32, StoreError> {
-        self.conn
-            .query_row(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
+        self.row(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
                  WHERE id = ?1 RETURNING attempts",
-                params![id, error, ts(next_attempt_at)],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound {
-                what: "outbox entry",
-                key: id.to_string(),
-            })
+            params![id, error, ts(next_attempt_at)],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or(StoreError::NotFound {
+            what: "outbox entry",
+            key: id.to_string(),
+        })
     }
 
     // ---- failures ------------------------------------------------------------
@@ -554,7 +568,7 @@ impl<'c> Repo<'c> {
         f: &NewFailure,
         now: DateTime<Utc>,
     ) -> Result<Failure, StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO failures (record, side, kind, message, hint, raw, attempts, first_seen, last_seen, state)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, 'open')
              ON CONFLICT(record, side) DO UPDATE SET
@@ -609,27 +623,25 @@ impl<'c> Repo<'c> {
     }
 
     pub fn failure_for(&self, record: &str, side: &str) -> Result<Option<Failure>, StoreError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {FAILURE_COLUMNS} FROM failures WHERE record = ?1 AND side = ?2"),
-                params![record, side],
-                Self::failure_from,
-            )
-            .optional()?
-            .map(Self::failure_build)
-            .transpose()
+        self.row(
+            &format!("SELECT {FAILURE_COLUMNS} FROM failures WHERE record = ?1 AND side = ?2"),
+            params![record, side],
+            Self::failure_from,
+        )
+        .optional()?
+        .map(Self::failure_build)
+        .transpose()
     }
 
     pub fn failure(&self, id: i64) -> Result<Option<Failure>, StoreError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {FAILURE_COLUMNS} FROM failures WHERE id = ?1"),
-                [id],
-                Self::failure_from,
-            )
-            .optional()?
-            .map(Self::failure_build)
-            .transpose()
+        self.row(
+            &format!("SELECT {FAILURE_COLUMNS} FROM failures WHERE id = ?1"),
+            [id],
+            Self::failure_from,
+        )
+        .optional()?
+        .map(Self::failure_build)
+        .transpose()
     }
 
     /// Failures in the given states (all when empty), newest first.
@@ -644,7 +656,7 @@ impl<'c> Repo<'c> {
             sql.push_str(&format!(" WHERE state IN ({list})"));
         }
         sql.push_str(" ORDER BY last_seen DESC, id DESC");
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt
             .query_map([], Self::failure_from)?
             .collect::<Result<Vec<_>, _>>()?;
@@ -652,7 +664,7 @@ impl<'c> Repo<'c> {
     }
 
     pub fn set_failure_state(&self, id: i64, state: FailureState) -> Result<(), StoreError> {
-        let n = self.conn.execute(
+        let n = self.exec(
             "UPDATE failures SET state = ?2, attempts = CASE WHEN ?2 = 'retrying' THEN 0 ELSE attempts END
              WHERE id = ?1",
             params![id, state.as_str()],
@@ -668,7 +680,7 @@ impl<'c> Repo<'c> {
 
     /// Marks a record's failure on one side resolved (it synced since).
     pub fn resolve_failure(&self, record: &str, side: &str) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
+        let n = self.exec(
             "UPDATE failures SET state = 'resolved' WHERE record = ?1 AND side = ?2 AND state IN ('open', 'retrying')",
             params![record, side],
         )?;
@@ -690,7 +702,7 @@ impl<'c> Repo<'c> {
         outcome: &str,
         summary: &Value,
     ) -> Result<(), StoreError> {
-        let n = self.conn.execute(
+        let n = self.exec(
             "UPDATE runs SET finished_at = ?2, outcome = ?3, summary = ?4 WHERE id = ?1",
             params![id, ts(now), outcome, summary.to_string()],
         )?;
@@ -704,7 +716,7 @@ impl<'c> Repo<'c> {
     }
 
     pub fn last_runs(&self, limit: usize) -> Result<Vec<Run>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, started_at, finished_at, outcome, summary FROM runs ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt
@@ -742,7 +754,7 @@ impl<'c> Repo<'c> {
         message: &str,
         detail: Option<&Value>,
     ) -> Result<i64, StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO events (referral_id, at, side, kind, message, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![referral_id, ts(at), side, kind, message, detail.map(Value::to_string)],
         )?;
@@ -751,7 +763,7 @@ impl<'c> Repo<'c> {
 
     /// A referral's sync history, oldest first.
     pub fn events_for(&self, referral_id: &str) -> Result<Vec<Event>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, referral_id, at, side, kind, message, detail FROM events WHERE referral_id = ?1 ORDER BY id",
         )?;
         let rows = stmt
@@ -794,7 +806,7 @@ impl<'c> Repo<'c> {
     }
 
     pub fn kv_set(&self, key: &str, value: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO kv (key, value, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             params![key, value, ts(now)],
@@ -803,7 +815,7 @@ impl<'c> Repo<'c> {
     }
 
     pub fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
-        self.conn.execute("DELETE FROM kv WHERE key = ?1", [key])?;
+        self.exec("DELETE FROM kv WHERE key = ?1", [key])?;
         Ok(())
     }
 
@@ -821,7 +833,7 @@ impl<'c> Repo<'c> {
             .optional()?;
         match existing {
             Some(id) => {
-                self.conn.execute(
+                self.exec(
                     "UPDATE outbox SET payload = ?2 WHERE id = ?1",
                     params![id, e.payload.to_string()],
                 )?;
@@ -833,7 +845,7 @@ impl<'c> Repo<'c> {
 
     /// Whether an effect is pending for a record on a target.
     pub fn has_pending_effect(&self, target: &str, record_key: &str) -> Result<bool, StoreError> {
-        let n: i64 = self.conn.query_row(
+        let n: i64 = self.row(
             "SELECT COUNT(*) FROM outbox WHERE target = ?1 AND record_key = ?2",
             params![target, record_key],
             |r| r.get(0),
@@ -848,7 +860,7 @@ impl<'c> Repo<'c> {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE target = ?1 AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3"
         ))?;
         let rows = stmt
@@ -859,7 +871,7 @@ impl<'c> Repo<'c> {
 
     /// Postpones every pending effect of a target (a throttled or paused side).
     pub fn postpone_target(&self, target: &str, until: DateTime<Utc>) -> Result<usize, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "UPDATE outbox SET next_attempt_at = MAX(next_attempt_at, ?2) WHERE target = ?1",
             params![target, ts(until)],
         )?)
@@ -867,7 +879,7 @@ impl<'c> Repo<'c> {
 
     /// Undoes a local expiry: Partner Center accepted the referral in time.
     pub fn clear_local_expiry(&self, id: &str) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "UPDATE referrals SET locally_expired = 0 WHERE id = ?1",
             [id],
         )?;
@@ -876,7 +888,7 @@ impl<'c> Repo<'c> {
 
     /// Whether a referral's history has an event of this kind.
     pub fn has_event(&self, referral_id: &str, kind: &str) -> Result<bool, StoreError> {
-        let n: i64 = self.conn.query_row(
+        let n: i64 = self.row(
             "SELECT COUNT(*) FROM events WHERE referral_id = ?1 AND kind = ?2",
             params![referral_id, kind],
             |r| r.get(0),
@@ -886,7 +898,7 @@ impl<'c> Repo<'c> {
 
     /// Every link of one CRM (full reconcile, Microsoft decision windows).
     pub fn links_of_crm(&self, crm: CrmKind) -> Result<Vec<Link>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {LINK_COLUMNS} FROM links WHERE crm = ?1 ORDER BY crm_id"
         ))?;
         let rows = stmt
@@ -898,7 +910,7 @@ impl<'c> Repo<'c> {
     /// Links of deals that asked Microsoft for help before `before` and
     /// whose window was not reported yet.
     pub fn help_windows_lapsed(&self, before: DateTime<Utc>) -> Result<Vec<Link>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {LINK_COLUMNS} FROM links l
              WHERE help_requested_at IS NOT NULL AND help_requested_at <= ?1 AND referral_id IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM events e WHERE e.referral_id = l.referral_id AND e.kind = 'microsoft_window')
@@ -913,7 +925,7 @@ impl<'c> Repo<'c> {
     // ---- status ------------------------------------------------------------------
 
     fn count(&self, sql: &str) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self.row(sql, [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// Everything `status` shows.
@@ -941,7 +953,7 @@ impl<'c> Repo<'c> {
 
         let mut links_by_crm = Vec::new();
         for crm in CrmKind::ALL {
-            let n: i64 = self.conn.query_row(
+            let n: i64 = self.row(
                 "SELECT COUNT(*) FROM links WHERE crm = ?1",
                 [crm.as_str()],
                 |r| r.get(0),

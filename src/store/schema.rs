@@ -106,4 +106,9 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE links ADD COLUMN crm_fields TEXT;
     ALTER TABLE links ADD COLUMN help_requested_at TEXT;
     "#,
+    // 3: due effects of one target in order without scanning the others
+    // (a backfill queues one effect per referral per CRM).
+    r#"
+    CREATE INDEX outbox_target_id ON outbox(target, id);
+    "#,
 ];

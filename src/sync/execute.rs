@@ -763,57 +763,85 @@ impl Engine {
                 return Ok(Flow::Continue);
             }
         };
-        let mut stop = false;
+        let mut successes = Vec::new();
+        let mut failures = Vec::new();
         for ((entry, fields, referral_id, pc_hash, is_close), result) in
             items.into_iter().zip(results)
         {
             match result.outcome {
-                Ok(ok) => self.crm_success(
-                    side,
-                    &entry,
-                    &fields,
+                Ok(ok) => successes.push(CrmSuccess {
+                    entry,
+                    fields,
                     referral_id,
                     pc_hash,
                     is_close,
-                    &ok,
-                    cycle,
-                )?,
-                Err(e) => {
-                    if stop {
-                        continue;
-                    }
-                    if self.fail_effect(&entry, e.directive(), &e.to_string(), &e.hint(), cycle)?
-                        == Flow::Stop
-                    {
-                        stop = true;
-                    }
-                }
+                    ok,
+                }),
+                Err(e) => failures.push((entry, e)),
             }
         }
-        Ok(if stop { Flow::Stop } else { Flow::Continue })
+        // The successes of one call are recorded in one transaction: the
+        // writes were upserts and closes, so replaying them after a crash
+        // before this commit is harmless.
+        self.crm_successes(side, &successes, cycle)?;
+        for (entry, e) in failures {
+            if self.fail_effect(&entry, e.directive(), &e.to_string(), &e.hint(), cycle)?
+                == Flow::Stop
+            {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn crm_success(
+    fn crm_successes(
         &self,
         side: &CrmSide,
-        entry: &OutboxEntry,
-        fields: &CrmFields,
-        referral_id: Option<String>,
-        pc_hash: Option<String>,
-        is_close: bool,
-        ok: &WriteOk,
+        successes: &[CrmSuccess],
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
+        if successes.is_empty() {
+            return Ok(());
+        }
         let now = cycle.now;
         let kind = side.kind;
-        self.hit(if is_close {
-            "crm_close.before_commit"
-        } else {
-            "crm_upsert.before_commit"
-        })?;
+        for s in successes {
+            self.hit(if s.is_close {
+                "crm_close.before_commit"
+            } else {
+                "crm_upsert.before_commit"
+            })?;
+        }
         self.beat(0);
         self.store.write(|r| {
+            for s in successes {
+                Self::crm_success(r, side, s, now)?;
+            }
+            Ok(())
+        })?;
+        for s in successes {
+            let summary = cycle.summary.crm(kind);
+            if s.is_close {
+                summary.closed += 1;
+            } else if s.ok.created {
+                summary.created += 1;
+            } else {
+                summary.updated += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn crm_success(
+        r: &crate::store::Repo<'_>,
+        side: &CrmSide,
+        s: &CrmSuccess,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), crate::store::StoreError> {
+        let kind = side.kind;
+        let (entry, fields, ok, is_close) = (&s.entry, &s.fields, &s.ok, s.is_close);
+        let (referral_id, pc_hash) = (s.referral_id.clone(), s.pc_hash.clone());
+        {
             let existing = match r.link_by_crm_id(kind, &ok.crm_id)? {
                 Some(l) => Some(l),
                 None => match &referral_id {
@@ -869,16 +897,7 @@ impl Engine {
                 )?;
             }
             Ok(())
-        })?;
-        let s = cycle.summary.crm(kind);
-        if is_close {
-            s.closed += 1;
-        } else if ok.created {
-            s.created += 1;
-        } else {
-            s.updated += 1;
         }
-        Ok(())
     }
 
     // ---- Microsoft's 14-day decision window ------------------------------------------------
@@ -946,4 +965,14 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A CRM write the CRM confirmed, to record.
+struct CrmSuccess {
+    entry: OutboxEntry,
+    fields: CrmFields,
+    referral_id: Option<String>,
+    pc_hash: Option<String>,
+    is_close: bool,
+    ok: WriteOk,
 }

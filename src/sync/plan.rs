@@ -449,10 +449,16 @@ impl Engine {
                     }
                 }
             }
+            let delta = page.delta_token.is_some();
             self.commit(plan, cycle)?;
             match page.continuation {
                 Some(c) => continuation = Some(c),
-                None => break,
+                None => {
+                    if !delta {
+                        self.cursor_to_cycle_start(&key, high_water, cycle)?;
+                    }
+                    break;
+                }
             }
         }
         Ok(())
@@ -722,10 +728,14 @@ impl Engine {
         };
         let mut high_water = cursor_time;
         let mut pager = pc.list_changes(since, ListFilter::default());
+        let mut complete = false;
         loop {
             let page = match pager.next_page().await {
                 Ok(Some(p)) => p,
-                Ok(None) => break,
+                Ok(None) => {
+                    complete = true;
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "listing Partner Center changes failed");
                     if e.is_login_required() {
@@ -762,7 +772,28 @@ impl Engine {
             }
             self.commit(plan, cycle)?;
         }
+        if complete {
+            self.cursor_to_cycle_start(PC_CURSOR, high_water, cycle)?;
+        }
         Ok(())
+    }
+
+    /// After a complete listing, the cursor moves to the cycle's start even
+    /// when the newest change is older: the next listing then starts one
+    /// overlap before now, not one overlap before the last change, so quiet
+    /// records are not read again every cycle.
+    fn cursor_to_cycle_start(
+        &self,
+        key: &str,
+        high_water: Option<DateTime<Utc>>,
+        cycle: &mut Cycle,
+    ) -> Result<(), SyncError> {
+        if high_water.is_some_and(|h| h >= cycle.now) {
+            return Ok(());
+        }
+        let mut plan = Plan::default();
+        plan.cursors.push((key.to_owned(), ts(cycle.now)));
+        self.commit(plan, cycle)
     }
 
     fn plan_referral(

@@ -96,6 +96,8 @@ pub struct DynamicsCrm {
     spec: CrmObjectSpec,
     change_tracking: bool,
     account_match: AccountMatch,
+    /// Accounts resolved recently, across write calls.
+    accounts: crate::crm::accounts::AccountCache,
     page_size: u32,
     batch_size: usize,
     duns_column: String,
@@ -192,6 +194,7 @@ impl DynamicsCrm {
             batch_size: (settings.batch_size as usize).clamp(1, MAX_BATCH_OPERATIONS),
             duns_column: options.duns_column,
             duns_usable: AtomicBool::new(true),
+            accounts: Default::default(),
             entity: OnceCell::new(),
         })
     }
@@ -863,7 +866,13 @@ impl Crm for DynamicsCrm {
             {
                 let cache_key = customer::cache_key(customer);
                 if !accounts.contains_key(&cache_key) {
-                    let found = self.resolve_account(customer).await;
+                    let found = match self.accounts.get(&cache_key) {
+                        Some(id) => Ok(id),
+                        None => self.resolve_account(customer).await,
+                    };
+                    if let Ok(id) = &found {
+                        self.accounts.insert(cache_key.clone(), id.clone());
+                    }
                     accounts.insert(cache_key.clone(), found);
                 }
                 match accounts.get(&cache_key) {

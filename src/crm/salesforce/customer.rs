@@ -67,6 +67,10 @@ impl SalesforceCrm {
         if let Some(id) = cache.get(&cache_key) {
             return Ok(Some(id.clone()));
         }
+        if let Some(id) = self.accounts.get(&cache_key) {
+            cache.insert(cache_key, id.clone());
+            return Ok(Some(id));
+        }
         let mut found = None;
         if self.account_match == AccountMatch::DunsThenNamePostalCode
             && !self.duns_field.is_empty()
@@ -91,6 +95,7 @@ impl SalesforceCrm {
             Some(id) => id,
             None => self.create_account(customer).await?,
         };
+        self.accounts.insert(cache_key.clone(), id.clone());
         cache.insert(cache_key, id.clone());
         Ok(Some(id))
     }

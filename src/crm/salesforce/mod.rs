@@ -95,6 +95,8 @@ pub struct SalesforceCrm {
     limit_pause: Duration,
     limit_warn_percent: u64,
     account_match: AccountMatch,
+    /// Accounts resolved recently, across write calls.
+    accounts: crate::crm::accounts::AccountCache,
     duns_field: String,
     field_kinds: Vec<(String, FieldKind)>,
     usage: Mutex<Usage>,
@@ -165,6 +167,7 @@ impl SalesforceCrm {
             limit_pause: settings.limit_pause,
             limit_warn_percent: u64::from(settings.limit_warn_percent),
             account_match: settings.account_match,
+            accounts: Default::default(),
             duns_field: settings.duns_field.clone(),
             field_kinds: Vec::new(),
             usage: Mutex::new(Usage::default()),

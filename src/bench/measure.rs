@@ -1,0 +1,103 @@
+//! What the benchmark measures besides calls: CPU time (the process's, the
+//! simulator thread's) and memory (resident set, peak resident set).
+
+use std::time::Duration;
+
+/// CPU time of a clock (`CLOCK_PROCESS_CPUTIME_ID` or a thread's clock).
+pub(crate) fn cpu_time(clock: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// CPU time of the whole process (every thread).
+pub(crate) fn process_cpu() -> Duration {
+    cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// The CPU-time clock of the calling thread, readable from any thread.
+pub(crate) fn this_thread_cpu_clock() -> Option<libc::clockid_t> {
+    let mut id: libc::clockid_t = 0;
+    // SAFETY: pthread_self() is the calling thread; `id` is writable.
+    let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
+    (rc == 0).then_some(id)
+}
+
+/// A `/proc/self/status` value in KiB (`VmRSS`, `VmHWM`).
+pub(crate) fn status_kib(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Resets the process's peak resident set (`VmHWM`) to the current one, so
+/// a later `VmHWM` is the peak of what ran in between. False when the kernel
+/// does not allow it.
+pub(crate) fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// What a finished child process used.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChildUsage {
+    pub exit_code: Option<i32>,
+    pub cpu: Duration,
+    pub max_rss_kib: u64,
+}
+
+/// Waits for a child by pid and returns its own resource usage (not that of
+/// other children). Blocks.
+pub(crate) fn wait_child(pid: u32) -> std::io::Result<ChildUsage> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: zeroed rusage is a valid value; the pointers are valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let tv = |t: libc::timeval| {
+        Duration::new(
+            t.tv_sec.max(0) as u64,
+            (t.tv_usec.clamp(0, 999_999) as u32) * 1000,
+        )
+    };
+    Ok(ChildUsage {
+        exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        // Linux reports ru_maxrss in KiB.
+        max_rss_kib: ru.ru_maxrss.max(0) as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_has_a_resident_set_and_cpu_time() {
+        let rss = status_kib("VmRSS").unwrap();
+        assert!(rss > 0);
+        assert!(status_kib("VmHWM").unwrap() >= rss);
+        let before = process_cpu();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu() > before);
+        let clock = this_thread_cpu_clock().unwrap();
+        assert!(cpu_time(clock) > Duration::ZERO);
+    }
+}

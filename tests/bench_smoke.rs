@@ -1,0 +1,68 @@
+//! The benchmark at a smoke size: the count invariants hold (never times,
+//! which depend on the machine).
+
+use cosell_sync::bench::{self, BenchOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smoke_benchmark_meets_the_count_targets() {
+    let opts = BenchOptions {
+        engine_binary: Some(env!("CARGO_BIN_EXE_cosell-sync").into()),
+        ..BenchOptions::smoke()
+    };
+    let report = bench::run(opts, |_| {}).await.expect("the benchmark runs");
+    let size = &report.sizes[0];
+    assert_eq!(size.referrals, 200);
+
+    // Backfill: every referral into both CRMs, within 1.1 x the fewest calls.
+    assert_eq!(size.backfill.created.get("salesforce"), Some(&200));
+    assert_eq!(size.backfill.created.get("dynamics"), Some(&200));
+    for m in &size.backfill.minimum[..3] {
+        assert!(m.minimum > 0, "{m:?}");
+        assert!(m.ratio <= 1.1, "{m:?}");
+    }
+    assert!(size.backfill.peak_rss_mib > 0.0);
+
+    // Steady state: no writes, one listing call per source.
+    assert_eq!(size.steady.writes, 0, "{:?}", size.steady);
+    assert_eq!(size.steady.calls.writes, 0, "{:?}", size.steady.calls);
+    assert_eq!(size.steady.listing_calls.len(), 3);
+    for (source, n) in &size.steady.listing_calls {
+        assert_eq!(*n, 1, "{source}: {:?}", size.steady.calls);
+    }
+
+    // Churn: every changed record is written where it belongs.
+    for round in &size.churn {
+        assert_eq!(round.cycle.changed_per_side, 2);
+        assert!(round.cycle.writes >= 6, "{:?}", round.cycle);
+        assert_eq!(round.cycle.outcome, "clean", "{:?}", round.cycle);
+    }
+
+    // Latency: the writes happen within the cycle that saw the change.
+    let l = &report.latency;
+    assert!(l.pc_to_crm_in_cycle_secs <= l.pc_to_crm_cycle_secs + 0.1);
+    assert!(l.pc_to_crm_worst_secs >= 60.0);
+
+    // The JSON result and the table carry every section.
+    let json = serde_json::to_value(&report).unwrap();
+    for key in [
+        "sizes",
+        "latency",
+        "scaling",
+        "comparison",
+        "targets",
+        "machine",
+    ] {
+        assert!(json.get(key).is_some(), "{key}");
+    }
+    let table = bench::render_table(&report);
+    for heading in [
+        "Backfill",
+        "Steady state",
+        "Churn",
+        "Latency",
+        "Scaling",
+        "connectors",
+    ] {
+        assert!(table.contains(heading), "{heading}\n{table}");
+    }
+}
