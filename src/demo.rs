@@ -54,7 +54,6 @@ impl From<crate::sync::setup::SetupError> for DemoError {
 struct Demo {
     sim: SimHandle,
     engine: Engine,
-    store: Arc<Store>,
     _dir: tempfile::TempDir,
 }
 
@@ -101,11 +100,10 @@ pub async fn run(mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
     let dir = tempfile::tempdir()?;
     let settings = config::load(&sim.daemon_sources(dir.path())?)?;
     let store = Arc::new(Store::open(&settings.state.path)?);
-    let engine = build_engine(&settings, store.clone(), Arc::new(sim.clock()))?;
+    let engine = build_engine(&settings, store, Arc::new(sim.clock()))?;
     let demo = Demo {
         sim,
         engine,
-        store,
         _dir: dir,
     };
     say(&format!(
@@ -298,7 +296,6 @@ fn final_table(demo: &Demo) -> String {
             name,
         ]);
     }
-    let _ = &demo.store;
     table(
         &[
             "REFERRAL",

@@ -44,12 +44,6 @@ pub fn object_spec(mapping: &Mapping) -> CrmObjectSpec {
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let stage_fields: Vec<String> = mapping
-        .stages
-        .fields()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
     fields.retain(|f| {
         Some(f) != Some(&mapping.external_id)
             && mapping.sync_flag.as_ref() != Some(f)
@@ -65,7 +59,6 @@ pub fn object_spec(mapping: &Mapping) -> CrmObjectSpec {
             }
         }
     }
-    let _ = stage_fields;
     CrmObjectSpec {
         object: mapping.object.clone(),
         external_id_field: mapping.external_id.clone(),
