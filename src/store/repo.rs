@@ -105,8 +105,7 @@ impl<'c> Repo<'c> {
     /// `locally_expired` of an existing row are kept unless the new snapshot
     /// sets them.
     pub fn upsert_referral(&self, s: &ReferralSnapshot) -> Result<(), StoreError> {
-        self.conn
-            .execute(
+        self.exec(
                 "INSERT INTO referrals (id, etag, status, substatus, stage, direction, referral_type, name,
                     created_at, updated_at, deadline, projection_hash, raw_json, favorite, locally_expired,
                     first_seen, last_seen)
@@ -206,8 +205,7 @@ impl<'c> Repo<'c> {
 
     pub fn get_referral(&self, id: &str) -> Result<Option<ReferralSnapshot>, StoreError> {
         let cols = self
-            .conn
-            .query_row(
+            .row(
                 &format!("SELECT {SNAPSHOT_COLUMNS} FROM referrals WHERE id = ?1"),
                 [id],
                 Self::snapshot_row,
@@ -301,8 +299,7 @@ impl<'c> Repo<'c> {
     /// Inserts a new link; a second link for the same CRM record or for the
     /// same referral in the same CRM is a [`StoreError::Duplicate`].
     pub fn insert_link(&self, l: &Link) -> Result<(), StoreError> {
-        self.conn
-            .execute(
+        self.exec(
                 &format!(
                     "INSERT INTO links ({LINK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ),
@@ -327,8 +324,7 @@ impl<'c> Repo<'c> {
     /// Updates the hashes, versions and referral id of an existing link.
     pub fn update_link(&self, l: &Link) -> Result<(), StoreError> {
         let n = self
-            .conn
-            .execute(
+            .exec(
                 "UPDATE links SET referral_id = ?3, crm_hash = ?4, crm_version = ?5, pc_hash = ?6,
                     pc_version = ?7, updated_at = ?8, crm_fields = ?9, help_requested_at = ?10
                  WHERE crm = ?1 AND crm_id = ?2",
@@ -434,8 +430,7 @@ impl<'c> Repo<'c> {
 
     pub fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .conn
-            .query_row(
+            .row(
                 "SELECT position FROM cursors WHERE source = ?1",
                 [source],
                 |r| r.get(0),
@@ -534,8 +529,7 @@ impl<'c> Repo<'c> {
 
     /// Removes an effect that is done.
     pub fn complete_effect(&self, id: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        self.exec("DELETE FROM outbox WHERE id = ?1", [id])?;
         Ok(())
     }
 
@@ -690,8 +684,7 @@ impl<'c> Repo<'c> {
     // ---- run history -----------------------------------------------------------
 
     pub fn start_run(&self, now: DateTime<Utc>) -> Result<i64, StoreError> {
-        self.conn
-            .execute("INSERT INTO runs (started_at) VALUES (?1)", [ts(now)])?;
+        self.exec("INSERT INTO runs (started_at) VALUES (?1)", [ts(now)])?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -800,8 +793,7 @@ impl<'c> Repo<'c> {
 
     pub fn kv_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .conn
-            .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+            .row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
     }
 
@@ -823,9 +815,7 @@ impl<'c> Repo<'c> {
     /// same target, operation and record (its attempts and schedule are kept,
     /// so a record that keeps failing is still quarantined in time).
     pub fn upsert_effect(&self, e: &NewEffect, now: DateTime<Utc>) -> Result<i64, StoreError> {
-        let existing: Option<i64> = self
-            .conn
-            .query_row(
+        let existing: Option<i64> = self.row(
                 "SELECT id FROM outbox WHERE target = ?1 AND operation = ?2 AND record_key = ?3 ORDER BY id LIMIT 1",
                 params![e.target, e.operation, e.record_key],
                 |r| r.get(0),
@@ -962,9 +952,7 @@ impl<'c> Repo<'c> {
         }
 
         Ok(StatusReport {
-            schema_version: self
-                .conn
-                .query_row("PRAGMA user_version", [], |r| r.get(0))?,
+            schema_version: self.row("PRAGMA user_version", [], |r| r.get(0))?,
             referrals_total: self.count("SELECT COUNT(*) FROM referrals")?,
             inbound: self.count("SELECT COUNT(*) FROM referrals WHERE direction = 'Incoming'")?,
             outbound: self.count("SELECT COUNT(*) FROM referrals WHERE direction = 'Outgoing'")?,

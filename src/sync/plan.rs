@@ -863,12 +863,6 @@ impl Engine {
             cycle.summary.partner_center.skipped += 1;
             return Ok(());
         }
-        // The referral that invites Microsoft into a co-sell engagement is the
-        // other half of the partner's own deal, not an opportunity of its own.
-        if r.is_outbound() && r.target.iter().flatten().any(|t| t.is_microsoft()) {
-            cycle.summary.partner_center.skipped += 1;
-            return Ok(());
-        }
         for side in &self.crms {
             self.plan_referral_for(side, r, &json, stage, &snap, cycle, plan)?;
         }
