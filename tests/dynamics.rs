@@ -970,7 +970,7 @@ fn account_creations(all: &[Request]) -> Vec<Value> {
         .collect()
 }
 
-fn query_of<'a>(r: &'a Request, name: &str) -> Option<String> {
+fn query_of(r: &Request, name: &str) -> Option<String> {
     r.url
         .query_pairs()
         .find(|(k, _)| k == name)
