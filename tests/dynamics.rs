@@ -15,7 +15,8 @@ use cosell_sync::http::{RetryDirective, RetrySettings, Retryable};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{
-    body_string_contains, header, headers, method, path, query_param, query_param_is_missing,
+    body_string_contains, header, headers, method, path, query_param, query_param_contains,
+    query_param_is_missing,
 };
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -949,6 +950,86 @@ HTTP/1.1 204 No Content\r\nOData-EntityId: {base}/api/data/v9.2/opportunities(49
     )
 }
 
+const ACCOUNT_SELECT: &str = "accountid,name,address1_postalcode,createdon";
+const ACCOUNT_SELECT_DUNS: &str = "accountid,name,address1_postalcode,new_dunsnumber,createdon";
+
+fn account_lookups(all: &[Request]) -> Vec<&Request> {
+    all.iter()
+        .filter(|r| {
+            r.method == wiremock::http::Method::GET && r.url.path() == format!("{API}/accounts")
+        })
+        .collect()
+}
+
+fn account_creations(all: &[Request]) -> Vec<Value> {
+    all.iter()
+        .filter(|r| {
+            r.method == wiremock::http::Method::POST && r.url.path() == format!("{API}/accounts")
+        })
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+fn query_of(r: &Request, name: &str) -> Option<String> {
+    r.url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The `customerid_account` bound by each operation of the batch, in order.
+fn bound_accounts(batch: &Request) -> Vec<Option<String>> {
+    let body = String::from_utf8_lossy(&batch.body).into_owned();
+    body.split("\r\nPATCH ")
+        .skip(1)
+        .map(|op| {
+            op.split("\"customerid_account@odata.bind\":\"/accounts(")
+                .nth(1)
+                .map(|rest| rest.split(')').next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+/// A `$batch` answer with one 204 per operation.
+fn ok_batch_of(base: &str, n: usize) -> String {
+    let mut s = String::from(
+        "--batchresponse_a\r\nContent-Type: multipart/mixed; boundary=changesetresponse_b\r\n\r\n",
+    );
+    for i in 1..=n {
+        s.push_str(&format!(
+            "--changesetresponse_b\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: {i}\r\n\r\n\
+HTTP/1.1 204 No Content\r\nOData-EntityId: {base}/api/data/v9.2/opportunities(49b0be2e-d01c-ed11-b83e-{i:012})\r\n\r\n\r\n"
+        ));
+    }
+    s.push_str("--changesetresponse_b--\r\n--batchresponse_a--\r\n");
+    s
+}
+
+async fn mount_ok_batch(server: &MockServer, n: usize) {
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/$batch")))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            ok_batch_of(&server.uri(), n),
+            "multipart/mixed; boundary=batchresponse_a",
+        ))
+        .mount(server)
+        .await;
+}
+
+fn with_customer(referral: &str, c: &CustomerRef) -> RecordWrite {
+    let mut w = write(referral, json!({"name": referral}));
+    w.customer = Some(c.clone());
+    w
+}
+
+fn named(name: &str, postal: Option<&str>) -> CustomerRef {
+    CustomerRef {
+        name: name.into(),
+        postal_code: postal.map(Into::into),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn a_missing_customer_account_is_created_once_and_bound() {
     let server = MockServer::start().await;
@@ -957,9 +1038,10 @@ async fn a_missing_customer_account_is_created_once_and_bound() {
         .and(path(format!("{API}/accounts")))
         .and(query_param(
             "$filter",
-            "name eq 'Contoso''s Bakery' and address1_postalcode eq '98052'",
+            "(name eq 'Contoso''s Bakery' and address1_postalcode eq '98052')",
         ))
-        .and(query_param("$select", "accountid"))
+        .and(query_param("$select", ACCOUNT_SELECT))
+        .and(query_param("$orderby", "createdon asc"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
         .expect(1)
         .mount(&server)
@@ -994,17 +1076,235 @@ async fn a_missing_customer_account_is_created_once_and_bound() {
     assert!(results[0].outcome.is_ok(), "{:?}", results[0].outcome);
 
     let all = server.received_requests().await.unwrap();
-    let create = all
-        .iter()
-        .find(|r| {
-            r.method == wiremock::http::Method::POST && r.url.path() == format!("{API}/accounts")
-        })
-        .unwrap();
-    let body: Value = serde_json::from_slice(&create.body).unwrap();
     assert_eq!(
-        body,
-        json!({"name": "Contoso's Bakery", "address1_line1": "1 Main St", "address1_city": "Seattle",
+        account_creations(&all),
+        vec![
+            json!({"name": "Contoso's Bakery", "address1_line1": "1 Main St", "address1_city": "Seattle",
                "address1_stateorprovince": "WA", "address1_postalcode": "98052", "address1_country": "US"})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn one_query_finds_the_accounts_of_every_customer_of_a_call() {
+    let server = MockServer::start().await;
+    let crm = crm(&server).await;
+    let contoso = named("Contoso", Some("98052"));
+    let fabrikam = named("Fabrikam ", None);
+    let northwind = named("Northwind Traders", Some("10115"));
+    // The service compares case-insensitively: a row in other case matches.
+    let filter = "(name eq 'Contoso' and address1_postalcode eq '98052') \
+        or (name eq 'Fabrikam' and address1_postalcode eq null) \
+        or (name eq 'Northwind Traders' and address1_postalcode eq '10115') \
+        or (name eq 'CONTOSO' and address1_postalcode eq '98052')";
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param("$filter", filter))
+        .and(query_param("$select", ACCOUNT_SELECT))
+        .and(query_param("$orderby", "createdon asc"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"accountid": "00000000-0000-0000-0000-00000000000f", "name": "fabrikam", "address1_postalcode": null, "createdon": "2020-01-01T00:00:00Z"},
+            {"accountid": "00000000-0000-0000-0000-00000000000c", "name": "CONTOSO ", "address1_postalcode": "98052", "createdon": "2021-01-01T00:00:00Z"},
+            {"accountid": "00000000-0000-0000-0000-0000000000f2", "name": "Fabrikam", "address1_postalcode": null, "createdon": "2022-01-01T00:00:00Z"}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000a"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_ok_batch(&server, 5).await;
+    let contoso_upper = named("CONTOSO", Some("98052"));
+    let writes = vec![
+        with_customer("r1", &contoso),
+        with_customer("r2", &fabrikam),
+        with_customer("r3", &northwind),
+        with_customer("r4", &contoso),
+        with_customer("r5", &contoso_upper),
+    ];
+    let results = crm.upsert(writes.clone()).await.unwrap();
+    assert!(results.iter().all(|r| r.outcome.is_ok()), "{results:?}");
+
+    let all = server.received_requests().await.unwrap();
+    assert_eq!(account_lookups(&all).len(), 1);
+    assert_eq!(
+        account_creations(&all),
+        vec![json!({"name": "Northwind Traders", "address1_postalcode": "10115"})]
+    );
+    let batches = requests_to(&all, &format!("{API}/$batch"));
+    let c = "00000000-0000-0000-0000-00000000000c";
+    assert_eq!(
+        bound_accounts(batches[0]),
+        [
+            c,
+            "00000000-0000-0000-0000-00000000000f",
+            "00000000-0000-0000-0000-00000000000a",
+            c,
+            c
+        ]
+        .map(|id| Some(id.to_owned()))
+        .to_vec(),
+        "the oldest match wins; a created account is bound"
+    );
+
+    // The next call finds them all remembered.
+    crm.upsert(writes).await.unwrap();
+    let all = server.received_requests().await.unwrap();
+    assert_eq!(account_lookups(&all).len(), 1);
+    assert_eq!(account_creations(&all).len(), 1);
+}
+
+#[tokio::test]
+async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
+    let server = MockServer::start().await;
+    let crm = crm(&server).await;
+    let next = format!("{}{API}/accounts?$skiptoken=page2", server.uri());
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param("$skiptoken", "page2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"accountid": "00000000-0000-0000-0000-000000000119", "name": "C119"}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param_is_missing("$skiptoken"))
+        .and(query_param_contains("$filter", "'C119'"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [],
+            "@odata.nextLink": next
+        })))
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param_is_missing("$skiptoken"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [{"accountid": "00000000-0000-0000-0000-000000000000", "name": "C000"}]
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000a"})),
+        )
+        .mount(&server)
+        .await;
+    mount_ok_batch(&server, 100).await;
+    let writes: Vec<RecordWrite> = (0..120)
+        .map(|i| with_customer(&format!("r{i}"), &named(&format!("C{i:03}"), None)))
+        .collect();
+    crm.upsert(writes).await.unwrap();
+
+    let all = server.received_requests().await.unwrap();
+    let lookups: Vec<&Request> = account_lookups(&all)
+        .into_iter()
+        .filter(|r| query_of(r, "$skiptoken").is_none())
+        .collect();
+    assert_eq!(lookups.len(), 2, "100 customers, then 20");
+    for (i, r) in lookups.iter().enumerate() {
+        let filter = query_of(r, "$filter").unwrap();
+        let range = if i == 0 { 0..100 } else { 100..120 };
+        for n in 0..120 {
+            let named = filter.contains(&format!("'C{n:03}'"));
+            assert_eq!(named, range.contains(&n), "customer {n} in lookup {i}");
+        }
+    }
+    // Both pages of the second lookup were read: two customers were found.
+    assert_eq!(account_creations(&all).len(), 118);
+
+    // Long names: as many customers as fit in 8 KB of URL.
+    let server = MockServer::start().await;
+    let crm = self::crm(&server).await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000a"})),
+        )
+        .mount(&server)
+        .await;
+    mount_ok_batch(&server, 60).await;
+    let long = |n: usize| format!("{n:03} {}", "Long Customer Name ".repeat(7));
+    let writes: Vec<RecordWrite> = (0..60)
+        .map(|i| with_customer(&format!("r{i}"), &named(&long(i), Some("98052"))))
+        .collect();
+    crm.upsert(writes).await.unwrap();
+    let all = server.received_requests().await.unwrap();
+    let lookups = account_lookups(&all);
+    assert!(lookups.len() > 1 && lookups.len() < 4, "{}", lookups.len());
+    let mut seen = 0;
+    for r in &lookups {
+        assert!(r.url.as_str().len() <= 8 * 1024, "{}", r.url.as_str().len());
+        let filter = query_of(r, "$filter").unwrap();
+        seen += (0..60)
+            .filter(|n| filter.contains(&format!("'{n:03} ")))
+            .count();
+    }
+    assert_eq!(seen, 60, "every customer in exactly one lookup");
+}
+
+#[tokio::test]
+async fn a_failed_account_creation_fails_only_that_customers_records() {
+    let server = MockServer::start().await;
+    let crm = crm(&server).await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"accountid": "00000000-0000-0000-0000-00000000000c", "name": "Contoso", "address1_postalcode": "98052"}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"error": {"code": "0x80044331", "message": "A validation error occurred."}}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_ok_batch(&server, 2).await;
+    let contoso = named("Contoso", Some("98052"));
+    let bad = named("Bad Name", None);
+    let results = crm
+        .upsert(vec![
+            with_customer("r1", &contoso),
+            with_customer("r2", &bad),
+            with_customer("r3", &contoso),
+            with_customer("r4", &bad),
+        ])
+        .await
+        .unwrap();
+    assert!(results[0].outcome.is_ok() && results[2].outcome.is_ok());
+    for r in [&results[1], &results[3]] {
+        let e = r.outcome.as_ref().unwrap_err();
+        assert!(e.to_string().contains("validation error"), "{e}");
+    }
+    let all = server.received_requests().await.unwrap();
+    let batches = requests_to(&all, &format!("{API}/$batch"));
+    assert_eq!(batches.len(), 1);
+    assert_eq!(
+        bound_accounts(batches[0]).len(),
+        2,
+        "only the two good records"
     );
 }
 
@@ -1017,10 +1317,16 @@ async fn accounts_are_found_by_duns_first_when_configured() {
     let crm = DynamicsCrm::with_options(&s, spec(), options()).unwrap();
     Mock::given(method("GET"))
         .and(path(format!("{API}/accounts")))
-        .and(query_param("$filter", "new_dunsnumber eq '123456789'"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"value": [{"accountid": "aaaaaaaa-34cb-ed11-b596-0022481d68cd"}]}),
+        .and(query_param(
+            "$filter",
+            "new_dunsnumber eq '123456789' or (name eq 'Contoso''s Bakery' and address1_postalcode eq '98052')",
         ))
+        .and(query_param("$select", ACCOUNT_SELECT_DUNS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            // Older, but matched by name only: the DUNS match wins.
+            {"accountid": "bbbbbbbb-34cb-ed11-b596-0022481d68cd", "name": "Contoso's Bakery", "address1_postalcode": "98052", "new_dunsnumber": null},
+            {"accountid": "aaaaaaaa-34cb-ed11-b596-0022481d68cd", "name": "Contoso Bakery Inc", "address1_postalcode": "10115", "new_dunsnumber": "123456789"}
+        ]})))
         .expect(1)
         .mount(&server)
         .await;
@@ -1040,6 +1346,75 @@ async fn accounts_are_found_by_duns_first_when_configured() {
     a.customer = Some(customer());
     let results = crm.upsert(vec![a]).await.unwrap();
     assert!(results[0].outcome.is_ok(), "{:?}", results[0].outcome);
+}
+
+#[tokio::test]
+async fn without_the_duns_column_accounts_are_matched_by_name_and_postal_code() {
+    let server = MockServer::start().await;
+    mount_auth_and_metadata(&server).await;
+    let mut s = settings(&server);
+    s.account_match = AccountMatch::DunsThenNamePostalCode;
+    let crm = DynamicsCrm::with_options(&s, spec(), options()).unwrap();
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param("$select", ACCOUNT_SELECT_DUNS))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "code": "0x80060888",
+            "message": "Could not find a property named 'new_dunsnumber' on type 'Microsoft.Dynamics.CRM.account'."
+        }})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param("$select", ACCOUNT_SELECT))
+        .and(query_param(
+            "$filter",
+            "(name eq 'Contoso''s Bakery' and address1_postalcode eq '98052') \
+             or (name eq 'Fabrikam' and address1_postalcode eq null)",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"accountid": "cccccccc-34cb-ed11-b596-0022481d68cd", "name": "contoso's bakery", "address1_postalcode": "98052"}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000a"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_ok_batch(&server, 2).await;
+    let fabrikam = CustomerRef {
+        name: "Fabrikam".into(),
+        duns: Some("987654321".into()),
+        ..Default::default()
+    };
+    let results = crm
+        .upsert(vec![
+            with_customer("r1", &customer()),
+            with_customer("r2", &fabrikam),
+        ])
+        .await
+        .unwrap();
+    assert!(results.iter().all(|r| r.outcome.is_ok()), "{results:?}");
+    let all = server.received_requests().await.unwrap();
+    let batches = requests_to(&all, &format!("{API}/$batch"));
+    assert_eq!(
+        bound_accounts(batches[0]),
+        vec![
+            Some("cccccccc-34cb-ed11-b596-0022481d68cd".to_owned()),
+            Some("00000000-0000-0000-0000-00000000000a".to_owned())
+        ]
+    );
+    // The account is created without the missing column.
+    assert_eq!(account_creations(&all), vec![json!({"name": "Fabrikam"})]);
+    // Once with the DUNS column, once without.
+    assert_eq!(account_lookups(&all).len(), 2);
 }
 
 #[tokio::test]

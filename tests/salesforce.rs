@@ -256,9 +256,10 @@ async fn hostile_values_are_escaped_in_soql() {
         .and(path(format!("{API}/query")))
         .and(query_param(
             "q",
-            "SELECT Id FROM Account WHERE Name = 'Acme\\' OR Name != \\'x' AND BillingPostalCode = '\\\\' ORDER BY CreatedDate ASC LIMIT 10",
+            "SELECT Id, Name, BillingPostalCode, DunsNumber, CreatedDate FROM Account WHERE Name IN ('Acme\\' OR Name != \\'x') ORDER BY CreatedDate ASC",
         ))
-        .respond_with(json_response(200, json!({"totalSize":1,"done":true,"records":[{"attributes":{"type":"Account"},"Id":"001A"}]})))
+        .respond_with(json_response(200, json!({"totalSize":1,"done":true,"records":[
+            {"attributes":{"type":"Account"},"Id":"001A","Name":"Acme' OR Name != 'x","BillingPostalCode":"\\","DunsNumber":null,"CreatedDate":"2024-01-01T00:00:00.000+0000"}]})))
         .expect(1)
         .mount(&server)
         .await;
@@ -586,6 +587,47 @@ async fn a_stale_version_is_a_conflict_and_is_not_written() {
     assert!(matches!(results[1].outcome, Err(CrmError::Conflict { .. })));
 }
 
+fn account(id: &str, name: &str, postal: Option<&str>, duns: Option<&str>) -> Value {
+    json!({"attributes": {"type": "Account"}, "Id": id, "Name": name,
+           "BillingPostalCode": postal, "DunsNumber": duns, "CreatedDate": "2024-01-01T00:00:00.000+0000"})
+}
+
+fn customer_write(i: usize, c: &CustomerRef) -> RecordWrite {
+    let mut w = write(RecordKey::Referral(format!("R-{i}")), json!({"Name": "x"}));
+    w.customer = Some(c.clone());
+    w
+}
+
+async fn account_queries(server: &MockServer) -> Vec<String> {
+    requests_to(server, &format!("{API}/query"))
+        .await
+        .iter()
+        .filter_map(|r| {
+            r.url
+                .query_pairs()
+                .find(|(k, _)| k == "q")
+                .map(|(_, v)| v.into_owned())
+        })
+        .filter(|q| q.contains("FROM Account"))
+        .collect()
+}
+
+async fn mount_collection_upsert(server: &MockServer, n: usize) {
+    let items: Vec<Value> = (0..n)
+        .map(
+            |i| json!({"id": format!("006{i:03}"), "success": true, "errors": [], "created": true}),
+        )
+        .collect();
+    Mock::given(method("PATCH"))
+        .and(path(format!(
+            "{API}/composite/sobjects/Opportunity/Referral_Identifier__c"
+        )))
+        .respond_with(json_response(200, Value::Array(items)))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
 #[tokio::test]
 async fn customers_are_found_by_duns_or_created() {
     let server = MockServer::start().await;
@@ -593,48 +635,43 @@ async fn customers_are_found_by_duns_or_created() {
     mount_stages(&server).await;
     Mock::given(method("GET"))
         .and(path(format!("{API}/query")))
-        .and(query_param_contains("q", "WHERE DunsNumber = '123456789'"))
-        .respond_with(json_response(200, json!({"totalSize":1,"done":true,"records":[{"attributes":{"type":"Account"},"Id":"001DUNS"}]})))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/query")))
-        .and(query_param_contains(
+        .and(query_param(
             "q",
-            "WHERE Name = 'Fabrikam' AND BillingPostalCode = '98052'",
+            "SELECT Id, Name, BillingPostalCode, DunsNumber, CreatedDate FROM Account \
+             WHERE DunsNumber IN ('123456789') OR Name IN ('Contoso', 'Fabrikam', 'CONTOSO') \
+             ORDER BY CreatedDate ASC",
         ))
         .respond_with(json_response(
             200,
-            json!({"totalSize":0,"done":true,"records":[]}),
+            json!({"totalSize": 3, "done": true, "records": [
+                // Same name, no DUNS: the DUNS match is preferred, so no ambiguity.
+                account("001NAME", "Contoso", None, None),
+                account("001DUNS", "Contoso Holdings", Some("10115"), Some("123456789")),
+                // Another postal code: not this Fabrikam.
+                account("001FAB", "Fabrikam", Some("10115"), None),
+            ]}),
         ))
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .and(path(format!("{API}/sobjects/Account")))
-        .and(body_partial_json(json!({"Name":"Fabrikam","BillingPostalCode":"98052","BillingCountry":"US","BillingCity":"Redmond"})))
-        .respond_with(json_response(201, json!({"id":"001NEW","success":true,"errors":[]})))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path(format!(
-            "{API}/composite/sobjects/Opportunity/Referral_Identifier__c"
-        )))
+        .and(path(format!("{API}/composite/sobjects")))
         .respond_with(json_response(
             200,
-            json!([
-            {"id":"006A","success":true,"errors":[],"created":true},
-            {"id":"006B","success":true,"errors":[],"created":true},
-            {"id":"006C","success":true,"errors":[],"created":true}]),
+            json!([{"id": "001NEW", "success": true, "errors": []}]),
         ))
         .expect(1)
         .mount(&server)
         .await;
+    mount_collection_upsert(&server, 4).await;
     let crm = crm(&server);
     let contoso = CustomerRef {
         name: "Contoso".into(),
+        duns: Some("123456789".into()),
+        ..Default::default()
+    };
+    let upper = CustomerRef {
+        name: "CONTOSO".into(),
         duns: Some("123456789".into()),
         ..Default::default()
     };
@@ -645,30 +682,143 @@ async fn customers_are_found_by_duns_or_created() {
         country: Some("US".into()),
         ..Default::default()
     };
-    let mut writes = Vec::new();
-    for (i, c) in [contoso, fabrikam.clone(), fabrikam]
+    let writes: Vec<RecordWrite> = [&contoso, &fabrikam, &fabrikam, &upper]
         .into_iter()
         .enumerate()
-    {
-        let mut w = write(RecordKey::Referral(format!("R-{i}")), json!({"Name": "x"}));
-        w.customer = Some(c);
-        writes.push(w);
-    }
-    let results = crm.upsert(writes).await.unwrap();
-    assert!(results.iter().all(|r| r.outcome.is_ok()));
+        .map(|(i, c)| customer_write(i, c))
+        .collect();
+    let results = crm.upsert(writes.clone()).await.unwrap();
+    assert!(results.iter().all(|r| r.outcome.is_ok()), "{results:?}");
+    let created = requests_to(&server, &format!("{API}/composite/sobjects")).await;
+    assert_eq!(
+        body_of(&created[0]),
+        json!({"allOrNone": false, "records": [{"attributes": {"type": "Account"}, "Name": "Fabrikam",
+            "BillingCity": "Redmond", "BillingPostalCode": "98052", "BillingCountry": "US"}]})
+    );
     let sent = requests_to(
         &server,
         &format!("{API}/composite/sobjects/Opportunity/Referral_Identifier__c"),
     )
     .await;
     let body = body_of(&sent[0]);
-    assert_eq!(body["records"][0]["AccountId"], json!("001DUNS"));
-    assert_eq!(body["records"][1]["AccountId"], json!("001NEW"));
+    let bound: Vec<&Value> = (0..4).map(|i| &body["records"][i]["AccountId"]).collect();
     assert_eq!(
-        body["records"][2]["AccountId"],
-        json!("001NEW"),
-        "one account per customer per batch"
+        bound,
+        [
+            &json!("001DUNS"),
+            &json!("001NEW"),
+            &json!("001NEW"),
+            &json!("001DUNS")
+        ]
     );
+
+    // Remembered: the next call looks nothing up.
+    Mock::given(method("PATCH"))
+        .and(path(format!(
+            "{API}/composite/sobjects/Opportunity/Referral_Identifier__c"
+        )))
+        .respond_with(json_response(200, json!([{"id":"006A","success":true,"errors":[]},{"id":"006B","success":true,"errors":[]},{"id":"006C","success":true,"errors":[]},{"id":"006D","success":true,"errors":[]}])))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    crm.upsert(writes).await.unwrap();
+    assert_eq!(account_queries(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_ambiguous_or_uncreatable_customer_fails_only_its_records() {
+    let server = MockServer::start().await;
+    mount_token(&server, 1).await;
+    mount_stages(&server).await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param_contains("q", "FROM Account"))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize": 3, "done": true, "records": [
+                account("001A", "Alpha", Some("98052"), None),
+                account("001B1", "Beta", Some("98052"), None),
+                account("001B2", "beta ", Some("98052"), None),
+                account("001G", "Gamma", Some("10115"), None),
+            ]}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/composite/sobjects")))
+        .respond_with(json_response(200, json!([
+            {"success": false, "errors": [{"statusCode": "STRING_TOO_LONG", "message": "Billing Street: data value too large", "fields": ["BillingStreet"]}]},
+            {"id": "001D", "success": true, "errors": []}
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_collection_upsert(&server, 2).await;
+    let crm = crm(&server);
+    let c = |name: &str, postal: &str| CustomerRef {
+        name: name.into(),
+        postal_code: Some(postal.into()),
+        ..Default::default()
+    };
+    let (alpha, beta, gamma, delta) = (
+        c("Alpha", "98052"),
+        c("Beta", "98052"),
+        c("Gamma", "98052"),
+        c("Delta", "98052"),
+    );
+    let writes: Vec<RecordWrite> = [&alpha, &beta, &gamma, &delta, &beta, &gamma]
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| customer_write(i, c))
+        .collect();
+    let results = crm.upsert(writes).await.unwrap();
+    for i in [1, 4] {
+        match &results[i].outcome {
+            Err(CrmError::Record {
+                key,
+                code,
+                message,
+                directive,
+                ..
+            }) => {
+                assert_eq!(key, &RecordKey::Referral(format!("R-{i}")));
+                assert_eq!(code, "AMBIGUOUS_ACCOUNT");
+                assert!(message.contains("001B1, 001B2"), "{message}");
+                assert_eq!(*directive, RetryDirective::Operator);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for i in [2, 5] {
+        match &results[i].outcome {
+            Err(CrmError::Record { key, code, .. }) => {
+                assert_eq!(key, &RecordKey::Referral(format!("R-{i}")));
+                assert_eq!(code, "STRING_TOO_LONG");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(results[0].outcome.is_ok() && results[3].outcome.is_ok());
+    // Gamma and Delta were created in one call; only Alpha and Delta's deals were written.
+    let created = requests_to(&server, &format!("{API}/composite/sobjects")).await;
+    let created = body_of(&created[0]);
+    let names: Vec<&Value> = created["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["Name"])
+        .collect();
+    assert_eq!(names, [&json!("Gamma"), &json!("Delta")]);
+    let sent = requests_to(
+        &server,
+        &format!("{API}/composite/sobjects/Opportunity/Referral_Identifier__c"),
+    )
+    .await;
+    let body = body_of(&sent[0]);
+    assert_eq!(body["records"].as_array().unwrap().len(), 2);
+    assert_eq!(body["records"][0]["AccountId"], json!("001A"));
+    assert_eq!(body["records"][1]["AccountId"], json!("001D"));
 }
 
 #[tokio::test]

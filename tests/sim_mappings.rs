@@ -300,3 +300,132 @@ async fn seeded_flagged_opportunities_are_complete_deals_or_show_what_is_missing
         assert!(incomplete >= 2, "{kind:?}: {incomplete} incomplete deals");
     }
 }
+
+async fn post_json(url: &str, token: &str, body: Value) -> Value {
+    let r = client()
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    r.json().await.unwrap_or(Value::Null)
+}
+
+/// The queries the simulator answered after `after` whose text (the decoded
+/// `$filter` or `q`) contains `needle`.
+fn queries_since(sim: &SimHandle, after: u64, needle: &str) -> Vec<String> {
+    sim.state()
+        .request_log()
+        .into_iter()
+        .filter(|r| r.seq > after && r.method == "GET")
+        .filter_map(|r| {
+            let url = url::Url::parse(&format!("http://sim{}", r.uri)).ok()?;
+            url.query_pairs()
+                .find(|(k, _)| k == "q" || k == "$filter")
+                .map(|(_, v)| v.into_owned())
+        })
+        .filter(|q| q.contains(needle))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_adapters_resolve_every_customer_of_a_call_in_one_query_against_the_simulator() {
+    let sim = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sf, dv) = adapters(&sim, &dir);
+    let dv_token = dynamics_token(&sim).await;
+    let (sf_token, instance) = sf_session(&sim).await;
+    let dv_accounts = format!("{}/api/data/v9.2/accounts", sim.urls().dynamics);
+    let sf_accounts = format!("{instance}/services/data/v62.0/sobjects/Account");
+    for (name, postal) in [("Zeta Bakery", "98052"), ("Eta Corp", "98052")] {
+        post_json(
+            &dv_accounts,
+            &dv_token,
+            serde_json::json!({"name": name, "address1_postalcode": postal}),
+        )
+        .await;
+        post_json(
+            &sf_accounts,
+            &sf_token,
+            serde_json::json!({"Name": name, "BillingPostalCode": postal}),
+        )
+        .await;
+    }
+    // A second "Eta Corp" in Salesforce makes that customer ambiguous there.
+    post_json(
+        &sf_accounts,
+        &sf_token,
+        serde_json::json!({"Name": "eta corp", "BillingPostalCode": "98052"}),
+    )
+    .await;
+
+    let customer = |name: &str, postal: &str| CustomerRef {
+        name: name.into(),
+        postal_code: Some(postal.into()),
+        ..Default::default()
+    };
+    let customers = [
+        customer("ZETA BAKERY", "98052"),
+        customer("Theta New", "10115"),
+        customer("Eta Corp", "98052"),
+        customer("theta new", "10115"),
+    ];
+    for (crm, lookup, name_field) in [
+        (&sf as &dyn Crm, "FROM Account", "Name"),
+        (&dv as &dyn Crm, "name eq", "name"),
+    ] {
+        let before = sim.state().request_log().last().map_or(0, |r| r.seq);
+        let writes: Vec<RecordWrite> = customers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| RecordWrite {
+                key: RecordKey::Referral(format!("{:?}-{i}", crm.kind())),
+                fields: match name_field {
+                    "Name" => serde_json::json!({"Name": format!("Deal {i}"),
+                        "StageName": "Prospecting", "CloseDate": "2025-12-31"}),
+                    _ => serde_json::json!({"name": format!("Deal {i}")}),
+                }
+                .as_object()
+                .unwrap()
+                .clone(),
+                if_match: None,
+                customer: Some(c.clone()),
+            })
+            .collect();
+        let results = crm.upsert(writes).await.unwrap();
+        let queries = queries_since(&sim, before, lookup);
+        assert_eq!(queries.len(), 1, "{:?}: {queries:?}", crm.kind());
+        assert!(queries[0].contains("ZETA BAKERY"), "{queries:?}");
+        let ok: Vec<bool> = results.iter().map(|r| r.outcome.is_ok()).collect();
+        if crm.kind() == sf.kind() {
+            assert_eq!(ok, [true, true, false, true], "{results:?}");
+            assert!(
+                results[2]
+                    .outcome
+                    .as_ref()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("AMBIGUOUS_ACCOUNT")
+            );
+        } else {
+            assert_eq!(ok, [true; 4], "{results:?}");
+        }
+    }
+    // "Theta New" was created once per CRM, for both spellings.
+    let dv_theta = get_json(
+        &format!("{dv_accounts}?$select=accountid&$filter=name eq 'Theta New'"),
+        &dv_token,
+    )
+    .await;
+    assert_eq!(dv_theta["value"].as_array().unwrap().len(), 1);
+    let sf_theta = get_json(
+        &format!(
+            "{instance}/services/data/v62.0/query?q=SELECT+Id+FROM+Account+WHERE+Name+%3D+%27Theta+New%27"
+        ),
+        &sf_token,
+    )
+    .await;
+    assert_eq!(sf_theta["totalSize"], 1);
+}

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::CustomerRef;
+
 /// How long a found account id is trusted.
 pub const ACCOUNT_TTL: Duration = Duration::from_secs(5 * 60);
 /// Customers remembered at most.
@@ -55,6 +57,79 @@ impl AccountCache {
     }
 }
 
+/// Text as Dataverse and SOQL string equality compares it: trimmed and
+/// case-insensitive; an empty value is no value.
+pub fn folded(v: Option<&str>) -> Option<String> {
+    v.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_lowercase)
+}
+
+/// How a customer without a postal code matches by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingPostal {
+    /// Only accounts without a postal code (Dataverse `address1_postalcode eq null`).
+    MatchesNone,
+    /// Any account of that name (Salesforce `Name = '…'` alone).
+    MatchesAny,
+}
+
+/// What a customer, or an account, is matched by: folded values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub duns: Option<String>,
+    pub name: Option<String>,
+    pub postal: Option<String>,
+}
+
+impl Identity {
+    /// The customer's identity; its DUNS only when DUNS matching is on.
+    pub fn of(c: &CustomerRef, use_duns: bool) -> Identity {
+        Identity {
+            duns: folded(c.duns.as_deref()).filter(|_| use_duns),
+            name: folded(Some(&c.name)),
+            postal: folded(c.postal_code.as_deref()),
+        }
+    }
+
+    /// Whether `account` carries this customer's DUNS number.
+    pub fn duns_matches(&self, account: &Identity) -> bool {
+        self.duns.is_some() && self.duns == account.duns
+    }
+
+    /// Whether `account` has this customer's name and postal code.
+    pub fn name_matches(&self, account: &Identity, missing: MissingPostal) -> bool {
+        self.name.is_some()
+            && self.name == account.name
+            && (self.postal == account.postal
+                || (self.postal.is_none() && missing == MissingPostal::MatchesAny))
+    }
+}
+
+/// Which account each customer still without one gets, so that no two
+/// accounts are created for customers that would have found each other's:
+/// a customer reuses an account planned earlier in the call that it matches
+/// by DUNS or by name and postal code. Returns, per customer, the index of
+/// the customer whose account it shares (itself for a new account).
+pub fn plan_creations(missing: &[Identity], rule: MissingPostal) -> Vec<usize> {
+    let mut plan: Vec<usize> = Vec::with_capacity(missing.len());
+    for (i, who) in missing.iter().enumerate() {
+        let planned = |j: &&usize| **j == plan[**j];
+        let shared = plan
+            .iter()
+            .filter(planned)
+            .find(|j| who.duns_matches(&missing[**j]))
+            .or_else(|| {
+                plan.iter()
+                    .filter(planned)
+                    .find(|j| who.name_matches(&missing[**j], rule))
+            })
+            .copied();
+        plan.push(shared.unwrap_or(i));
+    }
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +153,56 @@ mod tests {
         }
         assert!(c.entries.lock().unwrap().len() <= 2);
         assert_eq!(c.get("k4").as_deref(), Some("a4"));
+    }
+
+    fn customer(name: &str, duns: Option<&str>, postal: Option<&str>) -> CustomerRef {
+        CustomerRef {
+            name: name.into(),
+            duns: duns.map(Into::into),
+            postal_code: postal.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn identities_compare_trimmed_and_case_insensitively() {
+        let a = Identity::of(&customer(" Contoso Ltd ", Some("12"), Some("98052 ")), true);
+        let b = Identity::of(&customer("CONTOSO LTD", Some(" 12"), Some("98052")), true);
+        assert!(a.duns_matches(&b));
+        assert!(a.name_matches(&b, MissingPostal::MatchesNone));
+        let no_duns = Identity::of(&customer("Contoso Ltd", Some("12"), None), false);
+        assert_eq!(no_duns.duns, None);
+        assert!(!no_duns.duns_matches(&a));
+        // Without a postal code: Dataverse wants none, Salesforce takes any.
+        assert!(!no_duns.name_matches(&a, MissingPostal::MatchesNone));
+        assert!(no_duns.name_matches(&a, MissingPostal::MatchesAny));
+        let blank = Identity::of(&customer("Contoso Ltd", Some(" "), Some("")), true);
+        assert_eq!((blank.duns, blank.postal), (None, None));
+    }
+
+    #[test]
+    fn customers_that_would_find_each_other_share_one_new_account() {
+        let ids: Vec<Identity> = [
+            customer("Contoso", Some("1"), Some("98052")),
+            customer("contoso ", None, Some("98052")),
+            customer("Other name", Some("1"), None),
+            customer("Contoso", None, Some("10115")),
+            customer("Fabrikam", None, None),
+            customer("FABRIKAM", None, None),
+        ]
+        .iter()
+        .map(|c| Identity::of(c, true))
+        .collect();
+        assert_eq!(
+            plan_creations(&ids, MissingPostal::MatchesNone),
+            vec![0, 0, 0, 3, 4, 4]
+        );
+        // Salesforce: a name without a postal code finds any of that name.
+        let sf: Vec<Identity> = [customer("A", None, Some("1")), customer("a", None, None)]
+            .iter()
+            .map(|c| Identity::of(c, true))
+            .collect();
+        assert_eq!(plan_creations(&sf, MissingPostal::MatchesAny), vec![0, 0]);
+        assert_eq!(plan_creations(&sf, MissingPostal::MatchesNone), vec![0, 1]);
     }
 }

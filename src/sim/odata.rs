@@ -742,6 +742,33 @@ mod tests {
     }
 
     #[test]
+    fn account_lookups_evaluate_each_or_group() {
+        let f = "new_dunsnumber eq '1' or (name eq 'Contoso' and address1_postalcode eq '98052') \
+                 or (name eq 'Fabrikam' and address1_postalcode eq null)";
+        let yes = [
+            json!({"name": "x", "new_dunsnumber": "1"}),
+            json!({"name": "CONTOSO", "address1_postalcode": "98052"}),
+            json!({"name": "fabrikam", "address1_postalcode": null}),
+        ];
+        for row in yes {
+            assert!(matches(f, row.clone()), "{row}");
+        }
+        let no = [
+            json!({"name": "Contoso", "address1_postalcode": "10115"}),
+            json!({"name": "Fabrikam", "address1_postalcode": "98052"}),
+            json!({"name": "Other", "address1_postalcode": "98052"}),
+        ];
+        for row in no {
+            assert!(!matches(f, row.clone()), "{row}");
+        }
+        // Functions the simulator does not know are refused, never ignored.
+        assert!(
+            parse_filter("Microsoft.Dynamics.CRM.In(PropertyName='name',PropertyValues=['A'])")
+                .is_err()
+        );
+    }
+
+    #[test]
     fn bounds_come_from_top_level_conjuncts() {
         let e =
             parse_filter("updatedDateTime ge 2025-01-01T00:00:00Z and status eq 'New'").unwrap();

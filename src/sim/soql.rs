@@ -529,6 +529,30 @@ mod tests {
     }
 
     #[test]
+    fn the_account_lookup_parses() {
+        let q = parse(
+            "SELECT Id, Name, BillingPostalCode, DunsNumber, CreatedDate FROM Account WHERE DunsNumber IN ('123456789') OR Name IN ('Contoso', 'O\\'Brien') ORDER BY CreatedDate ASC",
+        )
+        .unwrap();
+        assert_eq!(q.order[0].field, "CreatedDate");
+        match q.filter.unwrap() {
+            Cond::Or(a, b) => {
+                assert!(
+                    matches!(*a, Cond::In { ref field, ref values, negated: false }
+                    if field == "DunsNumber" && values.len() == 1)
+                );
+                assert!(
+                    matches!(*b, Cond::In { ref field, ref values, negated: false }
+                    if field == "Name" && values[1] == SoqlValue::String("O'Brien".into()))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse("SELECT Id FROM Account WHERE Name IN ('A',)").is_err());
+        assert!(parse("SELECT Id FROM Account WHERE Name IN 'A'").is_err());
+    }
+
+    #[test]
     fn literals_and_escapes() {
         let q = parse("select Id from Opportunity where Name = 'O\\'Brien \\\\ x' and CloseDate > 2025-01-31 and Amount >= -5.5 and StageName in ('A','B') and StageName not in ('C') and Name like 'Con%'").unwrap();
         let leaves = q.filter.unwrap();

@@ -1,7 +1,9 @@
-//! The customer account of a deal: found by DUNS number or by name + postal
-//! code (as configured), created when missing, then bound to the opportunity
-//! with `customerid_account@odata.bind`.
+//! The customer accounts of a write call: found by DUNS number or by name +
+//! postal code (as configured) in as few queries as the URL length allows,
+//! created when missing, then bound to the opportunities with
+//! `customerid_account@odata.bind`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use reqwest::Method;
@@ -10,10 +12,16 @@ use serde_json::{Map, Value};
 use super::client::Call;
 use super::{DynamicsCrm, odata, protocol};
 use crate::config::AccountMatch;
+use crate::crm::accounts::{Identity, MissingPostal, folded, plan_creations};
 use crate::crm::{CrmError, CustomerRef};
 
 /// The account table's entity set (a standard table).
 pub const ACCOUNT_SET: &str = "accounts";
+/// Most customers looked up in one query.
+pub const LOOKUP_CUSTOMERS: usize = 100;
+/// Longest percent-encoded `$filter` of one lookup; with the rest of the
+/// URL it stays under 8 KB, far below the Web API's URL limit.
+pub const LOOKUP_FILTER_BYTES: usize = 7 * 1024;
 
 /// Identifies a customer within one upsert call, so each is resolved once.
 pub fn cache_key(c: &CustomerRef) -> String {
@@ -29,68 +37,212 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// An account a lookup returned.
+struct Found {
+    id: String,
+    who: Identity,
+}
+
 impl DynamicsCrm {
-    /// The `accountid` of the customer's account, created if none matches.
-    pub(super) async fn resolve_account(&self, c: &CustomerRef) -> Result<String, CrmError> {
-        let name = c.name.trim();
-        if name.is_empty() {
-            return Err(CrmError::Invalid(
-                "the customer has no name to find or create its account by".into(),
-            ));
-        }
-        let duns = non_empty(&c.duns);
-        if self.account_match == AccountMatch::DunsThenNamePostalCode
+    fn use_duns(&self) -> bool {
+        self.account_match == AccountMatch::DunsThenNamePostalCode
             && self.duns_usable.load(Ordering::Relaxed)
-            && let Some(duns) = duns
-        {
-            {
-                let filter = format!("{} eq {}", self.duns_column, odata::string_literal(duns));
-                match self.find_account(filter).await {
-                    Ok(Some(id)) => return Ok(id),
-                    Ok(None) => {}
-                    Err(CrmError::Http(e))
-                        if e.status() == Some(400) && e.to_string().contains(&self.duns_column) =>
-                    {
-                        tracing::warn!(
-                            crm = "dynamics",
-                            column = %self.duns_column,
-                            "the account DUNS column does not exist; matching by name and postal code"
-                        );
-                        self.duns_usable.store(false, Ordering::Relaxed);
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        let postal = match non_empty(&c.postal_code) {
-            Some(p) => format!("address1_postalcode eq {}", odata::string_literal(p)),
-            None => "address1_postalcode eq null".into(),
-        };
-        let filter = format!("name eq {} and {postal}", odata::string_literal(name));
-        if let Some(id) = self.find_account(filter).await? {
-            return Ok(id);
-        }
-        self.create_account(c).await
     }
 
-    async fn find_account(&self, filter: String) -> Result<Option<String>, CrmError> {
-        let url = self.url(
+    /// The `accountid` of each customer, by [`cache_key`]: remembered from
+    /// an earlier call, found (DUNS first, then name + postal code; the
+    /// oldest account wins), or created. A failure concerns only the
+    /// customers it names.
+    pub(super) async fn resolve_accounts(
+        &self,
+        customers: Vec<(String, CustomerRef)>,
+    ) -> HashMap<String, Result<String, CrmError>> {
+        let mut out = HashMap::new();
+        let mut seen = HashSet::new();
+        let mut pending: Vec<(String, CustomerRef)> = Vec::new();
+        for (key, c) in customers {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if c.name.trim().is_empty() {
+                out.insert(
+                    key,
+                    Err(CrmError::Invalid(
+                        "the customer has no name to find or create its account by".into(),
+                    )),
+                );
+            } else if let Some(id) = self.accounts.get(&key) {
+                out.insert(key, Ok(id));
+            } else {
+                pending.push((key, c));
+            }
+        }
+
+        let mut found: Vec<Option<Result<String, CrmError>>> = vec![None; pending.len()];
+        let mut start = 0;
+        while start < pending.len() {
+            let use_duns = self.use_duns();
+            let (count, filter) = self.lookup_filter(&pending[start..], use_duns);
+            let end = start + count;
+            match self.find_accounts(filter, use_duns).await {
+                Ok(rows) => {
+                    for (slot, (_, c)) in found[start..end].iter_mut().zip(&pending[start..end]) {
+                        let who = Identity::of(c, use_duns);
+                        *slot = rows
+                            .iter()
+                            .find(|r| who.duns_matches(&r.who))
+                            .or_else(|| {
+                                rows.iter()
+                                    .find(|r| who.name_matches(&r.who, MissingPostal::MatchesNone))
+                            })
+                            .map(|r| Ok(r.id.clone()));
+                    }
+                }
+                Err(CrmError::Http(e))
+                    if use_duns
+                        && e.status() == Some(400)
+                        && e.to_string().contains(&self.duns_column) =>
+                {
+                    tracing::warn!(
+                        crm = "dynamics",
+                        column = %self.duns_column,
+                        "the account DUNS column does not exist; matching by name and postal code"
+                    );
+                    self.duns_usable.store(false, Ordering::Relaxed);
+                    // The same customers again, without the DUNS column.
+                    continue;
+                }
+                Err(e) => {
+                    for slot in &mut found[start..end] {
+                        *slot = Some(Err(e.clone()));
+                    }
+                }
+            }
+            start = end;
+        }
+
+        let use_duns = self.use_duns();
+        let missing: Vec<usize> = (0..pending.len()).filter(|i| found[*i].is_none()).collect();
+        let identities: Vec<Identity> = missing
+            .iter()
+            .map(|i| Identity::of(&pending[*i].1, use_duns))
+            .collect();
+        for (m, shared) in plan_creations(&identities, MissingPostal::MatchesNone)
+            .into_iter()
+            .enumerate()
+        {
+            let result = if shared == m {
+                self.create_account(&pending[missing[m]].1).await
+            } else {
+                found[missing[shared]]
+                    .clone()
+                    .unwrap_or_else(|| Err(protocol("a shared account was not created")))
+            };
+            found[missing[m]] = Some(result);
+        }
+
+        for ((key, _), result) in pending.into_iter().zip(found) {
+            let result = result.unwrap_or_else(|| Err(protocol("no account was resolved")));
+            if let Ok(id) = &result {
+                self.accounts.insert(key.clone(), id.clone());
+            }
+            out.insert(key, result);
+        }
+        out
+    }
+
+    /// The `$filter` finding the first customers of `customers` that fit in
+    /// one URL, and how many they are (at least one).
+    fn lookup_filter(
+        &self,
+        customers: &[(String, CustomerRef)],
+        use_duns: bool,
+    ) -> (usize, String) {
+        const OR: &str = " or ";
+        let or_len = odata::encoded_len(OR);
+        let mut parts: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let (mut len, mut count) = (0, 0);
+        for (_, c) in customers.iter().take(LOOKUP_CUSTOMERS) {
+            let mut mine = Vec::new();
+            if use_duns && let Some(duns) = non_empty(&c.duns) {
+                mine.push(format!(
+                    "{} eq {}",
+                    self.duns_column,
+                    odata::string_literal(duns)
+                ));
+            }
+            let postal = match non_empty(&c.postal_code) {
+                Some(p) => format!("address1_postalcode eq {}", odata::string_literal(p)),
+                None => "address1_postalcode eq null".into(),
+            };
+            mine.push(format!(
+                "(name eq {} and {postal})",
+                odata::string_literal(c.name.trim())
+            ));
+            mine.retain(|p| !seen.contains(p));
+            let added: usize = mine.iter().map(|p| odata::encoded_len(p) + or_len).sum();
+            if count > 0 && len + added > LOOKUP_FILTER_BYTES {
+                break;
+            }
+            len += added;
+            count += 1;
+            for p in mine {
+                seen.insert(p.clone());
+                parts.push(p);
+            }
+        }
+        (count, parts.join(OR))
+    }
+
+    /// Every account matching `filter`, oldest first, following `@odata.nextLink`.
+    async fn find_accounts(&self, filter: String, use_duns: bool) -> Result<Vec<Found>, CrmError> {
+        let mut select = String::from("accountid,name,address1_postalcode");
+        if use_duns {
+            select.push(',');
+            select.push_str(&self.duns_column);
+        }
+        select.push_str(",createdon");
+        let mut url = self.url(
             ACCOUNT_SET,
             &[
-                ("$select", "accountid".into()),
+                ("$select", select),
                 ("$filter", filter),
                 ("$orderby", "createdon asc".into()),
-                ("$top", "1".into()),
             ],
         )?;
-        let call = Call::get(url);
-        let v = self.api.call(&call).await?.json(&call)?;
-        Ok(v.get("value")
-            .and_then(Value::as_array)
-            .and_then(|rows| rows.first())
-            .and_then(|row| row.get("accountid"))
-            .and_then(Value::as_str)
-            .map(str::to_owned))
+        let mut rows = Vec::new();
+        loop {
+            let call = Call::get(url);
+            let v = self.api.call(&call).await?.json(&call)?;
+            let page = v
+                .get("value")
+                .and_then(Value::as_array)
+                .ok_or_else(|| protocol("an account lookup has no `value` array"))?;
+            for row in page {
+                let Some(id) = row.get("accountid").and_then(Value::as_str) else {
+                    continue;
+                };
+                let text = |column: &str| folded(row.get(column).and_then(Value::as_str));
+                rows.push(Found {
+                    id: id.to_owned(),
+                    who: Identity {
+                        duns: if use_duns {
+                            text(&self.duns_column)
+                        } else {
+                            None
+                        },
+                        name: text("name"),
+                        postal: text("address1_postalcode"),
+                    },
+                });
+            }
+            match v.get("@odata.nextLink").and_then(Value::as_str) {
+                Some(next) => url = self.follow_link(next)?,
+                None => break,
+            }
+        }
+        Ok(rows)
     }
 
     async fn create_account(&self, c: &CustomerRef) -> Result<String, CrmError> {
@@ -107,8 +259,7 @@ impl DynamicsCrm {
                 body.insert(column.into(), Value::String(v.to_owned()));
             }
         }
-        if self.account_match == AccountMatch::DunsThenNamePostalCode
-            && self.duns_usable.load(Ordering::Relaxed)
+        if self.use_duns()
             && let Some(duns) = non_empty(&c.duns)
         {
             body.insert(self.duns_column.clone(), Value::String(duns.to_owned()));

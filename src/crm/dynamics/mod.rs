@@ -858,24 +858,22 @@ impl Crm for DynamicsCrm {
         let mut outcomes: Vec<Option<Result<WriteOk, CrmError>>> =
             writes.iter().map(|_| None).collect();
         let mut prepared: Vec<(usize, RecordWrite, BatchOperation)> = Vec::new();
-        let mut accounts: HashMap<String, Result<String, CrmError>> = HashMap::new();
+        let accounts = if self.account_match == AccountMatch::None {
+            HashMap::new()
+        } else {
+            let customers = writes
+                .iter()
+                .filter_map(|w| w.customer.as_ref())
+                .map(|c| (customer::cache_key(c), c.clone()))
+                .collect();
+            self.resolve_accounts(customers).await
+        };
         for (i, write) in writes.iter().enumerate() {
             let mut body = self.write_body(write);
             if let (Some(customer), true) =
                 (&write.customer, self.account_match != AccountMatch::None)
             {
-                let cache_key = customer::cache_key(customer);
-                if !accounts.contains_key(&cache_key) {
-                    let found = match self.accounts.get(&cache_key) {
-                        Some(id) => Ok(id),
-                        None => self.resolve_account(customer).await,
-                    };
-                    if let Ok(id) = &found {
-                        self.accounts.insert(cache_key.clone(), id.clone());
-                    }
-                    accounts.insert(cache_key.clone(), found);
-                }
-                match accounts.get(&cache_key) {
+                match accounts.get(&customer::cache_key(customer)) {
                     Some(Ok(account_id)) => {
                         body.insert(
                             "customerid_account@odata.bind".into(),

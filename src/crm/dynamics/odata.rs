@@ -48,6 +48,11 @@ pub fn guid_segment(id: &str) -> Option<String> {
         .map(|u| u.hyphenated().to_string())
 }
 
+/// The length of `value` once percent-encoded as a query value.
+pub fn encoded_len(value: &str) -> usize {
+    utf8_percent_encode(value, QUERY_VALUE).map(str::len).sum()
+}
+
 /// A query string from `(name, value)` pairs, each value percent-encoded.
 pub fn query(pairs: &[(&str, String)]) -> String {
     pairs

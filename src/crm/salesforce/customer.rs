@@ -1,18 +1,28 @@
-//! The deal's customer: find its Account (by DUNS, or by name + postal code,
-//! as `salesforce.account_match` says) or create it; contacts likewise by
-//! email on that account.
+//! The deal's customers: their Accounts found (by DUNS, or by name + postal
+//! code, as `salesforce.account_match` says) in as few queries as the URL
+//! length allows, the missing ones created in one sObject Collections call;
+//! contacts likewise by email on the account.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use reqwest::Method;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
-use super::api::{ApiError, SaveResult};
+use super::api::{ApiError, CollectionItem, SaveResult, classify_code};
 use super::soql::quote;
 use super::{SalesforceCrm, decode, protocol};
 use crate::config::AccountMatch;
+use crate::crm::accounts::{Identity, MissingPostal, folded, plan_creations};
 use crate::crm::{CrmError, CustomerRef, RecordKey};
 use crate::http::RetryDirective;
+
+/// Most customers looked up in one query, and most Accounts created in one
+/// call (the sObject Collections limit).
+pub const ACCOUNTS_PER_CALL: usize = 200;
+/// Longest form-encoded SOQL text of one lookup: the URL stays under 8 KB.
+pub const LOOKUP_QUERY_BYTES: usize = 7 * 1024;
+/// Most account ids named in an ambiguity error.
+const AMBIGUOUS_IDS_SHOWN: usize = 10;
 
 /// A customer contact to put on the account (Partner Center
 /// `customerProfile.team[]`).
@@ -38,97 +48,188 @@ fn customer_error(code: &str, message: String, directive: RetryDirective) -> Crm
     }
 }
 
+/// Identifies a customer, so each is resolved once per call and remembered.
+pub fn cache_key(c: &CustomerRef) -> String {
+    format!(
+        "{}\u{0}{}\u{0}{}",
+        non_empty(&c.duns).unwrap_or(""),
+        c.name.trim(),
+        non_empty(&c.postal_code).unwrap_or("")
+    )
+}
+
+/// The length of `text` once form-encoded into a query string.
+fn encoded_len(text: &str) -> usize {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .map(str::len)
+        .sum()
+}
+
+/// An Account a lookup returned.
+struct Found {
+    id: String,
+    who: Identity,
+}
+
 impl SalesforceCrm {
-    /// The Account for `customer`: found, or created when none matches.
-    /// `None` when account matching is off. `cache` avoids looking up the same
-    /// customer twice in one batch.
-    pub(super) async fn resolve_account(
-        &self,
-        customer: &CustomerRef,
-        cache: &mut HashMap<String, String>,
-    ) -> Result<Option<String>, CrmError> {
-        if self.account_match == AccountMatch::None {
-            return Ok(None);
-        }
-        let name = customer.name.trim();
-        if name.is_empty() {
-            return Err(CrmError::Invalid(
-                "the customer has no name to find or create its Salesforce account".into(),
-            ));
-        }
-        let duns = non_empty(&customer.duns);
-        let postal = non_empty(&customer.postal_code);
-        let cache_key = format!(
-            "{}\u{0}{}\u{0}{}",
-            duns.unwrap_or(""),
-            name,
-            postal.unwrap_or("")
-        );
-        if let Some(id) = cache.get(&cache_key) {
-            return Ok(Some(id.clone()));
-        }
-        if let Some(id) = self.accounts.get(&cache_key) {
-            cache.insert(cache_key, id.clone());
-            return Ok(Some(id));
-        }
-        let mut found = None;
-        if self.account_match == AccountMatch::DunsThenNamePostalCode
-            && !self.duns_field.is_empty()
-            && let Some(duns) = duns
-        {
-            found = self
-                .find_one_account(&format!("{} = {}", self.duns_field, quote(duns)), name)
-                .await?;
-        }
-        if found.is_none() {
-            let condition = match postal {
-                Some(pc) => format!(
-                    "Name = {} AND BillingPostalCode = {}",
-                    quote(name),
-                    quote(pc)
-                ),
-                None => format!("Name = {}", quote(name)),
-            };
-            found = self.find_one_account(&condition, name).await?;
-        }
-        let id = match found {
-            Some(id) => id,
-            None => self.create_account(customer).await?,
-        };
-        self.accounts.insert(cache_key.clone(), id.clone());
-        cache.insert(cache_key, id.clone());
-        Ok(Some(id))
+    fn use_duns(&self) -> bool {
+        self.account_match == AccountMatch::DunsThenNamePostalCode && !self.duns_field.is_empty()
     }
 
-    async fn find_one_account(
+    /// The Account Id of each customer, by [`cache_key`]: remembered from an
+    /// earlier call, found (DUNS first, then name + postal code; several
+    /// matches are an `AMBIGUOUS_ACCOUNT` for that customer), or created.
+    /// A failure concerns only the customers it names.
+    pub(super) async fn resolve_accounts(
         &self,
-        condition: &str,
-        name: &str,
-    ) -> Result<Option<String>, CrmError> {
-        let soql =
-            format!("SELECT Id FROM Account WHERE {condition} ORDER BY CreatedDate ASC LIMIT 10");
-        let ids: Vec<String> = self
-            .query_all(&soql)
+        customers: Vec<(String, CustomerRef)>,
+    ) -> HashMap<String, Result<String, CrmError>> {
+        let mut out = HashMap::new();
+        let mut seen = HashSet::new();
+        let mut pending: Vec<(String, CustomerRef)> = Vec::new();
+        for (key, c) in customers {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if c.name.trim().is_empty() {
+                out.insert(
+                    key,
+                    Err(CrmError::Invalid(
+                        "the customer has no name to find or create its Salesforce account".into(),
+                    )),
+                );
+            } else if let Some(id) = self.accounts.get(&key) {
+                out.insert(key, Ok(id));
+            } else {
+                pending.push((key, c));
+            }
+        }
+
+        let use_duns = self.use_duns();
+        let mut found: Vec<Option<Result<String, CrmError>>> = vec![None; pending.len()];
+        let mut start = 0;
+        while start < pending.len() {
+            let (count, soql) = self.lookup_soql(&pending[start..]);
+            let end = start + count;
+            match self.find_accounts(&soql).await {
+                Ok(rows) => {
+                    for (slot, (_, c)) in found[start..end].iter_mut().zip(&pending[start..end]) {
+                        *slot = pick_account(&rows, c, use_duns);
+                    }
+                }
+                Err(e) => {
+                    for slot in &mut found[start..end] {
+                        *slot = Some(Err(e.clone()));
+                    }
+                }
+            }
+            start = end;
+        }
+
+        let missing: Vec<usize> = (0..pending.len()).filter(|i| found[*i].is_none()).collect();
+        let identities: Vec<Identity> = missing
+            .iter()
+            .map(|i| Identity::of(&pending[*i].1, use_duns))
+            .collect();
+        let plan = plan_creations(&identities, MissingPostal::MatchesAny);
+        let creating: Vec<usize> = (0..missing.len()).filter(|m| plan[*m] == *m).collect();
+        for chunk in creating.chunks(ACCOUNTS_PER_CALL) {
+            let customers: Vec<&CustomerRef> =
+                chunk.iter().map(|m| &pending[missing[*m]].1).collect();
+            for (m, result) in chunk.iter().zip(self.create_accounts(&customers).await) {
+                found[missing[*m]] = Some(result);
+            }
+        }
+        for (m, shared) in plan.iter().enumerate() {
+            if *shared != m {
+                found[missing[m]] = found[missing[*shared]].clone();
+            }
+        }
+
+        for ((key, _), result) in pending.into_iter().zip(found) {
+            let result = result.unwrap_or_else(|| Err(protocol("no account was resolved".into())));
+            if let Ok(id) = &result {
+                self.accounts.insert(key.clone(), id.clone());
+            }
+            out.insert(key, result);
+        }
+        out
+    }
+
+    /// The query finding the first customers of `customers` that fit in one
+    /// URL, and how many they are (at least one).
+    fn lookup_soql(&self, customers: &[(String, CustomerRef)]) -> (usize, String) {
+        let use_duns = self.use_duns();
+        let mut fields = String::from("Id, Name, BillingPostalCode");
+        if use_duns {
+            fields.push_str(", ");
+            fields.push_str(&self.duns_field);
+        }
+        fields.push_str(", CreatedDate");
+        let build = |duns: &[String], names: &[String]| {
+            let mut conditions = Vec::new();
+            if !duns.is_empty() {
+                conditions.push(format!("{} IN ({})", self.duns_field, duns.join(", ")));
+            }
+            conditions.push(format!("Name IN ({})", names.join(", ")));
+            format!(
+                "SELECT {fields} FROM Account WHERE {} ORDER BY CreatedDate ASC",
+                conditions.join(" OR ")
+            )
+        };
+        let separator = encoded_len(", ");
+        let mut len = encoded_len(&build(&[String::new()], &[String::new()]));
+        let (mut duns, mut names) = (Vec::new(), Vec::new());
+        let mut count = 0;
+        for (_, c) in customers.iter().take(ACCOUNTS_PER_CALL) {
+            let mut added = 0;
+            let new_duns = non_empty(&c.duns)
+                .filter(|_| use_duns)
+                .map(quote)
+                .filter(|q| !duns.contains(q));
+            let new_name = Some(quote(c.name.trim())).filter(|q| !names.contains(q));
+            for q in new_duns.iter().chain(new_name.iter()) {
+                added += encoded_len(q) + separator;
+            }
+            if count > 0 && len + added > LOOKUP_QUERY_BYTES {
+                break;
+            }
+            len += added;
+            count += 1;
+            duns.extend(new_duns);
+            names.extend(new_name);
+        }
+        (count, build(&duns, &names))
+    }
+
+    /// Every Account the query returns, oldest first.
+    async fn find_accounts(&self, soql: &str) -> Result<Vec<Found>, CrmError> {
+        let use_duns = self.use_duns();
+        Ok(self
+            .query_all(soql)
             .await?
             .iter()
-            .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_owned))
-            .collect();
-        match ids.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(Some(one.clone())),
-            many => Err(customer_error(
-                "AMBIGUOUS_ACCOUNT",
-                format!(
-                    "several Salesforce accounts match the customer {name:?}: {}; merge them or give the customer a DUNS number",
-                    many.join(", ")
-                ),
-                RetryDirective::Operator,
-            )),
-        }
+            .filter_map(|r| {
+                let text = |field: &str| folded(r.get(field).and_then(Value::as_str));
+                Some(Found {
+                    id: r.get("Id").and_then(Value::as_str)?.to_owned(),
+                    who: Identity {
+                        duns: if use_duns {
+                            text(&self.duns_field)
+                        } else {
+                            None
+                        },
+                        name: text("Name"),
+                        postal: text("BillingPostalCode"),
+                    },
+                })
+            })
+            .collect())
     }
 
-    async fn create_account(&self, c: &CustomerRef) -> Result<String, CrmError> {
+    fn account_body(&self, c: &CustomerRef) -> Map<String, Value> {
         let mut body = Map::new();
+        body.insert("attributes".into(), json!({ "type": "Account" }));
         body.insert("Name".into(), Value::String(c.name.trim().to_owned()));
         for (field, value) in [
             ("BillingStreet", &c.address_line1),
@@ -144,9 +245,74 @@ impl SalesforceCrm {
         if let (Some(duns), false) = (non_empty(&c.duns), self.duns_field.is_empty()) {
             body.insert(self.duns_field.clone(), Value::String(duns.to_owned()));
         }
-        let id = self.create("Account", body).await?;
-        tracing::info!(account = %id, "created a Salesforce account for the customer");
-        Ok(id)
+        body
+    }
+
+    /// Creates one Account per customer in one `POST composite/sobjects`
+    /// (`allOrNone: false`); one result per customer, in order.
+    async fn create_accounts(&self, customers: &[&CustomerRef]) -> Vec<Result<String, CrmError>> {
+        let records: Vec<Value> = customers
+            .iter()
+            .map(|c| Value::Object(self.account_body(c)))
+            .collect();
+        let body = json!({ "allOrNone": false, "records": records });
+        let path = self.path("composite/sobjects");
+        let reply = match self.send(Method::POST, &path, &[], Some(&body)).await {
+            Ok(r) => r,
+            Err(CrmError::Http(crate::http::HttpError::Status { status, body, .. }))
+                if (400..500).contains(&status) =>
+            {
+                let errors = ApiError::parse_body(body.as_bytes()).unwrap_or_default();
+                let first = errors.first().cloned().unwrap_or_default();
+                let e = customer_error(
+                    &first.code,
+                    format!("creating the Account failed: {}", first.message),
+                    classify_code(&first.code),
+                );
+                return customers.iter().map(|_| Err(e.clone())).collect();
+            }
+            Err(e) => return customers.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let items: Vec<CollectionItem> = match decode(&reply.body, "sObject Collections") {
+            Ok(items) => items,
+            Err(e) => return customers.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut items = items.into_iter();
+        customers
+            .iter()
+            .map(|c| match items.next() {
+                Some(CollectionItem {
+                    success: true,
+                    id: Some(id),
+                    ..
+                }) => {
+                    tracing::info!(account = %id, "created a Salesforce account for the customer");
+                    Ok(id)
+                }
+                Some(item) if item.success => {
+                    Err(protocol("creating an Account returned no id".into()))
+                }
+                Some(item) => {
+                    let first = item.errors.first().cloned().unwrap_or_default();
+                    Err(customer_error(
+                        &first.code,
+                        format!(
+                            "creating the Account {:?} failed: {}",
+                            c.name.trim(),
+                            item.errors
+                                .iter()
+                                .map(|e| e.message.as_str())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                        classify_code(&first.code),
+                    ))
+                }
+                None => Err(protocol(
+                    "the Account creation returned fewer results than records".into(),
+                )),
+            })
+            .collect()
     }
 
     /// Finds the contact by email on the account, or creates it; returns its Id.
@@ -219,5 +385,46 @@ impl SalesforceCrm {
             .id
             .filter(|_| saved.success != Some(false))
             .ok_or_else(|| protocol(format!("creating the {object} returned no id")))
+    }
+}
+
+/// The customer's Account among `rows` (oldest first): the one with its
+/// DUNS number, else the one with its name and postal code; `None` when
+/// none matches; several are ambiguous.
+fn pick_account(
+    rows: &[Found],
+    c: &CustomerRef,
+    use_duns: bool,
+) -> Option<Result<String, CrmError>> {
+    let who = Identity::of(c, use_duns);
+    let mut matched: Vec<&Found> = rows.iter().filter(|r| who.duns_matches(&r.who)).collect();
+    if matched.is_empty() {
+        matched = rows
+            .iter()
+            .filter(|r| who.name_matches(&r.who, MissingPostal::MatchesAny))
+            .collect();
+    }
+    match matched.as_slice() {
+        [] => None,
+        [one] => Some(Ok(one.id.clone())),
+        many => {
+            let mut ids: Vec<&str> = many.iter().map(|r| r.id.as_str()).collect();
+            let more = ids.len().saturating_sub(AMBIGUOUS_IDS_SHOWN);
+            ids.truncate(AMBIGUOUS_IDS_SHOWN);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            Some(Err(customer_error(
+                "AMBIGUOUS_ACCOUNT",
+                format!(
+                    "several Salesforce accounts match the customer {:?}: {}{more}; merge them or give the customer a DUNS number",
+                    c.name.trim(),
+                    ids.join(", ")
+                ),
+                RetryDirective::Operator,
+            )))
+        }
     }
 }

@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 use super::api::{
     ApiError, CollectionItem, SaveResult, classify_code, ids_in_message, multiple_choice_ids,
 };
+use super::customer::cache_key;
 use super::{MULTIPLE_CHOICES, OpportunityStageInfo, SalesforceCrm, decode, protocol};
+use crate::config::AccountMatch;
 use crate::crm::{
     CloseOutcome, CloseRequest, CrmError, RecordKey, RecordWrite, WriteOk, WriteResult,
 };
@@ -124,8 +126,17 @@ impl SalesforceCrm {
         let mut keys = Vec::with_capacity(total);
         let mut ready = Vec::with_capacity(total);
         let mut versions: Vec<(usize, String)> = Vec::new();
-        let mut accounts = HashMap::new();
         let mut attempted = false;
+        let accounts = if self.account_match == AccountMatch::None {
+            HashMap::new()
+        } else {
+            let customers = writes
+                .iter()
+                .filter_map(|w| w.customer.as_ref())
+                .map(|c| (cache_key(c), c.clone()))
+                .collect();
+            self.resolve_accounts(customers).await
+        };
 
         for (index, w) in writes.into_iter().enumerate() {
             keys.push(w.key.clone());
@@ -134,16 +145,16 @@ impl SalesforceCrm {
                 fields.remove(reserved);
             }
             if let Some(customer) = &w.customer {
-                match self.resolve_account(customer, &mut accounts).await {
-                    Ok(Some(account_id)) => {
-                        fields.insert("AccountId".into(), Value::String(account_id));
+                match accounts.get(&cache_key(customer)) {
+                    Some(Ok(account_id)) => {
+                        fields.insert("AccountId".into(), Value::String(account_id.clone()));
                         attempted = true;
                     }
-                    Ok(None) => {}
-                    Err(e @ CrmError::Paused { .. }) if !attempted => return Err(e),
-                    Err(e) => {
+                    None => {}
+                    Some(Err(e @ CrmError::Paused { .. })) if !attempted => return Err(e.clone()),
+                    Some(Err(e)) => {
                         attempted = true;
-                        results[index] = Some(Err(rekey(e, &w.key)));
+                        results[index] = Some(Err(rekey(e.clone(), &w.key)));
                         continue;
                     }
                 }
