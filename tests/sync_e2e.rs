@@ -314,6 +314,32 @@ async fn a_private_deal_is_created_from_salesforce_after_its_data_is_fixed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_never_sent_before_is_not_looked_up_first() {
+    let h = harness(options(2, 0)).await;
+    h.settle(3).await;
+    let opp = sf_id(
+        &h.sim
+            .state()
+            .create_salesforce_opportunity(sf_new_deal("Northwind renewal", Some("IE")))
+            .unwrap(),
+    );
+    h.sim.state().reset_counters();
+    h.cycle().await;
+    let c = h.counters();
+    assert_eq!(c.operation(Api::PartnerCenter, "POST create"), 1);
+    assert_eq!(
+        c.operation(Api::PartnerCenter, "GET list"),
+        1,
+        "only the cycle's own listing: a create never sent before is not looked up"
+    );
+    let rid = h.sim.state().salesforce_opportunity(&opp).unwrap()["Referral_Identifier__c"]
+        .as_str()
+        .expect("the referral id is written back")
+        .to_owned();
+    assert_eq!(h.referral(&rid)["externalReferenceId"], opp.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_co_sell_deal_from_salesforce_invites_microsoft() {
     let h = harness(options(2, 0)).await;
     let mut deal = sf_new_deal("Fabrikam AI pilot", Some("IE"));

@@ -370,20 +370,20 @@ impl Referral {
     /// failure carries the id (when readable) and the raw record.
     pub fn from_json(value: Value) -> Result<Referral, ReferralParseError> {
         let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
-        let raw = value.to_string();
         if !value.is_object() {
             return Err(ReferralParseError {
                 id,
-                raw,
+                raw: value.to_string(),
                 reason: "expected a JSON object".into(),
             });
         }
-        serde_path_to_error::deserialize::<_, Referral>(value).map_err(|e| {
+        // The raw text is only made for a record that cannot be read.
+        serde_path_to_error::deserialize::<_, Referral>(&value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
             ReferralParseError {
                 id,
-                raw,
+                raw: value.to_string(),
                 reason: if path == "." {
                     inner
                 } else {

@@ -1,5 +1,6 @@
 //! The Referrals API client.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,6 +19,17 @@ use super::query::{ListFilter, changes_filter, engagement_filter, list_url};
 use crate::domain::patch::lifecycle_patch;
 use crate::domain::{DealKind, LifecycleAction, PatchOp, Referral, Stage, validate_new_deal};
 use crate::http::{ClientSettings, HttpError, RetryPolicy, Retryable, TokenCache, build_client};
+
+/// What an earlier, possibly interrupted create left in Partner Center.
+#[derive(Debug)]
+pub enum PriorDeal {
+    /// The deal exists (the partner's own referral preferred over the
+    /// Microsoft-targeted copy; the earliest created among several).
+    Found(Box<Referral>),
+    /// A record mentions the CRM id but cannot be read: creating again
+    /// could make a duplicate.
+    Unreadable(Box<crate::domain::ReferralParseError>),
+}
 
 /// What `create_deal` made.
 #[derive(Debug, Clone, PartialEq)]
@@ -332,37 +344,69 @@ impl PartnerCenterClient {
         created_since: DateTime<Utc>,
     ) -> Result<Option<Referral>, PartnerCenterError> {
         let wanted = external_reference_id.trim();
+        match self
+            .find_outgoing_by_external_references(&[wanted], created_since)
+            .await?
+            .remove(wanted)
+        {
+            Some(PriorDeal::Found(r)) => Ok(Some(*r)),
+            Some(PriorDeal::Unreadable(failure)) => Err(PartnerCenterError::Unreadable(failure)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`find_outgoing_by_external_reference`](Self::find_outgoing_by_external_reference)
+    /// for many CRM ids in one listing. Ids not found are absent from the map.
+    pub async fn find_outgoing_by_external_references(
+        &self,
+        external_reference_ids: &[&str],
+        created_since: DateTime<Utc>,
+    ) -> Result<HashMap<String, PriorDeal>, PartnerCenterError> {
+        let wanted: HashSet<&str> = external_reference_ids.iter().map(|s| s.trim()).collect();
+        let mut found: HashMap<String, PriorDeal> = HashMap::new();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        let rank = |r: &Referral| {
+            let microsoft = r.target.iter().flatten().any(|t| t.is_microsoft());
+            (microsoft, r.created_date_time)
+        };
         let mut pager = self.list_changes(created_since, ListFilter::outgoing());
-        let mut best: Option<Referral> = None;
         while let Some(page) = pager.next_page().await? {
             for failure in page.failures {
                 // Deciding without this record could create a duplicate.
-                let mentions_us = serde_json::from_str::<serde_json::Value>(&failure.raw)
+                let mentions = serde_json::from_str::<serde_json::Value>(&failure.raw)
                     .ok()
                     .and_then(|v| {
                         v.get("externalReferenceId")
                             .and_then(|x| x.as_str())
-                            .map(|s| s.trim() == wanted)
+                            .map(|s| s.trim().to_owned())
                     })
-                    .unwrap_or(false);
-                if mentions_us {
-                    return Err(PartnerCenterError::Unreadable(Box::new(failure)));
+                    .filter(|s| wanted.contains(s.as_str()));
+                if let Some(id) = mentions {
+                    found.insert(id, PriorDeal::Unreadable(Box::new(failure)));
                 }
             }
             for r in page.referrals {
-                if r.external_reference_id.as_deref().map(str::trim) != Some(wanted) {
+                let Some(id) = r
+                    .external_reference_id
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|id| wanted.contains(id))
+                    .map(str::to_owned)
+                else {
                     continue;
-                }
-                let rank = |r: &Referral| {
-                    let microsoft = r.target.iter().flatten().any(|t| t.is_microsoft());
-                    (microsoft, r.created_date_time)
                 };
-                if best.as_ref().is_none_or(|b| rank(&r) < rank(b)) {
-                    best = Some(r);
+                match found.get(&id) {
+                    Some(PriorDeal::Unreadable(_)) => {}
+                    Some(PriorDeal::Found(best)) if rank(best) <= rank(&r) => {}
+                    _ => {
+                        found.insert(id, PriorDeal::Found(Box::new(r)));
+                    }
                 }
             }
         }
-        Ok(best)
+        Ok(found)
     }
 
     /// JSON Patch (`replace`/`add` only) with `If-Match: <etag>` and

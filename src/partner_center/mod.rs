@@ -20,7 +20,7 @@ pub use auth::{
     DeviceCodePrompt, MemoryRefreshTokenStore, RefreshTokenStore, device_code_login,
     device_code_login_with,
 };
-pub use client::{CreatedDeal, PartnerCenterClient};
+pub use client::{CreatedDeal, PartnerCenterClient, PriorDeal};
 pub use error::{LOGIN_COMMAND, PartnerCenterError, TokenStoreError};
 pub use pager::{ReferralPage, ReferralPager};
 pub use query::ListFilter;

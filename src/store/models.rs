@@ -189,6 +189,9 @@ pub struct OutboxEntry {
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// When an attempt that may reach the service was first started
+    /// (creates only; see `Repo::mark_sent`).
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// A new outbox entry.

@@ -66,6 +66,7 @@ struct RawOutbox {
     next_attempt_at: String,
     last_error: Option<String>,
     created_at: String,
+    sent_at: Option<String>,
 }
 
 struct RawFailure {
@@ -88,8 +89,7 @@ const SNAPSHOT_COLUMNS: &str = "id, etag, status, substatus, stage, direction, r
 const LINK_COLUMNS: &str = "crm, crm_id, referral_id, crm_hash, crm_version, pc_hash, pc_version, created_at, updated_at, \
      crm_fields, help_requested_at";
 
-const OUTBOX_COLUMNS: &str =
-    "id, target, operation, record_key, payload, attempts, next_attempt_at, last_error, created_at";
+const OUTBOX_COLUMNS: &str = "id, target, operation, record_key, payload, attempts, next_attempt_at, last_error, created_at, sent_at";
 
 const FAILURE_COLUMNS: &str =
     "id, record, side, kind, message, hint, raw, attempts, first_seen, last_seen, state";
@@ -256,7 +256,7 @@ impl<'c> Repo<'c> {
         now: DateTime<Utc>,
     ) -> Result<Vec<ReferralSnapshot>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SNAPSHOT_COLUMNS} FROM referrals
+            "SELECT {SNAPSHOT_COLUMNS} FROM referrals INDEXED BY referrals_open_deadline
              WHERE stage = 'received' AND locally_expired = 0 AND deadline IS NOT NULL AND deadline <= ?1
              ORDER BY deadline"
         ))?;
@@ -484,6 +484,7 @@ impl<'c> Repo<'c> {
             next_attempt_at: row.get(6)?,
             last_error: row.get(7)?,
             created_at: row.get(8)?,
+            sent_at: row.get(9)?,
         })
     }
 
@@ -498,6 +499,7 @@ impl<'c> Repo<'c> {
             next_attempt_at: parse_ts(&raw.next_attempt_at)?,
             last_error: raw.last_error,
             created_at: parse_ts(&raw.created_at)?,
+            sent_at: raw.sent_at.as_deref().map(parse_ts).transpose()?,
         })
     }
 
@@ -525,6 +527,19 @@ impl<'c> Repo<'c> {
             .query_map([], Self::outbox_from)?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(Self::outbox_build).collect()
+    }
+
+    /// Records, before they are sent, that these effects may reach the
+    /// service from now on: a create marked so is looked up before it is
+    /// sent again (it may have been made before a crash).
+    pub fn mark_sent(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {
+        for id in ids {
+            self.exec(
+                "UPDATE outbox SET sent_at = ?2 WHERE id = ?1 AND sent_at IS NULL",
+                params![id, ts(now)],
+            )?;
+        }
+        Ok(())
     }
 
     /// Removes an effect that is done.
@@ -901,7 +916,7 @@ impl<'c> Repo<'c> {
     /// whose window was not reported yet.
     pub fn help_windows_lapsed(&self, before: DateTime<Utc>) -> Result<Vec<Link>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {LINK_COLUMNS} FROM links l
+            "SELECT {LINK_COLUMNS} FROM links l INDEXED BY links_help_requested
              WHERE help_requested_at IS NOT NULL AND help_requested_at <= ?1 AND referral_id IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM events e WHERE e.referral_id = l.referral_id AND e.kind = 'microsoft_window')
              ORDER BY help_requested_at"

@@ -111,4 +111,16 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX outbox_target_id ON outbox(target, id);
     "#,
+    // 4: the checks every cycle makes (unanswered referrals past their
+    // deadline, lapsed help requests) read only the rows that can match,
+    // not every tracked referral or link; creates know whether they were sent.
+    r#"
+    CREATE INDEX referrals_open_deadline ON referrals(deadline)
+        WHERE stage = 'received' AND locally_expired = 0 AND deadline IS NOT NULL;
+    CREATE INDEX links_help_requested ON links(help_requested_at)
+        WHERE help_requested_at IS NOT NULL AND referral_id IS NOT NULL;
+    -- A Partner Center create marked sent before it goes out: only a create
+    -- that may have been made already is looked up before it is sent again.
+    ALTER TABLE outbox ADD COLUMN sent_at TEXT;
+    "#,
 ];

@@ -2,6 +2,7 @@
 //! write-backs), then each CRM in batches. Every success is committed with
 //! its bookkeeping in one transaction; every failure is classified.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -13,7 +14,7 @@ use super::{CrmSide, Cycle, Engine, SyncError};
 use crate::crm::{CrmError, CrmFields, RecordKey, RecordWrite, WriteOk};
 use crate::domain::{DealKind, Referral, Stage};
 use crate::http::{RetryDirective, Retryable};
-use crate::partner_center::{PartnerCenterClient, PartnerCenterError};
+use crate::partner_center::{PartnerCenterClient, PartnerCenterError, PriorDeal};
 use crate::store::{Link, NewFailure, OutboxEntry, ReferralSnapshot};
 
 /// How long a look-up for a deal we may already have created reaches back
@@ -21,6 +22,20 @@ use crate::store::{Link, NewFailure, OutboxEntry, ReferralSnapshot};
 const CREATE_LOOKBACK: chrono::Duration = chrono::Duration::minutes(15);
 
 /// Whether to go on with a side after a failure.
+/// What is known, before sending a Partner Center create, of an earlier attempt.
+enum PriorCreate {
+    /// Never sent: nothing to look for.
+    NotSent,
+    /// Maybe sent before; this is what the listing found.
+    Looked(Option<PriorDeal>),
+    /// Maybe sent before, and the listing failed: not sent again blind.
+    LookupFailed {
+        directive: RetryDirective,
+        message: String,
+        hint: String,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     Continue,
@@ -200,6 +215,7 @@ impl Engine {
                 cycle.summary.paused.push("partner_center".into());
                 return Ok(());
             }
+            let mut prior = self.look_up_prior_creates(pc, &due, cycle).await?;
             for entry in due {
                 let effect: Effect = match serde_json::from_value(entry.payload.clone()) {
                     Ok(e) => e,
@@ -245,17 +261,18 @@ impl Engine {
                         crm,
                         crm_id,
                         draft,
-                        intent_at,
                         crm_fields,
+                        ..
                     } => {
                         use tracing::Instrument;
+                        let prior = prior.remove(&entry.id).unwrap_or(PriorCreate::NotSent);
                         self.exec_pc_create(
                             pc,
                             &entry,
                             crm,
                             &crm_id,
                             &draft,
-                            intent_at,
+                            prior,
                             &crm_fields,
                             cycle,
                         )
@@ -278,6 +295,62 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Marks the creates of `due` that were never sent as sent (one
+    /// transaction, before any goes out), and looks up the others — which
+    /// may have been made before an interruption — in one listing.
+    async fn look_up_prior_creates(
+        &self,
+        pc: &PartnerCenterClient,
+        due: &[OutboxEntry],
+        cycle: &Cycle,
+    ) -> Result<HashMap<i64, PriorCreate>, SyncError> {
+        let mut first_sends = Vec::new();
+        let mut resends: Vec<(i64, String, chrono::DateTime<Utc>)> = Vec::new();
+        for entry in due {
+            if let Ok(Effect::PcCreate {
+                crm_id, intent_at, ..
+            }) = serde_json::from_value::<Effect>(entry.payload.clone())
+            {
+                if entry.sent_at.is_none() && entry.attempts == 0 {
+                    first_sends.push(entry.id);
+                } else {
+                    resends.push((entry.id, crm_id, intent_at));
+                }
+            }
+        }
+        let mut prior = HashMap::new();
+        if !first_sends.is_empty() {
+            self.store.write(|r| r.mark_sent(&first_sends, cycle.now))?;
+        }
+        let Some(since) = resends.iter().map(|(_, _, at)| *at).min() else {
+            return Ok(prior);
+        };
+        let ids: Vec<&str> = resends.iter().map(|(_, id, _)| id.as_str()).collect();
+        match pc
+            .find_outgoing_by_external_references(&ids, since - CREATE_LOOKBACK)
+            .await
+        {
+            Ok(mut found) => {
+                for (entry_id, crm_id, _) in &resends {
+                    prior.insert(*entry_id, PriorCreate::Looked(found.remove(crm_id.trim())));
+                }
+            }
+            Err(e) => {
+                for (entry_id, _, _) in &resends {
+                    prior.insert(
+                        *entry_id,
+                        PriorCreate::LookupFailed {
+                            directive: e.directive(),
+                            message: e.to_string(),
+                            hint: e.hint(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(prior)
     }
 
     async fn current_referral(
@@ -523,7 +596,7 @@ impl Engine {
         crm: crate::store::CrmKind,
         crm_id: &str,
         draft: &Value,
-        intent_at: chrono::DateTime<Utc>,
+        prior: PriorCreate,
         crm_fields: &CrmFields,
         cycle: &mut Cycle,
     ) -> Result<Flow, SyncError> {
@@ -544,34 +617,41 @@ impl Engine {
         let mut notes = Vec::new();
         // A create is the one write that is not idempotent: look for the deal
         // we may already have made before (re)sending it.
-        let created = match pc
-            .find_outgoing_by_external_reference(crm_id, intent_at - CREATE_LOOKBACK)
-            .await
-        {
-            Ok(Some(found)) => {
+        let created = match prior {
+            PriorCreate::Looked(Some(PriorDeal::Found(found))) => {
                 notes.push(
                     "found the deal created before an interruption; not created twice".to_owned(),
                 );
-                found
+                *found
             }
-            Ok(None) => match pc.create_deal(&draft).await {
-                Ok(c) => c.referral,
-                Err(PartnerCenterError::CoSellIncomplete { created, source }) => {
-                    notes.push(format!("created, but inviting Microsoft failed ({source}); the invitation is retried"));
-                    *created
-                }
-                Err(e) => {
-                    return self.fail_effect(
-                        entry,
-                        e.directive(),
-                        &e.to_string(),
-                        &e.hint(),
-                        cycle,
-                    );
-                }
-            },
-            Err(e) => {
+            PriorCreate::Looked(Some(PriorDeal::Unreadable(failure))) => {
+                let e = PartnerCenterError::Unreadable(failure);
                 return self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle);
+            }
+            PriorCreate::LookupFailed {
+                directive,
+                message,
+                hint,
+            } => {
+                return self.fail_effect(entry, directive, &message, &hint, cycle);
+            }
+            PriorCreate::NotSent | PriorCreate::Looked(None) => {
+                match pc.create_deal(&draft).await {
+                    Ok(c) => c.referral,
+                    Err(PartnerCenterError::CoSellIncomplete { created, source }) => {
+                        notes.push(format!("created, but inviting Microsoft failed ({source}); the invitation is retried"));
+                        *created
+                    }
+                    Err(e) => {
+                        return self.fail_effect(
+                            entry,
+                            e.directive(),
+                            &e.to_string(),
+                            &e.hint(),
+                            cycle,
+                        );
+                    }
+                }
             }
         };
         let kind = DealKind::of(&created);
