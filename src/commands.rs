@@ -702,6 +702,7 @@ pub async fn bench(
     out: &std::path::Path,
     smoke: bool,
     in_process: bool,
+    engine: Option<std::path::PathBuf>,
     say: impl FnMut(&str),
 ) -> Result<String, CommandError> {
     let mut opts = if smoke {
@@ -713,7 +714,7 @@ pub async fn bench(
         opts.sizes = sizes;
     }
     if !in_process {
-        opts.engine_binary = std::env::current_exe().ok();
+        opts.engine_binary = engine.or_else(|| std::env::current_exe().ok());
     }
     let report = crate::bench::run(opts, say)
         .await

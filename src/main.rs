@@ -92,6 +92,10 @@ enum Command {
         /// (peak memory then includes the simulator).
         #[arg(long)]
         in_process: bool,
+        /// Run each backfill with this binary (or wrapper script) instead of
+        /// this one, e.g. to profile the engine.
+        #[arg(long, conflicts_with = "in_process")]
+        engine: Option<PathBuf>,
     },
     /// Serve fake Entra ID, Partner Center, Dynamics 365 and Salesforce APIs on loopback.
     Simulate {
@@ -270,8 +274,9 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
             out,
             smoke,
             in_process,
+            engine,
         } => {
-            commands::bench(sizes, &out, smoke, in_process, |text| {
+            commands::bench(sizes, &out, smoke, in_process, engine, |text| {
                 println!("{text}");
                 let _ = std::io::stdout().flush();
             })

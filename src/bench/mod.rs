@@ -585,9 +585,20 @@ pub async fn run(opts: BenchOptions, mut say: impl FnMut(&str)) -> Result<BenchR
     let started_at = Utc::now();
     let mut sizes = Vec::new();
     let mut bench_settings = None;
-    for &n in &opts.sizes {
+    // Launchers for the child backfills, started while this process is small
+    // (see `measure::Launcher`).
+    let mut launchers = Vec::new();
+    if opts.engine_binary.is_some() {
+        for _ in &opts.sizes {
+            launchers.push(Some(
+                measure::Launcher::spawn().map_err(io("starting /bin/sh"))?,
+            ));
+        }
+    }
+    for (i, &n) in opts.sizes.iter().enumerate() {
         say(&format!("size {n}: seeding the simulator"));
-        let report = run_size(&opts, n, &mut say, &mut bench_settings).await?;
+        let launcher = launchers.get_mut(i).and_then(Option::take);
+        let report = run_size(&opts, n, launcher, &mut say, &mut bench_settings).await?;
         say(&format!(
             "size {n}: backfill {:.2} s ({:.0} referrals/s), {} calls; steady cycle {} calls, {:.1} ms CPU",
             report.backfill.wall_secs,
@@ -654,6 +665,7 @@ fn ceil_div(n: u64, d: u64) -> u64 {
 async fn run_size(
     opts: &BenchOptions,
     n: usize,
+    launcher: Option<measure::Launcher>,
     say: &mut impl FnMut(&str),
     bench_settings: &mut Option<BenchSettings>,
 ) -> Result<SizeReport, BenchError> {
@@ -666,9 +678,9 @@ async fn run_size(
 
     say(&format!("size {n}: backfill"));
     st.reset_counters();
-    let (wall, cpu, peak_kib, scope, created) = match &opts.engine_binary {
-        Some(bin) => backfill_in_child(&rig, bin).await?,
-        None => backfill_in_process(&rig).await?,
+    let (wall, cpu, peak_kib, scope, created) = match (&opts.engine_binary, launcher) {
+        (Some(bin), Some(launcher)) => backfill_in_child(&rig, bin, launcher).await?,
+        _ => backfill_in_process(&rig).await?,
     };
     let calls = Calls::of(&st.counters());
     let nn = n as u64;
@@ -782,23 +794,31 @@ async fn backfill_in_process(rig: &Rig) -> Result<BackfillOutcome, BenchError> {
     Ok((wall, cpu, peak, scope.to_owned(), created))
 }
 
-async fn backfill_in_child(rig: &Rig, bin: &Path) -> Result<BackfillOutcome, BenchError> {
+async fn backfill_in_child(
+    rig: &Rig,
+    bin: &Path,
+    launcher: measure::Launcher,
+) -> Result<BackfillOutcome, BenchError> {
     let out_path = rig.dir.path().join("backfill.json");
     let err_path = rig.dir.path().join("backfill.log");
-    let out = std::fs::File::create(&out_path).map_err(io("backfill output"))?;
-    let err = std::fs::File::create(&err_path).map_err(io("backfill log"))?;
+    let script_path = rig.dir.path().join("backfill.sh");
+    let q = |p: &Path| measure::shell_quote(&p.display().to_string());
+    let mut script = String::new();
+    for (k, v) in &rig.env {
+        script.push_str(&format!("export {k}={}\n", measure::shell_quote(v)));
+    }
+    script.push_str(&format!(
+        "exec {} --config {} --log-level warn sync --once --json </dev/null >{} 2>{}\n",
+        q(bin),
+        q(&rig.config_file),
+        q(&out_path),
+        q(&err_path)
+    ));
+    std::fs::write(&script_path, script).map_err(io("backfill script"))?;
     let t0 = Instant::now();
-    let child = std::process::Command::new(bin)
-        .arg("--config")
-        .arg(&rig.config_file)
-        .args(["--log-level", "warn", "sync", "--once", "--json"])
-        .envs(&rig.env)
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
+    let pid = launcher
+        .exec(&script_path)
         .map_err(io(format!("starting {}", bin.display())))?;
-    let pid = child.id();
     let usage = tokio::task::spawn_blocking(move || measure::wait_child(pid))
         .await
         .map_err(|e| BenchError::Failed(format!("waiting for the backfill: {e}")))?
