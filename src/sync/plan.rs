@@ -481,6 +481,20 @@ impl Engine {
         let Some(rid) = referral_id else {
             return self.plan_new_deal(side, record, cycle, plan);
         };
+        let mut link = match self.store.read(|r| {
+            Ok(r.link_by_crm_id(kind, &record.crm_id)?
+                .or(r.link_by_referral(kind, &rid)?))
+        })? {
+            Some(l) => l,
+            None => Link::new(kind, &record.crm_id, Some(&rid), cycle.now),
+        };
+        // Read back exactly as last seen (our own write, a re-read through the
+        // overlap): nothing to do, and no need to load the referral.
+        let crm_hash = m.crm_projection_hash(fields);
+        if link.crm_hash.as_deref() == Some(crm_hash.as_str()) {
+            cycle.summary.crm(kind).skipped += 1;
+            return Ok(());
+        }
         let Some(snapshot) = self.store.read(|r| r.get_referral(&rid))? else {
             cycle.summary.crm(kind).failed += 1;
             plan.failures.push(NewFailure {
@@ -493,18 +507,6 @@ impl Engine {
             });
             return Ok(());
         };
-        let mut link = match self.store.read(|r| {
-            Ok(r.link_by_crm_id(kind, &record.crm_id)?
-                .or(r.link_by_referral(kind, &rid)?))
-        })? {
-            Some(l) => l,
-            None => Link::new(kind, &record.crm_id, Some(&rid), cycle.now),
-        };
-        let crm_hash = m.crm_projection_hash(fields);
-        if link.crm_hash.as_deref() == Some(crm_hash.as_str()) {
-            cycle.summary.crm(kind).skipped += 1;
-            return Ok(());
-        }
         cycle.crm_changed.insert((kind, rid.clone()));
         if let Some(t) = record.modified_at {
             cycle.crm_modified.insert((kind, rid.clone()), t);
