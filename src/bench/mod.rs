@@ -805,6 +805,11 @@ async fn backfill_in_child(
     let q = |p: &Path| measure::shell_quote(&p.display().to_string());
     let mut script = String::new();
     for (k, v) in &rig.env {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(BenchError::Failed(format!(
+                "environment variable {k:?} cannot be passed through the shell"
+            )));
+        }
         script.push_str(&format!("export {k}={}\n", measure::shell_quote(v)));
     }
     script.push_str(&format!(
