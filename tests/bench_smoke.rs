@@ -2,6 +2,7 @@
 //! which depend on the machine).
 
 use cosell_sync::bench::{self, BenchOptions};
+use cosell_sync::sim::Api;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smoke_benchmark_meets_the_count_targets() {
@@ -21,6 +22,17 @@ async fn the_smoke_benchmark_meets_the_count_targets() {
         assert!(m.ratio <= 1.1, "{m:?}");
     }
     assert!(size.backfill.peak_rss_mib > 0.0);
+    // The customers of a write call are looked up in one query per CRM, and
+    // no create is preceded by a listing: the only Partner Center reads are
+    // the listing pages.
+    let calls = &size.backfill.calls;
+    assert_eq!(calls.operation(Api::Dynamics, "GET accounts"), 1, "{calls:?}");
+    assert_eq!(
+        calls.operation(Api::PartnerCenter, "GET list"),
+        size.backfill.minimum[0].minimum,
+        "{calls:?}"
+    );
+    assert!(size.backfill.overhead_calls <= 10, "{calls:?}");
 
     // Steady state: no writes, one listing call per source.
     assert_eq!(size.steady.writes, 0, "{:?}", size.steady);
