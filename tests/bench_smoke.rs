@@ -26,7 +26,11 @@ async fn the_smoke_benchmark_meets_the_count_targets() {
     // no create is preceded by a listing: the only Partner Center reads are
     // the listing pages.
     let calls = &size.backfill.calls;
-    assert_eq!(calls.operation(Api::Dynamics, "GET accounts"), 1, "{calls:?}");
+    assert_eq!(
+        calls.operation(Api::Dynamics, "GET accounts"),
+        1,
+        "{calls:?}"
+    );
     assert_eq!(
         calls.operation(Api::PartnerCenter, "GET list"),
         size.backfill.minimum[0].minimum,
