@@ -1222,8 +1222,19 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
             assert_eq!(named, range.contains(&n), "customer {n} in lookup {i}");
         }
     }
-    // Both pages of the second lookup were read: two customers were found.
-    assert_eq!(account_creations(&all).len(), 118);
+    // Both pages of the second lookup were read: two customers were found;
+    // the other 118 are created in two $batch calls (100 + 18), none alone.
+    assert_eq!(account_creations(&all).len(), 0);
+    let creates: Vec<usize> = requests_to(&all, &format!("{API}/$batch"))
+        .iter()
+        .map(|r| {
+            String::from_utf8_lossy(&r.body)
+                .matches("\r\nPOST /api/data/v9.2/accounts?")
+                .count()
+        })
+        .filter(|n| *n > 0)
+        .collect();
+    assert_eq!(creates, vec![100, 18]);
 
     // Long names: as many customers as fit in 8 KB of URL.
     let server = MockServer::start().await;
@@ -1672,4 +1683,100 @@ async fn a_complete_mapping_passes_the_metadata_check() {
         .mount(&server)
         .await;
     assert_eq!(crm.check_metadata().await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn missing_accounts_are_created_together_in_one_batch() {
+    let server = MockServer::start().await;
+    let crm = crm(&server).await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let base = server.uri();
+    let part = |id: u32, http: String| {
+        format!(
+            "--changesetresponse_{id}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: {id}\r\n\r\n{http}\r\n--changesetresponse_{id}--\r\n"
+        )
+    };
+    let mut answer = String::new();
+    for (id, http) in [
+        (1, "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\r\n{\"accountid\":\"aaaaaaaa-0000-0000-0000-000000000001\"}".to_owned()),
+        (2, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n{\"error\":{\"code\":\"0x80044331\",\"message\":\"A validation error occurred.\"}}".to_owned()),
+        (3, format!("HTTP/1.1 204 No Content\r\nOData-EntityId: {base}/api/data/v9.2/accounts(aaaaaaaa-0000-0000-0000-000000000003)\r\n\r\n")),
+    ] {
+        answer.push_str(&format!(
+            "--batchresponse_a\r\nContent-Type: multipart/mixed; boundary=changesetresponse_{id}\r\n\r\n{}",
+            part(id, http)
+        ));
+    }
+    answer.push_str("--batchresponse_a--\r\n");
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/$batch")))
+        .and(body_string_contains("\r\nPOST "))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(answer, "multipart/mixed; boundary=batchresponse_a"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/$batch")))
+        .and(body_string_contains("\r\nPATCH "))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            ok_batch_of(&server.uri(), 2),
+            "multipart/mixed; boundary=batchresponse_a",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (a, b, c) = (
+        named("Alpine Ski House", Some("80202")),
+        named("Bad Name", None),
+        named("Coho Winery", Some("94110")),
+    );
+    let results = crm
+        .upsert(vec![
+            with_customer("r1", &a),
+            with_customer("r2", &b),
+            with_customer("r3", &c),
+        ])
+        .await
+        .unwrap();
+    assert!(results[0].outcome.is_ok(), "{:?}", results[0].outcome);
+    assert!(results[2].outcome.is_ok(), "{:?}", results[2].outcome);
+    let e = results[1].outcome.as_ref().unwrap_err();
+    assert!(e.to_string().contains("validation error"), "{e}");
+
+    let all = server.received_requests().await.unwrap();
+    assert!(
+        account_creations(&all).is_empty(),
+        "no account POSTed alone"
+    );
+    let batches = requests_to(&all, &format!("{API}/$batch"));
+    assert_eq!(batches.len(), 2);
+    let creates = String::from_utf8_lossy(&batches[0].body).into_owned();
+    assert_eq!(
+        creates
+            .matches("\r\nPOST /api/data/v9.2/accounts?$select=accountid HTTP/1.1\r\n")
+            .count(),
+        3,
+        "{creates}"
+    );
+    for name in ["Alpine Ski House", "Bad Name", "Coho Winery"] {
+        assert!(
+            creates.contains(&format!("\"name\":\"{name}\"")),
+            "{creates}"
+        );
+    }
+    assert_eq!(
+        bound_accounts(batches[1]),
+        vec![
+            Some("aaaaaaaa-0000-0000-0000-000000000001".to_owned()),
+            Some("aaaaaaaa-0000-0000-0000-000000000003".to_owned())
+        ]
+    );
 }

@@ -371,6 +371,7 @@ async fn the_adapters_resolve_every_customer_of_a_call_in_one_query_against_the_
         customer("Theta New", "10115"),
         customer("Eta Corp", "98052"),
         customer("theta new", "10115"),
+        customer("Iota Labs", "20095"),
     ];
     for (crm, lookup, name_field) in [
         (&sf as &dyn Crm, "FROM Account", "Name"),
@@ -400,7 +401,7 @@ async fn the_adapters_resolve_every_customer_of_a_call_in_one_query_against_the_
         assert!(queries[0].contains("ZETA BAKERY"), "{queries:?}");
         let ok: Vec<bool> = results.iter().map(|r| r.outcome.is_ok()).collect();
         if crm.kind() == sf.kind() {
-            assert_eq!(ok, [true, true, false, true], "{results:?}");
+            assert_eq!(ok, [true, true, false, true, true], "{results:?}");
             assert!(
                 results[2]
                     .outcome
@@ -410,9 +411,28 @@ async fn the_adapters_resolve_every_customer_of_a_call_in_one_query_against_the_
                     .contains("AMBIGUOUS_ACCOUNT")
             );
         } else {
-            assert_eq!(ok, [true; 4], "{results:?}");
+            assert_eq!(ok, [true; 5], "{results:?}");
+            // The two new accounts were created in one $batch, none alone.
+            let dv_posts: Vec<String> = sim
+                .state()
+                .request_log()
+                .into_iter()
+                .filter(|r| r.seq > before && r.method == "POST" && r.uri.starts_with("/dynamics/"))
+                .map(|r| r.uri)
+                .collect();
+            assert_eq!(dv_posts.len(), 2, "{dv_posts:?}");
+            assert!(
+                dv_posts.iter().all(|u| u.ends_with("/$batch")),
+                "{dv_posts:?}"
+            );
         }
     }
+    let dv_iota = get_json(
+        &format!("{dv_accounts}?$select=accountid&$filter=name eq 'Iota Labs'"),
+        &dv_token,
+    )
+    .await;
+    assert_eq!(dv_iota["value"].as_array().unwrap().len(), 1);
     // "Theta New" was created once per CRM, for both spellings.
     let dv_theta = get_json(
         &format!("{dv_accounts}?$select=accountid&$filter=name eq 'Theta New'"),

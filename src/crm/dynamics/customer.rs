@@ -9,11 +9,13 @@ use std::sync::atomic::Ordering;
 use reqwest::Method;
 use serde_json::{Map, Value};
 
+use super::batch::{BatchOperation, OperationResponse};
 use super::client::Call;
 use super::{DynamicsCrm, odata, protocol};
 use crate::config::AccountMatch;
 use crate::crm::accounts::{Identity, MissingPostal, folded, plan_creations};
 use crate::crm::{CrmError, CustomerRef};
+use crate::http::HttpError;
 
 /// The account table's entity set (a standard table).
 pub const ACCOUNT_SET: &str = "accounts";
@@ -127,18 +129,21 @@ impl DynamicsCrm {
             .iter()
             .map(|i| Identity::of(&pending[*i].1, use_duns))
             .collect();
-        for (m, shared) in plan_creations(&identities, MissingPostal::MatchesNone)
-            .into_iter()
-            .enumerate()
-        {
-            let result = if shared == m {
-                self.create_account(&pending[missing[m]].1).await
-            } else {
-                found[missing[shared]]
-                    .clone()
-                    .unwrap_or_else(|| Err(protocol("a shared account was not created")))
-            };
-            found[missing[m]] = Some(result);
+        let plan = plan_creations(&identities, MissingPostal::MatchesNone);
+        let creators: Vec<usize> = (0..plan.len()).filter(|m| plan[*m] == *m).collect();
+        let customers: Vec<&CustomerRef> =
+            creators.iter().map(|m| &pending[missing[*m]].1).collect();
+        for (m, result) in creators.iter().zip(self.create_accounts(&customers).await) {
+            found[missing[*m]] = Some(result);
+        }
+        for (m, shared) in plan.into_iter().enumerate() {
+            if shared != m {
+                found[missing[m]] = Some(
+                    found[missing[shared]]
+                        .clone()
+                        .unwrap_or_else(|| Err(protocol("a shared account was not created"))),
+                );
+            }
         }
 
         for ((key, _), result) in pending.into_iter().zip(found) {
@@ -245,7 +250,44 @@ impl DynamicsCrm {
         Ok(rows)
     }
 
-    async fn create_account(&self, c: &CustomerRef) -> Result<String, CrmError> {
+    /// Creates the accounts, one result per customer in order: one POST for
+    /// a single account, else `$batch` calls of `batch_size` creates (each in
+    /// its own change set, so one refused account fails only its own).
+    async fn create_accounts(&self, customers: &[&CustomerRef]) -> Vec<Result<String, CrmError>> {
+        if let [one] = customers {
+            return vec![self.create_account(one).await];
+        }
+        let path = format!("{}{ACCOUNT_SET}?$select=accountid", self.api_root.path());
+        let mut results = Vec::with_capacity(customers.len());
+        for chunk in customers.chunks(self.batch_size.max(1)) {
+            let ops: Vec<BatchOperation> = chunk
+                .iter()
+                .map(|c| BatchOperation {
+                    method: Method::POST,
+                    path_and_query: path.clone(),
+                    headers: vec![("Prefer", "return=representation".to_owned())],
+                    body: Some(Value::Object(self.account_body(c)).to_string().into_bytes()),
+                })
+                .collect();
+            // A create is not idempotent: an unknown outcome is not resent.
+            match self.batch_call(&ops, false).await {
+                Ok(responses) => {
+                    for (c, response) in chunk.iter().zip(responses) {
+                        results.push(match response {
+                            Some(r) => account_from_response(&path, r, c),
+                            None => Err(protocol(
+                                "the $batch answer has no response for an account create",
+                            )),
+                        });
+                    }
+                }
+                Err(e) => results.extend(chunk.iter().map(|_| Err(e.clone()))),
+            }
+        }
+        results
+    }
+
+    fn account_body(&self, c: &CustomerRef) -> Map<String, Value> {
         let mut body = Map::new();
         body.insert("name".into(), Value::String(c.name.trim().to_owned()));
         for (column, value) in [
@@ -264,25 +306,56 @@ impl DynamicsCrm {
         {
             body.insert(self.duns_column.clone(), Value::String(duns.to_owned()));
         }
+        body
+    }
+
+    async fn create_account(&self, c: &CustomerRef) -> Result<String, CrmError> {
+        let body = self.account_body(c);
         let url = self.url(ACCOUNT_SET, &[("$select", "accountid".into())])?;
         let call = Call::json(Method::POST, url, &Value::Object(body), false)
             .prefer("return=representation");
         let answer = self.api.call(&call).await?;
-        let from_body = serde_json::from_slice::<Value>(&answer.body)
-            .ok()
-            .and_then(|v| {
-                v.get("accountid")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            });
-        let id = from_body
-            .or_else(|| {
-                answer
-                    .header("odata-entityid")
-                    .and_then(odata::guid_from_entity_id)
-            })
-            .ok_or_else(|| protocol("an account was created but its id was not returned"))?;
-        tracing::info!(crm = "dynamics", account_id = %id, "customer account created");
-        Ok(id)
+        created_account_id(&answer.body, answer.header("odata-entityid"))
     }
+}
+
+/// The new account's id from one `$batch` response, or the error it carries.
+fn account_from_response(
+    path: &str,
+    r: OperationResponse,
+    c: &CustomerRef,
+) -> Result<String, CrmError> {
+    if !(200..300).contains(&r.status) {
+        let e = HttpError::from_parts(
+            "POST",
+            path,
+            r.status,
+            &r.headers,
+            &r.body,
+            std::time::SystemTime::now(),
+        );
+        tracing::warn!(crm = "dynamics", customer = %c.name.trim(), error = %e, "creating a customer account failed");
+        return Err(CrmError::Http(e));
+    }
+    let entity_id = r
+        .headers
+        .get("odata-entityid")
+        .and_then(|v| v.to_str().ok());
+    created_account_id(&r.body, entity_id)
+}
+
+/// The id of a created account: from the body (`return=representation`),
+/// else from the `OData-EntityId` header.
+fn created_account_id(body: &[u8], entity_id: Option<&str>) -> Result<String, CrmError> {
+    let id = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("accountid")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .or_else(|| entity_id.and_then(odata::guid_from_entity_id))
+        .ok_or_else(|| protocol("an account was created but its id was not returned"))?;
+    tracing::info!(crm = "dynamics", account_id = %id, "customer account created");
+    Ok(id)
 }

@@ -507,26 +507,23 @@ impl DynamicsCrm {
         })
     }
 
-    /// Sends one batch of prepared writes; one result per write, in order.
-    async fn send_batch(
+    /// Sends `ops` as one `$batch` (each in its own change set); the
+    /// response of each operation, in order (`None` when the answer has
+    /// none for it). `Err` when the call as a whole failed.
+    pub(super) async fn batch_call(
         &self,
-        entity: &EntityInfo,
-        writes: &[(RecordWrite, BatchOperation)],
-    ) -> Vec<Result<WriteOk, CrmError>> {
-        let ops: Vec<BatchOperation> = writes.iter().map(|(_, op)| op.clone()).collect();
-        let built = build_batch(&ops);
-        let url = match self.url("$batch", &[]) {
-            Ok(u) => u,
-            Err(e) => return writes.iter().map(|_| Err(e.clone())).collect(),
-        };
+        ops: &[BatchOperation],
+        idempotent: bool,
+    ) -> Result<Vec<Option<OperationResponse>>, CrmError> {
+        let built = build_batch(ops);
+        let url = self.url("$batch", &[])?;
         let call = Call {
             method: Method::POST,
             url,
             prefer: vec!["odata.continue-on-error".into()],
             headers: Vec::new(),
             body: Some((built.content_type.clone(), built.body.clone())),
-            // Every operation is an upsert: resending the batch is harmless.
-            idempotent: true,
+            idempotent,
         };
         let (content_type, body) = match self.api.call(&call).await {
             Ok(answer) => (
@@ -548,16 +545,12 @@ impl DynamicsCrm {
                     body.into_bytes(),
                 )
             }
-            Err(e) => return writes.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => return Err(e),
         };
-        let items = match parse_batch_response(&content_type, &body).await {
-            Ok(items) => items,
-            Err(e) => {
-                let e = protocol(e.to_string());
-                return writes.iter().map(|_| Err(e.clone())).collect();
-            }
-        };
-        let mut by_index: Vec<Option<OperationResponse>> = vec![None; writes.len()];
+        let items = parse_batch_response(&content_type, &body)
+            .await
+            .map_err(|e| protocol(e.to_string()))?;
+        let mut by_index: Vec<Option<OperationResponse>> = vec![None; ops.len()];
         for (position, item) in items.into_iter().enumerate() {
             let responses = match item {
                 BatchItem::ChangeSet(r) => r,
@@ -578,6 +571,21 @@ impl DynamicsCrm {
                 }
             }
         }
+        Ok(by_index)
+    }
+
+    /// Sends one batch of prepared writes; one result per write, in order.
+    async fn send_batch(
+        &self,
+        entity: &EntityInfo,
+        writes: &[(RecordWrite, BatchOperation)],
+    ) -> Vec<Result<WriteOk, CrmError>> {
+        let ops: Vec<BatchOperation> = writes.iter().map(|(_, op)| op.clone()).collect();
+        // Every operation is an upsert: resending the batch is harmless.
+        let by_index = match self.batch_call(&ops, true).await {
+            Ok(r) => r,
+            Err(e) => return writes.iter().map(|_| Err(e.clone())).collect(),
+        };
         let mut results = Vec::with_capacity(writes.len());
         for ((write, _), response) in writes.iter().zip(by_index) {
             let result = match response {
