@@ -3,16 +3,19 @@
 //! live a few minutes: an account merged or deleted in the CRM meanwhile is
 //! looked up again soon after.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::CustomerRef;
+use super::{CrmError, CustomerRef};
 
 /// How long a found account id is trusted.
 pub const ACCOUNT_TTL: Duration = Duration::from_secs(5 * 60);
 /// Customers remembered at most.
 pub const ACCOUNT_CAPACITY: usize = 20_000;
+
+/// The account id (or the error) of each customer of a call, by cache key.
+pub type AccountResults = HashMap<String, Result<String, CrmError>>;
 
 #[derive(Debug)]
 pub struct AccountCache {
@@ -42,6 +45,32 @@ impl AccountCache {
             .get(key)
             .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(id, _)| id.clone())
+    }
+
+    /// Splits a call's customers (by cache key, first of each key only):
+    /// those answered already — remembered, or without a name to match
+    /// (`nameless` says why) — and those still to look up.
+    pub fn partition(
+        &self,
+        customers: Vec<(String, CustomerRef)>,
+        nameless: &str,
+    ) -> (AccountResults, Vec<(String, CustomerRef)>) {
+        let mut answered = HashMap::new();
+        let mut seen = HashSet::new();
+        let mut pending = Vec::new();
+        for (key, c) in customers {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if c.name.trim().is_empty() {
+                answered.insert(key, Err(CrmError::Invalid(nameless.to_owned())));
+            } else if let Some(id) = self.get(&key) {
+                answered.insert(key, Ok(id));
+            } else {
+                pending.push((key, c));
+            }
+        }
+        (answered, pending)
     }
 
     pub fn insert(&self, key: String, account_id: String) {
@@ -143,6 +172,29 @@ mod tests {
         let stale = AccountCache::new(Duration::ZERO, 2);
         stale.insert("contoso".into(), "a1".into());
         assert_eq!(stale.get("contoso"), None);
+    }
+
+    #[test]
+    fn a_calls_customers_split_into_answered_and_to_look_up() {
+        let c = AccountCache::new(Duration::from_secs(60), 10);
+        c.insert("known".into(), "a1".into());
+        let named = |n: &str| CustomerRef {
+            name: n.into(),
+            ..Default::default()
+        };
+        let (answered, pending) = c.partition(
+            vec![
+                ("known".into(), named("Contoso")),
+                ("blank".into(), named("  ")),
+                ("new".into(), named("Fabrikam")),
+                ("new".into(), named("Fabrikam")),
+            ],
+            "no name",
+        );
+        assert_eq!(answered["known"].as_deref().ok(), Some("a1"));
+        assert!(matches!(&answered["blank"], Err(CrmError::Invalid(m)) if m == "no name"));
+        assert_eq!(pending.len(), 1, "each key once");
+        assert_eq!(pending[0].0, "new");
     }
 
     #[test]

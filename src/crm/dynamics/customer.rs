@@ -3,7 +3,7 @@
 //! created when missing, then bound to the opportunities with
 //! `customerid_account@odata.bind`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use reqwest::Method;
@@ -13,7 +13,7 @@ use super::batch::{BatchOperation, OperationResponse};
 use super::client::Call;
 use super::{DynamicsCrm, odata, protocol};
 use crate::config::AccountMatch;
-use crate::crm::accounts::{Identity, MissingPostal, folded, plan_creations};
+use crate::crm::accounts::{AccountResults, Identity, MissingPostal, folded, plan_creations};
 use crate::crm::{CrmError, CustomerRef};
 use crate::http::HttpError;
 
@@ -58,27 +58,11 @@ impl DynamicsCrm {
     pub(super) async fn resolve_accounts(
         &self,
         customers: Vec<(String, CustomerRef)>,
-    ) -> HashMap<String, Result<String, CrmError>> {
-        let mut out = HashMap::new();
-        let mut seen = HashSet::new();
-        let mut pending: Vec<(String, CustomerRef)> = Vec::new();
-        for (key, c) in customers {
-            if !seen.insert(key.clone()) {
-                continue;
-            }
-            if c.name.trim().is_empty() {
-                out.insert(
-                    key,
-                    Err(CrmError::Invalid(
-                        "the customer has no name to find or create its account by".into(),
-                    )),
-                );
-            } else if let Some(id) = self.accounts.get(&key) {
-                out.insert(key, Ok(id));
-            } else {
-                pending.push((key, c));
-            }
-        }
+    ) -> AccountResults {
+        let (mut out, pending) = self.accounts.partition(
+            customers,
+            "the customer has no name to find or create its account by",
+        );
 
         let mut found: Vec<Option<Result<String, CrmError>>> = vec![None; pending.len()];
         let mut start = 0;

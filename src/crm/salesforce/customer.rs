@@ -3,8 +3,6 @@
 //! length allows, the missing ones created in one sObject Collections call;
 //! contacts likewise by email on the account.
 
-use std::collections::{HashMap, HashSet};
-
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -12,7 +10,7 @@ use super::api::{ApiError, CollectionItem, SaveResult, classify_code};
 use super::soql::quote;
 use super::{SalesforceCrm, decode, protocol};
 use crate::config::AccountMatch;
-use crate::crm::accounts::{Identity, MissingPostal, folded, plan_creations};
+use crate::crm::accounts::{AccountResults, Identity, MissingPostal, folded, plan_creations};
 use crate::crm::{CrmError, CustomerRef, RecordKey};
 use crate::http::RetryDirective;
 
@@ -83,27 +81,11 @@ impl SalesforceCrm {
     pub(super) async fn resolve_accounts(
         &self,
         customers: Vec<(String, CustomerRef)>,
-    ) -> HashMap<String, Result<String, CrmError>> {
-        let mut out = HashMap::new();
-        let mut seen = HashSet::new();
-        let mut pending: Vec<(String, CustomerRef)> = Vec::new();
-        for (key, c) in customers {
-            if !seen.insert(key.clone()) {
-                continue;
-            }
-            if c.name.trim().is_empty() {
-                out.insert(
-                    key,
-                    Err(CrmError::Invalid(
-                        "the customer has no name to find or create its Salesforce account".into(),
-                    )),
-                );
-            } else if let Some(id) = self.accounts.get(&key) {
-                out.insert(key, Ok(id));
-            } else {
-                pending.push((key, c));
-            }
-        }
+    ) -> AccountResults {
+        let (mut out, pending) = self.accounts.partition(
+            customers,
+            "the customer has no name to find or create its Salesforce account",
+        );
 
         let use_duns = self.use_duns();
         let mut found: Vec<Option<Result<String, CrmError>>> = vec![None; pending.len()];
