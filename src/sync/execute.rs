@@ -70,6 +70,17 @@ impl Engine {
     // ---- failure handling -----------------------------------------------------------
 
     /// Classifies a failed effect: retry later, pause the side, or quarantine.
+    /// [`fail_effect`](Self::fail_effect) with a Partner Center error's
+    /// directive, text and hint.
+    fn fail_pc(
+        &self,
+        entry: &OutboxEntry,
+        e: &PartnerCenterError,
+        cycle: &mut Cycle,
+    ) -> Result<Flow, SyncError> {
+        self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle)
+    }
+
     fn fail_effect(
         &self,
         entry: &OutboxEntry,
@@ -455,7 +466,7 @@ impl Engine {
         let mut referral = match self.current_referral(pc, referral_id).await {
             Ok(r) => r,
             Err(e) => {
-                return self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle);
+                return self.fail_pc(entry, &e, cycle);
             }
         };
         let mut decided_again = false;
@@ -470,13 +481,7 @@ impl Engine {
                     referral = match pc.get(referral_id).await {
                         Ok(r) => r,
                         Err(e) => {
-                            return self.fail_effect(
-                                entry,
-                                e.directive(),
-                                &e.to_string(),
-                                &e.hint(),
-                                cycle,
-                            );
+                            return self.fail_pc(entry, &e, cycle);
                         }
                     };
                     let old = self.store.read(|r| r.get_referral(referral_id))?;
@@ -523,8 +528,7 @@ impl Engine {
                     upgrade = d.upgrade_to_co_sell;
                 }
                 Err(e) => {
-                    let flow =
-                        self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle)?;
+                    let flow = self.fail_pc(entry, &e, cycle)?;
                     return Ok(flow);
                 }
             }
@@ -626,7 +630,7 @@ impl Engine {
             }
             PriorCreate::Looked(Some(PriorDeal::Unreadable(failure))) => {
                 let e = PartnerCenterError::Unreadable(failure);
-                return self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle);
+                return self.fail_pc(entry, &e, cycle);
             }
             PriorCreate::LookupFailed {
                 directive,
@@ -643,13 +647,7 @@ impl Engine {
                         *created
                     }
                     Err(e) => {
-                        return self.fail_effect(
-                            entry,
-                            e.directive(),
-                            &e.to_string(),
-                            &e.hint(),
-                            cycle,
-                        );
+                        return self.fail_pc(entry, &e, cycle);
                     }
                 }
             }
