@@ -226,9 +226,16 @@ impl Engine {
                 cycle.summary.paused.push("partner_center".into());
                 return Ok(());
             }
+            let due: Vec<(OutboxEntry, Result<Effect, serde_json::Error>)> = due
+                .into_iter()
+                .map(|entry| {
+                    let effect = serde_json::from_value(entry.payload.clone());
+                    (entry, effect)
+                })
+                .collect();
             let mut prior = self.look_up_prior_creates(pc, &due, cycle).await?;
-            for entry in due {
-                let effect: Effect = match serde_json::from_value(entry.payload.clone()) {
+            for (entry, effect) in due {
+                let effect = match effect {
                     Ok(e) => e,
                     Err(e) => {
                         self.quarantine(
@@ -314,20 +321,20 @@ impl Engine {
     async fn look_up_prior_creates(
         &self,
         pc: &PartnerCenterClient,
-        due: &[OutboxEntry],
+        due: &[(OutboxEntry, Result<Effect, serde_json::Error>)],
         cycle: &Cycle,
     ) -> Result<HashMap<i64, PriorCreate>, SyncError> {
         let mut first_sends = Vec::new();
         let mut resends: Vec<(i64, String, chrono::DateTime<Utc>)> = Vec::new();
-        for entry in due {
+        for (entry, effect) in due {
             if let Ok(Effect::PcCreate {
                 crm_id, intent_at, ..
-            }) = serde_json::from_value::<Effect>(entry.payload.clone())
+            }) = effect
             {
                 if entry.sent_at.is_none() && entry.attempts == 0 {
                     first_sends.push(entry.id);
                 } else {
-                    resends.push((entry.id, crm_id, intent_at));
+                    resends.push((entry.id, crm_id.clone(), *intent_at));
                 }
             }
         }
