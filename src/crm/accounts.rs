@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{CrmError, CustomerRef};
+use super::{CrmError, CustomerRef, RecordWrite};
 
 /// How long a found account id is trusted.
 pub const ACCOUNT_TTL: Duration = Duration::from_secs(5 * 60);
@@ -47,18 +47,19 @@ impl AccountCache {
             .map(|(id, _)| id.clone())
     }
 
-    /// Splits a call's customers (by cache key, first of each key only):
+    /// Splits the customers of a call's writes (each [`cache_key`] once):
     /// those answered already — remembered, or without a name to match
     /// (`nameless` says why) — and those still to look up.
     pub fn partition(
         &self,
-        customers: Vec<(String, CustomerRef)>,
+        writes: &[RecordWrite],
         nameless: &str,
     ) -> (AccountResults, Vec<(String, CustomerRef)>) {
         let mut answered = HashMap::new();
         let mut seen = HashSet::new();
         let mut pending = Vec::new();
-        for (key, c) in customers {
+        for c in writes.iter().filter_map(|w| w.customer.as_ref()) {
+            let key = cache_key(c);
             if !seen.insert(key.clone()) {
                 continue;
             }
@@ -67,7 +68,7 @@ impl AccountCache {
             } else if let Some(id) = self.get(&key) {
                 answered.insert(key, Ok(id));
             } else {
-                pending.push((key, c));
+                pending.push((key, c.clone()));
             }
         }
         (answered, pending)
@@ -84,6 +85,17 @@ impl AccountCache {
         }
         entries.insert(key, (account_id, Instant::now()));
     }
+}
+
+/// Identifies a customer, so each is resolved once per call and remembered.
+pub fn cache_key(c: &CustomerRef) -> String {
+    let part = |v: Option<&str>| v.map(str::trim).unwrap_or_default().to_owned();
+    format!(
+        "{}\u{0}{}\u{0}{}",
+        part(c.duns.as_deref()),
+        c.name.trim(),
+        part(c.postal_code.as_deref())
+    )
 }
 
 /// Text as Dataverse and SOQL string equality compares it: trimmed and
@@ -177,24 +189,30 @@ mod tests {
     #[test]
     fn a_calls_customers_split_into_answered_and_to_look_up() {
         let c = AccountCache::new(Duration::from_secs(60), 10);
-        c.insert("known".into(), "a1".into());
         let named = |n: &str| CustomerRef {
             name: n.into(),
             ..Default::default()
         };
-        let (answered, pending) = c.partition(
-            vec![
-                ("known".into(), named("Contoso")),
-                ("blank".into(), named("  ")),
-                ("new".into(), named("Fabrikam")),
-                ("new".into(), named("Fabrikam")),
-            ],
-            "no name",
-        );
-        assert_eq!(answered["known"].as_deref().ok(), Some("a1"));
-        assert!(matches!(&answered["blank"], Err(CrmError::Invalid(m)) if m == "no name"));
-        assert_eq!(pending.len(), 1, "each key once");
-        assert_eq!(pending[0].0, "new");
+        let write = |c: CustomerRef| RecordWrite {
+            key: crate::crm::RecordKey::Referral("r".into()),
+            fields: Default::default(),
+            if_match: None,
+            customer: Some(c),
+        };
+        c.insert(cache_key(&named("Contoso")), "a1".into());
+        let writes = [
+            write(named("Contoso")),
+            write(named("  ")),
+            write(named("Fabrikam")),
+            write(named(" Fabrikam ")),
+        ];
+        let (answered, pending) = c.partition(&writes, "no name");
+        let known = cache_key(&named("Contoso"));
+        let blank = cache_key(&named("  "));
+        assert_eq!(answered[&known].as_deref().ok(), Some("a1"));
+        assert!(matches!(&answered[&blank], Err(CrmError::Invalid(m)) if m == "no name"));
+        assert_eq!(pending.len(), 1, "each customer once");
+        assert_eq!(pending[0].1.name, "Fabrikam");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::client::Call;
 use super::{DynamicsCrm, odata, protocol};
 use crate::config::AccountMatch;
 use crate::crm::accounts::{AccountResults, Identity, MissingPostal, folded, plan_creations};
-use crate::crm::{CrmError, CustomerRef};
+use crate::crm::{CrmError, CustomerRef, RecordWrite};
 use crate::http::HttpError;
 
 /// The account table's entity set (a standard table).
@@ -24,16 +24,6 @@ pub const LOOKUP_CUSTOMERS: usize = 100;
 /// Longest percent-encoded `$filter` of one lookup; with the rest of the
 /// URL it stays under 8 KB, far below the Web API's URL limit.
 pub const LOOKUP_FILTER_BYTES: usize = 7 * 1024;
-
-/// Identifies a customer within one upsert call, so each is resolved once.
-pub fn cache_key(c: &CustomerRef) -> String {
-    serde_json::to_string(&(
-        c.duns.as_deref().map(str::trim),
-        c.name.trim(),
-        c.postal_code.as_deref().map(str::trim),
-    ))
-    .unwrap_or_default()
-}
 
 fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
@@ -51,16 +41,13 @@ impl DynamicsCrm {
             && self.duns_usable.load(Ordering::Relaxed)
     }
 
-    /// The `accountid` of each customer, by [`cache_key`]: remembered from
+    /// The `accountid` of each customer, by [`cache_key`](crate::crm::accounts::cache_key): remembered from
     /// an earlier call, found (DUNS first, then name + postal code; the
     /// oldest account wins), or created. A failure concerns only the
     /// customers it names.
-    pub(super) async fn resolve_accounts(
-        &self,
-        customers: Vec<(String, CustomerRef)>,
-    ) -> AccountResults {
+    pub(super) async fn resolve_accounts(&self, writes: &[RecordWrite]) -> AccountResults {
         let (mut out, pending) = self.accounts.partition(
-            customers,
+            writes,
             "the customer has no name to find or create its account by",
         );
 

@@ -869,19 +869,14 @@ impl Crm for DynamicsCrm {
         let accounts = if self.account_match == AccountMatch::None {
             HashMap::new()
         } else {
-            let customers = writes
-                .iter()
-                .filter_map(|w| w.customer.as_ref())
-                .map(|c| (customer::cache_key(c), c.clone()))
-                .collect();
-            self.resolve_accounts(customers).await
+            self.resolve_accounts(&writes).await
         };
         for (i, write) in writes.iter().enumerate() {
             let mut body = self.write_body(write);
             if let (Some(customer), true) =
                 (&write.customer, self.account_match != AccountMatch::None)
             {
-                match accounts.get(&customer::cache_key(customer)) {
+                match accounts.get(&crate::crm::accounts::cache_key(customer)) {
                     Some(Ok(account_id)) => {
                         body.insert(
                             "customerid_account@odata.bind".into(),

@@ -11,7 +11,7 @@ use super::soql::quote;
 use super::{SalesforceCrm, decode, protocol};
 use crate::config::AccountMatch;
 use crate::crm::accounts::{AccountResults, Identity, MissingPostal, folded, plan_creations};
-use crate::crm::{CrmError, CustomerRef, RecordKey};
+use crate::crm::{CrmError, CustomerRef, RecordKey, RecordWrite};
 use crate::http::RetryDirective;
 
 /// Most customers looked up in one query, and most Accounts created in one
@@ -46,16 +46,6 @@ fn customer_error(code: &str, message: String, directive: RetryDirective) -> Crm
     }
 }
 
-/// Identifies a customer, so each is resolved once per call and remembered.
-pub fn cache_key(c: &CustomerRef) -> String {
-    format!(
-        "{}\u{0}{}\u{0}{}",
-        non_empty(&c.duns).unwrap_or(""),
-        c.name.trim(),
-        non_empty(&c.postal_code).unwrap_or("")
-    )
-}
-
 /// The length of `text` once form-encoded into a query string.
 fn encoded_len(text: &str) -> usize {
     url::form_urlencoded::byte_serialize(text.as_bytes())
@@ -74,16 +64,13 @@ impl SalesforceCrm {
         self.account_match == AccountMatch::DunsThenNamePostalCode && !self.duns_field.is_empty()
     }
 
-    /// The Account Id of each customer, by [`cache_key`]: remembered from an
+    /// The Account Id of each customer, by [`cache_key`](crate::crm::accounts::cache_key): remembered from an
     /// earlier call, found (DUNS first, then name + postal code; several
     /// matches are an `AMBIGUOUS_ACCOUNT` for that customer), or created.
     /// A failure concerns only the customers it names.
-    pub(super) async fn resolve_accounts(
-        &self,
-        customers: Vec<(String, CustomerRef)>,
-    ) -> AccountResults {
+    pub(super) async fn resolve_accounts(&self, writes: &[RecordWrite]) -> AccountResults {
         let (mut out, pending) = self.accounts.partition(
-            customers,
+            writes,
             "the customer has no name to find or create its Salesforce account",
         );
 

@@ -10,9 +10,9 @@ use serde_json::{Map, Value, json};
 use super::api::{
     ApiError, CollectionItem, SaveResult, classify_code, ids_in_message, multiple_choice_ids,
 };
-use super::customer::cache_key;
 use super::{MULTIPLE_CHOICES, OpportunityStageInfo, SalesforceCrm, decode, protocol};
 use crate::config::AccountMatch;
+use crate::crm::accounts::cache_key;
 use crate::crm::{
     CloseOutcome, CloseRequest, CrmError, RecordKey, RecordWrite, WriteOk, WriteResult,
 };
@@ -130,12 +130,7 @@ impl SalesforceCrm {
         let accounts = if self.account_match == AccountMatch::None {
             HashMap::new()
         } else {
-            let customers = writes
-                .iter()
-                .filter_map(|w| w.customer.as_ref())
-                .map(|c| (cache_key(c), c.clone()))
-                .collect();
-            self.resolve_accounts(customers).await
+            self.resolve_accounts(&writes).await
         };
 
         for (index, w) in writes.into_iter().enumerate() {
