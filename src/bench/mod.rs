@@ -915,6 +915,7 @@ async fn run_latency(opts: &BenchOptions) -> Result<LatencyReport, BenchError> {
             millis: opts.latency.as_millis() as u64,
         },
         times: None,
+        after: 0,
     });
 
     // Partner Center → CRM.

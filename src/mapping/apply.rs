@@ -5,7 +5,6 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::domain::deal::describe_problems;
-use crate::domain::referral::ReferralTarget;
 use crate::domain::{
     AssistanceRequestCode, DealKind, PatchOp, Problem, Referral, ReferralStatus, ReferralSubstatus,
     Stage, validate_new_deal,
@@ -37,8 +36,13 @@ pub struct Proposal {
     /// visibility, which never go back).
     pub withheld: Vec<PatchOp>,
     /// `Some(CoSell)` when the CRM now asks Microsoft for help on a private deal
-    /// (the patch then also sets `type`, consent and the Microsoft target).
+    /// (the patch then also sets `type` and the share-with-sellers consent;
+    /// `target` is read-only: Microsoft joins through its own referral).
     pub kind_change: Option<DealKind>,
+    /// With `kind_change`: the draft of the Microsoft-targeted referral
+    /// (the referral as patched, with the CRM's customer contact, consent
+    /// and notes for Microsoft), checked as a co-sell create is.
+    pub invitation: Option<Referral>,
     /// CRM values that could not be converted; their fields are left out.
     pub problems: Vec<Problem>,
 }
@@ -362,6 +366,7 @@ impl Mapping {
         };
 
         let mut kind_change = None;
+        let mut invitation = None;
         let private_now = Referral::from_json(current_referral.clone())
             .map(|r| DealKind::of(&r) == DealKind::Private)
             .unwrap_or(false);
@@ -384,6 +389,15 @@ impl Mapping {
                 }
             }
             upgrade_to_co_sell(&mut doc, &mut patch);
+            match self.co_sell_invitation(crm, &doc) {
+                Ok(draft) => invitation = Some(draft),
+                Err(found) => {
+                    // Nothing of the upgrade is sent until the deal can be co-sell.
+                    problems.extend(found);
+                    kind_change = None;
+                    patch.retain(|op| !is_upgrade_path(&op.path));
+                }
+            }
         }
 
         let editable = match current_stage {
@@ -394,13 +408,54 @@ impl Mapping {
         if !editable {
             withheld.append(&mut patch);
             kind_change = None;
+            invitation = None;
         }
         Proposal {
             patch,
             stage,
             withheld,
             kind_change,
+            invitation,
             problems,
+        }
+    }
+
+    /// The Microsoft-targeted referral of a private → co-sell upgrade: the
+    /// referral as patched (`upgraded`), with what the CRM holds that Partner
+    /// Center was given only at creation — the customer contact, the
+    /// customer's consent to share it, notes for Microsoft. Checked as a
+    /// co-sell create is; every problem at once.
+    pub fn co_sell_invitation(
+        &self,
+        crm: &CrmRecord,
+        upgraded: &Value,
+    ) -> Result<Referral, Vec<Problem>> {
+        let from_crm = self.new_deal(crm).referral.to_json();
+        let mut doc = upgraded.clone();
+        let mut fill = |path: &str| {
+            if let Ok(p) = FieldPath::parse(path)
+                && is_empty(p.read(&doc).as_ref())
+                && let Some(v) = p.read(&from_crm).filter(|v| !is_empty(Some(v)))
+            {
+                p.write(&mut doc, v);
+            }
+        };
+        fill("customerProfile.team");
+        fill("consent.consentToToShareInfoWithOthers");
+        fill(ASSISTANCE);
+        fill("inviteContext.notes");
+        let referral = Referral::from_json(doc).map_err(|e| vec![problem("", e.reason)])?;
+        let problems: Vec<Problem> = validate_new_deal(&referral)
+            .into_iter()
+            .map(|p| Problem {
+                reason: format!("asking Microsoft for help: {}", p.reason),
+                ..p
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(referral)
+        } else {
+            Err(problems)
         }
     }
 
@@ -641,8 +696,9 @@ impl Mapping {
     }
 }
 
-/// Adds what makes a deal co-sell: type `Shared`, shared with Microsoft
-/// sellers, and the Microsoft target.
+/// Adds what makes the partner's own referral co-sell: type `Shared` and
+/// shared with Microsoft sellers. Its `target` is read-only (partner-center-api
+/// §3.2): Microsoft is invited by a referral of its own in the engagement.
 fn upgrade_to_co_sell(doc: &mut Value, ops: &mut Vec<PatchOp>) {
     let set = |doc: &mut Value, ops: &mut Vec<PatchOp>, path: &str, v: Value| {
         if let Ok(p) = FieldPath::parse(path)
@@ -653,21 +709,13 @@ fn upgrade_to_co_sell(doc: &mut Value, ops: &mut Vec<PatchOp>) {
     };
     set(doc, ops, "type", json!("Shared"));
     set(doc, ops, SHARE_WITH_SELLERS, json!(true));
-    let targets = doc
-        .get("target")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let has_microsoft = targets.iter().any(|t| {
-        serde_json::from_value::<ReferralTarget>(t.clone()).is_ok_and(|t| t.is_microsoft())
-    });
-    if !has_microsoft {
-        let target = serde_json::to_value(ReferralTarget::microsoft()).unwrap_or(Value::Null);
-        if let Ok(p) = FieldPath::parse(&format!(
-            "target[{}]",
-            targets.len().min(super::path::MAX_INDEX)
-        )) {
-            p.write_with_patch(doc, target, ops);
-        }
-    }
+}
+
+/// Whether a patch path belongs to a private → co-sell upgrade (`type`,
+/// the share-with-sellers consent, the invite context).
+pub fn is_upgrade_path(path: &str) -> bool {
+    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+    under("/type")
+        || under("/consent/consentToShareReferralWithMicrosoftSellers")
+        || under("/inviteContext")
 }

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-pub use apply::{CrmWrite, FieldDecision, NewDeal, Proposal, Resolution, Side};
+pub use apply::{CrmWrite, FieldDecision, NewDeal, Proposal, Resolution, Side, is_upgrade_path};
 pub use error::{MappingError, MappingProblem};
 pub use path::{FieldPath, Segment};
 pub use stages::{StagePattern, StageReading, StageRules};

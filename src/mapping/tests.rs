@@ -909,18 +909,39 @@ fn dynamics_stages_read_with_status_codes() {
     }
 }
 
+/// A complete private deal as Partner Center holds it (created from `flagged_opportunity`).
+fn private_deal() -> Value {
+    let m = sf();
+    let mut j = m.new_deal(&flagged_opportunity()).referral.to_json();
+    j["id"] = json!("r1");
+    j["status"] = json!("Active");
+    j["substatus"] = json!("Accepted");
+    j["engagementId"] = json!("e1");
+    j
+}
+
 #[test]
 fn asking_microsoft_for_help_upgrades_a_private_deal_but_never_back() {
     let m = sf();
-    let private = json!({"id": "r1", "status": "Active", "substatus": "Accepted", "type": "Independent",
-        "consent": {"consentToShareReferralWithMicrosoftSellers": false}, "name": "Deal"});
-    let mut crm = m.to_crm(&private, Stage::Accepted);
+    let private = private_deal();
+    assert_eq!(private["type"], "Independent");
+    let mut crm = flagged_opportunity();
+    crm.insert("Referral_Identifier__c".into(), json!("r1"));
     crm.insert(
         "How_can_Microsoft_help__c".into(),
         json!("Proof of concept or demo"),
     );
+    crm.insert("Customer_Contact_First_Name__c".into(), json!("Sean"));
+    crm.insert("Customer_Contact_Last_Name__c".into(), json!("Murphy"));
+    crm.insert(
+        "Customer_Contact_Email__c".into(),
+        json!("sean@fabrikam.example"),
+    );
+    crm.insert("Customer_Contact_Phone__c".into(), json!("+49 30 5555"));
+    crm.insert("Customer_Consent_To_Share__c".into(), json!(true));
     let p = m.proposed_changes(&crm, &private, Stage::Accepted);
-    assert_eq!(p.kind_change, Some(DealKind::CoSell));
+    assert_eq!(p.kind_change, Some(DealKind::CoSell), "{:?}", p.problems);
+    // `target` is read-only: Microsoft is invited by a referral of its own.
     assert_eq!(
         p.patch,
         vec![
@@ -928,14 +949,25 @@ fn asking_microsoft_for_help_upgrades_a_private_deal_but_never_back() {
                 "/inviteContext",
                 json!({"assistanceRequestCode": "ProofOfConceptOrDemo"})
             ),
+            PatchOp::add("/inviteContext/notes", "Needs a PoC"),
             PatchOp::replace("/type", "Shared"),
             PatchOp::replace("/consent/consentToShareReferralWithMicrosoftSellers", true),
-            PatchOp::add(
-                "/target",
-                json!([{"id": "msft", "type": "BusinessProfileLocation"}])
-            ),
         ]
     );
+    let invitation = p
+        .invitation
+        .expect("the Microsoft referral's draft")
+        .to_json();
+    assert_eq!(
+        invitation["customerProfile"]["team"][0]["email"],
+        "sean@fabrikam.example"
+    );
+    assert_eq!(
+        invitation["consent"]["consentToToShareInfoWithOthers"],
+        true
+    );
+    assert_eq!(invitation["inviteContext"]["notes"], "Needs a PoC");
+
     let mut co_sell = private.clone();
     apply_patch(&mut co_sell, &p.patch);
     let mut crm2 = crm.clone();
@@ -960,6 +992,32 @@ fn asking_microsoft_for_help_upgrades_a_private_deal_but_never_back() {
             false
         )]
     );
+}
+
+#[test]
+fn an_upgrade_without_customer_contact_is_refused_whole_with_the_problem() {
+    let m = sf();
+    let private = private_deal();
+    let mut crm = flagged_opportunity();
+    crm.insert("Referral_Identifier__c".into(), json!("r1"));
+    crm.insert(
+        "How_can_Microsoft_help__c".into(),
+        json!("Quotes or licensing"),
+    );
+    crm.insert("Name".into(), json!("Renamed"));
+    let p = m.proposed_changes(&crm, &private, Stage::Accepted);
+    assert_eq!(p.kind_change, None);
+    assert_eq!(p.invitation, None);
+    assert!(
+        p.problems
+            .iter()
+            .any(|x| x.path == "customerProfile.team"
+                && x.reason.contains("asking Microsoft for help")),
+        "{:?}",
+        p.problems
+    );
+    // Nothing of the upgrade is sent; other edits are.
+    assert_eq!(p.patch, vec![PatchOp::replace("/name", "Renamed")]);
 }
 
 #[test]
@@ -1032,9 +1090,9 @@ fn the_help_field_makes_a_co_sell_deal_with_its_rules() {
     assert_eq!(deal.kind, DealKind::CoSell);
     let j = deal.referral.to_json();
     assert_eq!(j["type"], "Shared");
-    assert_eq!(
-        j["target"],
-        json!([{"id": "msft", "type": "BusinessProfileLocation"}])
+    assert!(
+        j.get("target").is_none(),
+        "Microsoft is invited by its own referral, not a target of ours: {j}"
     );
     assert_eq!(j["inviteContext"]["notes"], "Needs a PoC");
     let paths: Vec<&str> = deal.problems.iter().map(|p| p.path.as_str()).collect();

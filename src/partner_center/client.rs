@@ -103,6 +103,18 @@ fn json_bytes(v: &impl serde::Serialize) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// The engagement a created referral belongs to.
+fn engagement_of(referral: &Referral) -> Result<String, PartnerCenterError> {
+    referral
+        .engagement_id
+        .clone()
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| PartnerCenterError::UnexpectedResponse {
+            what: "the created referral".into(),
+            reason: format!("referral {} has no engagementId", referral.id),
+        })
+}
+
 fn parse_referral(body: &[u8]) -> Result<Referral, PartnerCenterError> {
     Referral::from_slice(body).map_err(|e| PartnerCenterError::Unreadable(Box::new(e)))
 }
@@ -235,17 +247,17 @@ impl PartnerCenterClient {
     /// the same engagement. Otherwise it is private pipeline (`Independent`,
     /// not shared with Microsoft sellers).
     ///
+    /// The two steps in one call, for one-shot callers; the engine makes them
+    /// separate outbox effects ([`create_own_referral`](Self::create_own_referral),
+    /// then [`invite_microsoft`](Self::invite_microsoft)) so that a crash
+    /// between them is finished on recovery.
+    ///
     /// Creating is not idempotent: a failure that may have reached the
     /// service is not resent. Before retrying, look for the deal with
     /// [`find_outgoing_by_external_reference`](Self::find_outgoing_by_external_reference).
     pub async fn create_deal(&self, draft: &Referral) -> Result<CreatedDeal, PartnerCenterError> {
-        let problems = validate_new_deal(draft);
-        if !problems.is_empty() {
-            return Err(PartnerCenterError::Invalid(problems));
-        }
+        let referral = self.create_own_referral(draft).await?;
         let kind = kind_of_draft(draft);
-        let referral = self.post_referral(&own_referral_body(draft, kind)).await?;
-        tracing::info!(referral_id = %referral.id, kind = kind.as_str(), "deal created in Partner Center");
         if kind == DealKind::Private {
             return Ok(CreatedDeal {
                 kind,
@@ -253,7 +265,8 @@ impl PartnerCenterClient {
                 microsoft_referral: None,
             });
         }
-        match self.invite_microsoft(draft, &referral).await {
+        let engagement_id = engagement_of(&referral)?;
+        match self.invite_microsoft(draft, &engagement_id).await {
             Ok(microsoft) => Ok(CreatedDeal {
                 kind,
                 referral,
@@ -266,14 +279,34 @@ impl PartnerCenterClient {
         }
     }
 
-    /// Creates the Microsoft-targeted referral in `own`'s engagement, with the
-    /// draft's assistance request code and notes. Used by `create_deal`, and
-    /// to finish a co-sell create that failed half-way (check
-    /// [`find_microsoft_referral`](Self::find_microsoft_referral) first).
+    /// The first step of a create: validates the draft (every problem at
+    /// once, nothing sent when invalid) and creates the partner's own
+    /// referral, `Shared` for co-sell or `Independent` for private pipeline.
+    /// A co-sell deal is complete only once Microsoft is invited.
+    pub async fn create_own_referral(
+        &self,
+        draft: &Referral,
+    ) -> Result<Referral, PartnerCenterError> {
+        let problems = validate_new_deal(draft);
+        if !problems.is_empty() {
+            return Err(PartnerCenterError::Invalid(problems));
+        }
+        let kind = kind_of_draft(draft);
+        let referral = self.post_referral(&own_referral_body(draft, kind)).await?;
+        tracing::info!(referral_id = %referral.id, kind = kind.as_str(), "deal created in Partner Center");
+        Ok(referral)
+    }
+
+    /// Creates the Microsoft-targeted referral in the engagement, with the
+    /// draft's assistance request code, notes and customer contact: the
+    /// second step of a co-sell create, and of a private → co-sell upgrade
+    /// (the partner's own referral's `target` is read-only; Microsoft joins
+    /// through its own connected referral). Not idempotent: after an
+    /// interruption check [`find_microsoft_referral`](Self::find_microsoft_referral) first.
     pub async fn invite_microsoft(
         &self,
         draft: &Referral,
-        own: &Referral,
+        engagement_id: &str,
     ) -> Result<Referral, PartnerCenterError> {
         if draft.assistance_requested().is_none() {
             return Err(PartnerCenterError::Invalid(vec![crate::domain::Problem {
@@ -281,14 +314,13 @@ impl PartnerCenterClient {
                 reason: "say how Microsoft should help before inviting Microsoft".into(),
             }]));
         }
-        let engagement_id = own
-            .engagement_id
-            .as_deref()
-            .filter(|e| !e.trim().is_empty())
-            .ok_or_else(|| PartnerCenterError::UnexpectedResponse {
-                what: "the created referral".into(),
-                reason: format!("referral {} has no engagementId", own.id),
-            })?;
+        if engagement_id.trim().is_empty() {
+            return Err(PartnerCenterError::InvalidPatch {
+                id: draft.id.clone(),
+                reason: "inviting Microsoft needs the engagement id of the partner's referral"
+                    .into(),
+            });
+        }
         let microsoft = self
             .post_referral(&microsoft_referral_body(draft, engagement_id))
             .await?;

@@ -51,6 +51,10 @@ pub struct FaultRule {
     /// How many matching requests it hits; until cleared when absent.
     #[serde(default)]
     pub times: Option<u32>,
+    /// How many matching requests it lets through before it hits (e.g. the
+    /// second of two creates).
+    #[serde(default)]
+    pub after: u32,
 }
 
 impl FaultRule {
@@ -60,7 +64,13 @@ impl FaultRule {
             operation: None,
             kind,
             times: None,
+            after: 0,
         }
+    }
+
+    pub fn after(mut self, passing: u32) -> Self {
+        self.after = passing;
+        self
     }
 
     pub fn operation(mut self, operation: impl Into<String>) -> Self {
@@ -137,6 +147,10 @@ impl Faults {
         let mut hit = Vec::new();
         for r in &mut self.rules {
             if r.rule.matches(api, operation) && r.rule.times != Some(0) {
+                if r.rule.after > 0 {
+                    r.rule.after -= 1;
+                    continue;
+                }
                 hit.push(r.rule.kind.clone());
                 if let Some(t) = r.rule.times.as_mut() {
                     *t -= 1;
@@ -172,6 +186,23 @@ mod tests {
         );
         assert!(f.take(Api::PartnerCenter, "GET list").is_empty());
         assert!(f.list().is_empty());
+    }
+
+    #[test]
+    fn a_rule_can_let_requests_through_before_it_hits() {
+        let mut f = Faults::default();
+        f.add(
+            FaultRule::new(Api::PartnerCenter, FaultKind::ConnectionReset)
+                .operation("POST create")
+                .after(1)
+                .times(1),
+        );
+        assert!(f.take(Api::PartnerCenter, "POST create").is_empty());
+        assert_eq!(
+            f.take(Api::PartnerCenter, "POST create"),
+            vec![FaultKind::ConnectionReset]
+        );
+        assert!(f.take(Api::PartnerCenter, "POST create").is_empty());
     }
 
     #[test]

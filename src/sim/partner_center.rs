@@ -99,6 +99,10 @@ const READ_ONLY: &[&str] = &[
     "direction",
     "mpnId",
 ];
+/// Members set when a referral is created and read-only after: no documented
+/// update changes `target` (partner-center-api §3.2); Microsoft joins an
+/// engagement only through its own connected referral.
+const FIXED_AT_CREATE: &[&str] = &["target"];
 const DATE_FIELDS: &[&str] = &[
     "createdDateTime",
     "updatedDateTime",
@@ -324,7 +328,7 @@ impl PcState {
                 old_status, old_sub
             )));
         }
-        for f in READ_ONLY {
+        for f in READ_ONLY.iter().chain(FIXED_AT_CREATE) {
             let o = old.get(*f).cloned().unwrap_or(Value::Null);
             let n = new.get(*f).cloned().unwrap_or(Value::Null);
             if o != n {
@@ -1212,7 +1216,7 @@ fn update(state: &SimState, headers: &HeaderMap, id: &str, body: &[u8], put: boo
                     "Could not find a property named '{first}' on type 'Referral'."
                 ));
             };
-            if READ_ONLY.contains(canonical) {
+            if READ_ONLY.contains(canonical) || FIXED_AT_CREATE.contains(canonical) {
                 return bad(format!("The property '{canonical}' is read-only."));
             }
             let path = format!(

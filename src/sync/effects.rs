@@ -74,8 +74,12 @@ pub enum Effect {
         crm_id: String,
         action: Option<StageAction>,
         ops: Vec<PatchOp>,
-        /// Private → co-sell: invite Microsoft after the patch.
+        /// Private → co-sell: invite Microsoft after the patch (an
+        /// [`Effect::PcInviteMicrosoft`] committed with its success).
         upgrade_to_co_sell: bool,
+        /// With `upgrade_to_co_sell`: the Microsoft-targeted referral's draft.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invitation: Option<Value>,
         /// The CRM record the decision came from (to decide again after a 412).
         crm_fields: CrmFields,
     },
@@ -90,6 +94,23 @@ pub enum Effect {
         intent_at: DateTime<Utc>,
         crm_fields: CrmFields,
     },
+    /// The second step of a co-sell create or upgrade: the Microsoft-targeted
+    /// referral in the partner's engagement. Queued in the transaction that
+    /// records the first step, so an interruption between the two is
+    /// finished; looked up in the engagement before any resend.
+    PcInviteMicrosoft {
+        /// The partner's own referral.
+        referral_id: String,
+        engagement_id: String,
+        crm: CrmKind,
+        crm_id: String,
+        /// The Microsoft referral's draft (assistance request code, notes,
+        /// customer contact).
+        draft: Value,
+        /// Microsoft may already be invited (a recovered create, an upgrade
+        /// someone may have finished in Partner Center): look first.
+        look_first: bool,
+    },
 }
 
 impl Effect {
@@ -97,7 +118,9 @@ impl Effect {
     pub fn target(&self) -> &'static str {
         match self {
             Effect::CrmUpsert { crm, .. } | Effect::CrmClose { crm, .. } => crm.as_str(),
-            Effect::PcUpdate { .. } | Effect::PcCreate { .. } => PARTNER_CENTER,
+            Effect::PcUpdate { .. }
+            | Effect::PcCreate { .. }
+            | Effect::PcInviteMicrosoft { .. } => PARTNER_CENTER,
         }
     }
 
@@ -108,6 +131,7 @@ impl Effect {
             Effect::CrmClose { .. } => "close",
             Effect::PcUpdate { .. } => "update",
             Effect::PcCreate { .. } => "create",
+            Effect::PcInviteMicrosoft { .. } => "invite_microsoft",
         }
     }
 
@@ -125,9 +149,9 @@ impl Effect {
                 (None, crate::crm::RecordKey::Referral(id)) => id.clone(),
                 (None, crate::crm::RecordKey::CrmId(id)) => crm_record_key(*crm, id),
             },
-            Effect::CrmClose { referral_id, .. } | Effect::PcUpdate { referral_id, .. } => {
-                referral_id.clone()
-            }
+            Effect::CrmClose { referral_id, .. }
+            | Effect::PcUpdate { referral_id, .. }
+            | Effect::PcInviteMicrosoft { referral_id, .. } => referral_id.clone(),
             Effect::PcCreate { crm, crm_id, .. } => crm_record_key(*crm, crm_id),
         }
     }
@@ -202,6 +226,13 @@ impl Effect {
                 },
                 draft.get("name").and_then(Value::as_str).unwrap_or("")
             ),
+            Effect::PcInviteMicrosoft {
+                referral_id,
+                engagement_id,
+                ..
+            } => format!(
+                "partner_center: invite Microsoft to engagement {engagement_id} of referral {referral_id}"
+            ),
         }
     }
 }
@@ -227,6 +258,7 @@ mod tests {
             }),
             ops: vec![PatchOp::replace("/name", "Renamed")],
             upgrade_to_co_sell: false,
+            invitation: None,
             crm_fields: CrmFields::new(),
         };
         let row = e.to_new();

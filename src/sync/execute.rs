@@ -257,23 +257,49 @@ impl Engine {
                         action,
                         ops,
                         upgrade_to_co_sell,
+                        invitation,
                         crm_fields,
                     } => {
                         use tracing::Instrument;
+                        let decided = Decided {
+                            action,
+                            ops,
+                            upgrade: upgrade_to_co_sell,
+                            invitation,
+                        };
                         self.exec_pc_update(
                             pc,
                             &entry,
                             &referral_id,
                             crm,
                             &crm_id,
-                            action,
-                            ops,
-                            upgrade_to_co_sell,
+                            decided,
                             &crm_fields,
                             cycle,
                         )
                         .instrument(span)
                         .await?
+                    }
+                    Effect::PcInviteMicrosoft {
+                        referral_id,
+                        engagement_id,
+                        crm,
+                        crm_id,
+                        draft,
+                        look_first,
+                    } => {
+                        use tracing::Instrument;
+                        let invite = Invitation {
+                            referral_id,
+                            engagement_id,
+                            crm,
+                            crm_id,
+                            draft,
+                            look_first,
+                        };
+                        self.exec_pc_invite(pc, &entry, invite, cycle)
+                            .instrument(span)
+                            .await?
                     }
                     Effect::PcCreate {
                         crm,
@@ -392,7 +418,6 @@ impl Engine {
         referral: &Referral,
         action: &Option<StageAction>,
         ops: &[crate::domain::PatchOp],
-        upgrade: bool,
     ) -> Result<Referral, PartnerCenterError> {
         let id = referral.id.clone();
         let mut current = referral.clone();
@@ -445,14 +470,6 @@ impl Engine {
             }
             None => current = patch(current).await?,
         }
-        if upgrade {
-            let engagement = current.engagement_id.clone().unwrap_or_default();
-            let invited =
-                !engagement.is_empty() && pc.find_microsoft_referral(&engagement).await?.is_some();
-            if !invited {
-                pc.invite_microsoft(&current, &current).await?;
-            }
-        }
         Ok(current)
     }
 
@@ -464,9 +481,7 @@ impl Engine {
         referral_id: &str,
         crm: crate::store::CrmKind,
         crm_id: &str,
-        mut action: Option<StageAction>,
-        mut ops: Vec<crate::domain::PatchOp>,
-        mut upgrade: bool,
+        decided: Decided,
         crm_fields: &CrmFields,
         cycle: &mut Cycle,
     ) -> Result<Flow, SyncError> {
@@ -476,12 +491,15 @@ impl Engine {
                 return self.fail_pc(entry, &e, cycle);
             }
         };
+        let Decided {
+            mut action,
+            mut ops,
+            mut upgrade,
+            mut invitation,
+        } = decided;
         let mut decided_again = false;
         let updated = loop {
-            match self
-                .apply_update(pc, &referral, &action, &ops, upgrade)
-                .await
-            {
+            match self.apply_update(pc, &referral, &action, &ops).await {
                 Ok(r) => break r,
                 Err(PartnerCenterError::ModifiedConcurrently { .. }) if !decided_again => {
                     decided_again = true;
@@ -526,13 +544,18 @@ impl Engine {
                     );
                     // Decide again only about what the CRM asked for.
                     d.ops.retain(|op| ops.iter().any(|o| o.path == op.path));
-                    if d.action.is_none() && d.ops.is_empty() && !d.upgrade_to_co_sell {
+                    // An upgrade whose patch already landed (our own earlier
+                    // attempt) reads as co-sell now: Microsoft is still to be
+                    // invited (looked up first).
+                    let still_upgrading = d.upgrade_to_co_sell || (upgrade && !stage.is_archived());
+                    if d.action.is_none() && d.ops.is_empty() && !still_upgrading {
                         self.store.write(|r| r.complete_effect(entry.id))?;
                         return Ok(Flow::Continue);
                     }
                     action = d.action;
                     ops = d.ops;
-                    upgrade = d.upgrade_to_co_sell;
+                    upgrade = still_upgrading;
+                    invitation = d.invitation.or(invitation);
                 }
                 Err(e) => {
                     let flow = self.fail_pc(entry, &e, cycle)?;
@@ -565,8 +588,24 @@ impl Engine {
             ));
         }
         if upgrade {
-            message.push("upgraded to co-sell: Microsoft invited".into());
+            message.push("upgraded to co-sell: Microsoft is invited next".into());
         }
+        let invite = if upgrade {
+            let draft = invitation.unwrap_or_else(|| updated.to_json());
+            Some(
+                Effect::PcInviteMicrosoft {
+                    referral_id: referral_id.to_owned(),
+                    engagement_id: updated.engagement_id.clone().unwrap_or_default(),
+                    crm,
+                    crm_id: crm_id.to_owned(),
+                    draft,
+                    look_first: true,
+                }
+                .to_new(),
+            )
+        } else {
+            None
+        };
         self.hit("pc_update.before_commit")?;
         self.store.write(|r| {
             r.upsert_referral(&snap)?;
@@ -577,13 +616,13 @@ impl Engine {
                 // the CRM has, so a concurrent Partner Center edit still
                 // reaches the CRM (and our own echo costs no write).
                 link.pc_version = updated.e_tag.clone();
-                if upgrade && link.help_requested_at.is_none() {
-                    link.help_requested_at = Some(now);
-                }
                 link.updated_at = now;
                 r.update_link(&link)?;
             }
             r.complete_effect(entry.id)?;
+            if let Some(invite) = &invite {
+                r.upsert_effect(invite, now)?;
+            }
             r.resolve_failure(referral_id, PARTNER_CENTER)?;
             r.append_event(
                 referral_id,
@@ -626,6 +665,7 @@ impl Engine {
             }
         };
         let mut notes = Vec::new();
+        let mut recovered = false;
         // A create is the one write that is not idempotent: look for the deal
         // we may already have made before (re)sending it.
         let created = match prior {
@@ -633,6 +673,7 @@ impl Engine {
                 notes.push(
                     "found the deal created before an interruption; not created twice".to_owned(),
                 );
+                recovered = true;
                 *found
             }
             PriorCreate::Looked(Some(PriorDeal::Unreadable(failure))) => {
@@ -647,12 +688,8 @@ impl Engine {
                 return self.fail_effect(entry, directive, &message, &hint, cycle);
             }
             PriorCreate::NotSent | PriorCreate::Looked(None) => {
-                match pc.create_deal(&draft).await {
-                    Ok(c) => c.referral,
-                    Err(PartnerCenterError::CoSellIncomplete { created, source }) => {
-                        notes.push(format!("created, but inviting Microsoft failed ({source}); the invitation is retried"));
-                        *created
-                    }
+                match pc.create_own_referral(&draft).await {
+                    Ok(c) => c,
                     Err(e) => {
                         return self.fail_pc(entry, &e, cycle);
                     }
@@ -660,6 +697,19 @@ impl Engine {
             }
         };
         let kind = DealKind::of(&created);
+        // Co-sell: Microsoft's referral is the second step, queued with this
+        // commit so that an interruption here is finished on recovery.
+        let invite = draft.assistance_requested().is_some().then(|| {
+            Effect::PcInviteMicrosoft {
+                referral_id: created.id.clone(),
+                engagement_id: created.engagement_id.clone().unwrap_or_default(),
+                crm,
+                crm_id: crm_id.to_owned(),
+                draft: draft.to_json(),
+                look_first: recovered,
+            }
+            .to_new()
+        });
         let snap = ReferralSnapshot::from_referral(&created, self.settings.expiry_days, now);
         let (json, stage) = effective_json(&snap);
         let side = self.side(crm).cloned();
@@ -672,9 +722,6 @@ impl Engine {
                 .unwrap_or_else(|| Link::new(crm, crm_id, Some(&rid), now));
             link.referral_id = Some(rid.clone());
             link.crm_fields = Some(Value::Object(crm_fields.clone()));
-            if kind == DealKind::CoSell && link.help_requested_at.is_none() {
-                link.help_requested_at = Some(now);
-            }
             link.updated_at = now;
             super::plan::upsert_link(r, &link)?;
             if let Some(side) = &side {
@@ -707,6 +754,9 @@ impl Engine {
                 r.upsert_effect(&write_back.to_new(), now)?;
             }
             r.complete_effect(entry.id)?;
+            if let Some(invite) = &invite {
+                r.upsert_effect(invite, now)?;
+            }
             r.resolve_failure(&entry.record_key, PARTNER_CENTER)?;
             r.resolve_failure(&entry.record_key, crm.as_str())?;
             r.append_event(
@@ -723,6 +773,80 @@ impl Engine {
             for n in &notes {
                 r.append_event(&rid, now, PARTNER_CENTER, "created", n, None)?;
             }
+            Ok(())
+        })?;
+        cycle.summary.partner_center.created += 1;
+        Ok(Flow::Continue)
+    }
+
+    /// Invites Microsoft into a co-sell engagement: the Microsoft-targeted
+    /// referral, created once. A first attempt is marked sent before it goes
+    /// out; any later one (and an invitation that may have been made
+    /// elsewhere) looks in the engagement first.
+    async fn exec_pc_invite(
+        &self,
+        pc: &PartnerCenterClient,
+        entry: &OutboxEntry,
+        invite: Invitation,
+        cycle: &mut Cycle,
+    ) -> Result<Flow, SyncError> {
+        let now = cycle.now;
+        let draft = match Referral::from_json(invite.draft.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.quarantine(
+                    entry,
+                    "permanent",
+                    &e.to_string(),
+                    "report this to the cosell-sync maintainers",
+                    cycle,
+                )?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let look = invite.look_first || entry.sent_at.is_some() || entry.attempts > 0;
+        let found = if look {
+            match pc.find_microsoft_referral(&invite.engagement_id).await {
+                Ok(found) => found,
+                Err(e) => return self.fail_pc(entry, &e, cycle),
+            }
+        } else {
+            None
+        };
+        let (microsoft, how) = match found {
+            Some(m) => (m, "found already in the engagement; not invited twice"),
+            None => {
+                if entry.sent_at.is_none() {
+                    self.store.write(|r| r.mark_sent(&[entry.id], now))?;
+                }
+                match pc.invite_microsoft(&draft, &invite.engagement_id).await {
+                    Ok(m) => (m, "invited"),
+                    Err(e) => return self.fail_pc(entry, &e, cycle),
+                }
+            }
+        };
+        self.hit("pc_invite.before_commit")?;
+        self.store.write(|r| {
+            if let Some(mut link) = r.link_by_crm_id(invite.crm, &invite.crm_id)?
+                && link.help_requested_at.is_none()
+            {
+                link.help_requested_at = Some(now);
+                link.updated_at = now;
+                r.update_link(&link)?;
+            }
+            r.complete_effect(entry.id)?;
+            r.resolve_failure(&invite.referral_id, PARTNER_CENTER)?;
+            r.append_event(
+                &invite.referral_id,
+                now,
+                PARTNER_CENTER,
+                "microsoft_invited",
+                &format!(
+                    "Microsoft {how}: referral {} in engagement {}",
+                    microsoft.id, invite.engagement_id
+                ),
+                None,
+            )?;
             Ok(())
         })?;
         cycle.summary.partner_center.created += 1;
@@ -1050,6 +1174,24 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// What a CRM record asked of a referral, as queued.
+struct Decided {
+    action: Option<StageAction>,
+    ops: Vec<crate::domain::PatchOp>,
+    upgrade: bool,
+    invitation: Option<Value>,
+}
+
+/// A queued invitation of Microsoft into a co-sell engagement.
+struct Invitation {
+    referral_id: String,
+    engagement_id: String,
+    crm: crate::store::CrmKind,
+    crm_id: String,
+    draft: Value,
+    look_first: bool,
 }
 
 /// A CRM write the CRM confirmed, to record.

@@ -140,6 +140,8 @@ pub(crate) struct CrmDecision {
     pub action: Option<StageAction>,
     pub ops: Vec<crate::domain::PatchOp>,
     pub upgrade_to_co_sell: bool,
+    /// With `upgrade_to_co_sell`: the Microsoft-targeted referral's draft.
+    pub invitation: Option<Value>,
     /// Problems to show on the CRM record (error field) and in `failures`.
     pub problems: Vec<Problem>,
     /// Things to note in the referral's history.
@@ -225,7 +227,19 @@ pub(crate) fn decide_from_crm(
     now: DateTime<Utc>,
 ) -> CrmDecision {
     let mut proposal = mapping.proposed_changes(crm_fields, referral, stage);
-    let ops = only_changed_fields(mapping, proposal.patch, crm_fields, previous, referral);
+    // An upgrade sends all it needs, also what the CRM held unchanged (the
+    // notes for Microsoft, the share-with-sellers consent).
+    let upgrade_ops: Vec<crate::domain::PatchOp> = if proposal.kind_change.is_some() {
+        let (upgrade, rest) = std::mem::take(&mut proposal.patch)
+            .into_iter()
+            .partition(|op| crate::mapping::is_upgrade_path(&op.path));
+        proposal.patch = rest;
+        upgrade
+    } else {
+        Vec::new()
+    };
+    let mut ops = only_changed_fields(mapping, proposal.patch, crm_fields, previous, referral);
+    ops.extend(upgrade_ops);
     proposal.withheld = only_changed_fields(
         mapping,
         std::mem::take(&mut proposal.withheld),
@@ -238,6 +252,7 @@ pub(crate) fn decide_from_crm(
         // An empty CRM field never erases a Partner Center value.
         ops: ops.into_iter().filter(|op| !op.value.is_null()).collect(),
         upgrade_to_co_sell: proposal.kind_change.is_some(),
+        invitation: proposal.invitation.as_ref().map(Referral::to_json),
         problems: proposal.problems,
         notes: Vec::new(),
     };
@@ -564,6 +579,7 @@ impl Engine {
                 action: d.action.clone(),
                 ops: d.ops.clone(),
                 upgrade_to_co_sell: d.upgrade_to_co_sell,
+                invitation: d.invitation.clone().filter(|_| d.upgrade_to_co_sell),
                 crm_fields: record.fields.clone(),
             });
         }
