@@ -1138,22 +1138,26 @@ impl Engine {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let engaged = if engagement.is_empty() {
+            let microsoft = if engagement.is_empty() {
                 None
             } else {
                 match pc.find_microsoft_referral(&engagement).await {
-                    Ok(found) => found.and_then(|m| match (&m.status, &m.substatus) {
-                        (Some(s), Some(sub)) => Stage::from_api(s, sub),
-                        _ => None,
-                    }),
+                    Ok(found) => found,
                     Err(e) => {
                         tracing::warn!(referral_id = %rid, error = %e, "could not read Microsoft's referral");
                         continue;
                     }
                 }
             };
-            let message = match engaged {
-                Some(Stage::Accepted | Stage::Won) => {
+            let engaged = microsoft
+                .as_ref()
+                .and_then(|m| match (&m.status, &m.substatus) {
+                    (Some(s), Some(sub)) => Stage::from_api(s, sub),
+                    _ => None,
+                });
+            let message = match (&microsoft, engaged) {
+                (None, _) => "Microsoft was never invited: its engagement holds no Microsoft-targeted referral (see `cosell-sync failures list` for the invitation)".to_owned(),
+                (_, Some(Stage::Accepted | Stage::Won)) => {
                     "Microsoft sellers engaged on the co-sell request".to_owned()
                 }
                 _ => format!(
