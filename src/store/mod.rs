@@ -3,7 +3,10 @@
 //!
 //! WAL journal with `synchronous=FULL`: a transaction that returned is on disk.
 //! Every multi-row change goes through [`Store::write`], one transaction.
+//! A command that writes holds the store's [`StoreLock`] first (one writer
+//! per store).
 
+mod lock;
 mod models;
 mod repo;
 mod schema;
@@ -16,6 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use lock::{Holder, LockError, StoreLock, lock_path};
 pub use models::*;
 pub use repo::Repo;
 pub use tokens::StoredRefreshToken;
