@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 use crate::config::{ConfigError, Settings};
 use crate::domain::{DealKind, Stage};
 use crate::store::{
-    FailureState, ReferralFilter, ReferralSnapshot, StatusReport, Store, StoreError,
+    FailureState, LockError, ReferralFilter, ReferralSnapshot, StatusReport, Store, StoreError,
+    StoreLock,
 };
 
 /// Process exit codes (DESIGN.md "Command line").
@@ -15,6 +16,9 @@ pub mod exit {
     pub const OK: u8 = 0;
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
+    /// EX_TEMPFAIL from sysexits.h: another command that writes holds the
+    /// state store; trying again later can succeed.
+    pub const STORE_BUSY: u8 = 75;
     /// EX_CONFIG from sysexits.h.
     pub const CONFIG: u8 = 78;
 }
@@ -27,6 +31,8 @@ pub enum CommandError {
     ConfigProblems(Vec<String>),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("{what} {id} is not in the state store{hint}")]
     NotFound {
         what: &'static str,
@@ -67,6 +73,7 @@ impl CommandError {
             CommandError::Setup(e) if e.is_configuration() => exit::CONFIG,
             CommandError::Daemon(e) => u8::try_from(e.exit_code()).unwrap_or(exit::FAILURE),
             CommandError::Usage(_) => exit::USAGE,
+            CommandError::Lock(LockError::Held { .. }) => exit::STORE_BUSY,
             _ => exit::FAILURE,
         }
     }
@@ -75,6 +82,7 @@ impl CommandError {
     pub fn hint(&self) -> Option<String> {
         match self {
             CommandError::Store(e) => Some(e.hint().to_owned()),
+            CommandError::Lock(e) => Some(e.hint()),
             CommandError::PartnerCenter(e) => Some(e.hint()),
             CommandError::Setup(e) => match e.as_ref() {
                 crate::sync::setup::SetupError::PartnerCenter(e) => Some(e.hint()),
@@ -84,6 +92,35 @@ impl CommandError {
             _ => None,
         }
     }
+}
+
+/// Takes the state store's writer lock for `command` (the words recorded as
+/// its holder, e.g. `sync --once`), waiting up to `state.lock_wait` for
+/// another writer (DESIGN.md guarantee 8). Every command that may write takes
+/// it before opening the store and keeps it until it ends; read-only commands
+/// never take it. Blocks the calling thread while it waits.
+pub fn lock_store(settings: &Settings, command: &str) -> Result<StoreLock, CommandError> {
+    Ok(StoreLock::acquire(
+        &settings.state.path,
+        command,
+        settings.state.lock_wait,
+    )?)
+}
+
+/// [`lock_store`] for async commands: the wait runs off the runtime's threads.
+pub async fn lock_store_async(
+    settings: &Settings,
+    command: &str,
+) -> Result<StoreLock, CommandError> {
+    let (path, wait, command) = (
+        settings.state.path.clone(),
+        settings.state.lock_wait,
+        command.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || StoreLock::acquire(&path, &command, wait))
+        .await
+        .map_err(|e| CommandError::Failed(format!("waiting for the state store lock: {e}")))?
+        .map_err(CommandError::from)
 }
 
 fn when(dt: Option<DateTime<Utc>>) -> String {
@@ -514,6 +551,7 @@ pub fn failures_list(
 /// `failures retry ID`: puts a quarantined effect back in the outbox (or, for
 /// a record that failed validation, marks it for another look).
 pub fn failures_retry(settings: &Settings, id: i64) -> Result<String, CommandError> {
+    let _lock = lock_store(settings, &format!("failures retry {id}"))?;
     let store = open_for_failures(settings, id)?;
     let now = Utc::now();
     store.write(|r| {
@@ -558,6 +596,7 @@ pub fn failures_retry(settings: &Settings, id: i64) -> Result<String, CommandErr
 /// `failures ignore ID`: stop reporting a failure (a new, different failure
 /// of the same record is reported again).
 pub fn failures_ignore(settings: &Settings, id: i64) -> Result<String, CommandError> {
+    let _lock = lock_store(settings, &format!("failures ignore {id}"))?;
     let store = open_for_failures(settings, id)?;
     store
         .write(|r| {
@@ -602,6 +641,8 @@ pub async fn login_partner_center(
             "`partner_center.client_id`: set the application (client) id of your Entra ID app registration".into(),
         ]));
     }
+    // Held through the sign-in: the refresh token is written at the end.
+    let _lock = lock_store_async(settings, "login partner-center").await?;
     let store = std::sync::Arc::new(Store::open(&settings.state.path)?);
     let options = PartnerCenterOptions::from_settings(&settings.partner_center);
     let token = device_code_login(&options, |p| {
@@ -644,6 +685,8 @@ pub async fn referrals_favorite(
         id: id.to_owned(),
         hint: " (see `cosell-sync referrals list`; run a sync first)",
     };
+    let command = format!("referrals favorite {id}{}", if on { "" } else { " --off" });
+    let _lock = lock_store_async(settings, &command).await?;
     let store =
         std::sync::Arc::new(Store::open_existing(&settings.state.path)?.ok_or_else(not_found)?);
     let snap = store.read(|r| r.get_referral(id))?.ok_or_else(not_found)?;
@@ -737,6 +780,10 @@ pub async fn run_daemon(
     load: impl Fn() -> Result<Settings, ConfigError> + Send + Sync + 'static,
 ) -> Result<String, CommandError> {
     use std::sync::Arc;
+    // Held for the daemon's whole life. A SIGHUP reload that changes
+    // `state.path` is only warned about (it takes effect after a restart),
+    // so this lock stays the one on the store in use.
+    let _lock = lock_store_async(settings, "run").await?;
     crate::ops::metrics::install()?;
     let store = Arc::new(Store::open(&settings.state.path)?);
     let heartbeat = crate::ops::Heartbeat::new();
@@ -824,13 +871,21 @@ fn side_row(name: &str, s: &crate::sync::SideSummary) -> Vec<String> {
 }
 
 /// `sync --once [--dry-run]` and `resync [--since DATE]`: one cycle.
+/// `command` names it in the store's lock file (`sync --once`, `resync`).
 pub async fn sync_once(
     settings: &Settings,
     opts: crate::sync::CycleOptions,
+    command: &str,
     as_json: bool,
 ) -> Result<String, CommandError> {
-    // A dry run plans and changes no sync state; only a refresh token that
-    // Entra ID rotates while signing in is kept (losing it would sign us out).
+    // A dry run plans and changes no sync state, so it neither waits for nor
+    // takes the writer lock; only a refresh token that Entra ID rotates while
+    // signing in is kept (losing it would sign us out).
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(lock_store_async(settings, command).await?)
+    };
     let store = std::sync::Arc::new(Store::open(&settings.state.path)?);
     let progress = std::sync::Arc::new(crate::ops::Progress::new("records read", None));
     let bar = progress.clone();
@@ -977,5 +1032,12 @@ mod tests {
             hint: "",
         };
         assert_eq!(e.exit_code(), 1);
+        let e = CommandError::from(LockError::Held {
+            path: "cosell-sync.db".into(),
+            holder: crate::store::Holder::default(),
+            waited: std::time::Duration::from_secs(10),
+        });
+        assert_eq!(e.exit_code(), 75);
+        assert!(e.hint().is_some_and(|h| h.contains("state.lock_wait")));
     }
 }

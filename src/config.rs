@@ -197,6 +197,9 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct StateSettings {
     pub path: PathBuf,
+    /// How long a command that writes waits for another writer to release
+    /// the store before it exits 75 (zero: it does not wait).
+    pub lock_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -481,8 +484,9 @@ impl Settings {
         let s = self;
         let _ = writeln!(
             o,
-            "[state]\npath = {}\n",
-            q(&s.state.path.to_string_lossy())
+            "[state]\npath = {}\nlock_wait = {}\n",
+            q(&s.state.path.to_string_lossy()),
+            q(&dur(s.state.lock_wait))
         );
         let _ = writeln!(
             o,
@@ -581,6 +585,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawState {
     path: String,
+    lock_wait: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -902,6 +907,7 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
     let settings = Settings {
         state: StateSettings {
             path: v.path("state.path", &raw.state.path)?,
+            lock_wait: v.duration("state.lock_wait", &raw.state.lock_wait)?,
         },
         sync: SyncSettings {
             interval: v.positive_duration("sync.interval", &raw.sync.interval)?,
@@ -1182,6 +1188,7 @@ mod tests {
     fn built_in_defaults_match_the_design() {
         let s = Settings::defaults().unwrap();
         assert_eq!(s.state.path, PathBuf::from("cosell-sync.db"));
+        assert_eq!(s.state.lock_wait, Duration::from_secs(10));
         assert_eq!(s.sync.interval, Duration::from_secs(60));
         assert_eq!(s.sync.overlap, Duration::from_secs(600));
         assert_eq!(s.sync.full_reconcile_every, Duration::from_secs(6 * 3600));
@@ -1254,6 +1261,30 @@ mod tests {
                 .ends_with("cosell-sync.toml:3")
         );
         assert_eq!(s.origin("sync.overlap"), "built-in defaults");
+    }
+
+    #[test]
+    fn the_store_lock_wait_is_a_duration_that_may_be_zero() {
+        let (_dir, mut sources) = with_file("[state]\nlock_wait = \"0s\"\n");
+        assert_eq!(load(&sources).unwrap().state.lock_wait, Duration::ZERO);
+        sources
+            .env
+            .insert("COSELL_SYNC__STATE__LOCK_WAIT".into(), "1m 30s".into());
+        let s = load(&sources).unwrap();
+        assert_eq!(s.state.lock_wait, Duration::from_secs(90));
+        assert!(
+            s.render().contains("lock_wait = \"1m 30s\""),
+            "{}",
+            s.render()
+        );
+        sources
+            .env
+            .insert("COSELL_SYNC__STATE__LOCK_WAIT".into(), "a while".into());
+        let err = load(&sources).unwrap_err();
+        assert_eq!(err.key(), Some("state.lock_wait"));
+        let msg = err.to_string();
+        assert!(msg.contains("COSELL_SYNC__STATE__LOCK_WAIT"), "{msg}");
+        assert!(msg.contains("is not a duration"), "{msg}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `cosell-sync` command line: parse, set up logging, load settings, call
-//! the library, map errors to exit codes (0 ok, 1 failure, 2 usage, 78 config).
+//! the library, map errors to exit codes (0 ok, 1 failure, 2 usage, 75 the
+//! state store is held by another writer, 78 config).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -256,7 +257,7 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
                 full,
                 since: None,
             };
-            commands::sync_once(&settings, opts, json.json).await
+            commands::sync_once(&settings, opts, "sync --once", json.json).await
         }
         Command::Resync { since, json } => {
             let opts = cosell_sync::sync::CycleOptions {
@@ -264,7 +265,7 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
                 full: since.is_none(),
                 since,
             };
-            commands::sync_once(&settings, opts, json.json).await
+            commands::sync_once(&settings, opts, "resync", json.json).await
         }
         Command::Run => {
             let file = cli.config.clone();

@@ -3,7 +3,10 @@
 //!
 //! WAL journal with `synchronous=FULL`: a transaction that returned is on disk.
 //! Every multi-row change goes through [`Store::write`], one transaction.
+//! A command that writes holds the store's [`StoreLock`] first (one writer
+//! per store).
 
+mod lock;
 mod models;
 mod repo;
 mod schema;
@@ -16,6 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use lock::{Holder, LockError, StoreLock, lock_path};
 pub use models::*;
 pub use repo::Repo;
 pub use tokens::StoredRefreshToken;
@@ -158,8 +162,23 @@ impl Store {
     }
 
     fn configure(conn: &Connection) -> rusqlite::Result<()> {
-        conn.busy_timeout(Duration::from_secs(10))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Switching a new file to WAL answers "database is locked" at once,
+        // without the busy handler, while another connection is switching it
+        // too (a read-only command opening the file the service just made).
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
@@ -172,24 +191,44 @@ impl Store {
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if current > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path: self.path.clone(),
-                found: current,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
-            let version = i as i64 + 1;
+        let too_new = |found| StoreError::TooNew {
+            path: self.path.clone(),
+            found,
+            supported: SCHEMA_VERSION,
+        };
+        let mut current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        while current != SCHEMA_VERSION {
+            if current > SCHEMA_VERSION {
+                return Err(too_new(current));
+            }
+            let version = current + 1;
+            let migration_err = |source| StoreError::Migration { version, source };
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Exclusive)
-                .map_err(|source| StoreError::Migration { version, source })?;
+                .map_err(migration_err)?;
+            // Read again inside the write transaction: another process (a
+            // read-only command takes no writer lock) may have migrated the
+            // file since; then this transaction changes nothing.
+            let now_at: i64 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(migration_err)?;
+            if now_at != current {
+                current = now_at;
+                continue;
+            }
+            let sql = usize::try_from(current)
+                .ok()
+                .and_then(|i| schema::MIGRATIONS.get(i))
+                .ok_or(StoreError::Corrupt {
+                    what: "schema version",
+                    detail: current.to_string(),
+                })?;
             tx.execute_batch(sql)
                 .and_then(|_| tx.pragma_update(None, "user_version", version))
                 .and_then(|_| tx.commit())
-                .map_err(|source| StoreError::Migration { version, source })?;
+                .map_err(migration_err)?;
             tracing::info!(version, "state store migrated");
+            current = version;
         }
         Ok(())
     }

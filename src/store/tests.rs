@@ -72,6 +72,30 @@ fn an_empty_file_is_migrated_and_reopens_at_the_same_version() {
 }
 
 #[test]
+fn processes_opening_a_new_file_together_migrate_it_once() {
+    // A read-only command (which takes no writer lock) may open the store
+    // while the service creates it: each connection must see the other's
+    // migrations instead of applying them again.
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cosell-sync.db");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Store::open(&path).map(|s| s.schema_version().unwrap())
+                })
+            })
+            .collect();
+        for open in opens {
+            assert_eq!(open.join().unwrap().unwrap(), SCHEMA_VERSION);
+        }
+    }
+}
+
+#[test]
 fn a_file_from_a_newer_version_is_refused() {
     let (_dir, store) = open();
     let path = store.path().to_path_buf();
