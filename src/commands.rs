@@ -949,17 +949,35 @@ pub fn parse_since(s: &str) -> Result<chrono::DateTime<Utc>, String> {
 
 /// `config validate --online`: the offline checks, then each enabled CRM's
 /// metadata (fields, external id / alternate key, stage values) and a
-/// Partner Center sign-in with one listing call.
+/// Partner Center sign-in with one listing call. Notes (what many orgs lack
+/// and the sync does without) are printed and keep the exit code 0.
 pub async fn config_validate_online(settings: &Settings) -> Result<String, CommandError> {
     let mut out = config_validate(settings)?;
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
     for side in crate::sync::setup::build_crms(settings)? {
         match side.crm.check_metadata().await {
-            Ok(found) if found.is_empty() => out.push_str(&format!(
-                "  {}: every mapped field, the external id and every stage value exist\n",
-                side.kind
-            )),
-            Ok(found) => problems.extend(found.into_iter().map(|p| format!("{}: {p}", side.kind))),
+            Ok(found) => {
+                let (errors, side_notes): (Vec<_>, Vec<_>) =
+                    found.into_iter().partition(|p| p.is_error());
+                if errors.is_empty() && side_notes.is_empty() {
+                    out.push_str(&format!(
+                        "  {}: every mapped field, the external id and every stage value exist\n",
+                        side.kind
+                    ));
+                } else if errors.is_empty() {
+                    out.push_str(&format!(
+                        "  {}: the external id, every stage value and every field the sync needs exist\n",
+                        side.kind
+                    ));
+                }
+                problems.extend(errors.into_iter().map(|p| format!("{}: {p}", side.kind)));
+                notes.extend(
+                    side_notes
+                        .into_iter()
+                        .map(|p| format!("{}: note: {p}", side.kind)),
+                );
+            }
             Err(e) => {
                 return Err(CommandError::Failed(format!(
                     "{}: {e} (hint: {})",
@@ -978,7 +996,11 @@ pub async fn config_validate_online(settings: &Settings) -> Result<String, Comma
         Err(e) => return Err(CommandError::PartnerCenter(e)),
     }
     if !problems.is_empty() {
+        problems.extend(notes);
         return Err(CommandError::ConfigProblems(problems));
+    }
+    for note in notes {
+        out.push_str(&format!("  {note}\n"));
     }
     Ok(out)
 }

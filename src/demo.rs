@@ -174,7 +174,7 @@ pub async fn run(mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
 
     // A co-sell deal from Salesforce, first without the customer's country.
     let mut deal = json!({
-        "Name": "Fabrikam AI pilot", "Amount": 250000, "CurrencyIsoCode": "USD", "CloseDate": "2027-06-30",
+        "Name": "Fabrikam AI pilot", "Amount": 250000, "CloseDate": "2027-06-30",
         "StageName": "Qualification", "Sync_with_Partner_Center__c": true,
         "Customer_Name__c": "Fabrikam Ltd", "Customer_Street__c": "1 Main Street", "Customer_City__c": "Dublin",
         "Customer_Postal_Code__c": "D02", "Partner_Contact_First_Name__c": "Ada",

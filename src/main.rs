@@ -116,6 +116,12 @@ enum Command {
         /// Number of sample referrals.
         #[arg(long, default_value_t = 40)]
         referrals: usize,
+        /// The Salesforce org has Data.com fields (Account.DunsNumber).
+        #[arg(long)]
+        salesforce_data_com: bool,
+        /// The Salesforce org has multiple currencies (Opportunity.CurrencyIsoCode).
+        #[arg(long)]
+        salesforce_multi_currency: bool,
     },
     /// Sign in to a service interactively and keep the result in the state store.
     #[command(subcommand)]
@@ -303,11 +309,15 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
             listen,
             seed,
             referrals,
+            salesforce_data_com,
+            salesforce_multi_currency,
         } => {
             let opts = cosell_sync::sim::SimOptions {
                 listen,
                 seed,
                 referrals,
+                salesforce_data_com,
+                salesforce_multi_currency,
                 ..Default::default()
             };
             commands::simulate(opts, |text| {

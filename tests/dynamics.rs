@@ -9,7 +9,7 @@ use cosell_sync::config::{AccountMatch, DynamicsSettings};
 use cosell_sync::crm::dynamics::{DynamicsCredential, DynamicsCrm, DynamicsOptions, ServiceLimits};
 use cosell_sync::crm::{
     CloseOutcome, CloseRequest, Crm, CrmChange, CrmError, CrmObjectSpec, CustomerRef, RecordKey,
-    RecordWrite,
+    RecordWrite, Severity,
 };
 use cosell_sync::http::{RetryDirective, RetrySettings, Retryable};
 use secrecy::SecretString;
@@ -1659,6 +1659,41 @@ async fn the_metadata_check_names_every_missing_column_key_and_option() {
         "{problems:#?}"
     );
     assert!(problems[0].message.contains("no column"));
+    // A missing DUNS column is a note (matching falls back to name and postal code).
+    let notes: Vec<&str> = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Note)
+        .map(|p| p.item.as_str())
+        .collect();
+    assert_eq!(notes, ["account.new_dunsnumber"]);
+
+    // What the check learnt is kept: the adapter neither reads nor writes the column.
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param("$select", ACCOUNT_SELECT))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000b"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_ok_batch(&server, 1).await;
+    let results = crm
+        .upsert(vec![with_customer("r1", &customer())])
+        .await
+        .unwrap();
+    assert!(results[0].outcome.is_ok(), "{results:?}");
+    let all = server.received_requests().await.unwrap();
+    assert_eq!(account_lookups(&all).len(), 1, "no lookup was refused");
+    let created = account_creations(&all);
+    assert!(created[0].get("new_dunsnumber").is_none(), "{created:?}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use cosell_sync::config::{AccountMatch, SalesforceAuth, SalesforceSettings};
 use cosell_sync::crm::salesforce::{FieldKind, JwtClaims, SalesforceCrm};
 use cosell_sync::crm::{
     CloseOutcome, CloseRequest, Crm, CrmChange, CrmError, CrmObjectSpec, CustomerRef, RecordKey,
-    RecordWrite,
+    RecordWrite, Severity,
 };
 use cosell_sync::http::{ClientSettings, RetryDirective, RetrySettings, Retryable, build_client};
 use secrecy::SecretString;
@@ -116,6 +116,61 @@ async fn mount_stages(server: &MockServer) {
         .await;
 }
 
+/// Opportunity fields of a standard org (no `CurrencyIsoCode`).
+const OPPORTUNITY_FIELDS: &[&str] = &[
+    "Id",
+    "Name",
+    "AccountId",
+    "Amount",
+    "CloseDate",
+    "StageName",
+    "Description",
+    "SystemModstamp",
+    "Referral_Identifier__c",
+    "Sync_with_Partner_Center__c",
+    "Partner_Center_Sync_Error__c",
+    "Loss_Reason__c",
+];
+/// Account fields of a standard org (no `DunsNumber`).
+const ACCOUNT_FIELDS: &[&str] = &[
+    "Id",
+    "Name",
+    "BillingStreet",
+    "BillingCity",
+    "BillingState",
+    "BillingPostalCode",
+    "BillingCountry",
+    "CreatedDate",
+];
+
+/// An sObject describe listing `fields` (and `extra`).
+fn describe(object: &str, fields: &[&str], extra: &[&str]) -> Value {
+    let fields: Vec<Value> = fields
+        .iter()
+        .chain(extra)
+        .map(|f| json!({"name": f, "type": "string", "createable": true, "updateable": true}))
+        .collect();
+    json!({"name": object, "fields": fields})
+}
+
+async fn mount_describe(server: &MockServer, object: &str, body: Value, times: Option<u64>) {
+    let mock = Mock::given(method("GET"))
+        .and(path(format!("{API}/sobjects/{object}/describe")))
+        .respond_with(json_response(200, body));
+    match times {
+        Some(n) => mock.up_to_n_times(n).expect(n).mount(server).await,
+        None => mock.mount(server).await,
+    }
+}
+
+/// A Data.com, multi-currency org: every field these tests name.
+async fn mount_full_org(server: &MockServer) {
+    let opp = describe("Opportunity", OPPORTUNITY_FIELDS, &["CurrencyIsoCode"]);
+    mount_describe(server, "Opportunity", opp, None).await;
+    let account = describe("Account", ACCOUNT_FIELDS, &["DunsNumber"]);
+    mount_describe(server, "Account", account, None).await;
+}
+
 fn json_response(status: u16, body: Value) -> ResponseTemplate {
     ResponseTemplate::new(status)
         .insert_header("Sforce-Limit-Info", "api-usage=1203/115000")
@@ -141,6 +196,7 @@ async fn requests_to(server: &MockServer, p: &str) -> Vec<Request> {
 #[tokio::test]
 async fn incremental_reads_follow_next_records_url_until_done() {
     let server = MockServer::start().await;
+    mount_full_org(&server).await;
     mount_token(&server, 1).await;
     mount_stages(&server).await;
     let expected = "SELECT Id, SystemModstamp, Referral_Identifier__c, Sync_with_Partner_Center__c, \
@@ -220,6 +276,7 @@ async fn incremental_reads_follow_next_records_url_until_done() {
 #[tokio::test]
 async fn hostile_values_are_escaped_in_soql() {
     let server = MockServer::start().await;
+    mount_full_org(&server).await;
     mount_token(&server, 1).await;
     let hostile = r"O'Brien\' OR Name != '";
     let expected = "SELECT Id, SystemModstamp, Referral_Identifier__c, Sync_with_Partner_Center__c, \
@@ -306,6 +363,7 @@ fn write(key: RecordKey, fields: Value) -> RecordWrite {
 #[tokio::test]
 async fn collection_upserts_map_mixed_results_back_to_records() {
     let server = MockServer::start().await;
+    mount_full_org(&server).await;
     mount_token(&server, 1).await;
     mount_stages(&server).await;
     let upsert_path = format!("{API}/composite/sobjects/Opportunity/Referral_Identifier__c");
@@ -413,6 +471,7 @@ async fn collection_upserts_map_mixed_results_back_to_records() {
 #[tokio::test]
 async fn collections_are_chunked_by_batch_size() {
     let server = MockServer::start().await;
+    mount_full_org(&server).await;
     mount_token(&server, 1).await;
     mount_stages(&server).await;
     let upsert_path = format!("{API}/composite/sobjects/Opportunity/Referral_Identifier__c");
@@ -446,6 +505,7 @@ async fn collections_are_chunked_by_batch_size() {
 #[tokio::test]
 async fn the_single_record_upsert_handles_201_200_204_and_300() {
     let server = MockServer::start().await;
+    mount_full_org(&server).await;
     mount_token(&server, 1).await;
     mount_stages(&server).await;
     let one = |id: &str| format!("{API}/sobjects/Opportunity/Referral_Identifier__c/{id}");
@@ -552,6 +612,7 @@ async fn the_single_record_upsert_handles_201_200_204_and_300() {
 #[tokio::test]
 async fn a_stale_version_is_a_conflict_and_is_not_written() {
     let server = MockServer::start().await;
+    mount_full_org(&server).await;
     mount_token(&server, 1).await;
     mount_stages(&server).await;
     Mock::given(method("GET"))
@@ -631,6 +692,7 @@ async fn mount_collection_upsert(server: &MockServer, n: usize) {
 #[tokio::test]
 async fn customers_are_found_by_duns_or_created() {
     let server = MockServer::start().await;
+    mount_full_org(&server).await;
     mount_token(&server, 1).await;
     mount_stages(&server).await;
     Mock::given(method("GET"))
@@ -728,6 +790,7 @@ async fn customers_are_found_by_duns_or_created() {
 #[tokio::test]
 async fn an_ambiguous_or_uncreatable_customer_fails_only_its_records() {
     let server = MockServer::start().await;
+    mount_full_org(&server).await;
     mount_token(&server, 1).await;
     mount_stages(&server).await;
     Mock::given(method("GET"))
@@ -824,6 +887,7 @@ async fn an_ambiguous_or_uncreatable_customer_fails_only_its_records() {
 #[tokio::test]
 async fn closing_writes_the_mapped_closed_stage_after_checking_it() {
     let server = MockServer::start().await;
+    mount_full_org(&server).await;
     mount_token(&server, 1).await;
     mount_stages(&server).await;
     Mock::given(method("PATCH"))
@@ -929,6 +993,7 @@ async fn the_metadata_check_names_every_problem() {
         .await;
     let mut spec = spec();
     spec.fields.push("Customer_Country__c".into());
+    spec.fields.push("CurrencyIsoCode".into());
     spec.stage_values.push(("StageName".into(), json!("Won")));
     let crm = crm_with(settings(&server), spec).with_field_kinds([
         ("CloseDate".into(), FieldKind::DateTime),
@@ -953,7 +1018,460 @@ async fn the_metadata_check_names_every_problem() {
         "no such opportunity stage",
     );
     has("Account.DunsNumber", "no such field");
-    assert_eq!(problems.len(), 6, "{shown:#?}");
+    has("Opportunity.CurrencyIsoCode", "multiple currencies");
+    assert_eq!(problems.len(), 7, "{shown:#?}");
+    // What many orgs lack is a note (the sync does without); a missing custom field is an error.
+    let notes: Vec<&str> = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Note)
+        .map(|p| p.item.as_str())
+        .collect();
+    assert_eq!(
+        notes,
+        ["Opportunity.CurrencyIsoCode", "Account.DunsNumber"],
+        "{shown:#?}"
+    );
+}
+
+// ---- the org's fields ----------------------------------------------------------
+
+/// Lines of a test's log (at INFO and above), captured for one thread.
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+fn invalid_field(object: &str, field: &str) -> Value {
+    json!([{"message": format!("No such column '{field}' on entity '{object}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name."), "errorCode": "INVALID_FIELD"}])
+}
+
+fn query_text(r: &Request) -> String {
+    r.url
+        .query_pairs()
+        .find(|(k, _)| k == "q")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_standard_org_is_described_once_and_never_asked_for_what_it_lacks() {
+    let (logs, _guard) = capture_logs();
+    let server = MockServer::start().await;
+    mount_token(&server, 1).await;
+    mount_stages(&server).await;
+    let opp = describe("Opportunity", OPPORTUNITY_FIELDS, &[]);
+    mount_describe(&server, "Opportunity", opp, Some(1)).await;
+    let account = describe("Account", ACCOUNT_FIELDS, &[]);
+    mount_describe(&server, "Account", account, Some(1)).await;
+    let select = "SELECT Id, SystemModstamp, Referral_Identifier__c, Sync_with_Partner_Center__c, \
+        Partner_Center_Sync_Error__c, Name, Amount, CloseDate, Account.Name, StageName FROM Opportunity";
+    let record = json!({"attributes": {"type": "Opportunity"}, "Id": "006A",
+        "SystemModstamp": "2025-03-01T10:00:00.000+0000", "Referral_Identifier__c": "R-1", "Name": "Deal"});
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param(
+            "q",
+            format!(
+                "{select} WHERE (Referral_Identifier__c != null OR Sync_with_Partner_Center__c = true) \
+                 ORDER BY SystemModstamp ASC, Id ASC"
+            ),
+        ))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize": 1, "done": true, "records": [record.clone()]}),
+        ))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param(
+            "q",
+            format!("{select} WHERE Referral_Identifier__c = 'R-1' LIMIT 2"),
+        ))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize": 1, "done": true, "records": [record]}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // DUNS matching is configured, but the org has no DUNS field.
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param(
+            "q",
+            "SELECT Id, Name, BillingPostalCode, CreatedDate FROM Account \
+             WHERE Name IN ('Contoso') ORDER BY CreatedDate ASC",
+        ))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize": 0, "done": true, "records": []}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/composite/sobjects")))
+        .respond_with(json_response(
+            200,
+            json!([{"id": "001NEW", "success": true, "errors": []}]),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let one = |id: &str| format!("{API}/sobjects/Opportunity/Referral_Identifier__c/{id}");
+    Mock::given(method("PATCH"))
+        .and(path(one("R-1")))
+        .respond_with(json_response(
+            200,
+            json!({"id": "006A", "success": true, "errors": [], "created": false}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let mut spec = spec();
+    spec.fields.push("CurrencyIsoCode".into());
+    let crm = crm_with(settings(&server), spec);
+    for _ in 0..2 {
+        let page = crm.read_changes(None, None).await.unwrap();
+        let CrmChange::Upserted(r) = &page.changes[0] else {
+            panic!()
+        };
+        assert_eq!(r.fields["Name"], json!("Deal"));
+        assert!(
+            !r.fields.contains_key("CurrencyIsoCode"),
+            "absent, not null: {r:?}"
+        );
+    }
+    assert!(
+        crm.fetch(&RecordKey::Referral("R-1".into()))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let mut w = write(
+        RecordKey::Referral("R-1".into()),
+        json!({"Name": "Deal", "CurrencyIsoCode": "EUR"}),
+    );
+    w.customer = Some(CustomerRef {
+        name: "Contoso".into(),
+        duns: Some("123456789".into()),
+        postal_code: Some("98052".into()),
+        ..Default::default()
+    });
+    let results = crm.upsert(vec![w]).await.unwrap();
+    assert!(results[0].outcome.is_ok(), "{results:?}");
+
+    let created = requests_to(&server, &format!("{API}/composite/sobjects")).await;
+    assert_eq!(
+        body_of(&created[0]),
+        json!({"allOrNone": false, "records": [{"attributes": {"type": "Account"},
+            "Name": "Contoso", "BillingPostalCode": "98052"}]})
+    );
+    let upserted = requests_to(&server, &one("R-1")).await;
+    assert_eq!(
+        body_of(&upserted[0]),
+        json!({"Name": "Deal", "AccountId": "001NEW"})
+    );
+    for r in server.received_requests().await.unwrap() {
+        let seen = format!("{} {}", r.url, String::from_utf8_lossy(&r.body));
+        assert!(
+            !seen.contains("DunsNumber") && !seen.contains("CurrencyIsoCode"),
+            "{seen}"
+        );
+    }
+    // Said once each, however many calls.
+    let text = logs.text();
+    assert_eq!(
+        text.matches("the Salesforce org has no Opportunity.CurrencyIsoCode")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("the Salesforce org has no Account DUNS field")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("field=DunsNumber"), "{text}");
+}
+
+#[tokio::test]
+async fn without_its_external_id_field_the_org_cannot_be_synced() {
+    let server = MockServer::start().await;
+    mount_token(&server, 1).await;
+    mount_stages(&server).await;
+    let fields: Vec<&str> = OPPORTUNITY_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| *f != "Referral_Identifier__c")
+        .collect();
+    mount_describe(
+        &server,
+        "Opportunity",
+        describe("Opportunity", &fields, &[]),
+        None,
+    )
+    .await;
+    let crm = crm(&server);
+    for err in [
+        crm.read_changes(None, None).await.unwrap_err(),
+        crm.upsert(vec![write(
+            RecordKey::Referral("R-1".into()),
+            json!({"Name": "x"}),
+        )])
+        .await
+        .unwrap_err(),
+    ] {
+        match err {
+            CrmError::Invalid(m) => assert!(m.contains("Referral_Identifier__c"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Nothing but the stages and the describe was asked.
+    assert_eq!(requests_to(&server, &format!("{API}/query")).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_query_has_the_object_described_again_and_is_sent_once_more() {
+    let server = MockServer::start().await;
+    mount_token(&server, 1).await;
+    mount_stages(&server).await;
+    // Described with the fields, which are then removed from the org.
+    let full = describe("Opportunity", OPPORTUNITY_FIELDS, &["CurrencyIsoCode"]);
+    mount_describe(&server, "Opportunity", full, Some(1)).await;
+    let standard = describe("Opportunity", OPPORTUNITY_FIELDS, &[]);
+    mount_describe(&server, "Opportunity", standard, Some(1)).await;
+    let full = describe("Account", ACCOUNT_FIELDS, &["DunsNumber"]);
+    mount_describe(&server, "Account", full, Some(1)).await;
+    let standard = describe("Account", ACCOUNT_FIELDS, &[]);
+    mount_describe(&server, "Account", standard, Some(1)).await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param_contains("q", "CurrencyIsoCode"))
+        .respond_with(json_response(
+            400,
+            invalid_field("Opportunity", "CurrencyIsoCode"),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param_contains("q", "DunsNumber"))
+        .respond_with(json_response(400, invalid_field("Account", "DunsNumber")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param_contains("q", "FROM Opportunity"))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize": 0, "done": true, "records": []}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param(
+            "q",
+            "SELECT Id, Name, BillingPostalCode, CreatedDate FROM Account \
+             WHERE Name IN ('Contoso') ORDER BY CreatedDate ASC",
+        ))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize": 1, "done": true, "records": [account("001C", "Contoso", None, None)]}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let one = format!("{API}/sobjects/Opportunity/Referral_Identifier__c/R-1");
+    Mock::given(method("PATCH"))
+        .and(path(one.as_str()))
+        .respond_with(json_response(
+            200,
+            json!({"id": "006A", "success": true, "errors": [], "created": false}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let mut spec = spec();
+    spec.fields.push("CurrencyIsoCode".into());
+    let crm = crm_with(settings(&server), spec);
+    let page = crm.read_changes(None, None).await.unwrap();
+    assert!(page.changes.is_empty());
+    let mut w = write(
+        RecordKey::Referral("R-1".into()),
+        json!({"Name": "Deal", "CurrencyIsoCode": "EUR"}),
+    );
+    w.customer = Some(CustomerRef {
+        name: "Contoso".into(),
+        duns: Some("123456789".into()),
+        ..Default::default()
+    });
+    let results = crm.upsert(vec![w]).await.unwrap();
+    assert!(results[0].outcome.is_ok(), "{results:?}");
+    assert_eq!(
+        body_of(&requests_to(&server, &one).await[0]),
+        json!({"Name": "Deal", "AccountId": "001C"})
+    );
+    // Each refused query was followed by a describe, then the query without the field.
+    let log: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() != "/services/oauth2/token")
+        .map(|r| {
+            let q = query_text(r);
+            if q.is_empty() {
+                r.url.path().to_owned()
+            } else {
+                q
+            }
+        })
+        .collect();
+    for (field, object) in [
+        ("CurrencyIsoCode", "Opportunity"),
+        ("DunsNumber", "Account"),
+    ] {
+        let at = log.iter().position(|l| l.contains(field)).unwrap();
+        assert_eq!(
+            log[at + 1],
+            format!("{API}/sobjects/{object}/describe"),
+            "{log:#?}"
+        );
+        assert!(
+            log[at + 2].contains(&format!("FROM {object}")) && !log[at + 2].contains(field),
+            "{log:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn writes_refused_for_a_removed_field_are_sent_once_more_without_it() {
+    let server = MockServer::start().await;
+    mount_token(&server, 1).await;
+    mount_stages(&server).await;
+    let full = describe("Opportunity", OPPORTUNITY_FIELDS, &["CurrencyIsoCode"]);
+    mount_describe(&server, "Opportunity", full, Some(1)).await;
+    let standard = describe("Opportunity", OPPORTUNITY_FIELDS, &[]);
+    mount_describe(&server, "Opportunity", standard, Some(1)).await;
+    let full = describe("Account", ACCOUNT_FIELDS, &["DunsNumber"]);
+    mount_describe(&server, "Account", full, Some(1)).await;
+    let standard = describe("Account", ACCOUNT_FIELDS, &[]);
+    mount_describe(&server, "Account", standard, Some(1)).await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param_contains("q", "FROM Account"))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize": 0, "done": true, "records": []}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // Salesforce refuses every record naming a field the org no longer has;
+    // Loss_Reason__c is refused although describe lists it (a different cause).
+    let refuse = |records: &[Value], object: &str| -> Vec<Value> {
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let bad = ["CurrencyIsoCode", "DunsNumber", "Loss_Reason__c"]
+                    .into_iter()
+                    .find(|f| r.get(*f).is_some());
+                match bad {
+                    Some(f) => json!({"success": false, "errors": [{"statusCode": "INVALID_FIELD",
+                        "message": format!("No such column '{f}' on sobject of type {object}"), "fields": [f]}]}),
+                    None => json!({"id": format!("{}{i}", &object[..3]), "success": true, "errors": [], "created": true}),
+                }
+            })
+            .collect()
+    };
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/composite/sobjects")))
+        .respond_with(move |r: &Request| {
+            let records = body_of(r)["records"].as_array().unwrap().clone();
+            ResponseTemplate::new(200).set_body_json(refuse(&records, "Account"))
+        })
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!(
+            "{API}/composite/sobjects/Opportunity/Referral_Identifier__c"
+        )))
+        .respond_with(move |r: &Request| {
+            let records = body_of(r)["records"].as_array().unwrap().clone();
+            ResponseTemplate::new(200).set_body_json(refuse(&records, "Opportunity"))
+        })
+        .expect(2)
+        .mount(&server)
+        .await;
+
+    let crm = crm(&server);
+    let customer = CustomerRef {
+        name: "Contoso".into(),
+        duns: Some("123456789".into()),
+        ..Default::default()
+    };
+    let mut writes = vec![
+        write(
+            RecordKey::Referral("R-1".into()),
+            json!({"Name": "One", "CurrencyIsoCode": "EUR"}),
+        ),
+        write(
+            RecordKey::Referral("R-2".into()),
+            json!({"Name": "Two", "CurrencyIsoCode": "USD"}),
+        ),
+        write(
+            RecordKey::Referral("R-3".into()),
+            json!({"Name": "Three", "Loss_Reason__c": "x"}),
+        ),
+    ];
+    writes[0].customer = Some(customer);
+    let results = crm.upsert(writes).await.unwrap();
+    assert!(results[0].outcome.is_ok(), "{results:?}");
+    assert!(results[1].outcome.is_ok(), "{results:?}");
+    match &results[2].outcome {
+        Err(CrmError::Record { code, .. }) => assert_eq!(code, "INVALID_FIELD"),
+        other => panic!("not sent again, its fields did not change: {other:?}"),
+    }
+
+    let accounts = requests_to(&server, &format!("{API}/composite/sobjects")).await;
+    assert_eq!(
+        body_of(&accounts[0])["records"][0]["DunsNumber"],
+        "123456789"
+    );
+    assert_eq!(
+        body_of(&accounts[1])["records"],
+        json!([{"attributes": {"type": "Account"}, "Name": "Contoso"}])
+    );
+    let sent = requests_to(
+        &server,
+        &format!("{API}/composite/sobjects/Opportunity/Referral_Identifier__c"),
+    )
+    .await;
+    assert_eq!(body_of(&sent[0])["records"].as_array().unwrap().len(), 3);
+    let again = body_of(&sent[1]);
+    let again = again["records"].as_array().unwrap();
+    let names: Vec<&Value> = again.iter().map(|r| &r["Name"]).collect();
+    assert_eq!(names, [&json!("One"), &json!("Two")]);
+    assert!(again.iter().all(|r| r.get("CurrencyIsoCode").is_none()));
+    assert_eq!(again[0]["AccountId"], "Acc0");
 }
 
 // ---- auth -----------------------------------------------------------------------

@@ -365,6 +365,41 @@ async fn person_actions_over_the_control_api() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_salesforce_field_is_removed_over_the_control_api() {
+    let sim = start().await;
+    let remove = |object: &str, field: &str| {
+        client()
+            .delete(ctl(
+                &sim,
+                &format!("/salesforce/sobjects/{object}/fields/{field}"),
+            ))
+            .send()
+    };
+    assert_eq!(
+        remove("Account", "DunsNumber").await.unwrap().status(),
+        404,
+        "a standard org has no Data.com field to remove"
+    );
+    assert_eq!(
+        remove("Opportunity", "Referral_Identifier__c")
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    let r = remove("Opportunity", "Loss_Reason__c").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["removed"], "Opportunity.Loss_Reason__c");
+    let e = sim
+        .state()
+        .create_salesforce_opportunity(json!({"Name": "X", "StageName": "Prospecting",
+            "CloseDate": "2025-10-01", "Loss_Reason__c": "gone"}))
+        .unwrap_err();
+    assert!(e.to_string().contains("INVALID_FIELD"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_daemon_config_points_every_url_at_the_simulator() {
     let sim = start().await;
     let text = sim.daemon_config();

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use cosell_sync::config::{self, Settings, Sources};
 use cosell_sync::crm::dynamics::DynamicsCrm;
 use cosell_sync::crm::salesforce::SalesforceCrm;
-use cosell_sync::crm::{Crm, CrmChange, CustomerRef, RecordKey, RecordWrite};
+use cosell_sync::crm::{Crm, CrmChange, CustomerRef, RecordKey, RecordWrite, Severity};
 use cosell_sync::domain::{DealKind, Stage};
 use cosell_sync::mapping::Mapping;
 use cosell_sync::sim::SimHandle;
@@ -75,7 +75,9 @@ async fn every_field_of_the_shipped_mappings_exists_in_the_fakes() {
         .collect();
     let mapping = Mapping::default_salesforce().unwrap();
     for name in mapping.crm_fields() {
-        assert!(fields.contains_key(name), "Opportunity.{name} is missing");
+        // The default org has one currency: no CurrencyIsoCode, as in most orgs.
+        let present = name != "CurrencyIsoCode";
+        assert_eq!(fields.contains_key(name), present, "Opportunity.{name}");
     }
     let ty = |n: &str| fields[n]["type"].as_str().unwrap();
     assert_eq!(ty("Customer_Contact_Email__c"), "email");
@@ -113,13 +115,38 @@ async fn every_field_of_the_shipped_mappings_exists_in_the_fakes() {
         &token,
     )
     .await;
-    assert!(
-        account["fields"]
+    let has_duns = |describe: &Value| {
+        describe["fields"]
             .as_array()
             .unwrap()
             .iter()
             .any(|f| f["name"] == "DunsNumber")
-    );
+    };
+    assert!(!has_duns(&account), "no Data.com licence by default");
+    // With the options, an org with Data.com and multiple currencies.
+    let full = cosell_sync::sim::Simulator::start(cosell_sync::sim::SimOptions {
+        salesforce_data_com: true,
+        salesforce_multi_currency: true,
+        ..opts()
+    })
+    .await
+    .unwrap();
+    let (full_token, full_instance) = sf_session(&full).await;
+    let describe_of =
+        |object: &str| format!("{full_instance}/services/data/v62.0/sobjects/{object}/describe");
+    assert!(has_duns(
+        &get_json(&describe_of("Account"), &full_token).await
+    ));
+    let opportunity = get_json(&describe_of("Opportunity"), &full_token).await;
+    let names: BTreeSet<&str> = opportunity["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for name in mapping.crm_fields() {
+        assert!(names.contains(name), "Opportunity.{name} is missing");
+    }
 
     let token = dynamics_token(&sim).await;
     let base = format!(
@@ -165,7 +192,21 @@ async fn the_real_adapters_find_no_metadata_problem_and_upsert_a_received_referr
     let sim = start().await;
     let dir = tempfile::tempdir().unwrap();
     let (sf, dv) = adapters(&sim, &dir);
-    assert_eq!(sf.check_metadata().await.unwrap(), vec![]);
+    // The default org is a standard one: what it lacks is noted, nothing is wrong.
+    let notes: Vec<(String, Severity)> = sf
+        .check_metadata()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.item, p.severity))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            ("Opportunity.CurrencyIsoCode".to_owned(), Severity::Note),
+            ("Account.DunsNumber".to_owned(), Severity::Note)
+        ]
+    );
     assert_eq!(dv.check_metadata().await.unwrap(), vec![]);
 
     // A seeded inbound referral waiting for an answer, as Partner Center returns it.

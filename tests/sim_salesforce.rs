@@ -354,3 +354,122 @@ async fn a_person_moves_a_stage_and_the_modstamp_moves() {
     assert_eq!(after["IsWon"], false);
     assert!(sim.state().set_sf_stage(&id, "Made Up").is_err());
 }
+
+async fn post(url: &str, token: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_standard_org_refuses_the_fields_it_lacks_as_salesforce_does() {
+    let sim = start().await;
+    let (token, instance) = sf_session(&sim).await;
+    let api = format!("{instance}/services/data/v62.0");
+    let field_names = |describe: &Value| -> Vec<String> {
+        describe["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, _, account) = get(&format!("{api}/sobjects/Account/describe"), &token, None).await;
+    assert!(!field_names(&account).contains(&"DunsNumber".to_owned()));
+    let (_, _, opp) = get(
+        &format!("{api}/sobjects/Opportunity/describe"),
+        &token,
+        None,
+    )
+    .await;
+    assert!(!field_names(&opp).contains(&"CurrencyIsoCode".to_owned()));
+
+    // A query naming a missing field, in the SELECT or the WHERE: 400 INVALID_FIELD.
+    for soql in [
+        "SELECT Id, DunsNumber FROM Account",
+        "SELECT Id FROM Account WHERE DunsNumber IN ('123456789') OR Name IN ('Contoso')",
+    ] {
+        let (status, _, body) = get(&query_url(&instance, soql), &token, None).await;
+        assert_eq!(status, 400, "{soql}");
+        assert_eq!(body[0]["errorCode"], "INVALID_FIELD", "{body}");
+        assert!(
+            body[0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("No such column 'DunsNumber' on entity 'Account'."),
+            "{body}"
+        );
+    }
+    // A single-record write: 400 with the error array.
+    let (status, body) = post(
+        &format!("{api}/sobjects/Account"),
+        &token,
+        &json!({"Name": "Contoso", "DunsNumber": "123456789"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body[0]["errorCode"], "INVALID_FIELD", "{body}");
+    // sObject Collections: the record with the field fails alone (`statusCode`).
+    let (status, body) = post(
+        &format!("{api}/composite/sobjects"),
+        &token,
+        &json!({"allOrNone": false, "records": [
+            {"attributes": {"type": "Account"}, "Name": "Contoso", "DunsNumber": "123456789"},
+            {"attributes": {"type": "Account"}, "Name": "Fabrikam"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body[0]["success"], false);
+    assert_eq!(
+        body[0]["errors"][0]["statusCode"], "INVALID_FIELD",
+        "{body}"
+    );
+    assert_eq!(body[0]["errors"][0]["fields"], json!(["DunsNumber"]));
+    assert_eq!(body[1]["success"], true);
+    let (status, body) = patch(
+        &format!("{api}/composite/sobjects/Opportunity/Referral_Identifier__c"),
+        &token,
+        &json!({"allOrNone": false, "records": [
+            {"attributes": {"type": "Opportunity"}, "Referral_Identifier__c": "R-1", "Name": "Deal",
+             "CloseDate": "2027-01-31", "StageName": "Qualification", "CurrencyIsoCode": "EUR"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body[0]["errors"][0]["statusCode"], "INVALID_FIELD",
+        "{body}"
+    );
+
+    // A field removed mid-run (a licence ends) is refused from then on.
+    let (status, _, _) = get(
+        &query_url(&instance, "SELECT Id, Loss_Reason__c FROM Opportunity"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    sim.state()
+        .remove_salesforce_field("Opportunity", "Loss_Reason__c")
+        .unwrap();
+    let (status, _, body) = get(
+        &query_url(&instance, "SELECT Id, Loss_Reason__c FROM Opportunity"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body[0]["errorCode"], "INVALID_FIELD");
+    assert!(
+        sim.state()
+            .remove_salesforce_field("Opportunity", "Referral_Identifier__c")
+            .is_err(),
+        "the referral id field stays"
+    );
+}

@@ -63,7 +63,7 @@ fn no_duplicates(h: &Harness) {
 /// A complete private deal as a seller fills it in Salesforce.
 fn sf_new_deal(name: &str, country: Option<&str>) -> Value {
     let mut v = json!({
-        "Name": name, "Amount": 125000, "CurrencyIsoCode": "USD", "CloseDate": "2027-03-31",
+        "Name": name, "Amount": 125000, "CloseDate": "2027-03-31",
         "StageName": "Qualification", "Sync_with_Partner_Center__c": true,
         "Customer_Name__c": "Fabrikam Ltd", "Customer_Street__c": "1 Main Street",
         "Customer_City__c": "Dublin", "Customer_Postal_Code__c": "D02",

@@ -183,12 +183,48 @@ pub struct WriteResult {
     pub outcome: Result<WriteOk, CrmError>,
 }
 
+/// How much a [`MetadataProblem`] matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// The org lacks something many orgs lack (a Data.com field, the currency
+    /// field of a single-currency org): the sync works without it.
+    Note,
+    /// The mapping or the org must be fixed.
+    Error,
+}
+
 /// A mapping item the CRM does not have, found by `check_metadata`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MetadataProblem {
     /// The field, key or value concerned, e.g. `Opportunity.Referral_Identifier__c`.
     pub item: String,
     pub message: String,
+    pub severity: Severity,
+}
+
+impl MetadataProblem {
+    /// Something the mapping or the org must fix.
+    pub fn error(item: impl Into<String>, message: impl Into<String>) -> MetadataProblem {
+        MetadataProblem {
+            item: item.into(),
+            message: message.into(),
+            severity: Severity::Error,
+        }
+    }
+
+    /// Something the org lacks that the sync does without.
+    pub fn note(item: impl Into<String>, message: impl Into<String>) -> MetadataProblem {
+        MetadataProblem {
+            item: item.into(),
+            message: message.into(),
+            severity: Severity::Note,
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
 }
 
 impl std::fmt::Display for MetadataProblem {

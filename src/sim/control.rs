@@ -53,6 +53,10 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/salesforce/opportunities/{id}/stage", post(sf_stage))
         .route("/salesforce/opportunities/{id}/edit", post(sf_edit))
         .route("/salesforce/daily-limit", post(sf_limit))
+        .route(
+            "/salesforce/sobjects/{object}/fields/{field}",
+            delete(sf_remove_field),
+        )
         .route("/dynamics/opportunities", post(dv_create))
         .route("/dynamics/opportunities/{id}", get(dv_get))
         .route("/dynamics/opportunities/{id}/{action}", post(dv_action))
@@ -299,6 +303,13 @@ async fn sf_limit(State(s): S, Json(l): Json<Limit>) -> Response {
     }
     let (used, max) = s.salesforce_api_usage();
     ok(json!({"used": used, "max": max}))
+}
+
+async fn sf_remove_field(State(s): S, Path((object, field)): Path<(String, String)>) -> Response {
+    result(
+        s.remove_salesforce_field(&object, &field)
+            .map(|()| json!({"removed": format!("{object}.{field}")})),
+    )
 }
 
 async fn dv_create(State(s): S, Json(v): Json<Value>) -> Response {

@@ -122,6 +122,12 @@ pub struct SimOptions {
     pub salesforce_extra_fields: Vec<String>,
     /// Salesforce's rolling 24-hour API allocation.
     pub salesforce_daily_limit: u64,
+    /// The Salesforce org holds a Data.com licence: Account has `DunsNumber`.
+    /// Off by default, like most orgs (Data.com was retired).
+    pub salesforce_data_com: bool,
+    /// The Salesforce org has multiple currencies enabled: Opportunity has
+    /// `CurrencyIsoCode`. Off by default (a single-currency org).
+    pub salesforce_multi_currency: bool,
     /// Lifetime of Entra access tokens.
     pub access_token_lifetime: Duration,
     /// Lifetime of a Salesforce session.
@@ -152,6 +158,8 @@ impl Default for SimOptions {
             salesforce_external_id: "Referral_Identifier__c".into(),
             salesforce_extra_fields: Vec::new(),
             salesforce_daily_limit: 115_000,
+            salesforce_data_com: false,
+            salesforce_multi_currency: false,
             access_token_lifetime: Duration::from_secs(3599),
             salesforce_session_lifetime: Duration::from_secs(2 * 3600),
             expiry_days: 14,
@@ -428,6 +436,7 @@ impl SimState {
 {env}#
 # CRM fields the simulator knows: Dynamics alternate key column `{dkey}` on
 # `opportunities`; Salesforce External ID field `{sfkey}` on Opportunity.
+# The Salesforce org {sf_org}.
 
 [state]
 path = "cosell-sync-sim.db"
@@ -471,6 +480,12 @@ batch_size = 200
             env = env,
             dkey = o.dynamics_referral_key,
             sfkey = o.salesforce_external_id,
+            sf_org = match (o.salesforce_data_com, o.salesforce_multi_currency) {
+                (false, false) => "has no Data.com fields (Account.DunsNumber) and one currency",
+                (true, false) => "has Data.com fields (Account.DunsNumber) and one currency",
+                (false, true) => "has no Data.com fields and several currencies (CurrencyIsoCode)",
+                (true, true) => "has Data.com fields and several currencies (CurrencyIsoCode)",
+            },
             expiry = o.expiry_days,
             pc = u.partner_center,
             pc_token = u.token_url("organizations"),

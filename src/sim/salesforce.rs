@@ -439,11 +439,6 @@ impl SfState {
                 ),
             ),
             f(
-                "CurrencyIsoCode",
-                "Opportunity Currency",
-                pick(CURRENCIES, true),
-            ),
-            f(
                 "Type",
                 "Opportunity Type",
                 pick(
@@ -566,6 +561,14 @@ impl SfState {
             ),
             f("Audit__c", "Audit", FType::TextArea(100_000)),
         ];
+        // Only multi-currency orgs have the field (Salesforce object reference).
+        if opts.salesforce_multi_currency {
+            opp.push(f(
+                "CurrencyIsoCode",
+                "Opportunity Currency",
+                pick(CURRENCIES, true),
+            ));
+        }
         if ext != "Referral_Identifier__c" {
             opp.push(Field {
                 external_id: true,
@@ -596,7 +599,6 @@ impl SfState {
             f("BillingCountry", "Billing Country", FType::Str(80)),
             f("Phone", "Account Phone", FType::Phone),
             f("Website", "Website", FType::Url),
-            f("DunsNumber", "D-U-N-S Number", FType::Str(9)),
             f(
                 "Industry",
                 "Industry",
@@ -616,6 +618,10 @@ impl SfState {
             f("NumberOfEmployees", "Employees", FType::Int),
             f("OwnerId", "Owner ID", FType::Reference("User")),
         ];
+        // Data.com fields exist only while the org holds a Data.com licence.
+        if opts.salesforce_data_com {
+            account.push(f("DunsNumber", "D-U-N-S Number", FType::Str(9)));
+        }
         account.extend(audit_fields());
         let mut stage_fields = vec![
             ro("Id", "Opportunity Stage ID", FType::Id),
@@ -2212,12 +2218,53 @@ impl SimState {
 
     /// Edits Opportunity fields (the same checks as the REST API).
     pub fn edit_salesforce(&self, id: &str, fields: Value) -> Result<Value, SimError> {
+        self.edit_salesforce_record("Opportunity", id, fields)
+    }
+
+    /// Every record of an sObject (e.g. `Account`), as the REST API returns
+    /// them with all fields, oldest id first.
+    pub fn salesforce_records(&self, object: &str) -> Vec<Value> {
+        let sf = lock(&self.sf);
+        let Some(o) = sf.obj_index(object) else {
+            return Vec::new();
+        };
+        let fields = sf.all_fields(o);
+        sf.objects[o]
+            .records
+            .keys()
+            .filter_map(|id| sf.render(o, id, &fields, "v62.0"))
+            .collect()
+    }
+
+    /// Deletes a record of a writable sObject, as a user would.
+    pub fn delete_salesforce_record(&self, object: &str, id: &str) -> Result<(), SimError> {
+        let mut sf = lock(&self.sf);
+        let o = sf
+            .obj_index(object)
+            .filter(|o| sf.objects[*o].writable)
+            .ok_or_else(|| SimError::NotFound(format!("sObject {object}")))?;
+        let nid = normalize_id(id).ok_or_else(|| SimError::NotFound(format!("{object} {id}")))?;
+        sf.objects[o]
+            .unindex(&nid)
+            .map(|_| ())
+            .ok_or_else(|| SimError::NotFound(format!("{object} {id}")))
+    }
+
+    /// Edits fields of any writable record (the same checks as the REST API).
+    pub fn edit_salesforce_record(
+        &self,
+        object: &str,
+        id: &str,
+        fields: Value,
+    ) -> Result<Value, SimError> {
         let now = self.clock.now();
         let mut sf = lock(&self.sf);
-        let o = Self::sf_opportunity_index(&sf);
+        let o = sf
+            .obj_index(object)
+            .ok_or_else(|| SimError::NotFound(format!("sObject {object}")))?;
         let nid = normalize_id(id)
             .filter(|i| sf.objects[o].records.contains_key(i))
-            .ok_or_else(|| SimError::NotFound(format!("Opportunity {id}")))?;
+            .ok_or_else(|| SimError::NotFound(format!("{object} {id}")))?;
         let Value::Object(m) = fields else {
             return Err(SimError::Invalid("fields must be a JSON object".into()));
         };
@@ -2246,6 +2293,35 @@ impl SimState {
             .map_err(|e| SimError::Invalid(format!("{}: {}", e.code, e.message)))?;
         sf.render(o, &id, &sf.all_fields(o), "v62.0")
             .ok_or(SimError::NotFound(id))
+    }
+
+    /// Removes a field from an sObject, as when a Data.com licence ends or an
+    /// admin deletes a custom field: describe no longer lists it, and a query
+    /// or write naming it gets `INVALID_FIELD`. Required fields, `Id` and the
+    /// External ID field holding the referral id cannot be removed.
+    pub fn remove_salesforce_field(&self, object: &str, field: &str) -> Result<(), SimError> {
+        let mut sf = lock(&self.sf);
+        let o = sf
+            .obj_index(object)
+            .ok_or_else(|| SimError::NotFound(format!("sObject {object}")))?;
+        let external_id = sf.external_id.clone();
+        let obj = &mut sf.objects[o];
+        let fl = obj
+            .field(field)
+            .ok_or_else(|| SimError::NotFound(format!("field {object}.{field}")))?;
+        if fl.required || fl.name == "Id" || fl.name.eq_ignore_ascii_case(&external_id) {
+            return Err(SimError::Conflict(format!(
+                "{object}.{} cannot be removed",
+                fl.name
+            )));
+        }
+        let name = fl.name.clone();
+        obj.fields.retain(|f| f.name != name);
+        obj.by_ext.remove(&name);
+        for rec in obj.records.values_mut() {
+            rec.remove(&name);
+        }
+        Ok(())
     }
 
     /// Sets the org's rolling 24-hour API allocation.

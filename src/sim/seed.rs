@@ -702,14 +702,14 @@ fn seed_salesforce(opts: &SimOptions, n: usize, sf: &mut SfState, rng: &mut impl
     let mut accounts = Vec::new();
     for (k, c) in CUSTOMERS.iter().enumerate() {
         let t = start - Duration::days(200 + k as i64);
-        let id = sf.insert_raw(
-            1,
-            obj(json!({
-                "Name": c.name, "BillingStreet": c.street, "BillingCity": c.city, "BillingState": c.state,
-                "BillingPostalCode": c.postal_code, "BillingCountry": c.country, "DunsNumber": duns_of(k),
-            })),
-            t,
-        );
+        let mut account = obj(json!({
+            "Name": c.name, "BillingStreet": c.street, "BillingCity": c.city, "BillingState": c.state,
+            "BillingPostalCode": c.postal_code, "BillingCountry": c.country,
+        }));
+        if opts.salesforce_data_com {
+            account.insert("DunsNumber".into(), json!(duns_of(k)));
+        }
+        let id = sf.insert_raw(1, account, t);
         accounts.push(id);
     }
     let stages = [
@@ -726,7 +726,7 @@ fn seed_salesforce(opts: &SimOptions, n: usize, sf: &mut SfState, rng: &mut impl
         let contact = d.contact.as_ref();
         let v = json!({
             "Name": d.name, "AccountId": accounts[d.customer],
-            "Amount": opt(d.amount), "CurrencyIsoCode": d.currency,
+            "Amount": opt(d.amount),
             "CloseDate": d.close,
             "StageName": stages[k % stages.len()],
             "Description": d.description,
@@ -751,7 +751,11 @@ fn seed_salesforce(opts: &SimOptions, n: usize, sf: &mut SfState, rng: &mut impl
             "Microsoft_Referral_Visibility__c": d.visibility,
             "Microsoft_Solutions__c": opt(d.solutions.as_ref()),
         });
-        sf.insert_raw(0, obj(v), t);
+        let mut opportunity = obj(v);
+        if opts.salesforce_multi_currency {
+            opportunity.insert("CurrencyIsoCode".into(), json!(d.currency));
+        }
+        sf.insert_raw(0, opportunity, t);
     }
 }
 

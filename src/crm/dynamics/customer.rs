@@ -76,12 +76,14 @@ impl DynamicsCrm {
                         && e.status() == Some(400)
                         && e.to_string().contains(&self.duns_column) =>
                 {
-                    tracing::warn!(
-                        crm = "dynamics",
-                        column = %self.duns_column,
-                        "the account DUNS column does not exist; matching by name and postal code"
-                    );
-                    self.duns_usable.store(false, Ordering::Relaxed);
+                    // Once per run: from now on the column is neither read nor written.
+                    if self.duns_usable.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(
+                            crm = "dynamics",
+                            column = %self.duns_column,
+                            "the account DUNS column does not exist; matching by name and postal code"
+                        );
+                    }
                     // The same customers again, without the DUNS column.
                     continue;
                 }

@@ -2,6 +2,7 @@
 //! (`EntityDefinitions(LogicalName='…')/Attributes` and `/Keys`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 
@@ -42,7 +43,7 @@ impl DynamicsCrm {
     pub(super) async fn check(&self, duns_usable: bool) -> Result<Vec<MetadataProblem>, CrmError> {
         let table = self.table().to_owned();
         let mut problems = Vec::new();
-        let problem = |item: String, message: String| MetadataProblem { item, message };
+        let problem = |item: String, message: String| MetadataProblem::error(item, message);
 
         let entity: EntityInfo = match self.entity().await {
             Ok(e) => e.clone(),
@@ -194,9 +195,11 @@ impl DynamicsCrm {
                     .await?
                     .is_some();
             if !found {
-                problems.push(problem(
+                // What the sync would otherwise learn from a refused lookup.
+                self.duns_usable.store(false, Ordering::Relaxed);
+                problems.push(MetadataProblem::note(
                     format!("account.{}", self.duns_column),
-                    "no DUNS column on accounts: customers are matched by name and postal code only (set dynamics.account_match = \"name_postal_code\" to silence this)".into(),
+                    "no DUNS column on accounts: customers are matched by name and postal code only (set dynamics.account_match = \"name_postal_code\" to silence this)",
                 ));
             }
         }

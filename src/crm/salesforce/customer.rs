@@ -1,14 +1,18 @@
 //! The deal's customers: their Accounts found (by DUNS, or by name + postal
 //! code, as `salesforce.account_match` says) in as few queries as the URL
 //! length allows, the missing ones created in one sObject Collections call;
-//! contacts likewise by email on the account.
+//! contacts likewise by email on the account. The DUNS field is used only
+//! where the org has it (Data.com's `DunsNumber`, or a custom field).
+
+use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::api::{ApiError, CollectionItem, SaveResult, classify_code};
+use super::schema::{ObjectFields, names_missing_field, org_dependent};
 use super::soql::quote;
-use super::{SalesforceCrm, decode, protocol};
+use super::{SalesforceCrm, decode, protocol, query_refused};
 use crate::config::AccountMatch;
 use crate::crm::accounts::{AccountResults, Identity, MissingPostal, folded, plan_creations};
 use crate::crm::{CrmError, CustomerRef, RecordKey, RecordWrite};
@@ -59,36 +63,127 @@ struct Found {
     who: Identity,
 }
 
+/// What the org's Account has of the DUNS field.
+#[derive(Clone)]
+struct Duns {
+    /// The Account describe, when a DUNS field is configured.
+    account: Option<Arc<ObjectFields>>,
+    /// The org has the configured DUNS field.
+    present: bool,
+    /// ... and DUNS matching is on.
+    matching: bool,
+}
+
 impl SalesforceCrm {
-    fn use_duns(&self) -> bool {
-        self.account_match == AccountMatch::DunsThenNamePostalCode && !self.duns_field.is_empty()
+    /// Whether the configured DUNS field is there to match on and to write.
+    /// Only with a DUNS field configured is the Account described (once a run);
+    /// a missing field is said once in the log.
+    async fn duns(&self) -> Result<Duns, CrmError> {
+        if self.duns_field.is_empty() {
+            return Ok(Duns {
+                account: None,
+                present: false,
+                matching: false,
+            });
+        }
+        let account = self.org_fields("Account").await?;
+        Ok(self.duns_in(account))
+    }
+
+    fn duns_in(&self, account: Arc<ObjectFields>) -> Duns {
+        let present = account.has(&self.duns_field);
+        let wanted = self.account_match == AccountMatch::DunsThenNamePostalCode;
+        if !present {
+            let first = self
+                .reported_missing
+                .lock()
+                .map(|mut seen| {
+                    seen.insert(format!("account.{}", self.duns_field.to_ascii_lowercase()))
+                })
+                .unwrap_or(false);
+            if first {
+                let why = org_dependent("Account", &self.duns_field).unwrap_or(
+                    "check the API name and the integration user's field-level security",
+                );
+                if wanted {
+                    tracing::info!(
+                        crm = "salesforce",
+                        field = %self.duns_field,
+                        reason = why,
+                        "the Salesforce org has no Account DUNS field; customers are matched by name and postal code (set salesforce.duns_field to your DUNS field, or to \"\" to silence this)"
+                    );
+                } else {
+                    tracing::debug!(
+                        crm = "salesforce",
+                        field = %self.duns_field,
+                        "the Salesforce org has no Account DUNS field; accounts are created without it"
+                    );
+                }
+            }
+        }
+        Duns {
+            account: Some(account),
+            present,
+            matching: present && wanted,
+        }
     }
 
     /// The Account Id of each customer, by [`cache_key`](crate::crm::accounts::cache_key): remembered from an
     /// earlier call, found (DUNS first, then name + postal code; several
     /// matches are an `AMBIGUOUS_ACCOUNT` for that customer), or created.
-    /// A failure concerns only the customers it names.
+    /// A failure concerns only the customers it names. A field Salesforce
+    /// refuses meanwhile has the Account described again and the call sent
+    /// once more without it.
     pub(super) async fn resolve_accounts(&self, writes: &[RecordWrite]) -> AccountResults {
         let (mut out, pending) = self.accounts.partition(
             writes,
             "the customer has no name to find or create its Salesforce account",
         );
+        if pending.is_empty() {
+            return out;
+        }
+        let mut duns = match self.duns().await {
+            Ok(d) => d,
+            Err(e) => {
+                for (key, _) in pending {
+                    out.insert(key, Err(e.clone()));
+                }
+                return out;
+            }
+        };
+        let mut described_again = false;
 
-        let use_duns = self.use_duns();
         let mut found: Vec<Option<Result<String, CrmError>>> = vec![None; pending.len()];
         let mut start = 0;
         while start < pending.len() {
-            let (count, soql) = self.lookup_soql(&pending[start..]);
+            let (count, soql) = self.lookup_soql(&pending[start..], duns.matching);
             let end = start + count;
-            match self.find_accounts(&soql).await {
-                Ok(rows) => {
-                    for (slot, (_, c)) in found[start..end].iter_mut().zip(&pending[start..end]) {
-                        *slot = pick_account(&rows, c, use_duns);
+            match self.find_accounts(&soql, duns.matching).await {
+                Err(e) if names_missing_field(&e) && !described_again => {
+                    described_again = true;
+                    if let Some(stale) = &duns.account
+                        && let Ok(fresh) = self.describe_again(stale).await
+                    {
+                        duns = self.duns_in(fresh);
+                        if self.lookup_soql(&pending[start..], duns.matching).1 != soql {
+                            // The same customers again, without the refused field.
+                            continue;
+                        }
+                    }
+                    let e = query_refused(e);
+                    for slot in &mut found[start..end] {
+                        *slot = Some(Err(e.clone()));
                     }
                 }
                 Err(e) => {
+                    let e = query_refused(e);
                     for slot in &mut found[start..end] {
                         *slot = Some(Err(e.clone()));
+                    }
+                }
+                Ok(rows) => {
+                    for (slot, (_, c)) in found[start..end].iter_mut().zip(&pending[start..end]) {
+                        *slot = pick_account(&rows, c, duns.matching);
                     }
                 }
             }
@@ -98,14 +193,36 @@ impl SalesforceCrm {
         let missing: Vec<usize> = (0..pending.len()).filter(|i| found[*i].is_none()).collect();
         let identities: Vec<Identity> = missing
             .iter()
-            .map(|i| Identity::of(&pending[*i].1, use_duns))
+            .map(|i| Identity::of(&pending[*i].1, duns.matching))
             .collect();
         let plan = plan_creations(&identities, MissingPostal::MatchesAny);
         let creating: Vec<usize> = (0..missing.len()).filter(|m| plan[*m] == *m).collect();
         for chunk in creating.chunks(ACCOUNTS_PER_CALL) {
             let customers: Vec<&CustomerRef> =
                 chunk.iter().map(|m| &pending[missing[*m]].1).collect();
-            for (m, result) in chunk.iter().zip(self.create_accounts(&customers).await) {
+            let mut results = self.create_accounts(&customers, duns.present).await;
+            // Creations refused for a field the org no longer has: described
+            // again, then sent once more without it.
+            let refused: Vec<usize> = (0..results.len())
+                .filter(|i| results[*i].as_ref().is_err_and(names_missing_field))
+                .collect();
+            if !refused.is_empty()
+                && !described_again
+                && duns.present
+                && let Some(stale) = &duns.account
+                && let Ok(fresh) = self.describe_again(stale).await
+            {
+                described_again = true;
+                duns = self.duns_in(fresh);
+                if !duns.present {
+                    let again: Vec<&CustomerRef> = refused.iter().map(|i| customers[*i]).collect();
+                    let retried = self.create_accounts(&again, duns.present).await;
+                    for (i, r) in refused.iter().zip(retried) {
+                        results[*i] = r;
+                    }
+                }
+            }
+            for (m, result) in chunk.iter().zip(results) {
                 found[missing[*m]] = Some(result);
             }
         }
@@ -127,8 +244,7 @@ impl SalesforceCrm {
 
     /// The query finding the first customers of `customers` that fit in one
     /// URL, and how many they are (at least one).
-    fn lookup_soql(&self, customers: &[(String, CustomerRef)]) -> (usize, String) {
-        let use_duns = self.use_duns();
+    fn lookup_soql(&self, customers: &[(String, CustomerRef)], use_duns: bool) -> (usize, String) {
         let mut fields = String::from("Id, Name, BillingPostalCode");
         if use_duns {
             fields.push_str(", ");
@@ -171,11 +287,11 @@ impl SalesforceCrm {
         (count, build(&duns, &names))
     }
 
-    /// Every Account the query returns, oldest first.
-    async fn find_accounts(&self, soql: &str) -> Result<Vec<Found>, CrmError> {
-        let use_duns = self.use_duns();
+    /// Every Account the query returns, oldest first (Salesforce's refusal
+    /// as it came).
+    async fn find_accounts(&self, soql: &str, use_duns: bool) -> Result<Vec<Found>, CrmError> {
         Ok(self
-            .query_all(soql)
+            .query_all_raw(soql)
             .await?
             .iter()
             .filter_map(|r| {
@@ -196,7 +312,8 @@ impl SalesforceCrm {
             .collect())
     }
 
-    fn account_body(&self, c: &CustomerRef) -> Map<String, Value> {
+    /// The Account to create; the DUNS only when the org has the field.
+    fn account_body(&self, c: &CustomerRef, with_duns: bool) -> Map<String, Value> {
         let mut body = Map::new();
         body.insert("attributes".into(), json!({ "type": "Account" }));
         body.insert("Name".into(), Value::String(c.name.trim().to_owned()));
@@ -211,7 +328,7 @@ impl SalesforceCrm {
                 body.insert(field.into(), Value::String(v.to_owned()));
             }
         }
-        if let (Some(duns), false) = (non_empty(&c.duns), self.duns_field.is_empty()) {
+        if let (Some(duns), true) = (non_empty(&c.duns), with_duns) {
             body.insert(self.duns_field.clone(), Value::String(duns.to_owned()));
         }
         body
@@ -219,10 +336,14 @@ impl SalesforceCrm {
 
     /// Creates one Account per customer in one `POST composite/sobjects`
     /// (`allOrNone: false`); one result per customer, in order.
-    async fn create_accounts(&self, customers: &[&CustomerRef]) -> Vec<Result<String, CrmError>> {
+    async fn create_accounts(
+        &self,
+        customers: &[&CustomerRef],
+        with_duns: bool,
+    ) -> Vec<Result<String, CrmError>> {
         let records: Vec<Value> = customers
             .iter()
-            .map(|c| Value::Object(self.account_body(c)))
+            .map(|c| Value::Object(self.account_body(c, with_duns)))
             .collect();
         let body = json!({ "allOrNone": false, "records": records });
         let path = self.path("composite/sobjects");

@@ -1,11 +1,13 @@
 //! `config validate --online`: the object's describe has every mapped field
 //! with a compatible type, the external id field is an External ID, and
-//! every mapped stage exists in `OpportunityStage`.
+//! every mapped stage exists in `OpportunityStage`. Fields many orgs lack
+//! (see [`super::schema::org_dependent`]) are notes: the sync does without.
 
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::schema::org_dependent;
 use super::{OpportunityStageInfo, SalesforceCrm, decode};
 use crate::config::AccountMatch;
 use crate::crm::{CrmError, CrmObjectSpec, MetadataProblem};
@@ -77,9 +79,10 @@ struct Describe {
     fields: Vec<DescribeField>,
 }
 
+/// One field of an sObject describe.
 #[derive(Debug, Deserialize)]
-struct DescribeField {
-    name: String,
+pub(super) struct DescribeField {
+    pub(super) name: String,
     #[serde(rename = "type", default)]
     sf_type: String,
     #[serde(rename = "externalId", default)]
@@ -106,10 +109,10 @@ pub(super) fn stage_problems(
             continue;
         }
         let Some(name) = value.as_str() else {
-            out.push(MetadataProblem {
-                item: format!("{}.StageName", spec.object),
-                message: format!("stage value {value} is not text"),
-            });
+            out.push(MetadataProblem::error(
+                format!("{}.StageName", spec.object),
+                format!("stage value {value} is not text"),
+            ));
             continue;
         };
         let item = format!("{}.StageName = {name:?}", spec.object);
@@ -117,10 +120,10 @@ pub(super) fn stage_problems(
             continue;
         }
         match stages.iter().find(|s| s.api_name == name) {
-            Some(s) if !s.is_active => out.push(MetadataProblem {
+            Some(s) if !s.is_active => out.push(MetadataProblem::error(
                 item,
-                message: "this opportunity stage is inactive in the org".into(),
-            }),
+                "this opportunity stage is inactive in the org",
+            )),
             Some(_) => {}
             None => {
                 let by_label = stages.iter().find(|s| s.label == name);
@@ -139,7 +142,7 @@ pub(super) fn stage_problems(
                             .join(", ")
                     ),
                 };
-                out.push(MetadataProblem { item, message });
+                out.push(MetadataProblem::error(item, message));
             }
         }
     }
@@ -147,7 +150,8 @@ pub(super) fn stage_problems(
 }
 
 impl SalesforceCrm {
-    async fn describe(&self, object: &str) -> Result<Vec<DescribeField>, CrmError> {
+    /// `GET sobjects/<object>/describe`: the object's fields in this org.
+    pub(super) async fn describe(&self, object: &str) -> Result<Vec<DescribeField>, CrmError> {
         let path = self.path(&format!("sobjects/{object}/describe"));
         let reply = self.send(Method::GET, &path, &[], None).await?;
         let d: Describe = decode(&reply.body, "describe")?;
@@ -160,19 +164,29 @@ impl SalesforceCrm {
         let fields = self.describe(object).await?;
         let find = |name: &str| fields.iter().find(|f| f.name.eq_ignore_ascii_case(name));
         let mut out = Vec::new();
-        let mut problem = |item: &str, message: String| {
-            out.push(MetadataProblem {
-                item: format!("{object}.{item}"),
-                message,
-            })
-        };
-
-        // Every mapped field exists (relationship paths are checked by the query itself).
+        let mut notes = Vec::new();
+        // Every mapped field exists (relationship paths are checked by the query
+        // itself); a standard field many orgs lack is a note: the sync skips it.
         for name in spec.select_fields() {
-            if !name.contains('.') && find(&name).is_none() {
-                problem(&name, "no such field on the object (check the API name and field-level security for the integration user)".into());
+            if name.contains('.') || find(&name).is_some() {
+                continue;
+            }
+            match org_dependent(object, &name) {
+                Some(why) if !name.eq_ignore_ascii_case(&spec.external_id_field) => {
+                    notes.push(MetadataProblem::note(
+                        format!("{object}.{name}"),
+                        format!("the org has no such field ({why}): the sync neither reads nor writes it; remove it from the mapping to silence this note"),
+                    ))
+                }
+                _ => out.push(MetadataProblem::error(
+                    format!("{object}.{name}"),
+                    "no such field on the object (check the API name and field-level security for the integration user)",
+                )),
             }
         }
+        let mut problem = |item: &str, message: String| {
+            out.push(MetadataProblem::error(format!("{object}.{item}"), message))
+        };
 
         let ext = &spec.external_id_field;
         if let Some(f) = find(ext) {
@@ -275,12 +289,16 @@ impl SalesforceCrm {
                 .iter()
                 .any(|f| f.name.eq_ignore_ascii_case(&self.duns_field))
             {
-                out.push(MetadataProblem {
-                    item: format!("Account.{}", self.duns_field),
-                    message: "no such field on Account: set salesforce.duns_field to your DUNS field, or to \"\" to match by name and postal code only".into(),
-                });
+                let why = org_dependent("Account", &self.duns_field)
+                    .map(|why| format!(" ({why})"))
+                    .unwrap_or_default();
+                notes.push(MetadataProblem::note(
+                    format!("Account.{}", self.duns_field),
+                    format!("no such field on Account{why}: customers are matched by name and postal code only; set salesforce.duns_field to your own DUNS field, or to \"\" to silence this note"),
+                ));
             }
         }
+        out.extend(notes);
         Ok(out)
     }
 }

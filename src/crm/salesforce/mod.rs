@@ -9,10 +9,12 @@ pub mod api;
 pub mod auth;
 mod customer;
 mod metadata;
+mod schema;
 pub mod soql;
 mod writes;
 
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,6 +41,7 @@ pub use metadata::FieldKind;
 pub use soql::parse_datetime;
 
 use api::{ApiError, INVALID_SESSION_ID, QueryPage, REQUEST_LIMIT_EXCEEDED};
+use schema::{ObjectFields, names_missing_field};
 
 /// One row of `OpportunityStage`: a `StageName` picklist value and what it means.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -102,6 +105,10 @@ pub struct SalesforceCrm {
     usage: Mutex<Usage>,
     pause: Mutex<Option<Pause>>,
     stages: tokio::sync::OnceCell<Vec<OpportunityStageInfo>>,
+    /// The org's fields per sObject, from describe (see [`schema`]).
+    described: tokio::sync::Mutex<HashMap<String, Arc<ObjectFields>>>,
+    /// `object.field` (lower case) of mapped fields already reported missing.
+    reported_missing: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for SalesforceCrm {
@@ -173,6 +180,8 @@ impl SalesforceCrm {
             usage: Mutex::new(Usage::default()),
             pause: Mutex::new(None),
             stages: tokio::sync::OnceCell::new(),
+            described: tokio::sync::Mutex::new(HashMap::new()),
+            reported_missing: Mutex::new(HashSet::new()),
         })
     }
 
@@ -416,22 +425,6 @@ impl SalesforceCrm {
             {
                 *e = ApiError::to_service_error(&errors).map(Box::new);
             }
-            // A query or describe naming what the org does not have is the mapping's fault.
-            if let Some(first) = errors.first()
-                && matches!(
-                    first.code.as_str(),
-                    "INVALID_FIELD"
-                        | "INVALID_TYPE"
-                        | "MALFORMED_QUERY"
-                        | "INVALID_QUERY_FILTER_OPERATOR"
-                )
-                && method == Method::GET
-            {
-                return Err(CrmError::Invalid(format!(
-                    "Salesforce refused the query: {}: {} (check the mapping's field names)",
-                    first.code, first.message
-                )));
-            }
             return Err(CrmError::Http(error));
         }
     }
@@ -464,8 +457,18 @@ impl SalesforceCrm {
         format!("{}/{}", self.api_base, rest.trim_start_matches('/'))
     }
 
-    /// One query page: the first (`soql`) or a `nextRecordsUrl`.
+    /// One query page: the first (`soql`) or a `nextRecordsUrl`; a refused
+    /// query is the mapping's fault.
     async fn query_page(
+        &self,
+        soql: Option<&str>,
+        next: Option<&str>,
+    ) -> Result<QueryPage, CrmError> {
+        self.query_page_raw(soql, next).await.map_err(query_refused)
+    }
+
+    /// [`query_page`](Self::query_page) with Salesforce's refusal as it came.
+    async fn query_page_raw(
         &self,
         soql: Option<&str>,
         next: Option<&str>,
@@ -501,21 +504,51 @@ impl SalesforceCrm {
 
     /// Every record of a query, following `nextRecordsUrl` until `done`.
     async fn query_all(&self, soql: &str) -> Result<Vec<Map<String, Value>>, CrmError> {
-        let mut page = self.query_page(Some(soql), None).await?;
+        self.query_all_raw(soql).await.map_err(query_refused)
+    }
+
+    /// [`query_all`](Self::query_all) with Salesforce's refusal as it came.
+    async fn query_all_raw(&self, soql: &str) -> Result<Vec<Map<String, Value>>, CrmError> {
+        let mut page = self.query_page_raw(Some(soql), None).await?;
         let mut out = std::mem::take(&mut page.records);
         while !page.done {
             let next = page.next_records_url.take().unwrap_or_default();
-            page = self.query_page(None, Some(&next)).await?;
+            page = self.query_page_raw(None, Some(&next)).await?;
             out.append(&mut page.records);
         }
         Ok(out)
     }
 
-    /// `SELECT Id, SystemModstamp, <mapped fields> FROM <object>`.
-    fn select_clause(&self) -> String {
+    /// The first page of an opportunity query built for the org's fields. A
+    /// field refused meanwhile (`INVALID_FIELD`) has the object described
+    /// again and the query, rebuilt without it, sent once more.
+    async fn query_opportunities(
+        &self,
+        build: impl Fn(&ObjectFields) -> String,
+    ) -> Result<(Arc<ObjectFields>, QueryPage), CrmError> {
+        let fields = self.opportunity_fields().await?;
+        let soql = build(&fields);
+        match self.query_page_raw(Some(&soql), None).await {
+            Err(e) if names_missing_field(&e) => {
+                let fresh = self.opportunity_fields_again(&fields).await?;
+                let again = build(&fresh);
+                if again == soql {
+                    return Err(query_refused(e));
+                }
+                let page = self.query_page(Some(&again), None).await?;
+                Ok((fresh, page))
+            }
+            Err(e) => Err(query_refused(e)),
+            Ok(page) => Ok((fields, page)),
+        }
+    }
+
+    /// `SELECT Id, SystemModstamp, <mapped fields> FROM <object>`, leaving
+    /// out the fields the org lacks (`None`: every mapped field).
+    fn select_clause(&self, org: Option<&ObjectFields>) -> String {
         let mut fields = vec!["Id".to_owned(), "SystemModstamp".to_owned()];
         for f in self.spec.select_fields() {
-            if !fields.iter().any(|x| x.eq_ignore_ascii_case(&f)) {
+            if !fields.iter().any(|x| x.eq_ignore_ascii_case(&f)) && org.is_none_or(|o| o.has(&f)) {
                 fields.push(f);
             }
         }
@@ -523,13 +556,20 @@ impl SalesforceCrm {
     }
 
     /// The incremental query: changed at or after `since`, linked to a
-    /// referral or flagged to sync, oldest first.
+    /// referral or flagged to sync, oldest first (with every mapped field;
+    /// the adapter leaves out the fields the org lacks).
     pub fn changes_soql(&self, since: Option<DateTime<Utc>>) -> String {
+        self.changes_soql_in(since, None)
+    }
+
+    fn changes_soql_in(&self, since: Option<DateTime<Utc>>, org: Option<&ObjectFields>) -> String {
         let mut filter = format!("{} != null", self.spec.external_id_field);
-        if let Some(flag) = &self.spec.sync_flag_field {
+        if let Some(flag) = &self.spec.sync_flag_field
+            && org.is_none_or(|o| o.has(flag))
+        {
             filter = format!("({filter} OR {flag} = true)");
         }
-        let mut soql = self.select_clause();
+        let mut soql = self.select_clause(org);
         match since {
             Some(t) => soql.push_str(&format!(
                 " WHERE SystemModstamp >= {} AND {filter}",
@@ -541,18 +581,29 @@ impl SalesforceCrm {
         soql
     }
 
-    /// The query for one record by referral id or CRM id.
+    /// The query for one record by referral id or CRM id (with every mapped
+    /// field; the adapter leaves out the fields the org lacks).
     pub fn fetch_soql(&self, key: &RecordKey) -> String {
+        self.fetch_soql_in(key, None)
+    }
+
+    fn fetch_soql_in(&self, key: &RecordKey, org: Option<&ObjectFields>) -> String {
         let condition = match key {
             RecordKey::Referral(id) => {
                 format!("{} = {}", self.spec.external_id_field, soql::quote(id))
             }
             RecordKey::CrmId(id) => format!("Id = {}", soql::quote(id)),
         };
-        format!("{} WHERE {condition} LIMIT 2", self.select_clause())
+        format!("{} WHERE {condition} LIMIT 2", self.select_clause(org))
     }
 
-    fn to_record(&self, raw: &Map<String, Value>) -> Result<CrmRecord, CrmError> {
+    /// A query record as the engine sees it: the mapped fields the org has
+    /// (a field it lacks is absent, never a null the engine would copy).
+    fn to_record(
+        &self,
+        raw: &Map<String, Value>,
+        org: &ObjectFields,
+    ) -> Result<CrmRecord, CrmError> {
         let crm_id = raw
             .get("Id")
             .and_then(Value::as_str)
@@ -560,8 +611,9 @@ impl SalesforceCrm {
             .ok_or_else(|| protocol("a query record has no Id".into()))?
             .to_owned();
         let mut fields = Map::new();
-        for f in self.spec.select_fields() {
-            fields.insert(f.clone(), field_value(raw, &f));
+        for f in self.spec.select_fields().into_iter().filter(|f| org.has(f)) {
+            let value = field_value(raw, &f);
+            fields.insert(f, value);
         }
         let referral_id = field_value(raw, &self.spec.external_id_field)
             .as_str()
@@ -610,6 +662,28 @@ fn field_value(record: &Map<String, Value>, name: &str) -> Value {
     Value::Null
 }
 
+/// A query naming what the org does not have is the mapping's fault.
+fn query_refused(e: CrmError) -> CrmError {
+    if let CrmError::Http(HttpError::Status {
+        method,
+        error: Some(service),
+        ..
+    }) = &e
+        && method == "GET"
+        && matches!(
+            service.code.as_str(),
+            "INVALID_FIELD" | "INVALID_TYPE" | "MALFORMED_QUERY" | "INVALID_QUERY_FILTER_OPERATOR"
+        )
+    {
+        return CrmError::Invalid(format!(
+            "Salesforce refused the query: {}: {} (check the mapping's field names)",
+            service.code,
+            service.message.as_deref().unwrap_or_default()
+        ));
+    }
+    e
+}
+
 fn protocol(message: String) -> CrmError {
     CrmError::Protocol {
         crm: CrmKind::Salesforce,
@@ -633,17 +707,20 @@ impl Crm for SalesforceCrm {
         continuation: Option<&str>,
     ) -> Result<ChangePage, CrmError> {
         self.verified_stages().await?;
-        let page = match continuation {
-            Some(next) => self.query_page(None, Some(next)).await?,
+        let (org, page) = match continuation {
+            Some(next) => (
+                self.opportunity_fields().await?,
+                self.query_page(None, Some(next)).await?,
+            ),
             None => {
-                self.query_page(Some(&self.changes_soql(since)), None)
+                self.query_opportunities(|org| self.changes_soql_in(since, Some(org)))
                     .await?
             }
         };
         let mut changes = Vec::with_capacity(page.records.len());
         let mut high_water: Option<DateTime<Utc>> = None;
         for raw in &page.records {
-            let record = self.to_record(raw)?;
+            let record = self.to_record(raw, &org)?;
             if let Some(t) = record.modified_at {
                 high_water = Some(high_water.map_or(t, |h| h.max(t)));
             }
@@ -662,10 +739,14 @@ impl Crm for SalesforceCrm {
     }
 
     async fn fetch(&self, key: &RecordKey) -> Result<Option<CrmRecord>, CrmError> {
-        let records = self.query_all(&self.fetch_soql(key)).await?;
+        // LIMIT 2: one page.
+        let (org, page) = self
+            .query_opportunities(|org| self.fetch_soql_in(key, Some(org)))
+            .await?;
+        let records = page.records;
         match records.as_slice() {
             [] => Ok(None),
-            [one] => Ok(Some(self.to_record(one)?)),
+            [one] => Ok(Some(self.to_record(one, &org)?)),
             many => Err(CrmError::MultipleMatches {
                 key: key.clone(),
                 ids: many

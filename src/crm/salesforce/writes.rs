@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use super::api::{
     ApiError, CollectionItem, SaveResult, classify_code, ids_in_message, multiple_choice_ids,
 };
+use super::schema::{ObjectFields, names_missing_field};
 use super::{MULTIPLE_CHOICES, OpportunityStageInfo, SalesforceCrm, decode, protocol};
 use crate::config::AccountMatch;
 use crate::crm::accounts::cache_key;
@@ -115,11 +116,26 @@ fn as_record_error(key: &RecordKey, e: CrmError) -> CrmError {
 }
 
 impl SalesforceCrm {
-    /// Upserts every write; one result per input, in order.
+    /// Leaves out of a write the fields the org lacks (each said once in the log).
+    fn keep_present(&self, fields: &mut Map<String, Value>, org: &ObjectFields) {
+        fields.retain(|name, _| {
+            let present = org.has(name);
+            if !present {
+                self.report_missing(&org.object, name);
+            }
+            present
+        });
+    }
+
+    /// Upserts every write; one result per input, in order. Fields the org
+    /// lacks are left out; records refused for a field the org no longer has
+    /// (`INVALID_FIELD`) have the object described again and are sent once
+    /// more without it.
     pub(super) async fn write_all(
         &self,
         writes: Vec<RecordWrite>,
     ) -> Result<Vec<WriteResult>, CrmError> {
+        let org = self.opportunity_fields().await?;
         let total = writes.len();
         let mut results: Vec<Option<Result<WriteOk, CrmError>>> =
             (0..total).map(|_| None).collect();
@@ -139,6 +155,7 @@ impl SalesforceCrm {
             for reserved in ["attributes", "Id", "id"] {
                 fields.remove(reserved);
             }
+            self.keep_present(&mut fields, &org);
             if let Some(customer) = &w.customer {
                 match accounts.get(&cache_key(customer)) {
                     Some(Ok(account_id)) => {
@@ -190,29 +207,9 @@ impl SalesforceCrm {
             }
         }
 
-        let (by_referral, by_id): (Vec<Prepared>, Vec<Prepared>) = ready
-            .into_iter()
-            .partition(|p| matches!(p.key, RecordKey::Referral(_)));
-        let mut chunks: Vec<(bool, Vec<Prepared>)> = Vec::new();
-        let mut by_referral = by_referral.into_iter().peekable();
-        while by_referral.peek().is_some() {
-            chunks.push((true, by_referral.by_ref().take(self.batch_size).collect()));
-        }
-        let mut by_id = by_id.into_iter().peekable();
-        while by_id.peek().is_some() {
-            chunks.push((false, by_id.by_ref().take(self.batch_size).collect()));
-        }
-
-        for (by_external_id, chunk) in chunks {
-            let outcome = if by_external_id && chunk.len() == 1 {
-                let p = &chunk[0];
-                self.upsert_one(&p.key, &p.fields)
-                    .await
-                    .map(|ok| vec![Ok(ok)])
-            } else {
-                self.send_collection(by_external_id, &chunk).await
-            };
-            match outcome {
+        let mut sent = Vec::new();
+        for (by_external_id, chunk) in self.chunks(ready) {
+            match self.send_chunk(by_external_id, &chunk).await {
                 Ok(items) => {
                     attempted = true;
                     for (p, r) in chunk.iter().zip(items) {
@@ -226,6 +223,43 @@ impl SalesforceCrm {
                     }
                 }
             }
+            sent.extend(chunk);
+        }
+
+        // A field removed from the org since it was described: once more without it.
+        let refused: Vec<Prepared> = sent
+            .into_iter()
+            .filter(|p| {
+                results[p.index]
+                    .as_ref()
+                    .is_some_and(|r| r.as_ref().is_err_and(names_missing_field))
+            })
+            .collect();
+        if !refused.is_empty()
+            && let Ok(fresh) = self.opportunity_fields_again(&org).await
+        {
+            let retry: Vec<Prepared> = refused
+                .into_iter()
+                .filter_map(|mut p| {
+                    let before = p.fields.len();
+                    self.keep_present(&mut p.fields, &fresh);
+                    (p.fields.len() < before).then_some(p)
+                })
+                .collect();
+            for (by_external_id, chunk) in self.chunks(retry) {
+                match self.send_chunk(by_external_id, &chunk).await {
+                    Ok(items) => {
+                        for (p, r) in chunk.iter().zip(items) {
+                            results[p.index] = Some(r);
+                        }
+                    }
+                    Err(e) => {
+                        for p in &chunk {
+                            results[p.index] = Some(Err(e.clone()));
+                        }
+                    }
+                }
+            }
         }
 
         Ok(keys
@@ -236,6 +270,40 @@ impl SalesforceCrm {
                 key,
             })
             .collect())
+    }
+
+    /// Upserts by referral id, then updates by record Id, in calls of at most
+    /// `batch_size` records.
+    fn chunks(&self, ready: Vec<Prepared>) -> Vec<(bool, Vec<Prepared>)> {
+        let (by_referral, by_id): (Vec<Prepared>, Vec<Prepared>) = ready
+            .into_iter()
+            .partition(|p| matches!(p.key, RecordKey::Referral(_)));
+        let mut chunks: Vec<(bool, Vec<Prepared>)> = Vec::new();
+        let mut by_referral = by_referral.into_iter().peekable();
+        while by_referral.peek().is_some() {
+            chunks.push((true, by_referral.by_ref().take(self.batch_size).collect()));
+        }
+        let mut by_id = by_id.into_iter().peekable();
+        while by_id.peek().is_some() {
+            chunks.push((false, by_id.by_ref().take(self.batch_size).collect()));
+        }
+        chunks
+    }
+
+    /// One call for a chunk: the single-record upsert for a lone record by
+    /// referral id, else sObject Collections. One result per record, in order.
+    async fn send_chunk(
+        &self,
+        by_external_id: bool,
+        chunk: &[Prepared],
+    ) -> Result<Vec<Result<WriteOk, CrmError>>, CrmError> {
+        match chunk {
+            [p] if by_external_id => self
+                .upsert_one(&p.key, &p.fields)
+                .await
+                .map(|ok| vec![Ok(ok)]),
+            _ => self.send_collection(by_external_id, chunk).await,
+        }
     }
 
     /// One sObject Collections call: upsert by the external id field, or
