@@ -433,8 +433,13 @@ impl Engine {
                 current = patch(current).await?;
             }
             Some(a @ StageAction::Decline { .. }) => {
+                // Archived by the decline: its notes go in the same PATCH.
                 if action_pending {
-                    current = refresh(pc.change_stage(&current, &a.to_lifecycle()).await?).await?;
+                    current = refresh(
+                        pc.change_stage_with(&current, &a.to_lifecycle(), ops)
+                            .await?,
+                    )
+                    .await?;
                 }
             }
             Some(a) => {

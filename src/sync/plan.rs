@@ -144,6 +144,39 @@ pub(crate) struct CrmDecision {
     pub problems: Vec<Problem>,
     /// Things to note in the referral's history.
     pub notes: Vec<(String, String)>,
+    /// The record asks to decline the referral (sent, or refused for want of
+    /// a reason): only notes may go, and only with the decline.
+    pub declining: bool,
+    /// CRM fields whose change is still to be sent: the notes of a decline
+    /// that waits for its reason. They are not taken as seen, so the change
+    /// still counts once the decline can go.
+    pub held: Vec<String>,
+}
+
+/// Where Partner Center keeps a referral's notes (JSON Pointer).
+const NOTES_POINTER: &str = "/details/notes";
+
+/// Whether a patch operation sets the referral's notes.
+fn sets_notes(op: &crate::domain::PatchOp) -> bool {
+    op.path == NOTES_POINTER || op.path.starts_with(&format!("{NOTES_POINTER}/"))
+}
+
+/// The CRM fields that feed the referral's notes.
+fn notes_fields(mapping: &Mapping) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in mapping
+        .fields
+        .iter()
+        .filter(|r| r.direction.writes_partner_center() && !r.create_only)
+        .filter(|r| pointer_prefix(&r.path) == NOTES_POINTER)
+    {
+        match (&rule.crm, rule.template()) {
+            (Some(f), _) => out.push(f.clone()),
+            (None, Some(t)) => out.extend(t.fields().map(str::to_owned)),
+            (None, None) => {}
+        }
+    }
+    out
 }
 
 /// JSON Pointer prefix of a mapping path (up to its first `[*]`).
@@ -240,6 +273,8 @@ pub(crate) fn decide_from_crm(
         upgrade_to_co_sell: proposal.kind_change.is_some(),
         problems: proposal.problems,
         notes: Vec::new(),
+        declining: false,
+        held: Vec::new(),
     };
     let reason_field = mapping
         .stages
@@ -266,16 +301,31 @@ pub(crate) fn decide_from_crm(
             }
         }
         StageReading::Decline { reason } => {
-            d.ops.clear();
+            // A decline archives the referral: the notes typed with it go in
+            // the same PATCH, every other edit is withheld (and said so).
+            d.declining = true;
             d.upgrade_to_co_sell = false;
+            let (notes, others): (Vec<_>, Vec<_>) = std::mem::take(&mut d.ops)
+                .into_iter()
+                .chain(std::mem::take(&mut proposal.withheld))
+                .partition(sets_notes);
+            proposal.withheld = others;
             match reason.filter(|r| !r.trim().is_empty()) {
-                Some(reason) => d.action = Some(StageAction::Decline { reason }),
-                None => d.problems.push(Problem {
-                    path: "statusReason".into(),
-                    reason: format!(
-                        "declining a referral requires a reason: fill in {reason_field}"
-                    ),
-                }),
+                Some(reason) => {
+                    d.action = Some(StageAction::Decline { reason });
+                    d.ops = notes.into_iter().filter(|op| !op.value.is_null()).collect();
+                }
+                None => {
+                    d.problems.push(Problem {
+                        path: "statusReason".into(),
+                        reason: format!(
+                            "declining a referral requires a reason: fill in {reason_field}"
+                        ),
+                    });
+                    if !notes.is_empty() {
+                        d.held = notes_fields(mapping);
+                    }
+                }
             }
         }
         StageReading::Win => d.action = Some(StageAction::Win),
@@ -300,6 +350,20 @@ pub(crate) fn decide_from_crm(
                 Value::Object(values)
             ),
         )),
+    }
+    if d.declining && !proposal.withheld.is_empty() {
+        d.notes.push((
+            "withheld".into(),
+            format!(
+                "CRM edits made with the decline are not sent to Partner Center (only notes go with a decline): {}",
+                proposal
+                    .withheld
+                    .iter()
+                    .map(|o| o.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
     }
     if stage.is_archived() && !proposal.withheld.is_empty() {
         d.notes.push((
@@ -531,10 +595,17 @@ impl Engine {
             snapshot.deadline,
             cycle.now,
         );
+        let mut seen = fields.clone();
+        for f in &d.held {
+            match previous.as_ref().and_then(|p| p.get(f)) {
+                Some(v) => seen.insert(f.clone(), v.clone()),
+                None => seen.remove(f),
+            };
+        }
         self.plan_decision(side, record, &rid, d, plan, cycle);
         link.crm_id = record.crm_id.clone();
         link.referral_id = Some(rid);
-        link.crm_fields = Some(Value::Object(fields.clone()));
+        link.crm_fields = Some(Value::Object(seen));
         link.crm_hash = Some(crm_hash);
         link.crm_version = record.version.clone();
         link.updated_at = cycle.now;
@@ -965,6 +1036,11 @@ impl Engine {
                 .into_iter()
                 .filter(|op| !op.value.is_null())
                 .collect();
+            if d.declining {
+                // Only notes go with a decline, and only with it.
+                let sending = d.action.is_some();
+                d.ops.retain(|op| sending && sets_notes(op));
+            }
             let record = CrmRecord {
                 crm_id: link.crm_id.clone(),
                 referral_id: Some(r.id.clone()),
@@ -1076,4 +1152,131 @@ pub(crate) fn upsert_link(r: &Repo<'_>, l: &Link) -> Result<(), StoreError> {
         r.update_link(&other)?;
     }
     r.insert_link(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{PatchOp, PatchOpKind};
+
+    fn received() -> Value {
+        serde_json::from_str(include_str!(
+            "../../fixtures/partner_center/referral_new_pending.json"
+        ))
+        .unwrap()
+    }
+
+    /// The Salesforce mapping, the referral, and its opportunity as last seen.
+    fn synced() -> (Mapping, Value, CrmFields) {
+        let m = Mapping::default_salesforce().unwrap();
+        let r = received();
+        let crm = m.to_crm(&r, Stage::Received);
+        (m, r, crm)
+    }
+
+    fn decide(m: &Mapping, crm: &CrmFields, previous: &CrmFields, r: &Value) -> CrmDecision {
+        let now = Utc::now();
+        decide_from_crm(m, crm, Some(previous), r, Stage::Received, false, None, now)
+    }
+
+    fn declined(crm: &CrmFields, edits: Value) -> CrmFields {
+        let mut out = crm.clone();
+        out.insert("StageName".into(), json!("Closed Lost"));
+        if let Value::Object(e) = edits {
+            out.extend(e);
+        }
+        out
+    }
+
+    #[test]
+    fn a_decline_takes_the_notes_typed_with_it_and_withholds_the_rest() {
+        let (m, r, seen) = synced();
+        let now = declined(
+            &seen,
+            json!({"Loss_Reason__c": "No budget", "Description": "Revisit next year", "Amount": 4242}),
+        );
+        let d = decide(&m, &now, &seen, &r);
+        assert_eq!(
+            d.action,
+            Some(StageAction::Decline {
+                reason: "No budget".into()
+            })
+        );
+        assert_eq!(
+            d.ops,
+            vec![PatchOp {
+                op: PatchOpKind::Replace,
+                path: "/details/notes".into(),
+                value: json!("Revisit next year"),
+            }]
+        );
+        assert!(d.declining && d.held.is_empty() && d.problems.is_empty());
+        assert!(!d.upgrade_to_co_sell);
+        assert!(
+            d.notes.iter().any(|(k, m)| k == "withheld"
+                && m.contains("/details/dealValue")
+                && !m.contains("/details/notes")),
+            "{:?}",
+            d.notes
+        );
+    }
+
+    #[test]
+    fn a_decline_without_reason_sends_nothing_and_holds_its_notes() {
+        let (m, r, seen) = synced();
+        let now = declined(&seen, json!({"Description": "Revisit next year"}));
+        let d = decide(&m, &now, &seen, &r);
+        assert_eq!(d.action, None);
+        assert!(d.ops.is_empty(), "{:?}", d.ops);
+        assert!(
+            d.problems.iter().any(|p| p.path == "statusReason"),
+            "{:?}",
+            d.problems
+        );
+        assert_eq!(d.held, vec!["Description".to_owned()]);
+
+        // Without a change to the notes there is nothing to hold.
+        let d = decide(&m, &declined(&seen, json!({})), &seen, &r);
+        assert!(d.held.is_empty() && d.ops.is_empty() && d.action.is_none());
+    }
+
+    #[test]
+    fn notes_not_changed_in_the_crm_are_not_sent_with_a_decline() {
+        let (m, r, mut seen) = synced();
+        // The CRM holds other notes than Partner Center, but the seller did
+        // not touch them: Partner Center's notes are not overwritten.
+        seen.insert("Description".into(), json!("Older notes"));
+        let now = declined(&seen, json!({"Loss_Reason__c": "No budget"}));
+        let d = decide(&m, &now, &seen, &r);
+        assert!(matches!(d.action, Some(StageAction::Decline { .. })));
+        assert!(d.ops.is_empty(), "{:?}", d.ops);
+    }
+
+    #[test]
+    fn emptied_notes_never_erase_the_referral_s_notes() {
+        let (m, r, seen) = synced();
+        let now = declined(
+            &seen,
+            json!({"Loss_Reason__c": "No budget", "Description": null}),
+        );
+        let d = decide(&m, &now, &seen, &r);
+        assert!(matches!(d.action, Some(StageAction::Decline { .. })));
+        assert!(d.ops.is_empty(), "{:?}", d.ops);
+    }
+
+    #[test]
+    fn an_accepted_deal_s_edits_are_not_limited_to_notes() {
+        let (m, r, seen) = synced();
+        let mut now = seen.clone();
+        now.insert("StageName".into(), json!("Qualification"));
+        now.insert("Amount".into(), json!(4242));
+        let d = decide(&m, &now, &seen, &r);
+        assert_eq!(d.action, Some(StageAction::Accept));
+        assert!(!d.declining);
+        assert!(
+            d.ops.iter().any(|o| o.path == "/details/dealValue"),
+            "{:?}",
+            d.ops
+        );
+    }
 }
