@@ -199,6 +199,9 @@ pub(crate) struct Cycle {
     pub crm_changed: HashSet<(CrmKind, String)>,
     /// When each changed CRM record was modified.
     pub crm_modified: BTreeMap<(CrmKind, String), DateTime<Utc>>,
+    /// Set when this cycle's Partner Center listing completed: the time its
+    /// data is fresh as of (recorded in the store too, except in a dry run).
+    pub pc_fresh_as_of: Option<DateTime<Utc>>,
 }
 
 /// The cursor key of Partner Center.
@@ -319,6 +322,7 @@ impl Engine {
                 },
                 crm_changed: HashSet::new(),
                 crm_modified: BTreeMap::new(),
+                pc_fresh_as_of: None,
             };
             for side in &self.crms {
                 cycle.summary.crm(side.kind);

@@ -29,7 +29,14 @@ pub(crate) struct Plan {
     pub cursors: Vec<(String, String)>,
     pub expire: Vec<String>,
     pub clear_expiry: Vec<String>,
+    /// Key-value settings to record with the page (e.g. [`PC_FRESH_AS_OF`]).
+    pub kv: Vec<(String, String)>,
 }
+
+/// When the last complete Partner Center listing began: every change made
+/// before then has been read. The local expiry acts only on referrals whose
+/// deadline is at or before it (fresh data), never on a stale snapshot.
+pub(crate) const PC_FRESH_AS_OF: &str = "partner_center.fresh_as_of";
 
 pub(crate) struct PlannedEvent {
     pub referral_id: String,
@@ -433,6 +440,9 @@ impl Engine {
             for (source, position) in &plan.cursors {
                 r.set_cursor(source, position, now)?;
             }
+            for (key, value) in &plan.kv {
+                r.kv_set(key, value, now)?;
+            }
             Ok(())
         })?;
         Ok(())
@@ -799,6 +809,9 @@ impl Engine {
             (None, Some(t)) => t - overlap,
             (None, None) => beginning_of_time(),
         };
+        // Whether this listing, complete, leaves no change unread before it
+        // began (a `resync --since` later than the cursor leaves a gap).
+        let no_gap = cursor_time.is_none_or(|t| since <= t - overlap);
         let mut high_water = cursor_time;
         let mut pager = pc.list_changes(since, ListFilter::default());
         let mut complete = false;
@@ -846,7 +859,18 @@ impl Engine {
             self.commit(plan, cycle)?;
         }
         if complete {
-            self.cursor_to_cycle_start(PC_CURSOR, high_water, cycle)?;
+            // The cursor moves to the cycle's start (see cursor_to_cycle_start)
+            // and, in the same transaction, the listing's start is recorded
+            // as the time Partner Center's data is fresh as of: it began
+            // after `cycle.now` and read every change up to then.
+            let mut plan = Plan::default();
+            let position = high_water.filter(|h| *h >= cycle.now).unwrap_or(cycle.now);
+            plan.cursors.push((PC_CURSOR.into(), ts(position)));
+            if no_gap {
+                plan.kv.push((PC_FRESH_AS_OF.into(), ts(cycle.now)));
+                cycle.pc_fresh_as_of = Some(cycle.now);
+            }
+            self.commit(plan, cycle)?;
         }
         Ok(())
     }
@@ -1096,24 +1120,59 @@ impl Engine {
 
     // ---- the 14-day rule -----------------------------------------------------------
 
+    /// Why a referral expired here, as shown on its opportunity.
+    fn expiry_reason(&self, deadline: Option<DateTime<Utc>>) -> String {
+        format!(
+            "Expired: not answered within {} days (deadline {})",
+            self.settings.expiry_days,
+            deadline
+                .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default()
+        )
+    }
+
     /// Expires received inbound referrals past their deadline here, and
-    /// closes their opportunities as expired.
+    /// closes their opportunities as expired — on fresh data only: the
+    /// deadline must be at or before the start of the last complete Partner
+    /// Center listing, which still showed the referral unanswered. While
+    /// Partner Center cannot be read nothing is closed (a late acceptance
+    /// from the CRM is still refused, see `decide_from_crm`).
     pub(crate) fn expire_overdue(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
-        let due = self.store.read(|r| r.referrals_past_deadline(cycle.now))?;
+        // This cycle's listing when it completed (a dry run does not record
+        // it), else the last complete one.
+        let recorded = || -> Result<Option<DateTime<Utc>>, SyncError> {
+            Ok(self
+                .store
+                .read(|r| r.kv_get(PC_FRESH_AS_OF))?
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc)))
+        };
+        let Some(fresh_as_of) = cycle
+            .pc_fresh_as_of
+            .map_or_else(recorded, |t| Ok(Some(t)))?
+        else {
+            return Ok(());
+        };
+        let fresh_as_of = fresh_as_of.min(cycle.now);
+        let due = self
+            .store
+            .read(|r| r.referrals_past_deadline(fresh_as_of))?;
         if due.is_empty() {
             return Ok(());
         }
         let mut plan = Plan::default();
         for mut snap in due {
+            // Its last version could not be read: its state is not known.
+            let unreadable = self.store.read(|r| {
+                Ok(r.failure_for(&snap.id, PARTNER_CENTER)?
+                    .is_some_and(|f| f.kind == "unparseable" && f.state == FailureState::Open))
+            })?;
+            if unreadable {
+                continue;
+            }
             cycle.summary.expired += 1;
             plan.expire.push(snap.id.clone());
-            let reason = format!(
-                "Expired: not answered within {} days (deadline {})",
-                self.settings.expiry_days,
-                snap.deadline
-                    .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-                    .unwrap_or_default()
-            );
+            let reason = self.expiry_reason(snap.deadline);
             plan.event(&snap.id, PARTNER_CENTER, "expired", reason.clone());
             snap.locally_expired = true;
             let (mut json, _) = effective_json(&snap);
