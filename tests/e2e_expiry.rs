@@ -1,6 +1,7 @@
 //! The local 14-day expiry acts on fresh data only: a CRM opportunity is
 //! closed as expired only after a Partner Center listing that began after
-//! the deadline still shows the referral unanswered.
+//! the deadline still shows the referral unanswered, and a referral first
+//! seen past its deadline lands closed as expired, never on hold.
 //!
 //! The simulator's Partner Center expires a referral itself only at the
 //! midnight after created + 14 days (its `expirationDateTime`); the clock
@@ -9,10 +10,13 @@
 
 mod sync_support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use cosell_sync::sim::{Api, FaultKind, FaultRule};
 use cosell_sync::store::{CrmKind, FailureState};
-use cosell_sync::sync::CycleOptions;
+use cosell_sync::sync::{CycleOptions, CycleSummary};
 use serde_json::Value;
 use sync_support::*;
 
@@ -205,6 +209,81 @@ async fn an_unanswered_referral_is_closed_as_expired_only_once_partner_center_is
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_first_seen_past_its_deadline_lands_closed_as_expired_in_every_crm() {
+    let h = local_rule_harness().await;
+    let id = h.sim.state().insert_referrals(1).remove(0);
+    // First seen two hours past its deadline (a long outage, a first
+    // install), while Partner Center still shows it unanswered.
+    h.sim
+        .clock()
+        .advance_to(created_at(&h, &id) + Duration::days(14) + Duration::hours(2));
+    assert_eq!(h.status(&id).0, "New");
+
+    // Look at both CRMs after every CRM write call: never on hold, not even briefly.
+    let on_hold = Arc::new(Mutex::new(Vec::new()));
+    let seen = on_hold.clone();
+    let sim = h.sim.state().clone();
+    let rid = id.clone();
+    let engine = h.engine_with_failpoint(Arc::new(move |name: &str| {
+        if name.starts_with("crm_") {
+            let sf = sim.salesforce_opportunity_by_referral(&rid);
+            let dv = sim.dynamics_opportunity_by_referral(&rid);
+            if sf.as_ref().is_some_and(|o| o["StageName"] == "On Hold")
+                || dv.as_ref().is_some_and(|o| o["statuscode"] == 2)
+            {
+                seen.lock().unwrap().push(format!("{name}: {sf:?} {dv:?}"));
+            }
+        }
+        false
+    }));
+    let mut runs: Vec<CycleSummary> = Vec::new();
+    for _ in 0..5 {
+        let s = engine.run_cycle(&CycleOptions::default()).await.unwrap();
+        let quiet = s.writes() == 0 && s.pending_effects == 0;
+        runs.push(s);
+        if quiet {
+            break;
+        }
+    }
+    assert!(
+        on_hold.lock().unwrap().is_empty(),
+        "landed on hold: {:?}",
+        on_hold.lock().unwrap()
+    );
+    assert_closed_as_expired(&h, &id);
+
+    // One opportunity per CRM, and steady state: a cycle with no write.
+    let st = h.sim.state();
+    let sf_count = st
+        .salesforce_opportunity_ids()
+        .iter()
+        .filter(|o| st.salesforce_opportunity(o).unwrap()["Referral_Identifier__c"] == id.as_str())
+        .count();
+    let dv_count = st
+        .dynamics_opportunity_ids()
+        .iter()
+        .filter(|o| st.dynamics_opportunity(o).unwrap()["new_referralid"] == id.as_str())
+        .count();
+    assert_eq!((sf_count, dv_count), (1, 1), "no duplicate");
+    let last = runs.last().unwrap();
+    assert!(
+        last.writes() == 0 && last.pending_effects == 0,
+        "settled: {runs:?}"
+    );
+    h.sim.state().reset_counters();
+    let s = h.cycle().await;
+    assert_eq!(s.writes(), 0, "{s:?}");
+    assert_eq!(write_calls(&h.counters()), 0, "{:?}", h.counters());
+    let snap = h.store.read(|r| r.get_referral(&id)).unwrap().unwrap();
+    assert!(snap.locally_expired, "{snap:?}");
+    let events = h.store.read(|r| r.events_for(&id)).unwrap();
+    assert!(
+        events.iter().any(|e| e.kind == "expired"),
+        "the history says why: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_past_the_deadline_closes_nothing_and_vouches_for_nothing_later() {
     let h = local_rule_harness().await;
     let (id, deadline) = received_referral(&h).await;
@@ -238,4 +317,53 @@ async fn a_dry_run_past_the_deadline_closes_nothing_and_vouches_for_nothing_late
     assert!(h.sim.state().remove_fault(fault));
     h.settle(5).await;
     assert_closed_as_expired(&h, &id);
+}
+
+/// A referral first seen past its deadline, with a crash right after the
+/// CRM call at `point` (Dynamics: the create, or the close that follows it).
+async fn first_seen_expired_with_a_crash_at(point: &'static str) {
+    let h = local_rule_harness().await;
+    let id = h.sim.state().insert_referrals(1).remove(0);
+    h.sim
+        .clock()
+        .advance_to(created_at(&h, &id) + Duration::days(14) + Duration::hours(2));
+
+    let fired = Arc::new(AtomicBool::new(false));
+    let f = fired.clone();
+    let sim = h.sim.state().clone();
+    let rid = id.clone();
+    let engine = h.engine_with_failpoint(Arc::new(move |name: &str| {
+        name == point
+            && sim.dynamics_opportunity_by_referral(&rid).is_some()
+            && !f.swap(true, Ordering::SeqCst)
+    }));
+    let result = engine.run_cycle(&CycleOptions::default()).await;
+    assert!(fired.load(Ordering::SeqCst), "{point} was reached");
+    assert!(result.is_err(), "the cycle stopped at {point}");
+    drop(engine);
+
+    let runs = h.settle(6).await;
+    assert_closed_as_expired(&h, &id);
+    let st = h.sim.state();
+    let dv_count = st
+        .dynamics_opportunity_ids()
+        .iter()
+        .filter(|o| st.dynamics_opportunity(o).unwrap()["new_referralid"] == id.as_str())
+        .count();
+    assert_eq!(dv_count, 1, "{point}: no duplicate");
+    let last = runs.last().unwrap();
+    assert!(
+        last.writes() == 0 && last.pending_effects == 0,
+        "{point}: settled: {runs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_creating_an_expired_dynamics_row_still_closes_it() {
+    first_seen_expired_with_a_crash_at("crm_upsert.before_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_closing_an_expired_dynamics_row_loses_nothing() {
+    first_seen_expired_with_a_crash_at("crm_close.before_commit").await;
 }

@@ -846,6 +846,7 @@ impl Engine {
             }
             for r in &page.referrals {
                 cycle.summary.partner_center.read += 1;
+                cycle.pc_read.insert(r.id.clone());
                 if let Some(u) = r.updated_date_time {
                     high_water = Some(high_water.map_or(u, |h| h.max(u)));
                 }
@@ -920,7 +921,14 @@ impl Engine {
                     plan.event(&r.id, PARTNER_CENTER, "refused", "Partner Center shows an acceptance after the local deadline; the referral stays expired here");
                 }
             }
-        } else {
+        }
+        // This listing began after the referral's deadline and still shows
+        // it unanswered: fresh data for this record, so it expires now (a
+        // referral first seen past its deadline never lands on hold).
+        let expires_now = !snap.locally_expired
+            && snap.stage == Some(Stage::Received)
+            && snap.deadline.is_some_and(|d| d <= cycle.now);
+        if old.is_none() {
             plan.event(
                 &r.id,
                 PARTNER_CENTER,
@@ -937,7 +945,17 @@ impl Engine {
                 ),
             );
         }
-        let (json, stage) = effective_json(&snap);
+        let reason = expires_now.then(|| self.expiry_reason(snap.deadline));
+        if let Some(reason) = &reason {
+            cycle.summary.expired += 1;
+            snap.locally_expired = true;
+            plan.expire.push(r.id.clone());
+            plan.event(&r.id, PARTNER_CENTER, "expired", reason.clone());
+        }
+        let (mut json, stage) = effective_json(&snap);
+        if let Some(reason) = reason {
+            json["statusReason"] = Value::String(reason);
+        }
         if !unchanged {
             plan.snapshots.push(snap.clone());
         }
@@ -982,21 +1000,16 @@ impl Engine {
         let pc_hash = m.pc_projection_hash(json);
         let link = self.store.read(|repo| repo.link_by_referral(kind, &r.id))?;
         let Some(mut link) = link else {
-            if stage.is_archived() {
+            // Archived deals are not brought into the CRM, except one expired
+            // here that Partner Center still shows unanswered: its
+            // opportunity is created closed as expired.
+            let expired_here = snap.locally_expired && snap.stage == Some(Stage::Received);
+            if stage.is_archived() && !expired_here {
                 cycle.summary.crm(kind).skipped += 1;
                 return Ok(());
             }
-            plan.effects.push(Effect::CrmUpsert {
-                crm: kind,
-                write: RecordWrite {
-                    key: RecordKey::Referral(r.id.clone()),
-                    fields: m.to_crm(json, stage),
-                    if_match: None,
-                    customer: customer_ref(r),
-                },
-                referral_id: Some(r.id.clone()),
-                pc_hash: Some(pc_hash),
-            });
+            plan.effects
+                .push(new_opportunity(side, &r.id, json, stage, customer_ref(r)));
             return Ok(());
         };
         if link.pc_hash.as_deref() == Some(pc_hash.as_str()) {
@@ -1162,6 +1175,11 @@ impl Engine {
         }
         let mut plan = Plan::default();
         for mut snap in due {
+            // Read in this cycle: decided from that fresh copy already (the
+            // store may not hold it yet in a dry run).
+            if cycle.pc_read.contains(&snap.id) {
+                continue;
+            }
             // Its last version could not be read: its state is not known.
             let unreadable = self.store.read(|r| {
                 Ok(r.failure_for(&snap.id, PARTNER_CENTER)?
@@ -1177,7 +1195,23 @@ impl Engine {
             snap.locally_expired = true;
             let (mut json, _) = effective_json(&snap);
             json["statusReason"] = Value::String(reason.clone());
-            for link in self.store.read(|r| r.links_of_referral(&snap.id))? {
+            let links = self.store.read(|r| r.links_of_referral(&snap.id))?;
+            for side in &self.crms {
+                if links.iter().any(|l| l.crm == side.kind) {
+                    continue;
+                }
+                // No opportunity yet (its create still queued, or never
+                // made): it is created closed as expired, never on hold.
+                let customer = snap.referral().ok().as_ref().and_then(customer_ref);
+                plan.effects.push(new_opportunity(
+                    side,
+                    &snap.id,
+                    &json,
+                    Stage::Expired,
+                    customer,
+                ));
+            }
+            for link in links {
                 let Some(side) = self.side(link.crm) else {
                     continue;
                 };
@@ -1195,6 +1229,30 @@ impl Engine {
             }
         }
         self.commit(plan, cycle)
+    }
+}
+
+/// An opportunity for a referral no CRM record holds yet, upserted by the
+/// referral id in the stage the referral is in. A closed stage a CRM cannot
+/// create directly (Dataverse) is closed right after (see `crm_success`).
+fn new_opportunity(
+    side: &CrmSide,
+    referral_id: &str,
+    json: &Value,
+    stage: Stage,
+    customer: Option<CustomerRef>,
+) -> Effect {
+    let m = &side.mapping;
+    Effect::CrmUpsert {
+        crm: side.kind,
+        write: RecordWrite {
+            key: RecordKey::Referral(referral_id.to_owned()),
+            fields: m.to_crm(json, stage),
+            if_match: None,
+            customer,
+        },
+        referral_id: Some(referral_id.to_owned()),
+        pc_hash: Some(m.pc_projection_hash(json)),
     }
 }
 
