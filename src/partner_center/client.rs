@@ -539,6 +539,54 @@ impl PartnerCenterClient {
         self.patch_unchecked(&referral.id, etag, &ops).await
     }
 
+    /// [`change_stage`](Self::change_stage) with field operations in the same
+    /// PATCH: what must go with a move to an archived stage (the notes of a
+    /// decline), as nothing can be sent after it. The transition is checked
+    /// the same way; `extra` may not touch the status, substatus or reason.
+    pub async fn change_stage_with(
+        &self,
+        referral: &Referral,
+        action: &LifecycleAction,
+        extra: &[PatchOp],
+    ) -> Result<Option<Referral>, PartnerCenterError> {
+        if extra.is_empty() {
+            return self.change_stage(referral, action).await;
+        }
+        if let Some(op) = extra.iter().find(|op| {
+            let p = op.path.trim_end_matches('/').to_ascii_lowercase();
+            p == "/status" || p == "/substatus" || p == "/statusreason"
+        }) {
+            return Err(PartnerCenterError::InvalidPatch {
+                id: referral.id.clone(),
+                reason: format!(
+                    "{} is set by the lifecycle action, not sent with it",
+                    op.path
+                ),
+            });
+        }
+        let stage = match (&referral.status, &referral.substatus) {
+            (Some(s), Some(sub)) => Stage::from_api(s, sub),
+            _ => None,
+        }
+        .ok_or_else(|| PartnerCenterError::UnknownStage {
+            id: referral.id.clone(),
+            status: referral
+                .status
+                .as_ref()
+                .map_or("(none)", |s| s.as_str())
+                .to_owned(),
+            substatus: referral
+                .substatus
+                .as_ref()
+                .map_or("(none)", |s| s.as_str())
+                .to_owned(),
+        })?;
+        let mut ops = lifecycle_patch(stage, action)?;
+        ops.extend(extra.iter().cloned());
+        let etag = referral.e_tag.as_deref().unwrap_or_default();
+        self.patch_unchecked(&referral.id, etag, &ops).await
+    }
+
     /// Sets or clears the referral's `favorite` flag (with `If-Match`).
     pub async fn set_favorite(
         &self,

@@ -124,6 +124,13 @@ impl CrmKind {
     pub fn parse(s: &str) -> Option<CrmKind> {
         CrmKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// Whether an upsert can write an opportunity straight into a closed
+    /// stage (Salesforce: a closed `StageName`). A Dataverse row is never
+    /// created closed: closing goes through Win/LoseOpportunity.
+    pub fn creates_closed(self) -> bool {
+        matches!(self, CrmKind::Salesforce)
+    }
 }
 
 impl std::fmt::Display for CrmKind {

@@ -458,8 +458,13 @@ impl Engine {
                 current = patch(current).await?;
             }
             Some(a @ StageAction::Decline { .. }) => {
+                // Archived by the decline: its notes go in the same PATCH.
                 if action_pending {
-                    current = refresh(pc.change_stage(&current, &a.to_lifecycle()).await?).await?;
+                    current = refresh(
+                        pc.change_stage_with(&current, &a.to_lifecycle(), ops)
+                            .await?,
+                    )
+                    .await?;
                 }
             }
             Some(a) => {
@@ -1082,6 +1087,20 @@ impl Engine {
             }
             r.complete_effect(entry.id)?;
             r.resolve_failure(&entry.record_key, kind.as_str())?;
+            if !is_close
+                && let Some(rid) = &referral_id
+                && let Some(close) = Self::close_after_upsert(side, fields, &ok.crm_id)
+            {
+                // Queued with the upsert's success, so a crash between the two
+                // calls replays the close, never leaves the deal open.
+                let effect = Effect::CrmClose {
+                    crm: kind,
+                    close,
+                    referral_id: rid.clone(),
+                    pc_hash: pc_hash.clone(),
+                };
+                r.upsert_effect(&effect.to_new(), now)?;
+            }
             if let Some(rid) = &referral_id {
                 let what = if is_close {
                     "opportunity closed"
@@ -1107,6 +1126,40 @@ impl Engine {
             }
             Ok(())
         }
+    }
+
+    /// The close that must follow an upsert that asked for a closed stage
+    /// the CRM cannot create (a Dataverse row is created open): its stage
+    /// fields, the reason having gone with the upsert.
+    fn close_after_upsert(
+        side: &CrmSide,
+        written: &CrmFields,
+        crm_id: &str,
+    ) -> Option<crate::crm::CloseRequest> {
+        if side.kind.creates_closed() {
+            return None;
+        }
+        let stages = &side.mapping.stages;
+        let stage = [Stage::Won, Stage::Lost, Stage::Declined, Stage::Expired]
+            .into_iter()
+            .find(|s| stages.shows(written, *s))?;
+        let stage_fields = stages.fields();
+        let reason = stages
+            .reason_field
+            .as_ref()
+            .and_then(|f| written.get(f))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Some(crate::crm::CloseRequest {
+            key: RecordKey::CrmId(crm_id.to_owned()),
+            outcome: super::plan::close_outcome(stage),
+            fields: written
+                .iter()
+                .filter(|(k, _)| stage_fields.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            reason,
+        })
     }
 
     // ---- Microsoft's 14-day decision window ------------------------------------------------

@@ -199,6 +199,11 @@ pub(crate) struct Cycle {
     pub crm_changed: HashSet<(CrmKind, String)>,
     /// When each changed CRM record was modified.
     pub crm_modified: BTreeMap<(CrmKind, String), DateTime<Utc>>,
+    /// Set when this cycle's Partner Center listing completed: the time its
+    /// data is fresh as of (recorded in the store too, except in a dry run).
+    pub pc_fresh_as_of: Option<DateTime<Utc>>,
+    /// Referrals this cycle's listing read (their expiry is decided from them).
+    pub pc_read: HashSet<String>,
 }
 
 /// The cursor key of Partner Center.
@@ -319,6 +324,8 @@ impl Engine {
                 },
                 crm_changed: HashSet::new(),
                 crm_modified: BTreeMap::new(),
+                pc_fresh_as_of: None,
+                pc_read: HashSet::new(),
             };
             for side in &self.crms {
                 cycle.summary.crm(side.kind);

@@ -29,7 +29,14 @@ pub(crate) struct Plan {
     pub cursors: Vec<(String, String)>,
     pub expire: Vec<String>,
     pub clear_expiry: Vec<String>,
+    /// Key-value settings to record with the page (e.g. [`PC_FRESH_AS_OF`]).
+    pub kv: Vec<(String, String)>,
 }
+
+/// When the last complete Partner Center listing began: every change made
+/// before then has been read. The local expiry acts only on referrals whose
+/// deadline is at or before it (fresh data), never on a stale snapshot.
+pub(crate) const PC_FRESH_AS_OF: &str = "partner_center.fresh_as_of";
 
 pub(crate) struct PlannedEvent {
     pub referral_id: String,
@@ -146,6 +153,39 @@ pub(crate) struct CrmDecision {
     pub problems: Vec<Problem>,
     /// Things to note in the referral's history.
     pub notes: Vec<(String, String)>,
+    /// The record asks to decline the referral (sent, or refused for want of
+    /// a reason): only notes may go, and only with the decline.
+    pub declining: bool,
+    /// CRM fields whose change is still to be sent: the notes of a decline
+    /// that waits for its reason. They are not taken as seen, so the change
+    /// still counts once the decline can go.
+    pub held: Vec<String>,
+}
+
+/// Where Partner Center keeps a referral's notes (JSON Pointer).
+const NOTES_POINTER: &str = "/details/notes";
+
+/// Whether a patch operation sets the referral's notes.
+fn sets_notes(op: &crate::domain::PatchOp) -> bool {
+    op.path == NOTES_POINTER || op.path.starts_with(&format!("{NOTES_POINTER}/"))
+}
+
+/// The CRM fields that feed the referral's notes.
+fn notes_fields(mapping: &Mapping) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in mapping
+        .fields
+        .iter()
+        .filter(|r| r.direction.writes_partner_center() && !r.create_only)
+        .filter(|r| pointer_prefix(&r.path) == NOTES_POINTER)
+    {
+        match (&rule.crm, rule.template()) {
+            (Some(f), _) => out.push(f.clone()),
+            (None, Some(t)) => out.extend(t.fields().map(str::to_owned)),
+            (None, None) => {}
+        }
+    }
+    out
 }
 
 /// JSON Pointer prefix of a mapping path (up to its first `[*]`).
@@ -255,6 +295,8 @@ pub(crate) fn decide_from_crm(
         invitation: proposal.invitation.as_ref().map(Referral::to_json),
         problems: proposal.problems,
         notes: Vec::new(),
+        declining: false,
+        held: Vec::new(),
     };
     let reason_field = mapping
         .stages
@@ -281,16 +323,31 @@ pub(crate) fn decide_from_crm(
             }
         }
         StageReading::Decline { reason } => {
-            d.ops.clear();
+            // A decline archives the referral: the notes typed with it go in
+            // the same PATCH, every other edit is withheld (and said so).
+            d.declining = true;
             d.upgrade_to_co_sell = false;
+            let (notes, others): (Vec<_>, Vec<_>) = std::mem::take(&mut d.ops)
+                .into_iter()
+                .chain(std::mem::take(&mut proposal.withheld))
+                .partition(sets_notes);
+            proposal.withheld = others;
             match reason.filter(|r| !r.trim().is_empty()) {
-                Some(reason) => d.action = Some(StageAction::Decline { reason }),
-                None => d.problems.push(Problem {
-                    path: "statusReason".into(),
-                    reason: format!(
-                        "declining a referral requires a reason: fill in {reason_field}"
-                    ),
-                }),
+                Some(reason) => {
+                    d.action = Some(StageAction::Decline { reason });
+                    d.ops = notes.into_iter().filter(|op| !op.value.is_null()).collect();
+                }
+                None => {
+                    d.problems.push(Problem {
+                        path: "statusReason".into(),
+                        reason: format!(
+                            "declining a referral requires a reason: fill in {reason_field}"
+                        ),
+                    });
+                    if !notes.is_empty() {
+                        d.held = notes_fields(mapping);
+                    }
+                }
             }
         }
         StageReading::Win => d.action = Some(StageAction::Win),
@@ -315,6 +372,20 @@ pub(crate) fn decide_from_crm(
                 Value::Object(values)
             ),
         )),
+    }
+    if d.declining && !proposal.withheld.is_empty() {
+        d.notes.push((
+            "withheld".into(),
+            format!(
+                "CRM edits made with the decline are not sent to Partner Center (only notes go with a decline): {}",
+                proposal
+                    .withheld
+                    .iter()
+                    .map(|o| o.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
     }
     if stage.is_archived() && !proposal.withheld.is_empty() {
         d.notes.push((
@@ -383,6 +454,9 @@ impl Engine {
             }
             for (source, position) in &plan.cursors {
                 r.set_cursor(source, position, now)?;
+            }
+            for (key, value) in &plan.kv {
+                r.kv_set(key, value, now)?;
             }
             Ok(())
         })?;
@@ -546,10 +620,17 @@ impl Engine {
             snapshot.deadline,
             cycle.now,
         );
+        let mut seen = fields.clone();
+        for f in &d.held {
+            match previous.as_ref().and_then(|p| p.get(f)) {
+                Some(v) => seen.insert(f.clone(), v.clone()),
+                None => seen.remove(f),
+            };
+        }
         self.plan_decision(side, record, &rid, d, plan, cycle);
         link.crm_id = record.crm_id.clone();
         link.referral_id = Some(rid);
-        link.crm_fields = Some(Value::Object(fields.clone()));
+        link.crm_fields = Some(Value::Object(seen));
         link.crm_hash = Some(crm_hash);
         link.crm_version = record.version.clone();
         link.updated_at = cycle.now;
@@ -744,6 +825,9 @@ impl Engine {
             (None, Some(t)) => t - overlap,
             (None, None) => beginning_of_time(),
         };
+        // Whether this listing, complete, leaves no change unread before it
+        // began (a `resync --since` later than the cursor leaves a gap).
+        let no_gap = cursor_time.is_none_or(|t| since <= t - overlap);
         let mut high_water = cursor_time;
         let mut pager = pc.list_changes(since, ListFilter::default());
         let mut complete = false;
@@ -778,6 +862,7 @@ impl Engine {
             }
             for r in &page.referrals {
                 cycle.summary.partner_center.read += 1;
+                cycle.pc_read.insert(r.id.clone());
                 if let Some(u) = r.updated_date_time {
                     high_water = Some(high_water.map_or(u, |h| h.max(u)));
                 }
@@ -791,7 +876,18 @@ impl Engine {
             self.commit(plan, cycle)?;
         }
         if complete {
-            self.cursor_to_cycle_start(PC_CURSOR, high_water, cycle)?;
+            // The cursor moves to the cycle's start (see cursor_to_cycle_start)
+            // and, in the same transaction, the listing's start is recorded
+            // as the time Partner Center's data is fresh as of: it began
+            // after `cycle.now` and read every change up to then.
+            let mut plan = Plan::default();
+            let position = high_water.filter(|h| *h >= cycle.now).unwrap_or(cycle.now);
+            plan.cursors.push((PC_CURSOR.into(), ts(position)));
+            if no_gap {
+                plan.kv.push((PC_FRESH_AS_OF.into(), ts(cycle.now)));
+                cycle.pc_fresh_as_of = Some(cycle.now);
+            }
+            self.commit(plan, cycle)?;
         }
         Ok(())
     }
@@ -841,7 +937,14 @@ impl Engine {
                     plan.event(&r.id, PARTNER_CENTER, "refused", "Partner Center shows an acceptance after the local deadline; the referral stays expired here");
                 }
             }
-        } else {
+        }
+        // This listing began after the referral's deadline and still shows
+        // it unanswered: fresh data for this record, so it expires now (a
+        // referral first seen past its deadline never lands on hold).
+        let expires_now = !snap.locally_expired
+            && snap.stage == Some(Stage::Received)
+            && snap.deadline.is_some_and(|d| d <= cycle.now);
+        if old.is_none() {
             plan.event(
                 &r.id,
                 PARTNER_CENTER,
@@ -858,7 +961,17 @@ impl Engine {
                 ),
             );
         }
-        let (json, stage) = effective_json(&snap);
+        let reason = expires_now.then(|| self.expiry_reason(snap.deadline));
+        if let Some(reason) = &reason {
+            cycle.summary.expired += 1;
+            snap.locally_expired = true;
+            plan.expire.push(r.id.clone());
+            plan.event(&r.id, PARTNER_CENTER, "expired", reason.clone());
+        }
+        let (mut json, stage) = effective_json(&snap);
+        if let Some(reason) = reason {
+            json["statusReason"] = Value::String(reason);
+        }
         if !unchanged {
             plan.snapshots.push(snap.clone());
         }
@@ -903,21 +1016,16 @@ impl Engine {
         let pc_hash = m.pc_projection_hash(json);
         let link = self.store.read(|repo| repo.link_by_referral(kind, &r.id))?;
         let Some(mut link) = link else {
-            if stage.is_archived() {
+            // Archived deals are not brought into the CRM, except one expired
+            // here that Partner Center still shows unanswered: its
+            // opportunity is created closed as expired.
+            let expired_here = snap.locally_expired && snap.stage == Some(Stage::Received);
+            if stage.is_archived() && !expired_here {
                 cycle.summary.crm(kind).skipped += 1;
                 return Ok(());
             }
-            plan.effects.push(Effect::CrmUpsert {
-                crm: kind,
-                write: RecordWrite {
-                    key: RecordKey::Referral(r.id.clone()),
-                    fields: m.to_crm(json, stage),
-                    if_match: None,
-                    customer: customer_ref(r),
-                },
-                referral_id: Some(r.id.clone()),
-                pc_hash: Some(pc_hash),
-            });
+            plan.effects
+                .push(new_opportunity(side, &r.id, json, stage, customer_ref(r)));
             return Ok(());
         };
         if link.pc_hash.as_deref() == Some(pc_hash.as_str()) {
@@ -981,6 +1089,11 @@ impl Engine {
                 .into_iter()
                 .filter(|op| !op.value.is_null())
                 .collect();
+            if d.declining {
+                // Only notes go with a decline, and only with it.
+                let sending = d.action.is_some();
+                d.ops.retain(|op| sending && sets_notes(op));
+            }
             let record = CrmRecord {
                 crm_id: link.crm_id.clone(),
                 referral_id: Some(r.id.clone()),
@@ -1036,29 +1149,85 @@ impl Engine {
 
     // ---- the 14-day rule -----------------------------------------------------------
 
+    /// Why a referral expired here, as shown on its opportunity.
+    fn expiry_reason(&self, deadline: Option<DateTime<Utc>>) -> String {
+        format!(
+            "Expired: not answered within {} days (deadline {})",
+            self.settings.expiry_days,
+            deadline
+                .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default()
+        )
+    }
+
     /// Expires received inbound referrals past their deadline here, and
-    /// closes their opportunities as expired.
+    /// closes their opportunities as expired — on fresh data only: the
+    /// deadline must be at or before the start of the last complete Partner
+    /// Center listing, which still showed the referral unanswered. While
+    /// Partner Center cannot be read nothing is closed (a late acceptance
+    /// from the CRM is still refused, see `decide_from_crm`).
     pub(crate) fn expire_overdue(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
-        let due = self.store.read(|r| r.referrals_past_deadline(cycle.now))?;
+        // This cycle's listing when it completed (a dry run does not record
+        // it), else the last complete one.
+        let recorded = || -> Result<Option<DateTime<Utc>>, SyncError> {
+            Ok(self
+                .store
+                .read(|r| r.kv_get(PC_FRESH_AS_OF))?
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc)))
+        };
+        let Some(fresh_as_of) = cycle
+            .pc_fresh_as_of
+            .map_or_else(recorded, |t| Ok(Some(t)))?
+        else {
+            return Ok(());
+        };
+        let fresh_as_of = fresh_as_of.min(cycle.now);
+        let due = self
+            .store
+            .read(|r| r.referrals_past_deadline(fresh_as_of))?;
         if due.is_empty() {
             return Ok(());
         }
         let mut plan = Plan::default();
         for mut snap in due {
+            // Read in this cycle: decided from that fresh copy already (the
+            // store may not hold it yet in a dry run).
+            if cycle.pc_read.contains(&snap.id) {
+                continue;
+            }
+            // Its last version could not be read: its state is not known.
+            let unreadable = self.store.read(|r| {
+                Ok(r.failure_for(&snap.id, PARTNER_CENTER)?
+                    .is_some_and(|f| f.kind == "unparseable" && f.state == FailureState::Open))
+            })?;
+            if unreadable {
+                continue;
+            }
             cycle.summary.expired += 1;
             plan.expire.push(snap.id.clone());
-            let reason = format!(
-                "Expired: not answered within {} days (deadline {})",
-                self.settings.expiry_days,
-                snap.deadline
-                    .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-                    .unwrap_or_default()
-            );
+            let reason = self.expiry_reason(snap.deadline);
             plan.event(&snap.id, PARTNER_CENTER, "expired", reason.clone());
             snap.locally_expired = true;
             let (mut json, _) = effective_json(&snap);
             json["statusReason"] = Value::String(reason.clone());
-            for link in self.store.read(|r| r.links_of_referral(&snap.id))? {
+            let links = self.store.read(|r| r.links_of_referral(&snap.id))?;
+            for side in &self.crms {
+                if links.iter().any(|l| l.crm == side.kind) {
+                    continue;
+                }
+                // No opportunity yet (its create still queued, or never
+                // made): it is created closed as expired, never on hold.
+                let customer = snap.referral().ok().as_ref().and_then(customer_ref);
+                plan.effects.push(new_opportunity(
+                    side,
+                    &snap.id,
+                    &json,
+                    Stage::Expired,
+                    customer,
+                ));
+            }
+            for link in links {
                 let Some(side) = self.side(link.crm) else {
                     continue;
                 };
@@ -1079,6 +1248,30 @@ impl Engine {
     }
 }
 
+/// An opportunity for a referral no CRM record holds yet, upserted by the
+/// referral id in the stage the referral is in. A closed stage a CRM cannot
+/// create directly (Dataverse) is closed right after (see `crm_success`).
+fn new_opportunity(
+    side: &CrmSide,
+    referral_id: &str,
+    json: &Value,
+    stage: Stage,
+    customer: Option<CustomerRef>,
+) -> Effect {
+    let m = &side.mapping;
+    Effect::CrmUpsert {
+        crm: side.kind,
+        write: RecordWrite {
+            key: RecordKey::Referral(referral_id.to_owned()),
+            fields: m.to_crm(json, stage),
+            if_match: None,
+            customer,
+        },
+        referral_id: Some(referral_id.to_owned()),
+        pc_hash: Some(m.pc_projection_hash(json)),
+    }
+}
+
 /// Inserts or updates a link.
 pub(crate) fn upsert_link(r: &Repo<'_>, l: &Link) -> Result<(), StoreError> {
     if r.link_by_crm_id(l.crm, &l.crm_id)?.is_some() {
@@ -1092,4 +1285,131 @@ pub(crate) fn upsert_link(r: &Repo<'_>, l: &Link) -> Result<(), StoreError> {
         r.update_link(&other)?;
     }
     r.insert_link(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{PatchOp, PatchOpKind};
+
+    fn received() -> Value {
+        serde_json::from_str(include_str!(
+            "../../fixtures/partner_center/referral_new_pending.json"
+        ))
+        .unwrap()
+    }
+
+    /// The Salesforce mapping, the referral, and its opportunity as last seen.
+    fn synced() -> (Mapping, Value, CrmFields) {
+        let m = Mapping::default_salesforce().unwrap();
+        let r = received();
+        let crm = m.to_crm(&r, Stage::Received);
+        (m, r, crm)
+    }
+
+    fn decide(m: &Mapping, crm: &CrmFields, previous: &CrmFields, r: &Value) -> CrmDecision {
+        let now = Utc::now();
+        decide_from_crm(m, crm, Some(previous), r, Stage::Received, false, None, now)
+    }
+
+    fn declined(crm: &CrmFields, edits: Value) -> CrmFields {
+        let mut out = crm.clone();
+        out.insert("StageName".into(), json!("Closed Lost"));
+        if let Value::Object(e) = edits {
+            out.extend(e);
+        }
+        out
+    }
+
+    #[test]
+    fn a_decline_takes_the_notes_typed_with_it_and_withholds_the_rest() {
+        let (m, r, seen) = synced();
+        let now = declined(
+            &seen,
+            json!({"Loss_Reason__c": "No budget", "Description": "Revisit next year", "Amount": 4242}),
+        );
+        let d = decide(&m, &now, &seen, &r);
+        assert_eq!(
+            d.action,
+            Some(StageAction::Decline {
+                reason: "No budget".into()
+            })
+        );
+        assert_eq!(
+            d.ops,
+            vec![PatchOp {
+                op: PatchOpKind::Replace,
+                path: "/details/notes".into(),
+                value: json!("Revisit next year"),
+            }]
+        );
+        assert!(d.declining && d.held.is_empty() && d.problems.is_empty());
+        assert!(!d.upgrade_to_co_sell);
+        assert!(
+            d.notes.iter().any(|(k, m)| k == "withheld"
+                && m.contains("/details/dealValue")
+                && !m.contains("/details/notes")),
+            "{:?}",
+            d.notes
+        );
+    }
+
+    #[test]
+    fn a_decline_without_reason_sends_nothing_and_holds_its_notes() {
+        let (m, r, seen) = synced();
+        let now = declined(&seen, json!({"Description": "Revisit next year"}));
+        let d = decide(&m, &now, &seen, &r);
+        assert_eq!(d.action, None);
+        assert!(d.ops.is_empty(), "{:?}", d.ops);
+        assert!(
+            d.problems.iter().any(|p| p.path == "statusReason"),
+            "{:?}",
+            d.problems
+        );
+        assert_eq!(d.held, vec!["Description".to_owned()]);
+
+        // Without a change to the notes there is nothing to hold.
+        let d = decide(&m, &declined(&seen, json!({})), &seen, &r);
+        assert!(d.held.is_empty() && d.ops.is_empty() && d.action.is_none());
+    }
+
+    #[test]
+    fn notes_not_changed_in_the_crm_are_not_sent_with_a_decline() {
+        let (m, r, mut seen) = synced();
+        // The CRM holds other notes than Partner Center, but the seller did
+        // not touch them: Partner Center's notes are not overwritten.
+        seen.insert("Description".into(), json!("Older notes"));
+        let now = declined(&seen, json!({"Loss_Reason__c": "No budget"}));
+        let d = decide(&m, &now, &seen, &r);
+        assert!(matches!(d.action, Some(StageAction::Decline { .. })));
+        assert!(d.ops.is_empty(), "{:?}", d.ops);
+    }
+
+    #[test]
+    fn emptied_notes_never_erase_the_referral_s_notes() {
+        let (m, r, seen) = synced();
+        let now = declined(
+            &seen,
+            json!({"Loss_Reason__c": "No budget", "Description": null}),
+        );
+        let d = decide(&m, &now, &seen, &r);
+        assert!(matches!(d.action, Some(StageAction::Decline { .. })));
+        assert!(d.ops.is_empty(), "{:?}", d.ops);
+    }
+
+    #[test]
+    fn an_accepted_deal_s_edits_are_not_limited_to_notes() {
+        let (m, r, seen) = synced();
+        let mut now = seen.clone();
+        now.insert("StageName".into(), json!("Qualification"));
+        now.insert("Amount".into(), json!(4242));
+        let d = decide(&m, &now, &seen, &r);
+        assert_eq!(d.action, Some(StageAction::Accept));
+        assert!(!d.declining);
+        assert!(
+            d.ops.iter().any(|o| o.path == "/details/dealValue"),
+            "{:?}",
+            d.ops
+        );
+    }
 }
