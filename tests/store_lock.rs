@@ -123,7 +123,7 @@ impl Rig {
             .sim
             .state()
             .create_salesforce_opportunity(json!({
-                "Name": format!("Lock test deal {n}"), "Amount": 50000 + n, "CurrencyIsoCode": "USD",
+                "Name": format!("Lock test deal {n}"), "Amount": 50000 + n,
                 "CloseDate": "2027-03-31", "StageName": "Qualification",
                 "Sync_with_Partner_Center__c": true,
                 "Customer_Name__c": format!("Customer {n} Ltd"), "Customer_Street__c": "1 Main Street",
