@@ -6,12 +6,9 @@
 
 mod sync_support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cosell_sync::sim::{Api, FaultKind, FaultRule};
-use cosell_sync::sync::CycleOptions;
 use serde_json::{Value, json};
 use sync_support::*;
 
@@ -284,15 +281,7 @@ async fn co_sell_create_crash_at(point: &'static str) {
         .as_str()
         .unwrap()
         .to_owned();
-    let fired = Arc::new(AtomicBool::new(false));
-    let f = fired.clone();
-    let engine = h.engine_with_failpoint(Arc::new(move |name: &str| {
-        name == point && !f.swap(true, Ordering::SeqCst)
-    }));
-    let result = engine.run_cycle(&CycleOptions::default()).await;
-    assert!(fired.load(Ordering::SeqCst), "{point} was reached");
-    assert!(result.is_err(), "the cycle stopped at {point}");
-    drop(engine);
+    h.crash_once_at(point).await;
 
     h.settle(6).await;
     let (own, _) = assert_one_co_sell_deal(&h, &opp, point);
@@ -363,15 +352,7 @@ async fn upgrade_crash_at(point: &'static str) {
         .edit_salesforce(&opp, sf_help_request())
         .unwrap();
 
-    let fired = Arc::new(AtomicBool::new(false));
-    let f = fired.clone();
-    let engine = h.engine_with_failpoint(Arc::new(move |name: &str| {
-        name == point && !f.swap(true, Ordering::SeqCst)
-    }));
-    let result = engine.run_cycle(&CycleOptions::default()).await;
-    assert!(fired.load(Ordering::SeqCst), "{point} was reached");
-    assert!(result.is_err(), "the cycle stopped at {point}");
-    drop(engine);
+    h.crash_once_at(point).await;
 
     h.settle(6).await;
     let (own, _) = assert_one_co_sell_deal(&h, &opp, point);

@@ -539,15 +539,7 @@ async fn crash_at(point: &'static str) {
             .unwrap(),
     );
 
-    let fired = Arc::new(AtomicBool::new(false));
-    let f = fired.clone();
-    let engine = h.engine_with_failpoint(Arc::new(move |name: &str| {
-        name == point && !f.swap(true, Ordering::SeqCst)
-    }));
-    let result = engine.run_cycle(&CycleOptions::default()).await;
-    assert!(fired.load(Ordering::SeqCst), "{point} was reached");
-    assert!(result.is_err(), "the cycle stopped at {point}");
-    drop(engine);
+    h.crash_once_at(point).await;
 
     h.settle(6).await;
     no_duplicates(&h);

@@ -518,25 +518,7 @@ impl PartnerCenterClient {
         referral: &Referral,
         action: &LifecycleAction,
     ) -> Result<Option<Referral>, PartnerCenterError> {
-        let (status, substatus) = (referral.status.clone(), referral.substatus.clone());
-        let stage = match (&status, &substatus) {
-            (Some(s), Some(sub)) => Stage::from_api(s, sub),
-            (Some(s @ crate::domain::ReferralStatus::New), None) => {
-                Stage::from_api(s, &crate::domain::ReferralSubstatus::None)
-            }
-            _ => None,
-        }
-        .ok_or_else(|| PartnerCenterError::UnknownStage {
-            id: referral.id.clone(),
-            status: status.as_ref().map_or("(none)", |s| s.as_str()).to_owned(),
-            substatus: substatus
-                .as_ref()
-                .map_or("(none)", |s| s.as_str())
-                .to_owned(),
-        })?;
-        let ops = lifecycle_patch(stage, action)?;
-        let etag = referral.e_tag.as_deref().unwrap_or_default();
-        self.patch_unchecked(&referral.id, etag, &ops).await
+        self.change_stage_with(referral, action, &[]).await
     }
 
     /// [`change_stage`](Self::change_stage) with field operations in the same
@@ -549,9 +531,6 @@ impl PartnerCenterClient {
         action: &LifecycleAction,
         extra: &[PatchOp],
     ) -> Result<Option<Referral>, PartnerCenterError> {
-        if extra.is_empty() {
-            return self.change_stage(referral, action).await;
-        }
         if let Some(op) = extra.iter().find(|op| {
             let p = op.path.trim_end_matches('/').to_ascii_lowercase();
             p == "/status" || p == "/substatus" || p == "/statusreason"
@@ -564,19 +543,18 @@ impl PartnerCenterClient {
                 ),
             });
         }
-        let stage = match (&referral.status, &referral.substatus) {
+        let (status, substatus) = (referral.status.clone(), referral.substatus.clone());
+        let stage = match (&status, &substatus) {
             (Some(s), Some(sub)) => Stage::from_api(s, sub),
+            (Some(s @ crate::domain::ReferralStatus::New), None) => {
+                Stage::from_api(s, &crate::domain::ReferralSubstatus::None)
+            }
             _ => None,
         }
         .ok_or_else(|| PartnerCenterError::UnknownStage {
             id: referral.id.clone(),
-            status: referral
-                .status
-                .as_ref()
-                .map_or("(none)", |s| s.as_str())
-                .to_owned(),
-            substatus: referral
-                .substatus
+            status: status.as_ref().map_or("(none)", |s| s.as_str()).to_owned(),
+            substatus: substatus
                 .as_ref()
                 .map_or("(none)", |s| s.as_str())
                 .to_owned(),

@@ -656,18 +656,8 @@ impl Engine {
         cycle: &mut Cycle,
     ) -> Result<Flow, SyncError> {
         let now = cycle.now;
-        let draft = match Referral::from_json(draft.clone()) {
-            Ok(d) => d,
-            Err(e) => {
-                self.quarantine(
-                    entry,
-                    "permanent",
-                    &e.to_string(),
-                    "report this to the cosell-sync maintainers",
-                    cycle,
-                )?;
-                return Ok(Flow::Continue);
-            }
+        let Some(draft) = self.queued_draft(entry, draft, cycle)? else {
+            return Ok(Flow::Continue);
         };
         let mut notes = Vec::new();
         let mut recovered = false;
@@ -784,6 +774,29 @@ impl Engine {
         Ok(Flow::Continue)
     }
 
+    /// The referral draft an outbox entry carries; an unreadable one (a
+    /// store written by another version) is quarantined.
+    fn queued_draft(
+        &self,
+        entry: &OutboxEntry,
+        draft: &Value,
+        cycle: &mut Cycle,
+    ) -> Result<Option<Referral>, SyncError> {
+        match Referral::from_json(draft.clone()) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                self.quarantine(
+                    entry,
+                    "permanent",
+                    &e.to_string(),
+                    "report this to the cosell-sync maintainers",
+                    cycle,
+                )?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Invites Microsoft into a co-sell engagement: the Microsoft-targeted
     /// referral, created once. A first attempt is marked sent before it goes
     /// out; any later one (and an invitation that may have been made
@@ -796,18 +809,8 @@ impl Engine {
         cycle: &mut Cycle,
     ) -> Result<Flow, SyncError> {
         let now = cycle.now;
-        let draft = match Referral::from_json(invite.draft.clone()) {
-            Ok(d) => d,
-            Err(e) => {
-                self.quarantine(
-                    entry,
-                    "permanent",
-                    &e.to_string(),
-                    "report this to the cosell-sync maintainers",
-                    cycle,
-                )?;
-                return Ok(Flow::Continue);
-            }
+        let Some(draft) = self.queued_draft(entry, &invite.draft, cycle)? else {
+            return Ok(Flow::Continue);
         };
         let look = invite.look_first || entry.sent_at.is_some() || entry.attempts > 0;
         let found = if look {

@@ -67,6 +67,22 @@ impl Harness {
         self.engine().with_failpoint(f)
     }
 
+    /// Runs one cycle that stops at failpoint `point` the first time it is
+    /// reached, as `kill -9` would there; fails the test if it is not reached.
+    pub async fn crash_once_at(&self, point: &'static str) {
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = fired.clone();
+        let engine = self.engine_with_failpoint(Arc::new(move |name: &str| {
+            name == point && !f.swap(true, std::sync::atomic::Ordering::SeqCst)
+        }));
+        let result = engine.run_cycle(&CycleOptions::default()).await;
+        assert!(
+            fired.load(std::sync::atomic::Ordering::SeqCst),
+            "{point} was reached"
+        );
+        assert!(result.is_err(), "the cycle stopped at {point}");
+    }
+
     pub async fn cycle(&self) -> CycleSummary {
         self.engine()
             .run_cycle(&CycleOptions::default())
