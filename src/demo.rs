@@ -98,9 +98,9 @@ pub async fn run(mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
     })
     .await?;
     let dir = tempfile::tempdir()?;
-    let settings = config::load(&sim.daemon_sources(dir.path())?)?;
+    let settings = config::load(&crate::simulate::daemon_sources(&sim, dir.path())?)?;
     let store = Arc::new(Store::open(&settings.state.path)?);
-    let engine = build_engine(&settings, store, Arc::new(sim.clock()))?;
+    let engine = build_engine(&settings, store, crate::simulate::clock(&sim))?;
     let demo = Demo {
         sim,
         engine,

@@ -514,7 +514,7 @@ impl Rig {
         let engine = build_engine(
             &self.settings,
             store.clone(),
-            Arc::new(self.handle().clock()),
+            crate::simulate::clock(self.handle()),
         )?;
         Ok((store, engine))
     }

@@ -1,5 +1,6 @@
-//! Where the engine gets "now": the system clock in production, the
-//! simulator's clock in the demo and in tests (to reach day 15 without waiting).
+//! Where the engine gets "now": the system clock in production, any
+//! `Fn() -> DateTime<Utc>` elsewhere (the simulator's movable clock in the
+//! demo and in tests, to reach day 15 without waiting).
 
 use chrono::{DateTime, Utc};
 
@@ -23,12 +24,5 @@ where
 {
     fn now(&self) -> DateTime<Utc> {
         self()
-    }
-}
-
-/// The simulator's clock, so the demo and tests can move time (day 15).
-impl Clock for crate::sim::SimClock {
-    fn now(&self) -> DateTime<Utc> {
-        crate::sim::SimClock::now(self)
     }
 }

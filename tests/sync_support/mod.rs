@@ -36,7 +36,7 @@ pub async fn harness(opts: SimOptions) -> Harness {
 pub async fn harness_with(opts: SimOptions, overrides: &[(&str, &str)]) -> Harness {
     let sim = Simulator::start(opts).await.expect("simulator starts");
     let dir = tempfile::tempdir().unwrap();
-    let mut sources = sim.daemon_sources(dir.path()).unwrap();
+    let mut sources = cosell_sync::simulate::daemon_sources(&sim, dir.path()).unwrap();
     sources
         .env
         .insert("COSELL_SYNC__SERVER__ENABLED".into(), "false".into());
@@ -58,7 +58,7 @@ impl Harness {
         build_engine(
             &self.settings,
             self.store.clone(),
-            Arc::new(self.sim.clock()),
+            cosell_sync::simulate::clock(&self.sim),
         )
         .expect("engine")
     }

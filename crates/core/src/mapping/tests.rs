@@ -1269,7 +1269,7 @@ fn defaults_fill_empty_values() {
 
 #[test]
 fn the_guide_examples_parse() {
-    let guide = include_str!("../../docs/mapping-guide.md");
+    let guide = include_str!("../../../../docs/mapping-guide.md");
     let mut blocks = 0;
     for block in guide.split("```toml\n").skip(1) {
         let body = block.split("```").next().unwrap();

@@ -2,6 +2,7 @@
 //! validation of new deals and deadlines. Pure: no I/O.
 
 pub mod country;
+mod crm_kind;
 pub mod deadline;
 pub mod deal;
 pub mod enums;
@@ -9,6 +10,7 @@ pub mod lifecycle;
 pub mod patch;
 pub mod referral;
 
+pub use crm_kind::CrmKind;
 pub use deal::{DealKind, Problem, validate_new_deal};
 pub use enums::*;
 pub use lifecycle::{LifecycleAction, Stage, TransitionError};

@@ -35,9 +35,9 @@ pub use transform::{Conversion, CountryFormat, Template, Transform};
 pub type CrmRecord = Map<String, Value>;
 
 /// The shipped Dynamics 365 mapping, so the binary works without a config directory.
-pub const DEFAULT_DYNAMICS: &str = include_str!("../../config/mappings/dynamics.toml");
+pub const DEFAULT_DYNAMICS: &str = include_str!("../../../../config/mappings/dynamics.toml");
 /// The shipped Salesforce mapping.
-pub const DEFAULT_SALESFORCE: &str = include_str!("../../config/mappings/salesforce.toml");
+pub const DEFAULT_SALESFORCE: &str = include_str!("../../../../config/mappings/salesforce.toml");
 
 /// Which way a field flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

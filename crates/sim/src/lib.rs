@@ -560,28 +560,6 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
-    /// Where the daemon's settings come from when it runs against this
-    /// simulator in-process: the config file written into `dir`, the fake
-    /// secrets, and the state store in `dir`.
-    pub fn daemon_sources(&self, dir: &std::path::Path) -> io::Result<crate::config::Sources> {
-        let file = dir.join("cosell-sync.toml");
-        std::fs::write(&file, self.daemon_config())?;
-        let mut env: std::collections::BTreeMap<String, String> = self
-            .daemon_env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        env.insert(
-            "COSELL_SYNC__STATE__PATH".into(),
-            dir.join("state.db").display().to_string(),
-        );
-        Ok(crate::config::Sources {
-            file: Some(file),
-            env,
-            credentials_dir: None,
-        })
-    }
-
     /// The simulator's state, to act on it in-process.
     pub fn state(&self) -> &Arc<SimState> {
         &self.state

@@ -22,11 +22,11 @@ use super::clock::truncate;
 use super::entra::{PARTNER_CENTER_RESOURCE, TokenProblem};
 use super::odata::{self, CmpOp, Expr, Literal, Resolver};
 use super::{SimError, SimState, bearer, json_response, lock};
-use crate::domain::lifecycle::{
+use cosell_core::domain::lifecycle::{
     LifecycleAction, Stage, TransitionError, api_transition_allowed, substatus_fits, transition,
 };
-use crate::domain::referral::Referral;
-use crate::domain::{Direction, ReferralStatus, ReferralSubstatus};
+use cosell_core::domain::referral::Referral;
+use cosell_core::domain::{Direction, ReferralStatus, ReferralSubstatus};
 
 const MAX_PAGE: usize = 100;
 /// Timestamps are kept at the service's 100 ns precision.
@@ -151,7 +151,7 @@ pub(crate) fn fmt_time(t: DateTime<Utc>) -> String {
 fn time_of(v: &Value, field: &str) -> Option<DateTime<Utc>> {
     v.get(field)
         .and_then(Value::as_str)
-        .and_then(crate::domain::referral::api_datetime::parse)
+        .and_then(cosell_core::domain::referral::api_datetime::parse)
 }
 
 fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
@@ -527,14 +527,16 @@ fn check_filter(e: &mut Expr) -> Result<(), String> {
             if DATE_FIELDS.iter().any(|d| d.eq_ignore_ascii_case(f)) && path.len() == 1 {
                 match value {
                     Literal::DateTime(_) | Literal::Null => {}
-                    Literal::String(s) => match crate::domain::referral::api_datetime::parse(s) {
-                        Some(dt) => *value = Literal::DateTime(dt),
-                        None => {
-                            return Err(format!(
-                                "'{s}' is not a valid Edm.DateTimeOffset for {f}."
-                            ));
+                    Literal::String(s) => {
+                        match cosell_core::domain::referral::api_datetime::parse(s) {
+                            Some(dt) => *value = Literal::DateTime(dt),
+                            None => {
+                                return Err(format!(
+                                    "'{s}' is not a valid Edm.DateTimeOffset for {f}."
+                                ));
+                            }
                         }
-                    },
+                    }
                     Literal::Date(d) => {
                         *value =
                             Literal::DateTime(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
@@ -943,7 +945,7 @@ pub(crate) async fn create(
     if let Some(c) = v
         .pointer("/customerProfile/address/country")
         .and_then(Value::as_str)
-        && !crate::domain::country::is_alpha2(c)
+        && !cosell_core::domain::country::is_alpha2(c)
     {
         return bad(format!(
             "customerProfile.address.country '{c}' is not an ISO 3166 two-letter country code."
@@ -1386,7 +1388,7 @@ impl SimState {
     pub fn edit_referral(
         &self,
         id: &str,
-        ops: &[crate::domain::PatchOp],
+        ops: &[cosell_core::domain::PatchOp],
     ) -> Result<Value, SimError> {
         let now = self.clock.now();
         let mut pc = lock(&self.pc);
@@ -1400,7 +1402,7 @@ impl SimState {
                 &mut doc,
                 &op.path,
                 op.value.clone(),
-                op.op == crate::domain::PatchOpKind::Add,
+                op.op == cosell_core::domain::PatchOpKind::Add,
             )
             .map_err(SimError::Invalid)?;
         }
