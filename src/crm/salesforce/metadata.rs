@@ -3,12 +3,10 @@
 //! every mapped stage exists in `OpportunityStage`. Fields many orgs lack
 //! (see [`super::schema::org_dependent`]) are notes: the sync does without.
 
-use reqwest::Method;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::schema::org_dependent;
-use super::{OpportunityStageInfo, SalesforceCrm, decode};
+use super::{OpportunityStageInfo, SalesforceCrm};
 use crate::config::AccountMatch;
 use crate::crm::{CrmError, CrmObjectSpec, MetadataProblem};
 
@@ -73,28 +71,6 @@ impl FieldKind {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Describe {
-    #[serde(default)]
-    fields: Vec<DescribeField>,
-}
-
-/// One field of an sObject describe.
-#[derive(Debug, Deserialize)]
-pub(super) struct DescribeField {
-    pub(super) name: String,
-    #[serde(rename = "type", default)]
-    sf_type: String,
-    #[serde(rename = "externalId", default)]
-    external_id: bool,
-    #[serde(default)]
-    updateable: bool,
-    #[serde(default)]
-    createable: bool,
-    #[serde(default)]
-    length: Option<u64>,
-}
-
 /// Length of a Partner Center referral id (a GUID).
 const REFERRAL_ID_LENGTH: u64 = 36;
 
@@ -150,14 +126,6 @@ pub(super) fn stage_problems(
 }
 
 impl SalesforceCrm {
-    /// `GET sobjects/<object>/describe`: the object's fields in this org.
-    pub(super) async fn describe(&self, object: &str) -> Result<Vec<DescribeField>, CrmError> {
-        let path = self.path(&format!("sobjects/{object}/describe"));
-        let reply = self.send(Method::GET, &path, &[], None).await?;
-        let d: Describe = decode(&reply.body, "describe")?;
-        Ok(d.fields)
-    }
-
     pub(super) async fn metadata_problems(&self) -> Result<Vec<MetadataProblem>, CrmError> {
         let spec = &self.spec;
         let object = &spec.object;

@@ -7,13 +7,37 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::SalesforceCrm;
-use super::metadata::DescribeField;
+use reqwest::Method;
+use serde::Deserialize;
+
+use super::{SalesforceCrm, decode};
 use crate::crm::CrmError;
 use crate::http::HttpError;
 
 /// The error code of a query or write naming a field the org lacks.
 pub const INVALID_FIELD: &str = "INVALID_FIELD";
+
+#[derive(Debug, Deserialize)]
+struct Describe {
+    #[serde(default)]
+    fields: Vec<DescribeField>,
+}
+
+/// One field of an sObject describe.
+#[derive(Debug, Deserialize)]
+pub(super) struct DescribeField {
+    pub(super) name: String,
+    #[serde(rename = "type", default)]
+    pub(super) sf_type: String,
+    #[serde(rename = "externalId", default)]
+    pub(super) external_id: bool,
+    #[serde(default)]
+    pub(super) updateable: bool,
+    #[serde(default)]
+    pub(super) createable: bool,
+    #[serde(default)]
+    pub(super) length: Option<u64>,
+}
 
 /// The fields one sObject has in this org.
 #[derive(Debug)]
@@ -66,6 +90,14 @@ pub fn names_missing_field(e: &CrmError) -> bool {
 }
 
 impl SalesforceCrm {
+    /// `GET sobjects/<object>/describe`: the object's fields in this org.
+    pub(super) async fn describe(&self, object: &str) -> Result<Vec<DescribeField>, CrmError> {
+        let path = self.path(&format!("sobjects/{object}/describe"));
+        let reply = self.send(Method::GET, &path, &[], None).await?;
+        let d: Describe = decode(&reply.body, "describe")?;
+        Ok(d.fields)
+    }
+
     /// The fields `object` has in this org: described on first use, then
     /// cached for the life of the adapter (one call per object per run).
     pub(super) async fn org_fields(&self, object: &str) -> Result<Arc<ObjectFields>, CrmError> {
