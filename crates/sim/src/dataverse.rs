@@ -696,10 +696,7 @@ fn coerce(def: &TableDef, c: &Column, v: &Value) -> Result<Value, (&'static str,
             .as_bool()
             .map(Value::Bool)
             .ok_or_else(|| conv("Edm.Boolean")),
-        ColType::DateTime => match v
-            .as_str()
-            .and_then(cosell_core::domain::referral::api_datetime::parse)
-        {
+        ColType::DateTime => match v.as_str().and_then(crate::datetime::parse) {
             Some(t) => Ok(json!(fmt_dt(t.trunc_subsecs(0)))),
             None => Err(conv("Edm.DateTimeOffset")),
         },
@@ -993,7 +990,7 @@ impl DvState {
             .get("modifiedon")
             .filter(|_| old.is_none())
             .and_then(Value::as_str)
-            .and_then(cosell_core::domain::referral::api_datetime::parse)
+            .and_then(crate::datetime::parse)
             .unwrap_or(modified);
         values.insert("modifiedon".into(), json!(fmt_dt(modified)));
         values.insert("versionnumber".into(), json!(version));

@@ -17,6 +17,7 @@ mod batch;
 pub mod clock;
 mod control;
 mod dataverse;
+mod datetime;
 mod entra;
 pub mod faults;
 pub mod observe;
@@ -53,6 +54,7 @@ pub use clock::SimClock;
 pub use entra::{AccessClaims, PARTNER_CENTER_RESOURCE};
 pub use faults::{FaultKind, FaultRule, InstalledFault};
 pub use observe::{Api, Counters, LoggedRequest};
+pub use partner_center::{PatchOp, PatchOpKind};
 pub use salesforce::SfStage;
 pub use soql::SoqlError;
 

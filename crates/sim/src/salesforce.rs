@@ -303,7 +303,7 @@ pub(crate) fn parse_sf_datetime(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
         .ok()
         .map(|t| t.with_timezone(&Utc))
-        .or_else(|| cosell_core::domain::referral::api_datetime::parse(s))
+        .or_else(|| crate::datetime::parse(s))
 }
 
 struct Cursor {
