@@ -13,7 +13,6 @@
 //!   (`nextRecordsUrl`, clients joining `/services/data/…` to the instance URL)
 //! - `/_sim/…` (control API; never counted)
 
-mod batch;
 pub mod clock;
 mod control;
 mod dataverse;
