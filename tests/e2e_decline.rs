@@ -8,8 +8,8 @@ mod sync_support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cosell_sync::domain::PatchOp;
 use cosell_sync::sim::Api;
+use cosell_sync::sim::PatchOp;
 use cosell_sync::store::FailureState;
 use cosell_sync::sync::CycleOptions;
 use serde_json::{Value, json};

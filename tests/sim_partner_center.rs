@@ -316,6 +316,28 @@ async fn created_deals_come_back_accepted_and_the_microsoft_referral_joins_the_e
     let (_, body) = get(&format!("{url}?$filter=engagementId eq '{eng}'"), &token).await;
     assert_eq!(body["value"].as_array().unwrap().len(), 2);
 
+    // `target` is read-only after create: a PATCH that would invite Microsoft
+    // on the partner's own referral is refused and changes nothing.
+    let own = format!("{url}/{}", created["id"].as_str().unwrap());
+    for ops in [
+        json!([{"op": "replace", "path": "/target", "value": [{"type": "BusinessProfileLocation", "id": "msft"}]}]),
+        json!([{"op": "add", "path": "/target/-", "value": {"type": "BusinessProfileLocation", "id": "msft"}}]),
+    ] {
+        let r = client()
+            .patch(&own)
+            .bearer_auth(&token)
+            .json(&ops)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{ops}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalidRequest");
+    }
+    let (_, after) = get(&own, &token).await;
+    assert_eq!(after["target"], json!([]));
+    assert_eq!(after["eTag"], created["eTag"]);
+
     // Missing required parts and bad countries are refused.
     let mut bad = new_deal();
     bad.as_object_mut().unwrap().remove("name");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cosell_sync::domain::PatchOp;
+use cosell_sync::sim::PatchOp;
 use cosell_sync::sim::{Api, FaultKind, FaultRule};
 use cosell_sync::store::FailureState;
 use cosell_sync::sync::CycleOptions;

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{self, ConfigError, Settings, Sources};
-use crate::domain::PatchOp;
+use crate::sim::PatchOp;
 use crate::sim::{Api, Counters, FaultKind, FaultRule, SimError, SimHandle, SimOptions, Simulator};
 use crate::store::{CrmKind, Store, StoreError};
 use crate::sync::setup::{SetupError, build_engine};

@@ -252,7 +252,7 @@ async fn referral_action(
         "lose" => s.lose_referral(&id, reason.reason.as_deref()),
         "microsoft-accept" => s.microsoft_respond(&id, true),
         "microsoft-decline" => s.microsoft_respond(&id, false),
-        "edit" => match serde_json::from_value::<Vec<cosell_core::domain::PatchOp>>(body) {
+        "edit" => match serde_json::from_value::<Vec<crate::PatchOp>>(body) {
             Ok(ops) => s.edit_referral(&id, &ops),
             Err(e) => Err(SimError::Invalid(format!(
                 "edit takes a JSON Patch array of replace/add operations: {e}"

@@ -13,10 +13,10 @@
 //!   (`nextRecordsUrl`, clients joining `/services/data/…` to the instance URL)
 //! - `/_sim/…` (control API; never counted)
 
-mod batch;
 pub mod clock;
 mod control;
 mod dataverse;
+mod datetime;
 mod entra;
 pub mod faults;
 pub mod observe;
@@ -53,6 +53,7 @@ pub use clock::SimClock;
 pub use entra::{AccessClaims, PARTNER_CENTER_RESOURCE};
 pub use faults::{FaultKind, FaultRule, InstalledFault};
 pub use observe::{Api, Counters, LoggedRequest};
+pub use partner_center::{PatchOp, PatchOpKind};
 pub use salesforce::SfStage;
 pub use soql::SoqlError;
 

@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
-use cosell_core::domain::referral::api_datetime;
+use crate::datetime as api_datetime;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {

@@ -5,12 +5,11 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use rand::Rng;
 use serde_json::{Map, Value, json};
 
-use super::SimOptions;
-use super::SimUrls;
 use super::clock::truncate;
 use super::dataverse::DvState;
 use super::partner_center::{PARTNER_MPN_ID, PARTNER_ORG_ID, PARTNER_ORG_NAME, PcState, fmt_time};
 use super::salesforce::SfState;
+use super::{SimOptions, SimState, SimUrls, lock};
 
 /// A seeded customer: name, street, city, state, postal code, ISO country.
 struct Customer {
@@ -410,7 +409,7 @@ fn build(pc: &mut PcState, i: usize, spec: Spec) -> Value {
 }
 
 /// A new inbound co-sell referral from Microsoft, created at `now`.
-pub(crate) fn inbound_referral(pc: &mut PcState, i: usize, now: DateTime<Utc>) -> String {
+fn inbound_referral(pc: &mut PcState, i: usize, now: DateTime<Utc>) -> String {
     let v = build(
         pc,
         i,
@@ -760,6 +759,19 @@ fn seed_salesforce(opts: &SimOptions, n: usize, sf: &mut SfState, rng: &mut impl
 }
 
 /// Seeds every fake from `opts.seed`.
+impl SimState {
+    /// Adds `n` new inbound co-sell referrals (New/Pending) from Microsoft,
+    /// created now. Returns their ids.
+    pub fn insert_referrals(&self, n: usize) -> Vec<String> {
+        let now = truncate(self.clock.now(), 100);
+        let mut pc = lock(&self.pc);
+        let start = pc.len();
+        (0..n)
+            .map(|i| inbound_referral(&mut pc, start + i, now))
+            .collect()
+    }
+}
+
 pub(crate) fn seed_all(
     opts: &SimOptions,
     urls: &SimUrls,

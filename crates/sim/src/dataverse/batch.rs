@@ -7,8 +7,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::Response;
 use serde_json::Value;
 
-use super::dataverse::{Ctx, DvResponse, Undo, to_http};
-use super::{SimState, lock};
+use super::http::{Ctx, DvResponse, parse_prefer, to_http};
+use super::store::{DvState, Undo};
+use crate::{SimState, lock};
 
 /// Dataverse's limit of requests in one batch.
 pub(crate) const MAX_BATCH_REQUESTS: usize = 1000;
@@ -454,7 +455,7 @@ pub(crate) fn handle(
 }
 
 fn run(
-    dv: &mut super::dataverse::DvState,
+    dv: &mut DvState,
     outer: &Ctx,
     version: &str,
     req: &InnerRequest,
@@ -469,7 +470,7 @@ fn run(
     let ctx = Ctx {
         service_root: outer.service_root,
         now: outer.now,
-        prefer: super::dataverse::parse_prefer(&req.headers),
+        prefer: parse_prefer(&req.headers),
         headers: &req.headers,
     };
     if rel == "$batch" {
