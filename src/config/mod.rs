@@ -200,7 +200,9 @@ pub struct Settings {
     pub salesforce: SalesforceSettings,
     /// Directory of the `--config` file; mapping paths are relative to it.
     pub config_dir: Option<PathBuf>,
-    /// Where each effective value came from, by `section.key`.
+    /// Where each effective value that is not a built-in default came from,
+    /// by `section.key` (`path:line` or `environment variable …`), as the
+    /// `config` crate's merge recorded it.
     pub origins: BTreeMap<String, String>,
 }
 
