@@ -83,8 +83,10 @@ enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    #[cfg(feature = "sim")]
     /// Watch referrals flow both ways through the built-in simulator (no credentials).
     Demo,
+    #[cfg(feature = "sim")]
     /// Measure throughput, API calls, steady-state cost and memory against the simulator.
     Bench {
         /// Backfill sizes, e.g. 1000,10000,100000 (the default).
@@ -105,6 +107,7 @@ enum Command {
         #[arg(long, conflicts_with = "in_process")]
         engine: Option<PathBuf>,
     },
+    #[cfg(feature = "sim")]
     /// Serve fake Entra ID, Partner Center, Dynamics 365 and Salesforce APIs on loopback.
     Simulate {
         /// Address to listen on (loopback only).
@@ -283,6 +286,7 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
             })
             .await
         }
+        #[cfg(feature = "sim")]
         Command::Bench {
             sizes,
             out,
@@ -296,6 +300,7 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
             })
             .await
         }
+        #[cfg(feature = "sim")]
         Command::Demo => {
             cosell_sync::demo::run(|text| {
                 println!("{text}");
@@ -305,6 +310,7 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
             .map_err(|e| CommandError::Failed(e.to_string()))?;
             Ok(String::new())
         }
+        #[cfg(feature = "sim")]
         Command::Simulate {
             listen,
             seed,

@@ -6,10 +6,19 @@
 //! A command that writes holds the store's [`StoreLock`] first (one writer
 //! per store).
 
+mod cursors;
+mod events;
+mod failures;
+mod kv;
+mod links;
 mod lock;
 mod models;
+mod outbox;
+mod referrals;
 mod repo;
+mod runs;
 mod schema;
+mod status;
 mod tokens;
 
 use std::path::{Path, PathBuf};

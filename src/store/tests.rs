@@ -505,3 +505,65 @@ fn upserting_an_effect_keeps_its_attempts() {
             .is_empty()
     );
 }
+
+#[test]
+fn rows_are_decoded_by_column_name_not_position() {
+    let (_dir, store) = open();
+    store
+        .write(|r| {
+            r.insert_link(&link(CrmKind::Salesforce, "006A", "R1"))?;
+            r.append_event("R1", now(), "salesforce", "created", "made", None)
+        })
+        .unwrap();
+    // The columns in another order than `FromRow::COLUMNS`: still the same link.
+    let reversed: Vec<&str> = <Link as repo::FromRow>::COLUMNS
+        .split(',')
+        .map(str::trim)
+        .rev()
+        .collect();
+    let sql = format!("SELECT {} FROM links", reversed.join(", "));
+    let got: Option<Link> = store.read(|r| r.one(&sql, [])).unwrap();
+    assert_eq!(got, Some(link(CrmKind::Salesforce, "006A", "R1")));
+    // An extra column does not shift the others.
+    let sql = format!(
+        "SELECT 'noise' AS extra, {} FROM events",
+        <Event as repo::FromRow>::COLUMNS
+    );
+    let got: Option<Event> = store.read(|r| r.one(&sql, [])).unwrap();
+    assert_eq!(
+        got.map(|e| (e.kind, e.message)),
+        Some(("created".into(), "made".into()))
+    );
+}
+
+#[test]
+fn an_unreadable_stored_value_is_a_corrupt_row_naming_what() {
+    let (_dir, store) = open();
+    store
+        .write(|r| {
+            r.insert_link(&link(CrmKind::Dynamics, "opp-1", "R1"))?;
+            r.exec(
+                "UPDATE links SET crm = 'sugarcrm', crm_id = 'opp-2' WHERE crm_id = 'opp-1'",
+                [],
+            )?;
+            r.insert_link(&link(CrmKind::Dynamics, "opp-3", "R3"))?;
+            r.exec(
+                "UPDATE links SET updated_at = 'yesterday' WHERE crm_id = 'opp-3'",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let err = store.read(|r| r.links_of_referral("R1")).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { what: "link", ref detail } if detail.contains("sugarcrm")),
+        "{err}"
+    );
+    let err = store
+        .read(|r| r.link_by_crm_id(CrmKind::Dynamics, "opp-3"))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { what: "timestamp", ref detail } if detail.contains("yesterday")),
+        "{err}"
+    );
+}

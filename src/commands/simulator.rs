@@ -1,0 +1,60 @@
+//! The verbs that run on the built-in simulator: `simulate` and `bench`
+//! (`demo` lives in [`crate::demo`]). Built with the `sim` feature only.
+
+use super::CommandError;
+
+/// `bench`: the benchmark scenarios against the in-process simulator; the
+/// tables are printed and the JSON result written to `out`.
+pub async fn bench(
+    sizes: Option<Vec<usize>>,
+    out: &std::path::Path,
+    smoke: bool,
+    in_process: bool,
+    engine: Option<std::path::PathBuf>,
+    say: impl FnMut(&str),
+) -> Result<String, CommandError> {
+    let mut opts = if smoke {
+        crate::bench::BenchOptions::smoke()
+    } else {
+        crate::bench::BenchOptions::standard()
+    };
+    if let Some(sizes) = sizes {
+        opts.sizes = sizes;
+    }
+    if !in_process {
+        opts.engine_binary = engine.or_else(|| std::env::current_exe().ok());
+    }
+    let report = crate::bench::run(opts, say)
+        .await
+        .map_err(|e| CommandError::Failed(format!("benchmark: {e}")))?;
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    std::fs::write(out, json)
+        .map_err(|e| CommandError::Failed(format!("cannot write {}: {e}", out.display())))?;
+    Ok(format!(
+        "{}\nresult written to {}\n",
+        crate::bench::render_table(&report),
+        out.display()
+    ))
+}
+
+/// `simulate`: serves the four fake APIs until interrupted, after printing
+/// where they are and a config for the daemon.
+pub async fn simulate(
+    opts: crate::sim::SimOptions,
+    print: impl Fn(&str),
+) -> Result<String, CommandError> {
+    let handle = crate::sim::Simulator::start(opts).await?;
+    let urls = handle.urls().clone();
+    print(&format!(
+        "simulator listening on {}\n  Partner Center  {}\n  Dynamics 365    {}\n  Salesforce      {}\n  control API     {}/_sim/\n\n# Save this as cosell-sim.toml and run: cosell-sync sync --once --config cosell-sim.toml\n{}",
+        urls.base,
+        urls.partner_center,
+        urls.dynamics,
+        urls.salesforce,
+        urls.base,
+        handle.daemon_config()
+    ));
+    let _ = tokio::signal::ctrl_c().await;
+    handle.shutdown().await;
+    Ok("simulator stopped\n".into())
+}

@@ -1,0 +1,32 @@
+//! The `kv` table: small named values (the last full reconcile, how fresh
+//! the Partner Center listing is, the stored refresh token…).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::repo::Repo;
+use super::{StoreError, ts};
+
+impl Repo<'_> {
+    pub fn kv_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .row("SELECT value FROM kv WHERE key = ?1", [key], |r| {
+                r.get("value")
+            })
+            .optional()?)
+    }
+
+    pub fn kv_set(&self, key: &str, value: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO kv (key, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![key, value, ts(now)],
+        )?;
+        Ok(())
+    }
+
+    pub fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
+        self.exec("DELETE FROM kv WHERE key = ?1", [key])?;
+        Ok(())
+    }
+}

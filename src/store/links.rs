@@ -1,0 +1,147 @@
+//! The `links` table: which CRM record goes with which referral, and what
+//! was last written to each side (echo suppression).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Row, params};
+use serde_json::Value;
+
+use super::repo::{FromRow, Repo, all, opt_json_col, opt_ts_col, ts_col};
+use super::{CrmKind, Link, StoreError, classify, ts};
+
+impl FromRow for Link {
+    const COLUMNS: &'static str = "crm, crm_id, referral_id, crm_hash, crm_version, pc_hash, pc_version, created_at, updated_at, \
+         crm_fields, help_requested_at";
+
+    fn from_row(row: &Row<'_>) -> Result<Self, StoreError> {
+        let crm: String = row.get("crm")?;
+        Ok(Link {
+            crm: CrmKind::parse(&crm).ok_or(StoreError::Corrupt {
+                what: "link",
+                detail: format!("unknown CRM {crm:?}"),
+            })?,
+            crm_id: row.get("crm_id")?,
+            referral_id: row.get("referral_id")?,
+            crm_hash: row.get("crm_hash")?,
+            crm_version: row.get("crm_version")?,
+            pc_hash: row.get("pc_hash")?,
+            pc_version: row.get("pc_version")?,
+            crm_fields: opt_json_col(row, "crm_fields", "link CRM fields")?,
+            help_requested_at: opt_ts_col(row, "help_requested_at")?,
+            created_at: ts_col(row, "created_at")?,
+            updated_at: ts_col(row, "updated_at")?,
+        })
+    }
+}
+
+impl Repo<'_> {
+    /// Inserts a new link; a second link for the same CRM record or for the
+    /// same referral in the same CRM is a [`StoreError::Duplicate`].
+    pub fn insert_link(&self, l: &Link) -> Result<(), StoreError> {
+        self.exec(
+            &format!(
+                "INSERT INTO links ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                Link::COLUMNS
+            ),
+            params![
+                l.crm.as_str(),
+                l.crm_id,
+                l.referral_id,
+                l.crm_hash,
+                l.crm_version,
+                l.pc_hash,
+                l.pc_version,
+                ts(l.created_at),
+                ts(l.updated_at),
+                l.crm_fields.as_ref().map(Value::to_string),
+                l.help_requested_at.map(ts),
+            ],
+        )
+        .map_err(|e| classify(e, "link"))?;
+        Ok(())
+    }
+
+    /// Updates the hashes, versions and referral id of an existing link.
+    pub fn update_link(&self, l: &Link) -> Result<(), StoreError> {
+        let n = self
+            .exec(
+                "UPDATE links SET referral_id = ?3, crm_hash = ?4, crm_version = ?5, pc_hash = ?6,
+                    pc_version = ?7, updated_at = ?8, crm_fields = ?9, help_requested_at = ?10
+                 WHERE crm = ?1 AND crm_id = ?2",
+                params![
+                    l.crm.as_str(),
+                    l.crm_id,
+                    l.referral_id,
+                    l.crm_hash,
+                    l.crm_version,
+                    l.pc_hash,
+                    l.pc_version,
+                    ts(l.updated_at),
+                    l.crm_fields.as_ref().map(Value::to_string),
+                    l.help_requested_at.map(ts),
+                ],
+            )
+            .map_err(|e| classify(e, "link"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "link",
+                key: format!("{}:{}", l.crm, l.crm_id),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn link_by_crm_id(&self, crm: CrmKind, crm_id: &str) -> Result<Option<Link>, StoreError> {
+        self.one(
+            &format!(
+                "SELECT {} FROM links WHERE crm = ?1 AND crm_id = ?2",
+                Link::COLUMNS
+            ),
+            params![crm.as_str(), crm_id],
+        )
+    }
+
+    pub fn link_by_referral(
+        &self,
+        crm: CrmKind,
+        referral_id: &str,
+    ) -> Result<Option<Link>, StoreError> {
+        self.one(
+            &format!(
+                "SELECT {} FROM links WHERE crm = ?1 AND referral_id = ?2",
+                Link::COLUMNS
+            ),
+            params![crm.as_str(), referral_id],
+        )
+    }
+
+    /// Every link of a referral, one per CRM.
+    pub fn links_of_referral(&self, referral_id: &str) -> Result<Vec<Link>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {} FROM links WHERE referral_id = ?1 ORDER BY crm",
+            Link::COLUMNS
+        ))?;
+        all(&mut stmt, [referral_id])
+    }
+
+    /// Every link of one CRM (full reconcile, Microsoft decision windows).
+    pub fn links_of_crm(&self, crm: CrmKind) -> Result<Vec<Link>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {} FROM links WHERE crm = ?1 ORDER BY crm_id",
+            Link::COLUMNS
+        ))?;
+        all(&mut stmt, [crm.as_str()])
+    }
+
+    /// Links of deals that asked Microsoft for help before `before` and
+    /// whose window was not reported yet.
+    pub fn help_windows_lapsed(&self, before: DateTime<Utc>) -> Result<Vec<Link>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {} FROM links l INDEXED BY links_help_requested
+             WHERE help_requested_at IS NOT NULL AND help_requested_at <= ?1 AND referral_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.referral_id = l.referral_id AND e.kind = 'microsoft_window')
+             ORDER BY help_requested_at",
+            Link::COLUMNS
+        ))?;
+        all(&mut stmt, [ts(before)])
+    }
+}

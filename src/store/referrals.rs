@@ -1,0 +1,185 @@
+//! The `referrals` table: the last snapshot of each Partner Center referral.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Row, params};
+
+use super::repo::{FromRow, Repo, all, json, opt_ts_col};
+use super::{ReferralFilter, ReferralSnapshot, StoreError, classify, parse_ts, ts};
+use crate::domain::Stage;
+
+impl FromRow for ReferralSnapshot {
+    const COLUMNS: &'static str = "id, etag, status, substatus, stage, direction, referral_type, name, \
+         created_at, updated_at, deadline, projection_hash, raw_json, favorite, locally_expired, first_seen, last_seen";
+
+    fn from_row(row: &Row<'_>) -> Result<Self, StoreError> {
+        let required = |col: &str, what: &'static str| -> Result<String, StoreError> {
+            row.get::<_, Option<String>>(col)?
+                .ok_or(StoreError::Corrupt {
+                    what,
+                    detail: "missing".into(),
+                })
+        };
+        Ok(ReferralSnapshot {
+            id: required("id", "referral id")?,
+            etag: row.get("etag")?,
+            status: required("status", "referral status")?,
+            substatus: required("substatus", "referral substatus")?,
+            stage: row
+                .get::<_, Option<String>>("stage")?
+                .as_deref()
+                .and_then(Stage::parse),
+            direction: row.get("direction")?,
+            referral_type: row.get("referral_type")?,
+            name: row.get("name")?,
+            created_at: opt_ts_col(row, "created_at")?,
+            updated_at: opt_ts_col(row, "updated_at")?,
+            deadline: opt_ts_col(row, "deadline")?,
+            projection_hash: row.get("projection_hash")?,
+            raw: json(&required("raw_json", "referral JSON")?, "referral JSON")?,
+            favorite: row.get::<_, i64>("favorite")? == 1,
+            locally_expired: row.get::<_, i64>("locally_expired")? == 1,
+            first_seen: parse_ts(&required("first_seen", "first_seen")?)?,
+            last_seen: parse_ts(&required("last_seen", "last_seen")?)?,
+        })
+    }
+}
+
+impl Repo<'_> {
+    /// Inserts or replaces a snapshot; `first_seen`, `favorite` and
+    /// `locally_expired` of an existing row are kept unless the new snapshot
+    /// sets them.
+    pub fn upsert_referral(&self, s: &ReferralSnapshot) -> Result<(), StoreError> {
+        self.exec(
+                "INSERT INTO referrals (id, etag, status, substatus, stage, direction, referral_type, name,
+                    created_at, updated_at, deadline, projection_hash, raw_json, favorite, locally_expired,
+                    first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                 ON CONFLICT(id) DO UPDATE SET
+                    etag = excluded.etag, status = excluded.status, substatus = excluded.substatus,
+                    stage = excluded.stage, direction = excluded.direction,
+                    referral_type = excluded.referral_type, name = excluded.name,
+                    created_at = excluded.created_at, updated_at = excluded.updated_at,
+                    deadline = excluded.deadline,
+                    projection_hash = COALESCE(excluded.projection_hash, referrals.projection_hash),
+                    raw_json = excluded.raw_json, favorite = excluded.favorite,
+                    locally_expired = MAX(referrals.locally_expired, excluded.locally_expired),
+                    last_seen = excluded.last_seen",
+                params![
+                    s.id,
+                    s.etag,
+                    s.status,
+                    s.substatus,
+                    s.stage.map(Stage::as_str),
+                    s.direction,
+                    s.referral_type,
+                    s.name,
+                    s.created_at.map(ts),
+                    s.updated_at.map(ts),
+                    s.deadline.map(ts),
+                    s.projection_hash,
+                    s.raw.to_string(),
+                    s.favorite,
+                    s.locally_expired,
+                    ts(s.first_seen),
+                    ts(s.last_seen),
+                ],
+            )
+            .map_err(|e| classify(e, "referral"))?;
+        Ok(())
+    }
+
+    pub fn get_referral(&self, id: &str) -> Result<Option<ReferralSnapshot>, StoreError> {
+        self.one(
+            &format!(
+                "SELECT {} FROM referrals WHERE id = ?1",
+                ReferralSnapshot::COLUMNS
+            ),
+            [id],
+        )
+    }
+
+    /// Referrals matching a filter, most recently updated first. The tab
+    /// flags combine with OR; no flag means every tab.
+    pub fn list_referrals(&self, f: &ReferralFilter) -> Result<Vec<ReferralSnapshot>, StoreError> {
+        let mut tabs = Vec::new();
+        if f.inbound {
+            tabs.push("direction = 'Incoming'");
+        }
+        if f.outbound {
+            tabs.push("direction = 'Outgoing'");
+        }
+        if f.favorites {
+            tabs.push("favorite = 1");
+        }
+        let mut sql = format!(
+            "SELECT {} FROM referrals WHERE 1 = 1",
+            ReferralSnapshot::COLUMNS
+        );
+        if !tabs.is_empty() {
+            sql.push_str(&format!(" AND ({})", tabs.join(" OR ")));
+        }
+        if f.stage.is_some() {
+            sql.push_str(" AND stage = ?1");
+        }
+        sql.push_str(" ORDER BY COALESCE(updated_at, first_seen) DESC, id");
+        if let Some(limit) = f.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        match f.stage {
+            Some(stage) => all(&mut stmt, [stage.as_str()]),
+            None => all(&mut stmt, []),
+        }
+    }
+
+    /// Received inbound referrals whose deadline is at or before `now`.
+    pub fn referrals_past_deadline(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReferralSnapshot>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {} FROM referrals INDEXED BY referrals_open_deadline
+             WHERE stage = 'received' AND locally_expired = 0 AND deadline IS NOT NULL AND deadline <= ?1
+             ORDER BY deadline",
+            ReferralSnapshot::COLUMNS
+        ))?;
+        all(&mut stmt, [ts(now)])
+    }
+
+    pub fn set_favorite(&self, id: &str, favorite: bool) -> Result<(), StoreError> {
+        let n = self.exec(
+            "UPDATE referrals SET favorite = ?2 WHERE id = ?1",
+            params![id, favorite],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "referral",
+                key: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn mark_locally_expired(&self, id: &str) -> Result<(), StoreError> {
+        let n = self.exec(
+            "UPDATE referrals SET locally_expired = 1, stage = 'expired' WHERE id = ?1",
+            [id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "referral",
+                key: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Undoes a local expiry: Partner Center accepted the referral in time.
+    pub fn clear_local_expiry(&self, id: &str) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE referrals SET locally_expired = 0 WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+}
