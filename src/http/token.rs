@@ -287,20 +287,24 @@ impl TokenResponse {
 }
 
 /// POSTs a form to a token endpoint and reads the JSON answer. The form may
-/// hold secrets: it is never logged.
+/// hold secrets: it is never logged. `api` is the caller's metrics label for
+/// the endpoint (e.g. [`crate::metrics::ENTRA_ID`], [`crate::metrics::SALESFORCE`]).
 pub async fn post_token_form(
     http: &reqwest::Client,
+    api: &str,
     url: &Url,
     form: &[(&str, &str)],
 ) -> Result<TokenResponse, TokenError> {
-    let body = post_form(http, url, form).await?;
+    let body = post_form(http, api, url, form).await?;
     TokenResponse::parse(&body)
 }
 
 /// POSTs a form to an OAuth endpoint; returns the body of a 2xx answer, or
-/// the OAuth error. Used for token and device-code endpoints alike.
+/// the OAuth error. Used for token and device-code endpoints alike. The
+/// request is counted under the caller's `api` label.
 pub async fn post_form(
     http: &reqwest::Client,
+    api: &str,
     url: &Url,
     form: &[(&str, &str)],
 ) -> Result<Vec<u8>, TokenError> {
@@ -313,7 +317,7 @@ pub async fn post_form(
         .await
         .map_err(|e| HttpError::from_reqwest("POST", &path, e))?;
     let status = response.status().as_u16();
-    crate::ops::metrics::record_api_request("entra_id", status);
+    crate::metrics::record_api_request(api, status);
     let headers = response.headers().clone();
     let body = response
         .bytes()

@@ -11,8 +11,9 @@ use url::Url;
 use super::auth::EntraClientCredentials;
 use super::limiter::{Admission, Limiter};
 use crate::crm::CrmError;
+use crate::domain::CrmKind;
 use crate::http::{HttpError, RetryDirective, RetryPolicy, Retryable, TokenCache, TokenError};
-use crate::store::CrmKind;
+use crate::metrics;
 
 /// One request to the Web API.
 #[derive(Debug, Clone)]
@@ -180,11 +181,11 @@ impl Api {
             let started = tokio::time::Instant::now();
             let sent = req.send().await;
             if sent.is_err() {
-                crate::ops::metrics::record_api_request("dynamics", "error");
+                metrics::record_api_request(metrics::DYNAMICS, "error");
             }
             let response = sent.map_err(|e| HttpError::from_reqwest(method, path, e))?;
             let status = response.status().as_u16();
-            crate::ops::metrics::record_api_request("dynamics", status);
+            metrics::record_api_request(metrics::DYNAMICS, status);
             let headers = response.headers().clone();
             let body = response
                 .bytes()
