@@ -12,7 +12,9 @@ use super::auth::EntraClientCredentials;
 use super::limiter::{Admission, Limiter};
 use crate::crm::CrmError;
 use crate::domain::CrmKind;
-use crate::http::{HttpError, RetryDirective, RetryPolicy, Retryable, TokenCache, TokenError};
+use crate::http::{
+    HttpError, RetryDirective, RetryPolicy, Retryable, TokenCache, TokenError, read_response,
+};
 use crate::metrics;
 
 /// One request to the Web API.
@@ -184,14 +186,8 @@ impl Api {
                 metrics::record_api_request(metrics::DYNAMICS, "error");
             }
             let response = sent.map_err(|e| HttpError::from_reqwest(method, path, e))?;
-            let status = response.status().as_u16();
-            metrics::record_api_request(metrics::DYNAMICS, status);
-            let headers = response.headers().clone();
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| HttpError::from_reqwest(method, path, e))?
-                .to_vec();
+            metrics::record_api_request(metrics::DYNAMICS, response.status().as_u16());
+            let (status, headers, body) = read_response(method, path, response).await?;
             tracing::debug!(
                 crm = "dynamics",
                 method,

@@ -32,7 +32,7 @@ use crate::crm::{
 };
 use crate::domain::CrmKind;
 use crate::http::{
-    ClientSettings, HttpError, RetryPolicy, RetrySettings, TokenCache, build_client,
+    ClientSettings, HttpError, RetryPolicy, RetrySettings, TokenCache, build_client, read_response,
 };
 use crate::metrics;
 
@@ -377,14 +377,8 @@ impl SalesforceCrm {
                 metrics::record_api_request(metrics::SALESFORCE, "error");
             }
             let response = sent.map_err(|e| HttpError::from_reqwest(method.as_str(), path, e))?;
-            let status = response.status().as_u16();
-            metrics::record_api_request(metrics::SALESFORCE, status);
-            let headers = response.headers().clone();
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| HttpError::from_reqwest(method.as_str(), path, e))?
-                .to_vec();
+            metrics::record_api_request(metrics::SALESFORCE, response.status().as_u16());
+            let (status, headers, bytes) = read_response(method.as_str(), path, response).await?;
             self.record_usage(&headers);
             tracing::debug!(method = %method, path, status, "Salesforce answered");
             if (200..300).contains(&status) || status == MULTIPLE_CHOICES {
