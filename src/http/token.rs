@@ -158,7 +158,8 @@ impl<S: TokenSource> TokenCache<S> {
     }
 }
 
-/// A token endpoint's failure.
+/// A token endpoint's failure. A variant's message includes its cause, so the
+/// cause is not also given as `source()` (a chain printer would say it twice).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     #[error("the token endpoint refused the request (HTTP {status}): {error}")]
@@ -168,9 +169,15 @@ pub enum TokenError {
         retry_after: Option<Duration>,
     },
     #[error("token endpoint: {0}")]
-    Http(#[from] HttpError),
+    Http(HttpError),
     #[error("the token endpoint's response could not be read: {0}")]
     Malformed(String),
+}
+
+impl From<HttpError> for TokenError {
+    fn from(e: HttpError) -> Self {
+        TokenError::Http(e)
+    }
 }
 
 impl TokenError {
@@ -518,6 +525,17 @@ mod tests {
             matches!(&err, TokenError::Http(HttpError::Transport { .. })),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_chain_printer_names_the_http_failure_once() {
+        let e = TokenError::from(HttpError::Request("no scheme".into()));
+        assert_eq!(
+            e.to_string(),
+            "token endpoint: request could not be built: no scheme"
+        );
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert_eq!(chain.matches("no scheme").count(), 1, "{chain}");
     }
 
     #[test]
