@@ -15,23 +15,42 @@ use crate::store::Store;
 use crate::sync::setup::build_engine;
 use crate::sync::{CycleOptions, CycleSummary, Engine};
 
+/// Each message includes its cause, so the cause is not also a `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("simulator: {0}")]
-    Sim(#[from] crate::sim::SimError),
+    Sim(crate::sim::SimError),
     #[error("configuration: {0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(crate::config::ConfigError),
     #[error("setup: {0}")]
     Setup(Box<crate::sync::setup::SetupError>),
     #[error("state store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(crate::store::StoreError),
     #[error("sync: {0}")]
-    Sync(#[from] crate::sync::SyncError),
+    Sync(crate::sync::SyncError),
     #[error("cannot create a temporary directory: {0}")]
-    TempDir(#[from] std::io::Error),
+    TempDir(std::io::Error),
     #[error("the demo could not {0}")]
     Step(String),
 }
+
+macro_rules! demo_error_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {$(
+        impl From<$ty> for DemoError {
+            fn from(e: $ty) -> Self {
+                DemoError::$variant(e)
+            }
+        }
+    )*};
+}
+
+demo_error_from!(
+    Sim(crate::sim::SimError),
+    Config(crate::config::ConfigError),
+    Store(crate::store::StoreError),
+    Sync(crate::sync::SyncError),
+    TempDir(std::io::Error),
+);
 
 /// What the demo saw, for tests.
 #[derive(Debug, Default)]

@@ -1842,3 +1842,33 @@ async fn contacts_are_found_by_email_on_the_account_or_created() {
         Err(CrmError::Invalid(_))
     ));
 }
+
+#[tokio::test]
+async fn a_salesforce_token_request_is_counted_under_the_salesforce_label() {
+    use cosell_sync::http::TokenSource;
+    let metrics = cosell_sync::ops::metrics::install().unwrap();
+    let server = MockServer::start().await;
+    mount_token(&server, 1).await;
+    // A status no other test of this file gets from its token endpoint.
+    let refused = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(
+            ResponseTemplate::new(418)
+                .set_body_json(json!({"error":"invalid_grant","error_description":"not today"})),
+        )
+        .expect(1)
+        .mount(&refused)
+        .await;
+
+    crm(&server).token_source().fetch_token().await.unwrap();
+    assert!(crm(&refused).token_source().fetch_token().await.is_err());
+
+    let text = metrics.render();
+    assert!(
+        text.contains("cosell_sync_api_requests_total{api=\"salesforce\",status=\"418\"} 1"),
+        "{text}"
+    );
+    // Nothing in this test binary talks to Entra ID.
+    assert!(!text.contains("api=\"entra_id\""), "{text}");
+}

@@ -84,25 +84,44 @@ impl BenchOptions {
     }
 }
 
+/// A message that includes its cause does not also give it as `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("simulator: {0}")]
-    Sim(#[from] SimError),
+    Sim(SimError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("{0}")]
     Setup(Box<SetupError>),
     #[error("sync: {0}")]
-    Sync(#[from] SyncError),
+    Sync(SyncError),
     #[error("state store: {0}")]
-    Store(#[from] StoreError),
-    #[error("{context}: {source}")]
+    Store(StoreError),
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Failed(String),
+}
+
+impl From<SimError> for BenchError {
+    fn from(e: SimError) -> Self {
+        BenchError::Sim(e)
+    }
+}
+
+impl From<SyncError> for BenchError {
+    fn from(e: SyncError) -> Self {
+        BenchError::Sync(e)
+    }
+}
+
+impl From<StoreError> for BenchError {
+    fn from(e: StoreError) -> Self {
+        BenchError::Store(e)
+    }
 }
 
 impl From<SetupError> for BenchError {
@@ -113,7 +132,7 @@ impl From<SetupError> for BenchError {
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
     let context = context.into();
-    move |source| BenchError::Io { context, source }
+    move |cause| BenchError::Io { context, cause }
 }
 
 /// The whole report; serialized as the JSON result.

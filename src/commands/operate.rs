@@ -88,7 +88,7 @@ pub async fn login_partner_center(
     settings: &Settings,
     prompt: impl FnOnce(&str),
 ) -> Result<String, CommandError> {
-    use crate::partner_center::{PartnerCenterOptions, RefreshTokenStore, device_code_login};
+    use crate::partner_center::{PartnerCenterOptions, device_code_login};
     if settings.partner_center.client_id.trim().is_empty() {
         return Err(CommandError::ConfigProblems(vec![
             "`partner_center.client_id`: set the application (client) id of your Entra ID app registration".into(),

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::domain::CrmKind;
 use crate::http::{HttpError, RetryDirective, Retryable};
-use crate::store::CrmKind;
 
 pub mod salesforce;
 

@@ -174,6 +174,46 @@ pub enum HttpError {
     Request(String),
 }
 
+/// Reads a response: its status, headers and body. A body that breaks off
+/// (connection reset, truncated transfer) fails a successful response as a
+/// transport error, but never hides an error status: a response of 400 or
+/// more keeps its status and the part of the body that arrived, followed by a
+/// note saying the rest could not be read.
+pub async fn read_response(
+    method: &str,
+    path: &str,
+    mut response: reqwest::Response,
+) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), HttpError> {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => {
+                let error = HttpError::from_reqwest(method, path, e);
+                if status < 400 {
+                    return Err(error);
+                }
+                let reason = match &error {
+                    HttpError::Transport { message, .. } => message.as_str(),
+                    HttpError::Request(message) => message.as_str(),
+                    _ => "",
+                };
+                if !body.is_empty() {
+                    body.push(b' ');
+                }
+                body.extend_from_slice(
+                    format!("[the rest of the body could not be read: {reason}]").as_bytes(),
+                );
+                break;
+            }
+        }
+    }
+    Ok((status, headers, body))
+}
+
 fn describe_status_detail(error: Option<&ServiceError>, body: &str) -> String {
     match error {
         Some(e) => format!(": {e}"),
@@ -225,6 +265,7 @@ impl HttpError {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, now));
+        let full_body = body;
         let text = String::from_utf8_lossy(body);
         let body = if text.len() > BODY_EXCERPT {
             let mut end = BODY_EXCERPT;
@@ -240,21 +281,20 @@ impl HttpError {
             path: path.to_owned(),
             status,
             retry_after,
-            error: ServiceError::parse(body.as_bytes()).map(Box::new),
+            // The whole body: a long error body must not lose its code to the excerpt.
+            error: ServiceError::parse(full_body).map(Box::new),
             body,
         }
     }
 
     /// Reads a non-success response into an error.
     pub async fn from_response(method: &str, path: &str, response: reqwest::Response) -> HttpError {
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map(|b| b.to_vec())
-            .unwrap_or_default();
-        HttpError::from_parts(method, path, status, &headers, &body, SystemTime::now())
+        match read_response(method, path, response).await {
+            Ok((status, headers, body)) => {
+                HttpError::from_parts(method, path, status, &headers, &body, SystemTime::now())
+            }
+            Err(e) => e,
+        }
     }
 
     pub fn status(&self) -> Option<u16> {
@@ -521,6 +561,40 @@ mod tests {
             panic!()
         };
         assert!(body.len() < 2100);
+    }
+
+    #[test]
+    fn a_non_json_502_keeps_its_status_and_a_snippet_of_the_body() {
+        let html = format!(
+            "<html><head><title>502 Bad Gateway</title></head><body>{}</body></html>",
+            "upstream unreachable ".repeat(200)
+        );
+        let e = status_error(502, None, &html);
+        assert_eq!(e.status(), Some(502));
+        assert_eq!(e.directive(), RetryDirective::Backoff);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("GET /x returned HTTP 502: <html><head><title>502 Bad Gateway"),
+            "{text}"
+        );
+        assert!(text.len() < 2200, "a snippet, not the whole page");
+    }
+
+    #[test]
+    fn a_long_error_body_keeps_its_code() {
+        let body = format!(
+            r#"{{"error":{{"code":"badRequest","message":"{}"}}}}"#,
+            "the referral is invalid; ".repeat(200)
+        );
+        let e = status_error(400, None, &body);
+        assert_eq!(
+            e.service_error().map(|s| s.code.as_str()),
+            Some("badRequest")
+        );
+        assert!(
+            e.to_string()
+                .starts_with("GET /x returned HTTP 400: badRequest: ")
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub use error::{
     HttpError, OAuthError, RetryDirective, Retryable, ServiceError, TransportKind, classify_status,
+    read_response,
 };
 pub use retry::{RetryPolicy, RetrySettings};
 pub use retry_after::parse_retry_after;

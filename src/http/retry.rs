@@ -130,7 +130,7 @@ impl RetryPolicy {
             Some(delay)
         })
         .notify(|e: &E, delay: Duration| {
-            crate::ops::metrics::record_retry(self.api);
+            crate::metrics::record_retry(self.api);
             tracing::warn!(
                 error = %e,
                 directive = e.directive().as_str(),

@@ -12,7 +12,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
-use super::error::{HttpError, OAuthError, RetryDirective, Retryable, classify_status};
+use super::error::{
+    HttpError, OAuthError, RetryDirective, Retryable, classify_status, read_response,
+};
 
 /// A token as the token endpoint returned it.
 pub struct FetchedToken {
@@ -156,7 +158,8 @@ impl<S: TokenSource> TokenCache<S> {
     }
 }
 
-/// A token endpoint's failure.
+/// A token endpoint's failure. A variant's message includes its cause, so the
+/// cause is not also given as `source()` (a chain printer would say it twice).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     #[error("the token endpoint refused the request (HTTP {status}): {error}")]
@@ -166,9 +169,15 @@ pub enum TokenError {
         retry_after: Option<Duration>,
     },
     #[error("token endpoint: {0}")]
-    Http(#[from] HttpError),
+    Http(HttpError),
     #[error("the token endpoint's response could not be read: {0}")]
     Malformed(String),
+}
+
+impl From<HttpError> for TokenError {
+    fn from(e: HttpError) -> Self {
+        TokenError::Http(e)
+    }
 }
 
 impl TokenError {
@@ -287,20 +296,24 @@ impl TokenResponse {
 }
 
 /// POSTs a form to a token endpoint and reads the JSON answer. The form may
-/// hold secrets: it is never logged.
+/// hold secrets: it is never logged. `api` is the caller's metrics label for
+/// the endpoint (e.g. [`crate::metrics::ENTRA_ID`], [`crate::metrics::SALESFORCE`]).
 pub async fn post_token_form(
     http: &reqwest::Client,
+    api: &str,
     url: &Url,
     form: &[(&str, &str)],
 ) -> Result<TokenResponse, TokenError> {
-    let body = post_form(http, url, form).await?;
+    let body = post_form(http, api, url, form).await?;
     TokenResponse::parse(&body)
 }
 
 /// POSTs a form to an OAuth endpoint; returns the body of a 2xx answer, or
-/// the OAuth error. Used for token and device-code endpoints alike.
+/// the OAuth error. Used for token and device-code endpoints alike. The
+/// request is counted under the caller's `api` label.
 pub async fn post_form(
     http: &reqwest::Client,
+    api: &str,
     url: &Url,
     form: &[(&str, &str)],
 ) -> Result<Vec<u8>, TokenError> {
@@ -312,14 +325,8 @@ pub async fn post_form(
         .send()
         .await
         .map_err(|e| HttpError::from_reqwest("POST", &path, e))?;
-    let status = response.status().as_u16();
-    crate::ops::metrics::record_api_request("entra_id", status);
-    let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| HttpError::from_reqwest("POST", &path, e))?
-        .to_vec();
+    crate::metrics::record_api_request(api, response.status().as_u16());
+    let (status, headers, body) = read_response("POST", &path, response).await?;
     tracing::debug!(method = "POST", path = %path, status, "OAuth endpoint answered");
     if (200..300).contains(&status) {
         return Ok(body);
@@ -464,6 +471,71 @@ mod tests {
         );
         assert!(!format!("{r:?}").contains("RT"));
         assert!(TokenResponse::parse(br#"{"token_type":"Bearer"}"#).is_err());
+    }
+
+    /// A server that answers `status` with the start of `body`, then hangs
+    /// up before the announced length.
+    async fn breaking_off(status: &'static str, body: &'static str) -> Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 8192];
+            let _ = socket.read(&mut request).await;
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/html\r\ncontent-length: 100000\r\n\r\n"
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+            let _ = socket.flush().await;
+            let _ = socket.shutdown().await;
+        });
+        Url::parse(&format!("http://{addr}/oauth2/v2.0/token")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_error_status_survives_a_body_that_breaks_off() {
+        let http = reqwest::Client::new();
+        let url = breaking_off("502 Bad Gateway", "<html><title>502 Bad Gateway</title>").await;
+        let err = post_form(&http, "entra_id", &url, &[("grant_type", "x")])
+            .await
+            .unwrap_err();
+        let TokenError::Http(e) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(e.status(), Some(502), "{err}");
+        assert_eq!(err.directive(), RetryDirective::Backoff);
+        let text = err.to_string();
+        assert!(
+            text.contains("HTTP 502: <html><title>502 Bad Gateway</title>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the rest of the body could not be read"),
+            "{text}"
+        );
+
+        // A success whose body breaks off is a transport failure, as before.
+        let url = breaking_off("200 OK", "{\"access_token\":").await;
+        let err = post_form(&http, "entra_id", &url, &[("grant_type", "x")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Http(HttpError::Transport { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_chain_printer_names_the_http_failure_once() {
+        let e = TokenError::from(HttpError::Request("no scheme".into()));
+        assert_eq!(
+            e.to_string(),
+            "token endpoint: request could not be built: no scheme"
+        );
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert_eq!(chain.matches("no scheme").count(), 1, "{chain}");
     }
 
     #[test]

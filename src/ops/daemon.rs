@@ -51,6 +51,8 @@ impl CycleRunner for Engine {
     }
 }
 
+/// A variant whose message includes its cause does not also give it as
+/// `source()`, so `error: …` at exit says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
@@ -60,18 +62,24 @@ pub enum DaemonError {
     #[error("cannot start the sync engine: {0}")]
     Engine(String),
     #[error("{0} (hint: {hint})", hint = .0.hint())]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(
-        "cannot listen on {addr} for /healthz, /readyz and /metrics: {source} (set server.listen to a free address, or server.enabled = false)"
+        "cannot listen on {addr} for /healthz, /readyz and /metrics: {cause} (set server.listen to a free address, or server.enabled = false)"
     )]
     Bind {
         addr: std::net::SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
+}
+
+impl From<StoreError> for DaemonError {
+    fn from(e: StoreError) -> Self {
+        DaemonError::Store(e)
+    }
 }
 
 impl DaemonError {
@@ -360,7 +368,7 @@ where
             }
             let server = HealthServer::bind(addr, state)
                 .await
-                .map_err(|source| DaemonError::Bind { addr, source })?;
+                .map_err(|cause| DaemonError::Bind { addr, cause })?;
             let local = server.local_addr().unwrap_or(addr);
             tracing::info!(address = %local, "serving /healthz, /readyz and /metrics");
             let mut rx = stop_rx.clone();

@@ -16,6 +16,7 @@ use super::error::{PartnerCenterError, TokenStoreError};
 use crate::http::{
     FetchedToken, Retryable, TokenError, TokenResponse, TokenSource, post_form, post_token_form,
 };
+use crate::metrics::ENTRA_ID;
 
 /// Where the Partner Center refresh token lives between runs (the state store).
 pub trait RefreshTokenStore: Send + Sync {
@@ -149,7 +150,7 @@ impl TokenSource for RefreshTokenSource {
             ("refresh_token", refresh_token.expose_secret()),
             ("scope", self.scope.as_str()),
         ];
-        let response = match post_token_form(&self.http, &self.token_url, &form).await {
+        let response = match post_token_form(&self.http, ENTRA_ID, &self.token_url, &form).await {
             Ok(r) => r,
             Err(TokenError::Rejected { error, .. }) if error.needs_new_login() => {
                 *self.refused() = Some(fingerprint);
@@ -235,6 +236,7 @@ pub async fn device_code_login_with(
     }
     let body = post_form(
         http,
+        ENTRA_ID,
         &options.device_code_url,
         &[
             ("client_id", options.client_id.as_str()),
@@ -268,7 +270,7 @@ pub async fn device_code_login_with(
             ("client_id", options.client_id.as_str()),
             ("device_code", device_code.expose_secret()),
         ];
-        let error = match post_token_form(http, &options.token_url, &form).await {
+        let error = match post_token_form(http, ENTRA_ID, &options.token_url, &form).await {
             Ok(response) => return refresh_token_of(response),
             Err(e) => e,
         };

@@ -680,8 +680,8 @@ impl PartnerCenterClient {
         }
         let started = tokio::time::Instant::now();
         let sent = builder.send().await;
-        crate::ops::metrics::record_api_request(
-            "partner_center",
+        crate::metrics::record_api_request(
+            crate::metrics::PARTNER_CENTER,
             match &sent {
                 Ok(r) => r.status().as_u16().to_string(),
                 Err(e) if e.is_timeout() => "timeout".into(),

@@ -11,6 +11,8 @@ pub type TokenStoreError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The command an operator runs to sign Partner Center in again.
 pub const LOGIN_COMMAND: &str = "cosell-sync login partner-center";
 
+/// A variant whose message includes its cause does not also give it as
+/// `source()`, so a chain printer says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum PartnerCenterError {
     /// No usable refresh token: the sign-in expired, was revoked, or never happened.
@@ -23,7 +25,7 @@ pub enum PartnerCenterError {
 
     /// The lifecycle forbids this stage change; nothing was sent.
     #[error("stage change refused: {0}")]
-    Transition(#[from] TransitionError),
+    Transition(TransitionError),
 
     #[error("referral {id} is {status}/{substatus}, which is not a known lifecycle stage")]
     UnknownStage {
@@ -70,7 +72,7 @@ pub enum PartnerCenterError {
     },
 
     #[error("the refresh token store failed: {0}")]
-    Store(#[source] TokenStoreError),
+    Store(TokenStoreError),
 
     #[error(
         "the sign-in code expired before sign-in was completed; run `cosell-sync login partner-center` again"
@@ -82,6 +84,12 @@ pub enum PartnerCenterError {
 
     #[error("invalid Partner Center settings: {0}")]
     Config(String),
+}
+
+impl From<TransitionError> for PartnerCenterError {
+    fn from(e: TransitionError) -> Self {
+        PartnerCenterError::Transition(e)
+    }
 }
 
 impl PartnerCenterError {

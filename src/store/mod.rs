@@ -36,12 +36,14 @@ pub use tokens::StoredRefreshToken;
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = schema::MIGRATIONS.len() as i64;
 
+/// The SQLite error is part of each message, so it is not also a `source()`
+/// (a chain printer would say it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the state store {path}: {source}")]
+    #[error("cannot open the state store {path}: {cause}")]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     #[error(
         "the state store {path} has schema version {found}, newer than this build's {supported}: upgrade cosell-sync"
@@ -51,10 +53,10 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
-    #[error("migration to schema version {version} failed: {source}")]
+    #[error("migration to schema version {version} failed: {cause}")]
     Migration {
         version: i64,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     #[error("{what} already exists: {detail}")]
     Duplicate { what: &'static str, detail: String },
@@ -63,7 +65,13 @@ pub enum StoreError {
     #[error("stored {what} is unreadable: {detail}")]
     Corrupt { what: &'static str, detail: String },
     #[error("state store error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
 }
 
 impl StoreError {
@@ -129,9 +137,9 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) and migrates the store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |cause| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         if let Some(dir) = path
             .parent()
@@ -211,7 +219,7 @@ impl Store {
                 return Err(too_new(current));
             }
             let version = current + 1;
-            let migration_err = |source| StoreError::Migration { version, source };
+            let migration_err = |cause| StoreError::Migration { version, cause };
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Exclusive)
                 .map_err(migration_err)?;

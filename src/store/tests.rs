@@ -567,3 +567,24 @@ fn an_unreadable_stored_value_is_a_corrupt_row_naming_what() {
         "{err}"
     );
 }
+
+#[test]
+fn a_chain_printer_names_the_sqlite_error_once() {
+    let sqlite = rusqlite::Error::InvalidQuery;
+    let text = sqlite.to_string();
+    let e = StoreError::from(sqlite);
+    assert_eq!(e.to_string(), format!("state store error: {text}"));
+    let chain = format!("{:#}", anyhow::Error::new(e));
+    assert_eq!(chain.matches(text.as_str()).count(), 1, "{chain}");
+
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the store file should be cannot be opened.
+    let e = Store::open(dir.path()).unwrap_err();
+    let StoreError::Open { cause, .. } = &e else {
+        panic!("{e}")
+    };
+    let text = cause.to_string();
+    let chain = format!("{:#}", anyhow::Error::new(e));
+    assert_eq!(chain.matches(text.as_str()).count(), 1, "{chain}");
+    assert!(std::error::Error::source(&StoreError::from(rusqlite::Error::InvalidQuery)).is_none());
+}

@@ -11,13 +11,14 @@ use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-use super::Store;
-use crate::partner_center::{RefreshTokenStore, TokenStoreError};
+use super::{Store, StoreError};
 
 const TOKEN_KEY: &str = "partner_center.refresh_token";
 const SEED_KEY: &str = "partner_center.refresh_token_seed";
 
-/// A refresh token store over the state store.
+/// The refresh token in the state store. The store knows nothing of the
+/// client that uses it: the engine setup adapts this to the Partner Center
+/// client's token-store trait.
 pub struct StoredRefreshToken {
     store: Arc<Store>,
     configured: Option<SecretString>,
@@ -32,15 +33,10 @@ impl StoredRefreshToken {
     pub fn is_present(&self) -> bool {
         matches!(self.load(), Ok(Some(_)))
     }
-}
 
-fn fingerprint(token: &SecretString) -> String {
-    let digest = Sha256::digest(token.expose_secret().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl RefreshTokenStore for StoredRefreshToken {
-    fn load(&self) -> Result<Option<SecretString>, TokenStoreError> {
+    /// The token to use: the configured one when it is new (or nothing is
+    /// stored yet), else the stored, rotated one.
+    pub fn load(&self) -> Result<Option<SecretString>, StoreError> {
         let (stored, seed) = self
             .store
             .read(|r| Ok((r.kv_get(TOKEN_KEY)?, r.kv_get(SEED_KEY)?)))?;
@@ -53,7 +49,9 @@ impl RefreshTokenStore for StoredRefreshToken {
         Ok(stored.map(SecretString::from))
     }
 
-    fn save(&self, token: &SecretString) -> Result<(), TokenStoreError> {
+    /// Keeps a (rotated) token, remembering which configured token it
+    /// replaced.
+    pub fn save(&self, token: &SecretString) -> Result<(), StoreError> {
         let seed = self.configured.as_ref().map(fingerprint);
         self.store.write(|r| {
             let now = Utc::now();
@@ -62,9 +60,13 @@ impl RefreshTokenStore for StoredRefreshToken {
                 r.kv_set(SEED_KEY, seed, now)?;
             }
             Ok(())
-        })?;
-        Ok(())
+        })
     }
+}
+
+fn fingerprint(token: &SecretString) -> String {
+    let digest = Sha256::digest(token.expose_secret().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -3,12 +3,17 @@
 
 use std::sync::Arc;
 
+use secrecy::SecretString;
+
 use crate::config::{ConfigError, ReadinessProblem, Settings};
 use crate::crm::dynamics::DynamicsCrm;
 use crate::crm::salesforce::SalesforceCrm;
 use crate::crm::{Crm, CrmError};
 use crate::mapping::{Mapping, MappingProblem};
-use crate::partner_center::{PartnerCenterClient, PartnerCenterError, PartnerCenterOptions};
+use crate::partner_center::{
+    PartnerCenterClient, PartnerCenterError, PartnerCenterOptions, RefreshTokenStore,
+    TokenStoreError,
+};
 use crate::store::{CrmKind, Store, StoredRefreshToken};
 
 use super::{Clock, CrmSide, Engine, object_spec};
@@ -95,8 +100,23 @@ pub fn build_partner_center(
     let tokens = StoredRefreshToken::new(store, settings.partner_center.refresh_token.clone());
     Ok(PartnerCenterClient::new(
         PartnerCenterOptions::from_settings(&settings.partner_center),
-        Arc::new(tokens),
+        Arc::new(StoreRefreshTokens(tokens)),
     )?)
+}
+
+/// The Partner Center client's refresh-token store over the state store: the
+/// adapter lives here, where both are known, so that the store need not know
+/// the client.
+pub struct StoreRefreshTokens(pub StoredRefreshToken);
+
+impl RefreshTokenStore for StoreRefreshTokens {
+    fn load(&self) -> Result<Option<SecretString>, TokenStoreError> {
+        Ok(self.0.load()?)
+    }
+
+    fn save(&self, token: &SecretString) -> Result<(), TokenStoreError> {
+        Ok(self.0.save(token)?)
+    }
 }
 
 /// An engine for the settings, after checking everything a sync needs.

@@ -11,6 +11,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::http::{FetchedToken, TokenError, TokenSource, post_token_form};
+use crate::metrics::ENTRA_ID;
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Lifetime of a client assertion.
@@ -135,7 +136,7 @@ impl TokenSource for EntraClientCredentials {
                 form.push(("client_assertion", &assertion));
             }
         }
-        let response = post_token_form(&self.http, &self.token_url, &form).await?;
+        let response = post_token_form(&self.http, ENTRA_ID, &self.token_url, &form).await?;
         Ok(response.into_fetched())
     }
 }

@@ -11,8 +11,11 @@ use url::Url;
 use super::auth::EntraClientCredentials;
 use super::limiter::{Admission, Limiter};
 use crate::crm::CrmError;
-use crate::http::{HttpError, RetryDirective, RetryPolicy, Retryable, TokenCache, TokenError};
-use crate::store::CrmKind;
+use crate::domain::CrmKind;
+use crate::http::{
+    HttpError, RetryDirective, RetryPolicy, Retryable, TokenCache, TokenError, read_response,
+};
+use crate::metrics;
 
 /// One request to the Web API.
 #[derive(Debug, Clone)]
@@ -180,17 +183,11 @@ impl Api {
             let started = tokio::time::Instant::now();
             let sent = req.send().await;
             if sent.is_err() {
-                crate::ops::metrics::record_api_request("dynamics", "error");
+                metrics::record_api_request(metrics::DYNAMICS, "error");
             }
             let response = sent.map_err(|e| HttpError::from_reqwest(method, path, e))?;
-            let status = response.status().as_u16();
-            crate::ops::metrics::record_api_request("dynamics", status);
-            let headers = response.headers().clone();
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| HttpError::from_reqwest(method, path, e))?
-                .to_vec();
+            metrics::record_api_request(metrics::DYNAMICS, response.status().as_u16());
+            let (status, headers, body) = read_response(method, path, response).await?;
             tracing::debug!(
                 crm = "dynamics",
                 method,

@@ -42,11 +42,11 @@ use crate::crm::{
     ChangePage, CloseOutcome, CloseRequest, Crm, CrmChange, CrmError, CrmObjectSpec, CrmRecord,
     MetadataProblem, RecordKey, RecordWrite, WriteOk, WriteResult,
 };
+use crate::domain::CrmKind;
 use crate::http::{
     ClientSettings, HttpError, RetryDirective, RetryPolicy, RetrySettings, ServiceError,
     TokenCache, build_client, classify_status,
 };
-use crate::store::CrmKind;
 
 /// Most operations Dataverse accepts in one `$batch`.
 pub const MAX_BATCH_OPERATIONS: usize = 1000;

@@ -11,10 +11,11 @@ use url::Url;
 
 use crate::config::{SalesforceAuth, SalesforceSettings};
 use crate::crm::CrmError;
+use crate::domain::CrmKind;
 use crate::http::{
     FetchedToken, RetryDirective, Retryable, TokenError, TokenSource, post_token_form,
 };
-use crate::store::CrmKind;
+use crate::metrics::SALESFORCE;
 
 /// `grant_type` of the JWT bearer flow.
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -164,6 +165,7 @@ impl SalesforceTokenSource {
             Credentials::ClientSecret(secret) => {
                 post_token_form(
                     &self.http,
+                    SALESFORCE,
                     &self.token_url,
                     &[
                         ("grant_type", "client_credentials"),
@@ -179,6 +181,7 @@ impl SalesforceTokenSource {
                     .map_err(|e| TokenError::Malformed(e.to_string()))?;
                 post_token_form(
                     &self.http,
+                    SALESFORCE,
                     &self.token_url,
                     &[("grant_type", JWT_BEARER_GRANT), ("assertion", &assertion)],
                 )

@@ -30,10 +30,11 @@ use crate::crm::{
     ChangePage, CloseRequest, Crm, CrmChange, CrmError, CrmObjectSpec, CrmRecord, MetadataProblem,
     RecordKey, RecordWrite, WriteResult,
 };
+use crate::domain::CrmKind;
 use crate::http::{
-    ClientSettings, HttpError, RetryPolicy, RetrySettings, TokenCache, build_client,
+    ClientSettings, HttpError, RetryPolicy, RetrySettings, TokenCache, build_client, read_response,
 };
-use crate::store::CrmKind;
+use crate::metrics;
 
 pub use auth::{JwtClaims, SalesforceTokenSource};
 pub use customer::ContactRef;
@@ -286,8 +287,7 @@ impl SalesforceCrm {
         if let Ok(mut slot) = self.pause.lock() {
             *slot = Some(pause.clone());
         }
-        metrics::counter!("cosell_sync_crm_paused_total", "crm" => "salesforce", "reason" => "request_limit_exceeded")
-            .increment(1);
+        metrics::record_crm_paused(metrics::SALESFORCE, "request_limit_exceeded");
         tracing::warn!(
             crm = "salesforce",
             until = %pause.until,
@@ -310,8 +310,7 @@ impl SalesforceCrm {
         else {
             return;
         };
-        metrics::gauge!("cosell_sync_salesforce_api_usage", "kind" => "used").set(used as f64);
-        metrics::gauge!("cosell_sync_salesforce_api_usage", "kind" => "max").set(max as f64);
+        metrics::record_salesforce_api_usage(used, max);
         let Ok(mut usage) = self.usage.lock() else {
             return;
         };
@@ -375,17 +374,11 @@ impl SalesforceCrm {
             }
             let sent = request.send().await;
             if sent.is_err() {
-                crate::ops::metrics::record_api_request("salesforce", "error");
+                metrics::record_api_request(metrics::SALESFORCE, "error");
             }
             let response = sent.map_err(|e| HttpError::from_reqwest(method.as_str(), path, e))?;
-            let status = response.status().as_u16();
-            crate::ops::metrics::record_api_request("salesforce", status);
-            let headers = response.headers().clone();
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| HttpError::from_reqwest(method.as_str(), path, e))?
-                .to_vec();
+            metrics::record_api_request(metrics::SALESFORCE, response.status().as_u16());
+            let (status, headers, bytes) = read_response(method.as_str(), path, response).await?;
             self.record_usage(&headers);
             tracing::debug!(method = %method, path, status, "Salesforce answered");
             if (200..300).contains(&status) || status == MULTIPLE_CHOICES {

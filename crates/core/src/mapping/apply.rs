@@ -13,6 +13,7 @@ use crate::domain::{
 use super::path::FieldPath;
 use super::schema;
 use super::stages::StageReading;
+use super::transform::ConvertError;
 use super::value::{is_empty, loosely_same, same, stable_hash};
 use super::{CrmRecord, EmptyPolicy, FieldDirection, FieldRule, Mapping, Owner};
 
@@ -89,7 +90,7 @@ enum Desired {
     /// Nothing to write (source not read, or empty with `empty = "keep"`).
     Skip,
     Set(Value),
-    Fail(String),
+    Fail(ConvertError),
 }
 
 const ASSISTANCE: &str = "inviteContext.assistanceRequestCode";
@@ -667,7 +668,8 @@ impl Mapping {
                         }
                         Desired::Skip => continue,
                         Desired::Fail(m) => {
-                            out.problems.push(problem(rule.path.as_str(), m));
+                            out.problems
+                                .push(problem(rule.path.as_str(), m.to_string()));
                             continue;
                         }
                     }
@@ -676,7 +678,8 @@ impl Mapping {
                     Desired::Set(v) => rule.path.write_with_patch(&mut doc, v, &mut patch),
                     Desired::Skip => continue,
                     Desired::Fail(m) => {
-                        out.problems.push(problem(rule.path.as_str(), m));
+                        out.problems
+                            .push(problem(rule.path.as_str(), m.to_string()));
                         continue;
                     }
                 },

@@ -118,12 +118,12 @@ impl Ctx<'_> {
         line_of(self.text, s.span().start)
     }
 
-    fn err(&self, line: Option<usize>, key: String, message: impl Into<String>) -> MappingError {
+    fn err(&self, line: Option<usize>, key: String, message: impl ToString) -> MappingError {
         MappingError {
             file: self.file.to_owned(),
             line,
             key: Some(key),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 }
@@ -246,7 +246,7 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
             lines.insert("link_url".into(), ctx.line(s));
             Some(
                 Template::parse(s.get_ref())
-                    .map_err(|m| ctx.err(Some(ctx.line(s)), "link_url".into(), m))?,
+                    .map_err(|m| ctx.err(Some(ctx.line(s)), "link_url".into(), m.to_string()))?,
             )
         }
     };
@@ -271,7 +271,7 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
                     k(&["transform"]),
                     sub.map(|s| format!(".{s}")).unwrap_or_default()
                 )),
-                message: m,
+                message: m.to_string(),
             })?,
         };
         let default = match &r.default {
@@ -354,23 +354,38 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
     })
 }
 
-fn scalar_or_list(v: &toml::Value) -> Result<Value, String> {
+/// A `default`, constant or stage value in a mapping file that is not a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueSpecError {
+    #[error("expected a single value (text, number, true/false) or a list of them, found a table")]
+    Table,
+    #[error("expected a list of single values, found nested tables or lists")]
+    Nested,
+    #[error(
+        "no CRM values; expected e.g. {{ StageName = \"Closed Won\" }} or {{ statecode = 1, statuscode = 3 }}"
+    )]
+    NoStageValues,
+    #[error("empty list; expected at least one CRM value")]
+    EmptyList,
+    /// The TOML type found instead of a CRM value.
+    #[error("expected a CRM value (text, number, true/false) or a list of them, found {0}")]
+    NotACrmValue(&'static str),
+}
+
+fn scalar_or_list(v: &toml::Value) -> Result<Value, ValueSpecError> {
     match v {
-        toml::Value::Table(_) => Err(
-            "expected a single value (text, number, true/false) or a list of them, found a table"
-                .into(),
-        ),
+        toml::Value::Table(_) => Err(ValueSpecError::Table),
         toml::Value::Array(items) if items.iter().any(|i| i.is_table() || i.is_array()) => {
-            Err("expected a list of single values, found nested tables or lists".into())
+            Err(ValueSpecError::Nested)
         }
         other => Ok(toml_to_json(other)),
     }
 }
 
-fn pattern(raw: &Ordered<toml::Value>) -> Result<StagePattern, (Option<String>, String)> {
+fn pattern(raw: &Ordered<toml::Value>) -> Result<StagePattern, (Option<String>, ValueSpecError)> {
     let raw = &raw.0;
     if raw.is_empty() {
-        return Err((None, "no CRM values; expected e.g. { StageName = \"Closed Won\" } or { statecode = 1, statuscode = 3 }".into()));
+        return Err((None, ValueSpecError::NoStageValues));
     }
     let mut fields = Vec::new();
     for (field, v) in raw {
@@ -379,10 +394,7 @@ fn pattern(raw: &Ordered<toml::Value>) -> Result<StagePattern, (Option<String>, 
             other => vec![other.clone()],
         };
         if values.is_empty() {
-            return Err((
-                Some(field.clone()),
-                "empty list; expected at least one CRM value".into(),
-            ));
+            return Err((Some(field.clone()), ValueSpecError::EmptyList));
         }
         let mut out = Vec::new();
         for item in &values {
@@ -394,10 +406,7 @@ fn pattern(raw: &Ordered<toml::Value>) -> Result<StagePattern, (Option<String>, 
                 other => {
                     return Err((
                         Some(field.clone()),
-                        format!(
-                            "expected a CRM value (text, number, true/false) or a list of them, found {}",
-                            other.type_str()
-                        ),
+                        ValueSpecError::NotACrmValue(other.type_str()),
                     ));
                 }
             }

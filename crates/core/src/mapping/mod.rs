@@ -27,9 +27,13 @@ use serde_json::{Map, Value};
 
 pub use apply::{CrmWrite, FieldDecision, NewDeal, Proposal, Resolution, Side, is_upgrade_path};
 pub use error::{MappingError, MappingProblem};
-pub use path::{FieldPath, Segment};
+pub use file::ValueSpecError;
+pub use path::{FieldPath, PathError, Segment};
+pub use schema::LookupError;
 pub use stages::{StagePattern, StageReading, StageRules};
-pub use transform::{Conversion, CountryFormat, Template, Transform};
+pub use transform::{
+    Conversion, ConvertError, CountryFormat, Template, TemplateError, Transform, TransformSpecError,
+};
 
 /// A CRM record: CRM API name → value, case preserved.
 pub type CrmRecord = Map<String, Value>;

@@ -19,6 +19,27 @@ pub enum Segment {
     All,
 }
 
+/// A path that cannot be parsed; each variant holds the path as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("empty path; expected a Partner Center field such as details.dealValue")]
+    Empty,
+    #[error(
+        "{0:?} has an empty name; expected names joined by dots, e.g. customerProfile.address.country"
+    )]
+    EmptyName(String),
+    #[error("{name:?} in {path:?} is not a field name; expected letters, digits and _ only")]
+    BadName { name: String, path: String },
+    #[error("{0:?} has an unclosed [")]
+    Unclosed(String),
+    #[error("[{index}] in {path:?} is not an index; expected [0], [1], … or [*]")]
+    BadIndex { index: String, path: String },
+    #[error("index {index} in {path:?} is too large (at most {max})", max = MAX_INDEX)]
+    IndexTooLarge { index: usize, path: String },
+    #[error("{0:?}: expected . or [ after ]")]
+    AfterBracket(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FieldPath {
     text: String,
@@ -33,12 +54,10 @@ impl fmt::Display for FieldPath {
 
 impl FieldPath {
     /// Parses `a.b[0].c` / `a[*].b`. The error says what was expected.
-    pub fn parse(text: &str) -> Result<FieldPath, String> {
+    pub fn parse(text: &str) -> Result<FieldPath, PathError> {
         let mut segments = Vec::new();
         if text.trim().is_empty() {
-            return Err(
-                "empty path; expected a Partner Center field such as details.dealValue".into(),
-            );
+            return Err(PathError::Empty);
         }
         for part in text.split('.') {
             let (name, mut rest) = match part.find('[') {
@@ -46,39 +65,38 @@ impl FieldPath {
                 None => (part, ""),
             };
             if name.is_empty() {
-                return Err(format!(
-                    "{text:?} has an empty name; expected names joined by dots, e.g. customerProfile.address.country"
-                ));
+                return Err(PathError::EmptyName(text.to_owned()));
             }
             if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
-                    "{name:?} in {text:?} is not a field name; expected letters, digits and _ only"
-                ));
+                return Err(PathError::BadName {
+                    name: name.to_owned(),
+                    path: text.to_owned(),
+                });
             }
             segments.push(Segment::Key(name.to_owned()));
             while !rest.is_empty() {
                 let close = rest
                     .find(']')
-                    .ok_or_else(|| format!("{text:?} has an unclosed ["))?;
+                    .ok_or_else(|| PathError::Unclosed(text.to_owned()))?;
                 let inner = &rest[1..close];
                 if inner == "*" {
                     segments.push(Segment::All);
                 } else {
-                    let n: usize = inner.parse().map_err(|_| {
-                        format!(
-                            "[{inner}] in {text:?} is not an index; expected [0], [1], … or [*]"
-                        )
+                    let n: usize = inner.parse().map_err(|_| PathError::BadIndex {
+                        index: inner.to_owned(),
+                        path: text.to_owned(),
                     })?;
                     if n > MAX_INDEX {
-                        return Err(format!(
-                            "index {n} in {text:?} is too large (at most {MAX_INDEX})"
-                        ));
+                        return Err(PathError::IndexTooLarge {
+                            index: n,
+                            path: text.to_owned(),
+                        });
                     }
                     segments.push(Segment::Index(n));
                 }
                 rest = &rest[close + 1..];
                 if !rest.is_empty() && !rest.starts_with('[') {
-                    return Err(format!("{text:?}: expected . or [ after ]"));
+                    return Err(PathError::AfterBracket(text.to_owned()));
                 }
             }
         }
@@ -363,6 +381,34 @@ mod tests {
         ] {
             assert!(FieldPath::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn path_errors_are_typed_and_read_as_before() {
+        let e = |s: &str| FieldPath::parse(s).unwrap_err().to_string();
+        assert_eq!(FieldPath::parse(" "), Err(PathError::Empty));
+        assert_eq!(
+            e(""),
+            "empty path; expected a Partner Center field such as details.dealValue"
+        );
+        assert_eq!(
+            e("a..b"),
+            "\"a..b\" has an empty name; expected names joined by dots, e.g. customerProfile.address.country"
+        );
+        assert_eq!(
+            e("a.b c"),
+            "\"b c\" in \"a.b c\" is not a field name; expected letters, digits and _ only"
+        );
+        assert_eq!(e("team[0"), "\"team[0\" has an unclosed [");
+        assert_eq!(
+            e("team[x]"),
+            "[x] in \"team[x]\" is not an index; expected [0], [1], … or [*]"
+        );
+        assert_eq!(
+            e("team[1000]"),
+            "index 1000 in \"team[1000]\" is too large (at most 99)"
+        );
+        assert_eq!(e("team[0]x"), "\"team[0]x\": expected . or [ after ]");
     }
 
     #[test]

@@ -243,8 +243,31 @@ pub fn fields() -> Vec<FieldSpec> {
     v
 }
 
+/// A path the Referral model does not have; the message says what exists instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// The path goes below a field that is a value (`name.first`).
+    #[error("{field} is {kind}, it has no fields; the Referral model has no {path}")]
+    BelowAValue {
+        field: &'static str,
+        kind: &'static str,
+        path: String,
+    },
+    /// The path names an object or a list, not a value; `examples` are some
+    /// of its fields.
+    #[error("{path} is {}, e.g. {examples}", if *.list { "a list; name one element's field" } else { "an object; map one of its fields" })]
+    NotAValue {
+        path: String,
+        list: bool,
+        examples: String,
+    },
+    /// An unknown path, with the closest known ones.
+    #[error("{path} is not a field of the Partner Center Referral; did you mean {suggestions}?")]
+    Unknown { path: String, suggestions: String },
+}
+
 /// Looks a path up in the model. The error says what exists instead.
-pub fn lookup(path: &FieldPath) -> Result<FieldSpec, String> {
+pub fn lookup(path: &FieldPath) -> Result<FieldSpec, LookupError> {
     let shape = path.shape();
     let all = fields();
     if let Some(spec) = all.iter().find(|f| f.shape == shape) {
@@ -255,12 +278,11 @@ pub fn lookup(path: &FieldPath) -> Result<FieldSpec, String> {
         .iter()
         .find(|f| shape.starts_with(&format!("{}.", f.shape)))
     {
-        return Err(format!(
-            "{} is {}, it has no fields; the Referral model has no {}",
-            spec.shape,
-            spec.ty.describe(),
-            path
-        ));
+        return Err(LookupError::BelowAValue {
+            field: spec.shape,
+            kind: spec.ty.describe(),
+            path: path.to_string(),
+        });
     }
     let children: Vec<&str> = all
         .iter()
@@ -271,20 +293,16 @@ pub fn lookup(path: &FieldPath) -> Result<FieldSpec, String> {
         .collect();
     if !children.is_empty() {
         let listish = children.iter().all(|c| c[shape.len()..].starts_with("[]"));
-        let how = if listish && !shape.ends_with("[]") {
-            "a list; name one element's field, e.g."
-        } else {
-            "an object; map one of its fields, e.g."
-        };
-        return Err(format!(
-            "{path} is {how} {}",
-            children
+        return Err(LookupError::NotAValue {
+            path: path.to_string(),
+            list: listish && !shape.ends_with("[]"),
+            examples: children
                 .iter()
                 .take(3)
                 .map(|c| display_shape(c))
                 .collect::<Vec<_>>()
-                .join(", ")
-        ));
+                .join(", "),
+        });
     }
     // Unknown: suggest the closest known shapes.
     let mut scored: Vec<(usize, &str)> = all
@@ -298,9 +316,10 @@ pub fn lookup(path: &FieldPath) -> Result<FieldSpec, String> {
         .map(|(_, s)| display_shape(s))
         .collect::<Vec<_>>()
         .join(", ");
-    Err(format!(
-        "{path} is not a field of the Partner Center Referral; did you mean {hint}?"
-    ))
+    Err(LookupError::Unknown {
+        path: path.to_string(),
+        suggestions: hint,
+    })
 }
 
 /// `team[].email` → `team[0].email` for messages.
@@ -329,7 +348,7 @@ mod tests {
     use super::*;
 
     fn look(s: &str) -> Result<FieldSpec, String> {
-        lookup(&FieldPath::parse(s).unwrap())
+        lookup(&FieldPath::parse(s).unwrap()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -360,5 +379,34 @@ mod tests {
         assert!(e.contains("team[0].email"), "{e}");
         let e = look("name.first").unwrap_err();
         assert!(e.contains("has no fields"), "{e}");
+    }
+
+    #[test]
+    fn lookup_errors_read_as_before() {
+        let e = |s: &str| {
+            lookup(&FieldPath::parse(s).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e("customerProfile.address"),
+            "customerProfile.address is an object; map one of its fields, e.g. customerProfile.address.addressLine1, customerProfile.address.addressLine2, customerProfile.address.city"
+        );
+        assert_eq!(
+            e("team"),
+            "team is a list; name one element's field, e.g. team[0].firstName, team[0].lastName, team[0].phoneNumber"
+        );
+        assert_eq!(
+            e("name.first"),
+            "name is text, it has no fields; the Referral model has no name.first"
+        );
+        assert!(matches!(
+            lookup(&FieldPath::parse("name.first").unwrap()),
+            Err(LookupError::BelowAValue { field: "name", .. })
+        ));
+        assert_eq!(
+            e("details.dealvalue"),
+            "details.dealvalue is not a field of the Partner Center Referral; did you mean details.dealValue, details.currency, details.notes?"
+        );
     }
 }

@@ -71,8 +71,97 @@ impl Default for Conversion {
 pub const TRANSFORM_NAMES: &str = "date, datetime, decimal, currency, country";
 const TABLE_KEYS: &str = "type, format, values, template, join";
 
+/// A template that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template {0:?} has an unclosed {{")]
+    Unclosed(String),
+    #[error("template {0:?} has an empty {{}}; expected a field name inside")]
+    EmptyField(String),
+    #[error("template {0:?} has a lone }}; write }}}} for a brace")]
+    LoneBrace(String),
+    #[error("template {0:?} names no field; expected e.g. \"{{firstName}} {{lastName}}\"")]
+    NoField(String),
+}
+
+/// A `transform` in a mapping file that cannot be used. [`Conversion::from_toml`]
+/// pairs it with the sub-key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransformSpecError {
+    #[error("unknown country format {0:?}; expected alpha2, alpha3 or name")]
+    UnknownCountryFormat(String),
+    #[error(
+        "unknown transform {0:?}; expected one of {names}, or a table with values, template or join",
+        names = TRANSFORM_NAMES
+    )]
+    UnknownTransform(String),
+    #[error("unknown key; expected one of {keys}", keys = TABLE_KEYS)]
+    UnknownKey,
+    /// The TOML type found instead of a string.
+    #[error("expected a string, found {0}")]
+    NotAString(&'static str),
+    #[error("give only one of type, values and template")]
+    MoreThanOneKind,
+    #[error("format applies to type = \"country\" only")]
+    FormatWithoutCountry,
+    #[error("expected a non-empty separator such as \";\"")]
+    EmptySeparator,
+    /// The TOML type found instead of a table.
+    #[error("expected a table of Partner Center value = CRM value, found {0}")]
+    ValuesNotATable(&'static str),
+    #[error("the value table is empty")]
+    EmptyValueTable,
+    /// The TOML type found instead of a single value.
+    #[error("expected a single CRM value (text, number or true/false), found {0}")]
+    ValueNotScalar(&'static str),
+    #[error("a template cannot be joined")]
+    JoinedTemplate,
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("empty transform table; expected one of {keys}", keys = TABLE_KEYS)]
+    EmptyTable,
+    /// The TOML type found instead of a name or a table.
+    #[error(
+        "expected a transform name ({names}) or a table such as {{ values = {{ ... }} }}, found {0}",
+        names = TRANSFORM_NAMES
+    )]
+    NotATransform(&'static str),
+}
+
+/// A value that cannot be converted from one side's representation to the
+/// other's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// `value` is the value as written (JSON, or quoted text); `expected` what
+    /// it should have been, e.g. "a number".
+    #[error("{value} is not {expected}")]
+    NotA {
+        value: String,
+        expected: &'static str,
+    },
+    /// The value (JSON, or quoted text) is not in the `values` table.
+    #[error("{0} has no entry in the value table")]
+    NoTableEntry(String),
+    /// A converted list element (JSON) that is not text, for a joined field.
+    #[error("{0} cannot be joined into text")]
+    NotJoinable(String),
+}
+
+impl ConvertError {
+    fn not_a(value: impl std::fmt::Display, expected: &'static str) -> ConvertError {
+        ConvertError::NotA {
+            value: value.to_string(),
+            expected,
+        }
+    }
+
+    fn text_not_a(text: &str, expected: &'static str) -> ConvertError {
+        ConvertError::not_a(format!("{text:?}"), expected)
+    }
+}
+
 impl Template {
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut chars = text.chars().peekable();
@@ -92,14 +181,12 @@ impl Template {
                         match chars.next() {
                             Some('}') => break,
                             Some(ch) => name.push(ch),
-                            None => return Err(format!("template {text:?} has an unclosed {{")),
+                            None => return Err(TemplateError::Unclosed(text.to_owned())),
                         }
                     }
                     let name = name.trim().to_owned();
                     if name.is_empty() {
-                        return Err(format!(
-                            "template {text:?} has an empty {{}}; expected a field name inside"
-                        ));
+                        return Err(TemplateError::EmptyField(text.to_owned()));
                     }
                     if !lit.is_empty() {
                         parts.push(TemplatePart::Literal(std::mem::take(&mut lit)));
@@ -107,9 +194,7 @@ impl Template {
                     parts.push(TemplatePart::Field(name));
                 }
                 '}' => {
-                    return Err(format!(
-                        "template {text:?} has a lone }}; write }}}} for a brace"
-                    ));
+                    return Err(TemplateError::LoneBrace(text.to_owned()));
                 }
                 c => lit.push(c),
             }
@@ -118,9 +203,7 @@ impl Template {
             parts.push(TemplatePart::Literal(lit));
         }
         if !parts.iter().any(|p| matches!(p, TemplatePart::Field(_))) {
-            return Err(format!(
-                "template {text:?} names no field; expected e.g. \"{{firstName}} {{lastName}}\""
-            ));
+            return Err(TemplateError::NoField(text.to_owned()));
         }
         Ok(Template {
             text: text.to_owned(),
@@ -178,7 +261,7 @@ fn toml_type(v: &toml::Value) -> &'static str {
 impl Conversion {
     /// Reads `transform = "date"` or `transform = { ... }`. The error names
     /// the sub-key at fault (e.g. `values`) and what was expected.
-    pub fn from_toml(v: &toml::Value) -> Result<Conversion, (Option<String>, String)> {
+    pub fn from_toml(v: &toml::Value) -> Result<Conversion, (Option<String>, TransformSpecError)> {
         match v {
             toml::Value::String(name) => Ok(Conversion {
                 transform: named(name, None).map_err(|m| (None, m))?,
@@ -187,22 +270,20 @@ impl Conversion {
             toml::Value::Table(t) => {
                 for k in t.keys() {
                     if !["type", "format", "values", "template", "join"].contains(&k.as_str()) {
-                        return Err((
-                            Some(k.clone()),
-                            format!("unknown key; expected one of {TABLE_KEYS}"),
-                        ));
+                        return Err((Some(k.clone()), TransformSpecError::UnknownKey));
                     }
                 }
-                let text = |key: &str| -> Result<Option<String>, (Option<String>, String)> {
-                    match t.get(key) {
-                        None => Ok(None),
-                        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-                        Some(other) => Err((
-                            Some(key.into()),
-                            format!("expected a string, found {}", toml_type(other)),
-                        )),
-                    }
-                };
+                let text =
+                    |key: &str| -> Result<Option<String>, (Option<String>, TransformSpecError)> {
+                        match t.get(key) {
+                            None => Ok(None),
+                            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+                            Some(other) => Err((
+                                Some(key.into()),
+                                TransformSpecError::NotAString(toml_type(other)),
+                            )),
+                        }
+                    };
                 let ty = text("type")?;
                 let format = text("format")?;
                 let template = text("template")?;
@@ -213,21 +294,18 @@ impl Conversion {
                     .filter(|b| **b)
                     .count();
                 if chosen > 1 {
-                    return Err((None, "give only one of type, values and template".into()));
+                    return Err((None, TransformSpecError::MoreThanOneKind));
                 }
                 if format.is_some() && ty.as_deref() != Some("country") {
                     return Err((
                         Some("format".into()),
-                        "format applies to type = \"country\" only".into(),
+                        TransformSpecError::FormatWithoutCountry,
                     ));
                 }
                 if let Some(j) = &join
                     && j.is_empty()
                 {
-                    return Err((
-                        Some("join".into()),
-                        "expected a non-empty separator such as \";\"".into(),
-                    ));
+                    return Err((Some("join".into()), TransformSpecError::EmptySeparator));
                 }
                 let transform = if let Some(name) = ty {
                     named(&name, format.as_deref()).map_err(|m| (Some("type".into()), m))?
@@ -235,24 +313,18 @@ impl Conversion {
                     let toml::Value::Table(entries) = values else {
                         return Err((
                             Some("values".into()),
-                            format!(
-                                "expected a table of Partner Center value = CRM value, found {}",
-                                toml_type(values)
-                            ),
+                            TransformSpecError::ValuesNotATable(toml_type(values)),
                         ));
                     };
                     if entries.is_empty() {
-                        return Err((Some("values".into()), "the value table is empty".into()));
+                        return Err((Some("values".into()), TransformSpecError::EmptyValueTable));
                     }
                     let mut out = Vec::new();
                     for (k, v) in entries {
                         if matches!(v, toml::Value::Table(_) | toml::Value::Array(_)) {
                             return Err((
                                 Some(format!("values.{}", super::error::key_part(k))),
-                                format!(
-                                    "expected a single CRM value (text, number or true/false), found {}",
-                                    toml_type(v)
-                                ),
+                                TransformSpecError::ValueNotScalar(toml_type(v)),
                             ));
                         }
                         out.push((k.clone(), toml_to_json(v)));
@@ -260,33 +332,24 @@ impl Conversion {
                     Transform::Values(ValueTable { entries: out })
                 } else if let Some(text) = template {
                     if join.is_some() {
-                        return Err((Some("join".into()), "a template cannot be joined".into()));
+                        return Err((Some("join".into()), TransformSpecError::JoinedTemplate));
                     }
                     Transform::Template(
-                        Template::parse(&text).map_err(|m| (Some("template".into()), m))?,
+                        Template::parse(&text).map_err(|m| (Some("template".into()), m.into()))?,
                     )
                 } else if join.is_some() {
                     Transform::Copy
                 } else {
-                    return Err((
-                        None,
-                        format!("empty transform table; expected one of {TABLE_KEYS}"),
-                    ));
+                    return Err((None, TransformSpecError::EmptyTable));
                 };
                 Ok(Conversion { transform, join })
             }
-            other => Err((
-                None,
-                format!(
-                    "expected a transform name ({TRANSFORM_NAMES}) or a table such as {{ values = {{ ... }} }}, found {}",
-                    toml_type(other)
-                ),
-            )),
+            other => Err((None, TransformSpecError::NotATransform(toml_type(other)))),
         }
     }
 }
 
-fn named(name: &str, format: Option<&str>) -> Result<Transform, String> {
+fn named(name: &str, format: Option<&str>) -> Result<Transform, TransformSpecError> {
     Ok(match name {
         "date" => Transform::Date,
         "datetime" => Transform::DateTime,
@@ -297,15 +360,11 @@ fn named(name: &str, format: Option<&str>) -> Result<Transform, String> {
             Some("alpha3") => CountryFormat::Alpha3,
             Some("name") => CountryFormat::Name,
             Some(other) => {
-                return Err(format!(
-                    "unknown country format {other:?}; expected alpha2, alpha3 or name"
-                ));
+                return Err(TransformSpecError::UnknownCountryFormat(other.to_owned()));
             }
         }),
         other => {
-            return Err(format!(
-                "unknown transform {other:?}; expected one of {TRANSFORM_NAMES}, or a table with values, template or join"
-            ));
+            return Err(TransformSpecError::UnknownTransform(other.to_owned()));
         }
     })
 }
@@ -356,38 +415,39 @@ pub fn midnight_utc(d: NaiveDate) -> String {
     api_datetime::format(&d.and_time(NaiveTime::MIN).and_utc())
 }
 
-fn as_text(v: &Value, what: &str) -> Result<String, String> {
+fn as_text(v: &Value, what: &'static str) -> Result<String, ConvertError> {
     match v {
         Value::String(s) => Ok(s.clone()),
-        other => Err(format!("{other} is not {what}")),
+        other => Err(ConvertError::not_a(other, what)),
     }
 }
 
-fn to_number(v: &Value) -> Result<Value, String> {
+fn to_number(v: &Value) -> Result<Value, ConvertError> {
     let f = match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().replace(',', "").parse::<f64>().ok(),
         _ => None,
     };
     f.and_then(number)
-        .ok_or_else(|| format!("{v} is not a number"))
+        .ok_or_else(|| ConvertError::not_a(v, "a number"))
 }
 
-fn currency(v: &Value) -> Result<Value, String> {
+fn currency(v: &Value) -> Result<Value, ConvertError> {
     let s = as_text(v, "an ISO 4217 currency code")?;
     let code = s.trim().to_ascii_uppercase();
     if code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase()) {
         Ok(Value::String(code))
     } else {
-        Err(format!(
-            "{s:?} is not an ISO 4217 currency code such as \"USD\""
+        Err(ConvertError::text_not_a(
+            &s,
+            "an ISO 4217 currency code such as \"USD\"",
         ))
     }
 }
 
-fn parse_dt(v: &Value) -> Result<DateTime<FixedOffset>, String> {
+fn parse_dt(v: &Value) -> Result<DateTime<FixedOffset>, ConvertError> {
     let s = as_text(v, "a date")?;
-    parse_datetime(&s).ok_or_else(|| format!("{s:?} is not a date or date-time"))
+    parse_datetime(&s).ok_or_else(|| ConvertError::text_not_a(&s, "a date or date-time"))
 }
 
 fn utc_text(dt: &DateTime<FixedOffset>) -> String {
@@ -396,7 +456,7 @@ fn utc_text(dt: &DateTime<FixedOffset>) -> String {
 
 impl Transform {
     /// Partner Center value → CRM value (one element of a list).
-    pub fn to_crm(&self, pc: &Value) -> Result<Value, String> {
+    pub fn to_crm(&self, pc: &Value) -> Result<Value, ConvertError> {
         match self {
             Transform::Copy | Transform::Template(_) => Ok(pc.clone()),
             Transform::Date => Ok(Value::String(
@@ -408,7 +468,7 @@ impl Transform {
             Transform::Country(format) => {
                 let s = as_text(pc, "a country")?;
                 let a2 = country::to_alpha2(&s)
-                    .ok_or_else(|| format!("{s:?} is not an ISO 3166 country"))?;
+                    .ok_or_else(|| ConvertError::text_not_a(&s, "an ISO 3166 country"))?;
                 let row = country::COUNTRIES.iter().find(|(c, _, _)| *c == a2);
                 Ok(Value::String(match (format, row) {
                     (CountryFormat::Alpha3, Some((_, a3, _))) => (*a3).to_owned(),
@@ -417,7 +477,8 @@ impl Transform {
                 }))
             }
             Transform::Values(table) => {
-                let text = scalar_text(pc).ok_or_else(|| format!("{pc} is not a single value"))?;
+                let text =
+                    scalar_text(pc).ok_or_else(|| ConvertError::not_a(pc, "a single value"))?;
                 table
                     .entries
                     .iter()
@@ -429,13 +490,13 @@ impl Transform {
                             .find(|(k, _)| k.eq_ignore_ascii_case(&text))
                     })
                     .map(|(_, v)| v.clone())
-                    .ok_or_else(|| format!("{text:?} has no entry in the value table"))
+                    .ok_or_else(|| ConvertError::NoTableEntry(format!("{text:?}")))
             }
         }
     }
 
     /// CRM value → Partner Center value of type `ty` (one element of a list).
-    pub fn to_pc(&self, crm: &Value, ty: Option<FieldType>) -> Result<Value, String> {
+    pub fn to_pc(&self, crm: &Value, ty: Option<FieldType>) -> Result<Value, ConvertError> {
         let v = match self {
             Transform::Copy | Transform::Template(_) => crm.clone(),
             Transform::Date => Value::String(midnight_utc(calendar_date(&parse_dt(crm)?))),
@@ -443,10 +504,12 @@ impl Transform {
             Transform::Decimal => to_number(crm)?,
             Transform::Currency => currency(crm)?,
             Transform::Country(_) => {
-                let s = scalar_text(crm).ok_or_else(|| format!("{crm} is not a country"))?;
+                let s = scalar_text(crm).ok_or_else(|| ConvertError::not_a(crm, "a country"))?;
                 Value::String(
                     country::to_alpha2(&s)
-                        .ok_or_else(|| format!("{s:?} is not a country name or ISO 3166 code"))?
+                        .ok_or_else(|| {
+                            ConvertError::text_not_a(&s, "a country name or ISO 3166 code")
+                        })?
                         .to_owned(),
                 )
             }
@@ -463,8 +526,8 @@ impl Transform {
                             .find(|(_, v)| crm_text.is_some() && scalar_text(v) == crm_text)
                     })
                     .ok_or_else(|| match &crm_text {
-                        Some(t) => format!("{t:?} has no entry in the value table"),
-                        None => format!("{crm} has no entry in the value table"),
+                        Some(t) => ConvertError::NoTableEntry(format!("{t:?}")),
+                        None => ConvertError::NoTableEntry(crm.to_string()),
                     })?;
                 Value::String(hit.0.clone())
             }
@@ -477,11 +540,11 @@ impl Transform {
 }
 
 /// Fits a value to a Partner Center field type, or says why it cannot.
-pub fn coerce(v: &Value, ty: FieldType) -> Result<Value, String> {
+pub fn coerce(v: &Value, ty: FieldType) -> Result<Value, ConvertError> {
     match ty {
         FieldType::Text => scalar_text(v)
             .map(Value::String)
-            .ok_or_else(|| format!("{v} is not text")),
+            .ok_or_else(|| ConvertError::not_a(v, "text")),
         FieldType::Number => to_number(v),
         FieldType::DateTime => Ok(Value::String(utc_text(&parse_dt(v)?))),
         FieldType::Bool => match v {
@@ -491,12 +554,12 @@ pub fn coerce(v: &Value, ty: FieldType) -> Result<Value, String> {
             Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "yes" | "1" => Ok(Value::Bool(true)),
                 "false" | "no" | "0" => Ok(Value::Bool(false)),
-                _ => Err(format!("{s:?} is not true/false")),
+                _ => Err(ConvertError::text_not_a(s, "true/false")),
             },
-            other => Err(format!("{other} is not true/false")),
+            other => Err(ConvertError::not_a(other, "true/false")),
         },
         FieldType::Enum(values) => {
-            let s = scalar_text(v).ok_or_else(|| format!("{v} is not text"))?;
+            let s = scalar_text(v).ok_or_else(|| ConvertError::not_a(v, "text"))?;
             let known = values();
             Ok(Value::String(
                 known
@@ -510,14 +573,14 @@ pub fn coerce(v: &Value, ty: FieldType) -> Result<Value, String> {
 
 impl Conversion {
     /// Partner Center value → CRM value; lists are converted per element and joined.
-    pub fn to_crm(&self, pc: &Value) -> Result<Value, String> {
+    pub fn to_crm(&self, pc: &Value) -> Result<Value, ConvertError> {
         match (pc, &self.join) {
             (Value::Array(items), Some(sep)) => {
                 let mut parts = Vec::with_capacity(items.len());
                 for item in items {
                     let v = self.transform.to_crm(item)?;
                     parts.push(
-                        scalar_text(&v).ok_or_else(|| format!("{v} cannot be joined into text"))?,
+                        scalar_text(&v).ok_or_else(|| ConvertError::NotJoinable(v.to_string()))?,
                     );
                 }
                 Ok(if parts.is_empty() {
@@ -536,7 +599,7 @@ impl Conversion {
     }
 
     /// CRM value → Partner Center value; a joined text is split back into a list.
-    pub fn to_pc(&self, crm: &Value, ty: Option<FieldType>) -> Result<Value, String> {
+    pub fn to_pc(&self, crm: &Value, ty: Option<FieldType>) -> Result<Value, ConvertError> {
         match (crm, &self.join) {
             (Value::String(s), Some(sep)) => s
                 .split(sep.as_str())
@@ -685,6 +748,7 @@ mod tests {
         assert!(
             c.to_pc(&json!("Other"), None)
                 .unwrap_err()
+                .to_string()
                 .contains("no entry")
         );
         let b = conv("{ values = { \"true\" = \"Visible\", \"false\" = \"Hidden\" } }");
@@ -727,5 +791,87 @@ mod tests {
         assert_eq!(coerce(&json!("Yes"), FieldType::Bool).unwrap(), json!(true));
         assert!(coerce(&json!("maybe"), FieldType::Bool).is_err());
         assert!(coerce(&json!({"a": 1}), FieldType::Text).is_err());
+    }
+
+    #[test]
+    fn errors_are_typed_and_read_as_before() {
+        let err = |t: &str| {
+            Conversion::from_toml(&toml::from_str::<toml::Value>(&format!("t = {t}")).unwrap()["t"])
+                .unwrap_err()
+        };
+        assert_eq!(
+            err("\"weekday\""),
+            (None, TransformSpecError::UnknownTransform("weekday".into()))
+        );
+        assert_eq!(
+            err("\"weekday\"").1.to_string(),
+            "unknown transform \"weekday\"; expected one of date, datetime, decimal, currency, country, or a table with values, template or join"
+        );
+        assert_eq!(
+            err("{ typo = 1 }").1.to_string(),
+            "unknown key; expected one of type, format, values, template, join"
+        );
+        assert_eq!(
+            err("7").1.to_string(),
+            "expected a transform name (date, datetime, decimal, currency, country) or a table such as { values = { ... } }, found integer"
+        );
+        assert_eq!(
+            err("{ template = \"{a\" }"),
+            (
+                Some("template".into()),
+                TransformSpecError::Template(TemplateError::Unclosed("{a".into()))
+            )
+        );
+        assert_eq!(
+            err("{ template = \"x } y\" }").1.to_string(),
+            "template \"x } y\" has a lone }; write }} for a brace"
+        );
+        assert_eq!(
+            Template::parse("{ }").unwrap_err().to_string(),
+            "template \"{ }\" has an empty {}; expected a field name inside"
+        );
+        assert_eq!(
+            Template::parse("none").unwrap_err().to_string(),
+            "template \"none\" names no field; expected e.g. \"{firstName} {lastName}\""
+        );
+
+        assert_eq!(
+            conv("\"currency\"").to_pc(&json!("Euro"), None),
+            Err(ConvertError::NotA {
+                value: "\"Euro\"".into(),
+                expected: "an ISO 4217 currency code such as \"USD\""
+            })
+        );
+        assert_eq!(
+            conv("\"currency\"")
+                .to_pc(&json!("Euro"), None)
+                .unwrap_err()
+                .to_string(),
+            "\"Euro\" is not an ISO 4217 currency code such as \"USD\""
+        );
+        assert_eq!(
+            conv("\"date\"").to_crm(&json!(5)).unwrap_err().to_string(),
+            "5 is not a date"
+        );
+        assert_eq!(
+            coerce(&json!("maybe"), FieldType::Bool)
+                .unwrap_err()
+                .to_string(),
+            "\"maybe\" is not true/false"
+        );
+        assert_eq!(
+            conv("{ values = { A = \"a\" } }")
+                .to_crm(&json!("B"))
+                .unwrap_err()
+                .to_string(),
+            "\"B\" has no entry in the value table"
+        );
+        assert_eq!(
+            conv("{ join = \";\" }")
+                .to_crm(&json!([{"x": 1}]))
+                .unwrap_err()
+                .to_string(),
+            "{\"x\":1} cannot be joined into text"
+        );
     }
 }

@@ -15,16 +15,16 @@ struct Report<'a> {
 }
 
 impl Report<'_> {
-    fn push(&mut self, line: Option<usize>, key: String, message: impl Into<String>) {
+    fn push(&mut self, line: Option<usize>, key: String, message: impl ToString) {
         self.out.push(MappingProblem {
             file: self.mapping.file.clone(),
             line,
             key: Some(key),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
 
-    fn top(&mut self, key: &str, message: impl Into<String>) {
+    fn top(&mut self, key: &str, message: impl ToString) {
         let line = self.mapping.line_of_key(key);
         self.push(line, key.to_owned(), message);
     }
