@@ -14,7 +14,7 @@ use super::{CrmSide, Cycle, Engine, SyncError};
 use crate::crm::{CrmError, CrmFields, RecordKey, RecordWrite, WriteOk};
 use crate::domain::{DealKind, Referral, Stage};
 use crate::http::{RetryDirective, Retryable};
-use crate::partner_center::{PartnerCenterClient, PartnerCenterError, PriorDeal};
+use crate::partner_center::{PartnerCenter, PartnerCenterError, PriorDeal};
 use crate::store::{Link, NewFailure, OutboxEntry, ReferralSnapshot};
 
 /// How long a look-up for a deal we may already have created reaches back
@@ -56,7 +56,7 @@ fn merge_fields(base: &Option<Value>, written: &CrmFields) -> CrmFields {
 impl Engine {
     pub(crate) async fn execute(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         self.hit("execute.before")?;
@@ -212,7 +212,7 @@ impl Engine {
 
     async fn execute_partner_center(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         loop {
@@ -346,7 +346,7 @@ impl Engine {
     /// may have been made before an interruption — in one listing.
     async fn look_up_prior_creates(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         due: &[(OutboxEntry, Result<Effect, serde_json::Error>)],
         cycle: &Cycle,
     ) -> Result<HashMap<i64, PriorCreate>, SyncError> {
@@ -399,7 +399,7 @@ impl Engine {
 
     async fn current_referral(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         id: &str,
     ) -> Result<Referral, PartnerCenterError> {
         if let Ok(Some(snap)) = self.store.read(|r| r.get_referral(id))
@@ -414,7 +414,7 @@ impl Engine {
     /// done is skipped, a stale eTag comes back as `ModifiedConcurrently`).
     async fn apply_update(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         referral: &Referral,
         action: &Option<StageAction>,
         ops: &[crate::domain::PatchOp],
@@ -481,7 +481,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     async fn exec_pc_update(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         entry: &OutboxEntry,
         referral_id: &str,
         crm: crate::store::CrmKind,
@@ -646,7 +646,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     async fn exec_pc_create(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         entry: &OutboxEntry,
         crm: crate::store::CrmKind,
         crm_id: &str,
@@ -803,7 +803,7 @@ impl Engine {
     /// elsewhere) looks in the engagement first.
     async fn exec_pc_invite(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         entry: &OutboxEntry,
         invite: Invitation,
         cycle: &mut Cycle,
@@ -1171,7 +1171,7 @@ impl Engine {
     /// window after a co-sell request. Nothing is closed.
     pub(crate) async fn check_microsoft_windows(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         if pc.paused_for_login() {

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::config::SyncSettings;
 use crate::crm::{Crm, CrmError, CrmObjectSpec};
 use crate::mapping::Mapping;
-use crate::partner_center::{PartnerCenterClient, PartnerCenterError};
+use crate::partner_center::{PartnerCenter, PartnerCenterError};
 use crate::store::{CrmKind, Store, StoreError};
 
 pub use clock::{Clock, SystemClock};
@@ -182,7 +182,7 @@ impl CycleSummary {
 /// The engine: the store, Partner Center and the enabled CRMs.
 pub struct Engine {
     store: Arc<Store>,
-    pc: PartnerCenterClient,
+    pc: Arc<dyn PartnerCenter>,
     crms: Vec<CrmSide>,
     settings: SyncSettings,
     clock: Arc<dyn Clock>,
@@ -224,16 +224,17 @@ pub fn beginning_of_time() -> DateTime<Utc> {
 }
 
 impl Engine {
+    /// An engine over Partner Center (the client, or a fake in tests).
     pub fn new(
         store: Arc<Store>,
-        pc: PartnerCenterClient,
+        pc: impl Into<Arc<dyn PartnerCenter>>,
         crms: Vec<CrmSide>,
         settings: SyncSettings,
         clock: Arc<dyn Clock>,
     ) -> Engine {
         Engine {
             store,
-            pc,
+            pc: pc.into(),
             crms,
             settings,
             clock,
@@ -279,7 +280,7 @@ impl Engine {
         &self.crms
     }
 
-    pub fn partner_center(&self) -> &PartnerCenterClient {
+    pub fn partner_center(&self) -> &Arc<dyn PartnerCenter> {
         &self.pc
     }
 
@@ -336,13 +337,13 @@ impl Engine {
                     .instrument(tracing::info_span!("pull", side = side.kind.as_str()))
                     .await?;
             }
-            self.pull_partner_center(&pc, full, opts.since, &mut cycle)
+            self.pull_partner_center(&*pc, full, opts.since, &mut cycle)
                 .instrument(tracing::info_span!("pull", side = "partner_center"))
                 .await?;
             self.expire_overdue(&mut cycle)?;
             if !opts.dry_run {
-                self.check_microsoft_windows(&pc, &mut cycle).await?;
-                self.execute(&pc, &mut cycle)
+                self.check_microsoft_windows(&*pc, &mut cycle).await?;
+                self.execute(&*pc, &mut cycle)
                     .instrument(tracing::info_span!("execute"))
                     .await?;
                 cycle.summary.pending_effects =

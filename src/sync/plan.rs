@@ -14,7 +14,7 @@ use crate::domain::deadline::acceptance_beats_deadline;
 use crate::domain::deal::describe_problems;
 use crate::domain::{Problem, Referral, Stage};
 use crate::mapping::{Mapping, StageReading};
-use crate::partner_center::{ListFilter, PartnerCenterClient};
+use crate::partner_center::{ListFilter, PartnerCenter, ReferralPager};
 use crate::store::{FailureState, Link, NewFailure, ReferralSnapshot, Repo, StoreError, ts};
 
 /// Everything decided for one page, committed in one transaction.
@@ -800,7 +800,7 @@ impl Engine {
 
     pub(crate) async fn pull_partner_center(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         full: bool,
         since_override: Option<DateTime<Utc>>,
         cycle: &mut Cycle,
@@ -829,7 +829,7 @@ impl Engine {
         // began (a `resync --since` later than the cursor leaves a gap).
         let no_gap = cursor_time.is_none_or(|t| since <= t - overlap);
         let mut high_water = cursor_time;
-        let mut pager = pc.list_changes(since, ListFilter::default());
+        let mut pager = ReferralPager::new(pc, since, ListFilter::default());
         let mut complete = false;
         loop {
             let page = match pager.next_page().await {
