@@ -6,7 +6,11 @@
 
 mod clock;
 pub mod effects;
+#[cfg(test)]
+mod engine_tests;
 mod execute;
+#[cfg(test)]
+mod fakes;
 mod plan;
 pub mod setup;
 
