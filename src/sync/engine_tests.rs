@@ -571,10 +571,16 @@ async fn a_retry_after_pauses_partner_center_and_keeps_the_effect() {
         http_error(429, Some(Duration::from_secs(120))),
     );
     let s = h.cycle().await;
-    assert!(
-        s.paused.iter().any(|p| p.starts_with(PARTNER_CENTER)),
-        "{:?}",
-        s.paused
+    assert_eq!(
+        s.paused,
+        vec![Paused::throttled(
+            Side::PartnerCenter,
+            Some(t0() + minutes(1) + minutes(2))
+        )]
+    );
+    assert_eq!(
+        s.one_line().rsplit_once("; ").unwrap().1,
+        "paused: partner_center (throttled until 09:03:00 UTC))"
     );
     assert_eq!(s.outcome(), "degraded");
     assert_eq!(h.pending(PARTNER_CENTER).len(), 1, "the accept waits");
@@ -617,10 +623,18 @@ async fn a_refused_sign_in_pauses_partner_center_and_sends_nothing() {
     h.pc.clear_calls();
     let s = h.cycle().await;
     assert!(h.pc.calls().is_empty(), "{:?}", h.pc.calls());
+    // Both the listing and the outbox found it paused.
+    assert!(!s.paused.is_empty());
     assert!(
-        s.paused.iter().any(|p| p.starts_with(PARTNER_CENTER)),
+        s.paused
+            .iter()
+            .all(|p| *p == Paused::operator(Side::PartnerCenter)),
         "{:?}",
         s.paused
+    );
+    assert_eq!(
+        s.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["partner_center: sign-in needed: run `cosell-sync login partner-center`"]
     );
     assert_eq!(h.pc_cursor(), cursor);
     assert_eq!(

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::effects::{Effect, PARTNER_CENTER, StageAction};
 use super::plan::{decide_from_crm, effective_json};
-use super::{CrmSide, Cycle, Engine, SyncError};
+use super::{CrmSide, Cycle, Engine, Paused, Side, SideError, SideErrorKind, SyncError};
 use crate::crm::{CrmError, CrmFields, RecordKey, RecordWrite, WriteOk};
 use crate::domain::{DealKind, Referral, Stage};
 use crate::http::{RetryDirective, Retryable};
@@ -109,10 +109,12 @@ impl Engine {
                 let until = now
                     + chrono::Duration::from_std(d.max(Duration::from_secs(1))).unwrap_or_default();
                 self.store.write(|r| r.postpone_target(&side, until))?;
-                cycle.summary.paused.push(format!(
-                    "{side} (throttled until {})",
-                    until.format("%H:%M:%S UTC")
-                ));
+                if let Some(side) = Side::parse(&side) {
+                    cycle
+                        .summary
+                        .paused
+                        .push(Paused::throttled(side, Some(until)));
+                }
                 Ok(Flow::Stop)
             }
             RetryDirective::Operator => {
@@ -133,11 +135,15 @@ impl Engine {
                     )?;
                     Ok(())
                 })?;
-                cycle.summary.paused.push(side.clone());
-                cycle
-                    .summary
-                    .errors
-                    .push(format!("{side}: {message} (hint: {hint})"));
+                if let Some(side) = Side::parse(&side) {
+                    cycle.summary.paused.push(Paused::operator(side));
+                    cycle.summary.errors.push(SideError::new(
+                        side,
+                        SideErrorKind::Operator,
+                        message,
+                        hint,
+                    ));
+                }
                 Ok(Flow::Stop)
             }
             RetryDirective::Permanent => {
@@ -223,7 +229,10 @@ impl Engine {
                 return Ok(());
             }
             if pc.paused_for_login() {
-                cycle.summary.paused.push("partner_center".into());
+                cycle
+                    .summary
+                    .paused
+                    .push(Paused::operator(Side::PartnerCenter));
                 return Ok(());
             }
             let due: Vec<(OutboxEntry, Result<Effect, serde_json::Error>)> = due

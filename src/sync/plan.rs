@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::effects::{Effect, PARTNER_CENTER, StageAction, crm_record_key};
-use super::{CrmSide, Cycle, Engine, PC_CURSOR, SyncError, beginning_of_time, crm_cursor};
+use super::{
+    CrmSide, Cycle, Engine, PC_CURSOR, Paused, Side, SideError, SideErrorKind, SyncError,
+    beginning_of_time, crm_cursor,
+};
 use crate::crm::{
     CloseOutcome, CloseRequest, CrmChange, CrmFields, CrmRecord, CustomerRef, RecordKey,
     RecordWrite,
@@ -494,12 +497,12 @@ impl Engine {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(side = side.kind.as_str(), error = %e, "reading CRM changes failed");
-                    cycle
-                        .summary
-                        .errors
-                        .push(super::crm_error_text(side.kind, &e));
-                    if matches!(e, crate::crm::CrmError::Paused { .. }) {
-                        cycle.summary.paused.push(side.kind.as_str().to_owned());
+                    cycle.summary.errors.push(SideError::crm(side.kind, &e));
+                    if let crate::crm::CrmError::Paused { until, .. } = &e {
+                        cycle
+                            .summary
+                            .paused
+                            .push(Paused::throttled(Side::Crm(side.kind), Some(*until)));
                     }
                     return Ok(());
                 }
@@ -806,10 +809,18 @@ impl Engine {
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         if pc.paused_for_login() {
-            cycle.summary.paused.push("partner_center".into());
-            cycle.summary.errors.push(format!(
-                "partner_center: sign-in needed: run `{}`",
-                crate::partner_center::LOGIN_COMMAND
+            cycle
+                .summary
+                .paused
+                .push(Paused::operator(Side::PartnerCenter));
+            cycle.summary.errors.push(SideError::new(
+                Side::PartnerCenter,
+                SideErrorKind::Operator,
+                format!(
+                    "sign-in needed: run `{}`",
+                    crate::partner_center::LOGIN_COMMAND
+                ),
+                "",
             ));
             return Ok(());
         }
@@ -841,9 +852,12 @@ impl Engine {
                 Err(e) => {
                     tracing::warn!(error = %e, "listing Partner Center changes failed");
                     if e.is_login_required() {
-                        cycle.summary.paused.push("partner_center".into());
+                        cycle
+                            .summary
+                            .paused
+                            .push(Paused::operator(Side::PartnerCenter));
                     }
-                    cycle.summary.errors.push(super::pc_error_text(&e));
+                    cycle.summary.errors.push(SideError::partner_center(&e));
                     break;
                 }
             };
