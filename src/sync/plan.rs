@@ -1,6 +1,8 @@
 //! Pulling changes and deciding what to do about them. Decisions for a page
 //! are committed together with the cursor move, before anything is sent.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
@@ -18,7 +20,9 @@ use crate::domain::deal::describe_problems;
 use crate::domain::{Problem, Referral, Stage};
 use crate::mapping::{Mapping, StageReading};
 use crate::partner_center::{ListFilter, PartnerCenter, ReferralPager};
-use crate::store::{FailureState, Link, NewFailure, ReferralSnapshot, Repo, StoreError, ts};
+use crate::store::{
+    CrmKind, FailureState, Link, NewFailure, ReferralSnapshot, Repo, StoreError, ts,
+};
 
 /// Everything decided for one page, committed in one transaction.
 #[derive(Default)]
@@ -34,6 +38,76 @@ pub(crate) struct Plan {
     pub clear_expiry: Vec<String>,
     /// Key-value settings to record with the page (e.g. [`PC_FRESH_AS_OF`]).
     pub kv: Vec<(String, String)>,
+}
+
+/// The stored rows a page's decisions need, read in one go before deciding
+/// (nothing is written until the page's plan commits, so deciding from them
+/// sees exactly what reading each row on demand would).
+#[derive(Default)]
+pub(crate) struct PageRows {
+    snapshots: HashMap<String, ReferralSnapshot>,
+    links_by_referral: HashMap<(CrmKind, String), Link>,
+    links_by_crm_id: HashMap<(CrmKind, String), Link>,
+}
+
+impl PageRows {
+    fn add_referral(&mut self, r: &Repo<'_>, id: &str) -> Result<(), StoreError> {
+        if !self.snapshots.contains_key(id)
+            && let Some(snap) = r.get_referral(id)?
+        {
+            self.snapshots.insert(id.to_owned(), snap);
+        }
+        Ok(())
+    }
+
+    fn add_link_by_referral(
+        &mut self,
+        r: &Repo<'_>,
+        crm: CrmKind,
+        referral_id: &str,
+    ) -> Result<(), StoreError> {
+        let key = (crm, referral_id.to_owned());
+        if !self.links_by_referral.contains_key(&key)
+            && let Some(link) = r.link_by_referral(crm, referral_id)?
+        {
+            self.links_by_referral.insert(key, link);
+        }
+        Ok(())
+    }
+
+    fn add_link_by_crm_id(
+        &mut self,
+        r: &Repo<'_>,
+        crm: CrmKind,
+        crm_id: &str,
+    ) -> Result<(), StoreError> {
+        let key = (crm, crm_id.to_owned());
+        if !self.links_by_crm_id.contains_key(&key)
+            && let Some(link) = r.link_by_crm_id(crm, crm_id)?
+        {
+            self.links_by_crm_id.insert(key, link);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self, id: &str) -> Option<&ReferralSnapshot> {
+        self.snapshots.get(id)
+    }
+
+    fn link_by_referral(&self, crm: CrmKind, referral_id: &str) -> Option<&Link> {
+        self.links_by_referral.get(&(crm, referral_id.to_owned()))
+    }
+
+    fn link_by_crm_id(&self, crm: CrmKind, crm_id: &str) -> Option<&Link> {
+        self.links_by_crm_id.get(&(crm, crm_id.to_owned()))
+    }
+}
+
+/// The referral id a CRM record holds, from the mapped field or the adapter.
+fn referral_id_of(m: &Mapping, record: &CrmRecord) -> Option<String> {
+    m.referral_id(&record.fields)
+        .map(str::to_owned)
+        .or_else(|| record.referral_id.clone().filter(|s| !s.trim().is_empty()))
 }
 
 /// When the last complete Partner Center listing began: every change made
@@ -508,6 +582,24 @@ impl Engine {
                 }
             };
             self.beat(page.changes.len() as u64);
+            let rows = self.store.read(|r| {
+                let mut rows = PageRows::default();
+                for change in &page.changes {
+                    match change {
+                        CrmChange::Upserted(record) => {
+                            rows.add_link_by_crm_id(r, side.kind, &record.crm_id)?;
+                            if let Some(rid) = referral_id_of(&side.mapping, record) {
+                                rows.add_link_by_referral(r, side.kind, &rid)?;
+                                rows.add_referral(r, &rid)?;
+                            }
+                        }
+                        CrmChange::Deleted { crm_id } => {
+                            rows.add_link_by_crm_id(r, side.kind, crm_id)?;
+                        }
+                    }
+                }
+                Ok(rows)
+            })?;
             let mut plan = Plan::default();
             for change in &page.changes {
                 cycle.summary.crm(side.kind).read += 1;
@@ -518,11 +610,10 @@ impl Engine {
                         }
                         let span = tracing::debug_span!("record", crm = side.kind.as_str(), crm_id = %record.crm_id);
                         let _g = span.enter();
-                        self.plan_crm_record(side, record, cycle, &mut plan)?;
+                        self.plan_crm_record(side, record, &rows, cycle, &mut plan)?;
                     }
                     CrmChange::Deleted { crm_id } => {
-                        if let Some(link) =
-                            self.store.read(|r| r.link_by_crm_id(side.kind, crm_id))?
+                        if let Some(link) = rows.link_by_crm_id(side.kind, crm_id)
                             && let Some(rid) = &link.referral_id
                         {
                             plan.event(rid, side.kind.as_str(), "deleted", format!("the {} opportunity {crm_id} was deleted; the referral is kept in Partner Center", side.kind));
@@ -560,24 +651,21 @@ impl Engine {
         &self,
         side: &CrmSide,
         record: &CrmRecord,
+        rows: &PageRows,
         cycle: &mut Cycle,
         plan: &mut Plan,
     ) -> Result<(), SyncError> {
         let m = &side.mapping;
         let kind = side.kind;
         let fields = &record.fields;
-        let referral_id = m
-            .referral_id(fields)
-            .map(str::to_owned)
-            .or_else(|| record.referral_id.clone().filter(|s| !s.trim().is_empty()));
-        let Some(rid) = referral_id else {
-            return self.plan_new_deal(side, record, cycle, plan);
+        let Some(rid) = referral_id_of(m, record) else {
+            return self.plan_new_deal(side, record, rows, cycle, plan);
         };
-        let mut link = match self.store.read(|r| {
-            Ok(r.link_by_crm_id(kind, &record.crm_id)?
-                .or(r.link_by_referral(kind, &rid)?))
-        })? {
-            Some(l) => l,
+        let mut link = match rows
+            .link_by_crm_id(kind, &record.crm_id)
+            .or(rows.link_by_referral(kind, &rid))
+        {
+            Some(l) => l.clone(),
             None => Link::new(kind, &record.crm_id, Some(&rid), cycle.now),
         };
         // Read back exactly as last seen (our own write, a re-read through the
@@ -587,7 +675,7 @@ impl Engine {
             cycle.summary.crm(kind).skipped += 1;
             return Ok(());
         }
-        let Some(snapshot) = self.store.read(|r| r.get_referral(&rid))? else {
+        let Some(snapshot) = rows.snapshot(&rid) else {
             cycle.summary.crm(kind).failed += 1;
             plan.failures.push(NewFailure {
                 record: crm_record_key(kind, &record.crm_id),
@@ -603,7 +691,7 @@ impl Engine {
         if let Some(t) = record.modified_at {
             cycle.crm_modified.insert((kind, rid.clone()), t);
         }
-        let (json, stage) = effective_json(&snapshot);
+        let (json, stage) = effective_json(snapshot);
         let Some(stage) = stage else {
             plan.event(&rid, kind.as_str(), "stage", format!("Partner Center status {}/{} is not one cosell-sync knows; CRM changes are not sent", snapshot.status, snapshot.substatus));
             cycle.summary.crm(kind).skipped += 1;
@@ -733,15 +821,14 @@ impl Engine {
         &self,
         side: &CrmSide,
         record: &CrmRecord,
+        rows: &PageRows,
         cycle: &mut Cycle,
         plan: &mut Plan,
     ) -> Result<(), SyncError> {
         let kind = side.kind;
         let m = &side.mapping;
         // Created already, the referral id not yet written back: make sure it will be.
-        if let Some(link) = self
-            .store
-            .read(|r| r.link_by_crm_id(kind, &record.crm_id))?
+        if let Some(link) = rows.link_by_crm_id(kind, &record.crm_id)
             && let Some(rid) = &link.referral_id
         {
             if !self
@@ -862,6 +949,16 @@ impl Engine {
                 }
             };
             self.beat((page.referrals.len() + page.failures.len()) as u64);
+            let rows = self.store.read(|repo| {
+                let mut rows = PageRows::default();
+                for r in &page.referrals {
+                    rows.add_referral(repo, &r.id)?;
+                    for side in &self.crms {
+                        rows.add_link_by_referral(repo, side.kind, &r.id)?;
+                    }
+                }
+                Ok(rows)
+            })?;
             let mut plan = Plan::default();
             for f in &page.failures {
                 cycle.summary.partner_center.failed += 1;
@@ -882,7 +979,7 @@ impl Engine {
                 }
                 let span = tracing::debug_span!("record", referral_id = %r.id);
                 let _g = span.enter();
-                self.plan_referral(r, cycle, &mut plan)?;
+                self.plan_referral(r, &rows, cycle, &mut plan)?;
             }
             if let Some(h) = high_water {
                 plan.cursors.push((PC_CURSOR.into(), ts(h)));
@@ -927,13 +1024,14 @@ impl Engine {
     fn plan_referral(
         &self,
         r: &Referral,
+        rows: &PageRows,
         cycle: &mut Cycle,
         plan: &mut Plan,
     ) -> Result<(), SyncError> {
-        let old = self.store.read(|repo| repo.get_referral(&r.id))?;
+        let old = rows.snapshot(&r.id);
         let mut snap = ReferralSnapshot::from_referral(r, self.settings.expiry_days, cycle.now);
         let mut unchanged = false;
-        if let Some(old) = &old {
+        if let Some(old) = old {
             snap.first_seen = old.first_seen;
             snap.locally_expired = old.locally_expired;
             if old.etag.is_some() && old.etag == snap.etag && old.raw == snap.raw {
@@ -1009,7 +1107,8 @@ impl Engine {
             return Ok(());
         }
         for side in &self.crms {
-            self.plan_referral_for(side, r, &json, stage, &snap, cycle, plan)?;
+            let link = rows.link_by_referral(side.kind, &r.id).cloned();
+            self.plan_referral_for(side, r, link, &json, stage, &snap, cycle, plan)?;
         }
         Ok(())
     }
@@ -1019,6 +1118,7 @@ impl Engine {
         &self,
         side: &CrmSide,
         r: &Referral,
+        link: Option<Link>,
         json: &Value,
         stage: Stage,
         snap: &ReferralSnapshot,
@@ -1028,7 +1128,6 @@ impl Engine {
         let kind = side.kind;
         let m = &side.mapping;
         let pc_hash = m.pc_projection_hash(json);
-        let link = self.store.read(|repo| repo.link_by_referral(kind, &r.id))?;
         let Some(mut link) = link else {
             // Archived deals are not brought into the CRM, except one expired
             // here that Partner Center still shows unanswered: its
