@@ -77,9 +77,24 @@ pub fn object_spec(mapping: &Mapping) -> CrmObjectSpec {
 pub enum SyncError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The runtime shut down while the store was being written.
+    #[error("the store work was cancelled: the runtime is shutting down")]
+    Cancelled,
     /// A failpoint fired: the cycle stops as if the process had died there.
     #[error("failpoint {0} fired")]
     Failpoint(String),
+}
+
+/// Runs store work on the blocking pool, off the async workers (a commit
+/// waits for the disk). A panic in `f` is raised again here.
+pub(crate) async fn off_worker<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, SyncError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(out) => Ok(out?),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(SyncError::Cancelled),
+    }
 }
 
 /// A progress hook, called with the number of records just read (0 when
@@ -522,7 +537,7 @@ impl Engine {
             self.pull_partner_center(&*pc, full, opts.since, &mut cycle)
                 .instrument(tracing::info_span!("pull", side = "partner_center"))
                 .await?;
-            self.expire_overdue(&mut cycle)?;
+            self.expire_overdue(&mut cycle).await?;
             if !opts.dry_run {
                 self.check_microsoft_windows(&*pc, &mut cycle).await?;
                 self.execute(&*pc, &mut cycle)

@@ -484,7 +484,9 @@ pub(crate) fn decide_from_crm(
 impl Engine {
     // ---- committing ------------------------------------------------------------
 
-    pub(crate) fn commit(&self, plan: Plan, cycle: &mut Cycle) -> Result<(), SyncError> {
+    /// Commits a page's plan in one transaction, on the blocking pool (the
+    /// commit waits for the disk).
+    pub(crate) async fn commit(&self, plan: Plan, cycle: &mut Cycle) -> Result<(), SyncError> {
         self.beat(0);
         if cycle.dry_run {
             for e in &plan.effects {
@@ -494,49 +496,53 @@ impl Engine {
         }
         let now = cycle.now;
         self.hit("plan.before_commit")?;
-        self.store.write(|r| {
-            for id in &plan.clear_expiry {
-                r.clear_local_expiry(id)?;
-            }
-            for s in &plan.snapshots {
-                r.upsert_referral(s)?;
-            }
-            for id in &plan.expire {
-                r.mark_locally_expired(id)?;
-            }
-            for l in &plan.links {
-                upsert_link(r, l)?;
-            }
-            for e in &plan.effects {
-                if quarantined(r, e)? {
-                    continue;
+        let store = self.store.clone();
+        super::off_worker(move || {
+            store.write(|r| {
+                for id in &plan.clear_expiry {
+                    r.clear_local_expiry(id)?;
                 }
-                r.upsert_effect(&e.to_new(), now)?;
-            }
-            for ev in &plan.events {
-                r.append_event(
-                    &ev.referral_id,
-                    now,
-                    &ev.side,
-                    &ev.kind,
-                    &ev.message,
-                    ev.detail.as_ref(),
-                )?;
-            }
-            for f in &plan.failures {
-                r.record_failure(f, now)?;
-            }
-            for (record, side) in &plan.resolved {
-                r.resolve_failure(record, side)?;
-            }
-            for (source, position) in &plan.cursors {
-                r.set_cursor(source, position, now)?;
-            }
-            for (key, value) in &plan.kv {
-                r.kv_set(key, value, now)?;
-            }
-            Ok(())
-        })?;
+                for s in &plan.snapshots {
+                    r.upsert_referral(s)?;
+                }
+                for id in &plan.expire {
+                    r.mark_locally_expired(id)?;
+                }
+                for l in &plan.links {
+                    upsert_link(r, l)?;
+                }
+                for e in &plan.effects {
+                    if quarantined(r, e)? {
+                        continue;
+                    }
+                    r.upsert_effect(&e.to_new(), now)?;
+                }
+                for ev in &plan.events {
+                    r.append_event(
+                        &ev.referral_id,
+                        now,
+                        &ev.side,
+                        &ev.kind,
+                        &ev.message,
+                        ev.detail.as_ref(),
+                    )?;
+                }
+                for f in &plan.failures {
+                    r.record_failure(f, now)?;
+                }
+                for (record, side) in &plan.resolved {
+                    r.resolve_failure(record, side)?;
+                }
+                for (source, position) in &plan.cursors {
+                    r.set_cursor(source, position, now)?;
+                }
+                for (key, value) in &plan.kv {
+                    r.kv_set(key, value, now)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
         Ok(())
     }
 
@@ -633,12 +639,12 @@ impl Engine {
                 }
             }
             let delta = page.delta_token.is_some();
-            self.commit(plan, cycle)?;
+            self.commit(plan, cycle).await?;
             match page.continuation {
                 Some(c) => continuation = Some(c),
                 None => {
                     if !delta {
-                        self.cursor_to_cycle_start(&key, high_water, cycle)?;
+                        self.cursor_to_cycle_start(&key, high_water, cycle).await?;
                     }
                     break;
                 }
@@ -984,7 +990,7 @@ impl Engine {
             if let Some(h) = high_water {
                 plan.cursors.push((PC_CURSOR.into(), ts(h)));
             }
-            self.commit(plan, cycle)?;
+            self.commit(plan, cycle).await?;
         }
         if complete {
             // The cursor moves to the cycle's start (see cursor_to_cycle_start)
@@ -998,7 +1004,7 @@ impl Engine {
                 plan.kv.push((PC_FRESH_AS_OF.into(), ts(cycle.now)));
                 cycle.pc_fresh_as_of = Some(cycle.now);
             }
-            self.commit(plan, cycle)?;
+            self.commit(plan, cycle).await?;
         }
         Ok(())
     }
@@ -1007,7 +1013,7 @@ impl Engine {
     /// when the newest change is older: the next listing then starts one
     /// overlap before now, not one overlap before the last change, so quiet
     /// records are not read again every cycle.
-    fn cursor_to_cycle_start(
+    async fn cursor_to_cycle_start(
         &self,
         key: &str,
         high_water: Option<DateTime<Utc>>,
@@ -1018,7 +1024,7 @@ impl Engine {
         }
         let mut plan = Plan::default();
         plan.cursors.push((key.to_owned(), ts(cycle.now)));
-        self.commit(plan, cycle)
+        self.commit(plan, cycle).await
     }
 
     fn plan_referral(
@@ -1279,7 +1285,7 @@ impl Engine {
     /// Center listing, which still showed the referral unanswered. While
     /// Partner Center cannot be read nothing is closed (a late acceptance
     /// from the CRM is still refused, see `decide_from_crm`).
-    pub(crate) fn expire_overdue(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
+    pub(crate) async fn expire_overdue(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
         // This cycle's listing when it completed (a dry run does not record
         // it), else the last complete one.
         let recorded = || -> Result<Option<DateTime<Utc>>, SyncError> {
@@ -1357,7 +1363,7 @@ impl Engine {
                 });
             }
         }
-        self.commit(plan, cycle)
+        self.commit(plan, cycle).await
     }
 }
 
