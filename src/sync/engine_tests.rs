@@ -643,3 +643,42 @@ async fn a_refused_sign_in_pauses_partner_center_and_sends_nothing() {
         "the accept waits for the sign-in"
     );
 }
+
+#[tokio::test]
+async fn the_pager_follows_continuations_over_any_partner_center() {
+    let pc = FakePartnerCenter::new();
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        let at = t0() + minutes(i as i64);
+        pc.add(inbound(id, at, at));
+    }
+    let mut pager = crate::partner_center::ReferralPager::new(
+        &pc,
+        t0(),
+        crate::partner_center::ListFilter::default(),
+    );
+    let first = pager.next_page().await.unwrap().unwrap();
+    assert!(first.has_more && !pager.is_done());
+    let second = pager.next_page().await.unwrap().unwrap();
+    assert!(!second.has_more && pager.is_done());
+    assert!(pager.next_page().await.unwrap().is_none());
+    let ids: Vec<String> = first
+        .referrals
+        .into_iter()
+        .chain(second.referrals)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(pager.pages_read(), 2);
+    assert_eq!(pc.calls(), vec![PcCall::List, PcCall::List]);
+
+    // A failed page is asked for again by the next call.
+    pc.fail_next("list", http_error(503, None));
+    let mut pager = crate::partner_center::ReferralPager::new(
+        &pc,
+        t0(),
+        crate::partner_center::ListFilter::default(),
+    );
+    assert!(pager.next_page().await.is_err());
+    assert!(!pager.is_done());
+    assert_eq!(pager.collect_all().await.unwrap().referrals.len(), 3);
+}
