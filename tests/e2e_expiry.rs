@@ -122,7 +122,9 @@ async fn an_outage_across_the_deadline_never_closes_a_referral_accepted_in_partn
     h.sim.clock().advance_to(deadline + Duration::minutes(30));
     let s = h.cycle().await;
     assert!(
-        s.errors.iter().any(|e| e.contains("partner_center")),
+        s.errors
+            .iter()
+            .any(|e| e.to_string().contains("partner_center")),
         "the listing failed: {s:?}"
     );
     assert_not_closed(
@@ -169,7 +171,9 @@ async fn an_unanswered_referral_is_closed_as_expired_only_once_partner_center_is
     h.sim.clock().advance_to(deadline + Duration::minutes(30));
     let s = h.cycle().await;
     assert!(
-        s.errors.iter().any(|e| e.contains("partner_center")),
+        s.errors
+            .iter()
+            .any(|e| e.to_string().contains("partner_center")),
         "{s:?}"
     );
     assert_eq!(s.expired, 0, "{s:?}");

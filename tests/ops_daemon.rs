@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use chrono::{TimeZone, Utc};
 use cosell_sync::config::{self, ConfigError, Settings, Sources};
 use cosell_sync::ops::health::{Phase, ServerState, router};
 use cosell_sync::ops::{
@@ -16,7 +17,9 @@ use cosell_sync::ops::{
     control, metrics,
 };
 use cosell_sync::store::{CrmKind, Store};
-use cosell_sync::sync::{CycleOptions, CycleSummary, SyncError};
+use cosell_sync::sync::{
+    CycleOptions, CycleSummary, Paused, Side, SideError, SideErrorKind, SyncError,
+};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -121,9 +124,13 @@ fn clean() -> CycleSummary {
 
 fn paused_for_sign_in() -> CycleSummary {
     let mut s = CycleSummary::default();
-    s.paused.push("partner_center".into());
-    s.errors
-        .push("partner_center: sign-in needed: run `cosell-sync login partner-center`".into());
+    s.paused.push(Paused::operator(Side::PartnerCenter));
+    s.errors.push(SideError::new(
+        Side::PartnerCenter,
+        SideErrorKind::Operator,
+        "sign-in needed: run `cosell-sync login partner-center`",
+        "",
+    ));
     s
 }
 
@@ -490,9 +497,10 @@ async fn healthz_fails_when_the_loop_is_stuck_in_a_cycle() {
 #[tokio::test(start_paused = true)]
 async fn every_metric_name_is_exported() {
     let mut throttled = clean();
-    throttled
-        .paused
-        .push("salesforce (throttled until 10:00:00 UTC)".into());
+    throttled.paused.push(Paused::throttled(
+        Side::Crm(CrmKind::Salesforce),
+        Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).single(),
+    ));
     throttled.quarantined = 1;
     let h = Harness::new(vec![Step::Finish(throttled), Step::Finish(clean())]);
     let (handle, health, task) = spawn(&h, options());

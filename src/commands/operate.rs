@@ -286,7 +286,12 @@ pub async fn sync_once(
             report: std::mem::take(&mut out),
             reason: format!(
                 "the cycle could not sync every side: {}",
-                summary.errors.join("; ")
+                summary
+                    .errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         });
     }

@@ -521,6 +521,7 @@ where
         let hint = match e {
             SyncError::Store(store) => store.hint(),
             SyncError::Failpoint(_) => "a test failpoint stopped the cycle",
+            SyncError::Cancelled => "none: the process is stopping",
         };
         let message = format!("{e} (hint: {hint})");
         tracing::error!(error = %e, hint, "the sync cycle failed");

@@ -179,17 +179,14 @@ impl Health {
     pub fn record_cycle(&self, summary: &CycleSummary, at: DateTime<Utc>) {
         let paused = pauses(summary)
             .into_iter()
-            .map(|(side, reason)| {
-                let prefix = format!("{side}:");
-                PausedSide {
-                    detail: summary
-                        .errors
-                        .iter()
-                        .find(|e| e.starts_with(&prefix))
-                        .cloned(),
-                    side,
-                    reason,
-                }
+            .map(|(side, reason)| PausedSide {
+                detail: summary
+                    .errors
+                    .iter()
+                    .find(|e| e.side.as_str() == side)
+                    .map(ToString::to_string),
+                side,
+                reason,
             })
             .collect();
         let success = summary.errors.is_empty();
@@ -203,7 +200,7 @@ impl Health {
                 s.last_success = Some((Instant::now(), at));
                 s.last_error = None;
             } else {
-                s.last_error = Some(summary.errors.join("; "));
+                s.last_error = Some(join_errors(summary));
             }
         });
     }
@@ -389,16 +386,30 @@ pub async fn serve(
         .await
 }
 
+/// The cycle's whole-side failures, as one line.
+fn join_errors(summary: &CycleSummary) -> String {
+    summary
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::CrmKind;
+    use crate::sync::{Paused, Side, SideError, SideErrorKind};
 
-    fn summary_paused(side: &str) -> CycleSummary {
+    fn summary_paused(side: Side) -> CycleSummary {
         let mut s = CycleSummary::default();
-        s.paused.push(side.to_owned());
-        s.errors.push(format!(
-            "{side}: sign-in needed: run `cosell-sync login partner-center`"
+        s.paused.push(Paused::operator(side));
+        s.errors.push(SideError::new(
+            side,
+            SideErrorKind::Operator,
+            "sign-in needed: run `cosell-sync login partner-center`",
+            "",
         ));
         s
     }
@@ -435,7 +446,7 @@ mod tests {
     async fn an_operator_pause_is_not_ready_and_a_throttle_is() {
         let health = Health::new(Heartbeat::new(), Duration::from_secs(60));
         health.record_cycle(&CycleSummary::default(), Utc::now());
-        health.record_cycle(&summary_paused("partner_center"), Utc::now());
+        health.record_cycle(&summary_paused(Side::PartnerCenter), Utc::now());
         let r = health.readiness(Ok(()));
         assert!(!r.ready);
         assert!(
@@ -447,9 +458,10 @@ mod tests {
         );
 
         let mut throttled = CycleSummary::default();
-        throttled
-            .paused
-            .push("salesforce (throttled until 10:00:00 UTC)".into());
+        throttled.paused.push(Paused::throttled(
+            Side::Crm(CrmKind::Salesforce),
+            Some(Utc::now()),
+        ));
         health.record_cycle(&throttled, Utc::now());
         let r = health.readiness(Ok(()));
         assert!(r.ready, "a throttle resumes by itself: {r:?}");

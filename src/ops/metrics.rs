@@ -130,55 +130,21 @@ pub fn record_reload(applied: bool) {
     counter!(CONFIG_RELOADS, "result" => result).increment(1);
 }
 
-/// Why a side was paused in a cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PauseReason {
-    /// Throttling or an API limit: work resumes by itself.
-    Throttled,
-    /// Sign-in, credentials or permissions: an operator must act.
-    Operator,
-}
+pub use crate::sync::PauseReason;
 
-impl PauseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PauseReason::Throttled => "throttled",
-            PauseReason::Operator => "operator",
-        }
-    }
-}
-
-/// The sides a cycle paused, and why. A `paused` entry is a side name,
-/// optionally followed by ` (detail)`; it is a throttle when the detail says
-/// so or the side's error says it is `paused until` a time the API gave
-/// (Retry-After, API limits); anything else waits for an operator.
+/// The sides a cycle paused, and why, one entry a side (an operator pause
+/// outweighs a throttle on the same side).
 pub fn pauses(summary: &CycleSummary) -> Vec<(String, PauseReason)> {
     let mut out: Vec<(String, PauseReason)> = Vec::new();
-    for entry in &summary.paused {
-        let (side, detail) = match entry.split_once(" (") {
-            Some((side, detail)) => (side.trim(), detail),
-            None => (entry.trim(), ""),
-        };
-        let prefix = format!("{side}:");
-        let throttled = detail.contains("throttled")
-            || summary
-                .errors
-                .iter()
-                .any(|e| e.starts_with(&prefix) && e.contains("paused until"));
-        let reason = if throttled {
-            PauseReason::Throttled
-        } else {
-            PauseReason::Operator
-        };
+    for p in &summary.paused {
+        let side = p.side.as_str();
         match out.iter_mut().find(|(s, _)| s == side) {
-            // An operator pause outweighs a throttle on the same side.
             Some(existing) => {
-                if reason == PauseReason::Operator {
-                    existing.1 = reason;
+                if p.reason == PauseReason::Operator {
+                    existing.1 = p.reason;
                 }
             }
-            None => out.push((side.to_owned(), reason)),
+            None => out.push((side.to_owned(), p.reason)),
         }
     }
     out
@@ -249,19 +215,17 @@ mod tests {
 
     #[test]
     fn pauses_tell_throttling_from_operator_action() {
+        use crate::store::CrmKind;
+        use crate::sync::{Paused, Side};
+        let until = Utc::now();
         let mut s = CycleSummary {
             paused: vec![
-                "salesforce (throttled until 10:00:00 UTC)".into(),
-                "dynamics".into(),
-                "partner_center".into(),
+                Paused::throttled(Side::Crm(CrmKind::Salesforce), Some(until)),
+                Paused::throttled(Side::Crm(CrmKind::Dynamics), Some(until)),
+                Paused::operator(Side::PartnerCenter),
             ],
             ..Default::default()
         };
-        s.errors = vec![
-            "dynamics: dynamics paused until 2025-01-01T00:00:00Z: service protection (hint: none)"
-                .into(),
-            "partner_center: sign-in needed: run `cosell-sync login partner-center`".into(),
-        ];
         assert_eq!(
             pauses(&s),
             vec![
@@ -271,7 +235,8 @@ mod tests {
             ]
         );
         // The same side throttled and waiting for sign-in is an operator matter.
-        s.paused.push("salesforce".into());
+        s.paused
+            .push(Paused::operator(Side::Crm(CrmKind::Salesforce)));
         assert_eq!(
             pauses(&s)[0],
             ("salesforce".to_owned(), PauseReason::Operator)

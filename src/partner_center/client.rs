@@ -10,26 +10,19 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, IF_MATCH};
 use url::Url;
 use uuid::Uuid;
 
+use async_trait::async_trait;
+use serde_json::Value;
+
 use super::PartnerCenterOptions;
+use super::api::{PartnerCenter, PriorDeal, ReferralPage};
 use super::auth::{RefreshTokenSource, RefreshTokenStore};
 use super::create::{kind_of_draft, microsoft_referral_body, own_referral_body};
 use super::error::PartnerCenterError;
 use super::pager::ReferralPager;
-use super::query::{ListFilter, changes_filter, engagement_filter, list_url};
+use super::query::{ListFilter, changes_filter, engagement_filter, list_url, resolve_next_link};
 use crate::domain::patch::lifecycle_patch;
 use crate::domain::{DealKind, LifecycleAction, PatchOp, Referral, Stage, validate_new_deal};
 use crate::http::{ClientSettings, HttpError, RetryPolicy, Retryable, TokenCache, build_client};
-
-/// What an earlier, possibly interrupted create left in Partner Center.
-#[derive(Debug)]
-pub enum PriorDeal {
-    /// The deal exists (the partner's own referral preferred over the
-    /// Microsoft-targeted copy; the earliest created among several).
-    Found(Box<Referral>),
-    /// A record mentions the CRM id but cannot be read: creating again
-    /// could make a duplicate.
-    Unreadable(Box<crate::domain::ReferralParseError>),
-}
 
 /// What `create_deal` made.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +60,7 @@ impl std::fmt::Debug for PartnerCenterClient {
     }
 }
 
-pub(crate) struct ApiRequest {
+struct ApiRequest {
     method: Method,
     url: Url,
     body: Option<Vec<u8>>,
@@ -80,7 +73,7 @@ pub(crate) struct ApiRequest {
 }
 
 impl ApiRequest {
-    pub(crate) fn get(url: Url) -> Self {
+    fn get(url: Url) -> Self {
         ApiRequest {
             method: Method::GET,
             url,
@@ -93,9 +86,9 @@ impl ApiRequest {
     }
 }
 
-pub(crate) struct ApiResponse {
-    pub(crate) status: u16,
-    pub(crate) body: Vec<u8>,
+struct ApiResponse {
+    status: u16,
+    body: Vec<u8>,
 }
 
 fn json_bytes(v: &impl serde::Serialize) -> Vec<u8> {
@@ -185,10 +178,6 @@ impl PartnerCenterClient {
         self.correlation_id
     }
 
-    pub(crate) fn base_url(&self) -> &Url {
-        &self.inner.base_url
-    }
-
     /// True after Entra ID refused the stored sign-in, until a new refresh
     /// token is saved (`cosell-sync login partner-center`). While paused no
     /// request reaches the token endpoint or the API.
@@ -197,23 +186,79 @@ impl PartnerCenterClient {
     }
 
     /// Referrals updated at or after `since`, oldest change first, page by page.
-    pub fn list_changes(&self, since: DateTime<Utc>, filter: ListFilter) -> ReferralPager {
-        let url = list_url(
-            &self.inner.referrals_url,
-            &changes_filter(since, &filter),
-            self.inner.page_size,
-        );
-        ReferralPager::new(self.clone(), url)
+    pub fn list_changes(&self, since: DateTime<Utc>, filter: ListFilter) -> ReferralPager<'_> {
+        ReferralPager::new(self, since, filter)
+    }
+
+    /// One page of a listing: the first page of `first`, or the page at
+    /// `next` (a continuation this client returned, checked again).
+    async fn read_page(
+        &self,
+        first: impl FnOnce() -> Url,
+        next: Option<&str>,
+    ) -> Result<ReferralPage, PartnerCenterError> {
+        let unexpected = |reason: String| PartnerCenterError::UnexpectedResponse {
+            what: "the referral list".into(),
+            reason,
+        };
+        let url = match next {
+            Some(link) => resolve_next_link(&self.inner.base_url, link).map_err(unexpected)?,
+            None => first(),
+        };
+        let response = self.execute(&ApiRequest::get(url.clone())).await?;
+        let (values, next_link) = parse_collection(&response.body)?;
+        let next = match next_link {
+            Some(link) => {
+                let next = resolve_next_link(&self.inner.base_url, &link).map_err(unexpected)?;
+                if next == url {
+                    return Err(unexpected(
+                        "@odata.nextLink repeats the page just read".into(),
+                    ));
+                }
+                Some(next.to_string())
+            }
+            None => None,
+        };
+        let mut page = ReferralPage {
+            referrals: Vec::with_capacity(values.len()),
+            failures: Vec::new(),
+            has_more: next.is_some(),
+            next,
+        };
+        for value in values {
+            match Referral::from_json(value) {
+                Ok(r) => page.referrals.push(r),
+                Err(e) => {
+                    tracing::warn!(referral_id = e.id.as_deref().unwrap_or(""), reason = %e.reason, "unreadable referral in page");
+                    page.failures.push(e);
+                }
+            }
+        }
+        Ok(page)
     }
 
     /// Every referral of one engagement (`engagementId eq '<id>'`).
-    pub fn list_engagement(&self, engagement_id: &str) -> ReferralPager {
-        let url = list_url(
-            &self.inner.referrals_url,
-            &engagement_filter(engagement_id),
-            self.inner.page_size,
-        );
-        ReferralPager::new(self.clone(), url)
+    async fn list_engagement(
+        &self,
+        engagement_id: &str,
+    ) -> Result<Vec<Referral>, PartnerCenterError> {
+        let first = || {
+            list_url(
+                &self.inner.referrals_url,
+                &engagement_filter(engagement_id),
+                self.inner.page_size,
+            )
+        };
+        let mut all = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self.read_page(first, next.as_deref()).await?;
+            all.extend(page.referrals);
+            match page.next {
+                Some(n) => next = Some(n),
+                None => return Ok(all),
+            }
+        }
     }
 
     fn referral_url(&self, id: &str) -> Result<Url, PartnerCenterError> {
@@ -333,9 +378,8 @@ impl PartnerCenterClient {
         &self,
         engagement_id: &str,
     ) -> Result<Option<Referral>, PartnerCenterError> {
-        let all = self.list_engagement(engagement_id).collect_all().await?;
+        let all = self.list_engagement(engagement_id).await?;
         Ok(all
-            .referrals
             .into_iter()
             .find(|r| r.target.iter().flatten().any(|t| t.is_microsoft())))
     }
@@ -578,10 +622,7 @@ impl PartnerCenterClient {
 
     /// Sends a request with retries: 429/503 after `Retry-After`, transient
     /// failures with backoff; a 401 refreshes the token once and resends once.
-    pub(crate) async fn execute(
-        &self,
-        request: &ApiRequest,
-    ) -> Result<ApiResponse, PartnerCenterError> {
+    async fn execute(&self, request: &ApiRequest) -> Result<ApiResponse, PartnerCenterError> {
         let refreshed = AtomicBool::new(false);
         let op = |attempt| self.attempt(request, attempt, &refreshed);
         if request.idempotent {
@@ -716,5 +757,117 @@ impl PartnerCenterClient {
                 Err(PartnerCenterError::Http(error))
             }
         }
+    }
+}
+
+/// `{"value": [...], "@odata.nextLink": "..."}`.
+fn parse_collection(body: &[u8]) -> Result<(Vec<Value>, Option<String>), PartnerCenterError> {
+    let unexpected = |reason: String| PartnerCenterError::UnexpectedResponse {
+        what: "the referral list".into(),
+        reason,
+    };
+    let mut doc: serde_json::Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| unexpected(format!("not a JSON object: {e}")))?;
+    let values = match doc.remove("value") {
+        Some(Value::Array(items)) => items,
+        Some(Value::Null) | None => return Err(unexpected("no `value` array".into())),
+        Some(other) => return Err(unexpected(format!("`value` is not an array but {other}"))),
+    };
+    let next_link = match doc.remove("@odata.nextLink") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+        Some(Value::String(_)) | Some(Value::Null) | None => None,
+        Some(other) => {
+            return Err(unexpected(format!(
+                "@odata.nextLink is not a string but {other}"
+            )));
+        }
+    };
+    Ok((values, next_link))
+}
+
+#[async_trait]
+impl PartnerCenter for PartnerCenterClient {
+    fn with_correlation_id(&self, id: Uuid) -> Arc<dyn PartnerCenter> {
+        Arc::new(PartnerCenterClient::with_correlation_id(self, id))
+    }
+
+    fn paused_for_login(&self) -> bool {
+        PartnerCenterClient::paused_for_login(self)
+    }
+
+    async fn list_page(
+        &self,
+        since: DateTime<Utc>,
+        filter: &ListFilter,
+        next: Option<&str>,
+    ) -> Result<ReferralPage, PartnerCenterError> {
+        let first = || {
+            list_url(
+                &self.inner.referrals_url,
+                &changes_filter(since, filter),
+                self.inner.page_size,
+            )
+        };
+        self.read_page(first, next).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Referral, PartnerCenterError> {
+        PartnerCenterClient::get(self, id).await
+    }
+
+    async fn create_own_referral(&self, draft: &Referral) -> Result<Referral, PartnerCenterError> {
+        PartnerCenterClient::create_own_referral(self, draft).await
+    }
+
+    async fn invite_microsoft(
+        &self,
+        draft: &Referral,
+        engagement_id: &str,
+    ) -> Result<Referral, PartnerCenterError> {
+        PartnerCenterClient::invite_microsoft(self, draft, engagement_id).await
+    }
+
+    async fn find_microsoft_referral(
+        &self,
+        engagement_id: &str,
+    ) -> Result<Option<Referral>, PartnerCenterError> {
+        PartnerCenterClient::find_microsoft_referral(self, engagement_id).await
+    }
+
+    async fn find_outgoing_by_external_references(
+        &self,
+        external_reference_ids: &[&str],
+        created_since: DateTime<Utc>,
+    ) -> Result<HashMap<String, PriorDeal>, PartnerCenterError> {
+        PartnerCenterClient::find_outgoing_by_external_references(
+            self,
+            external_reference_ids,
+            created_since,
+        )
+        .await
+    }
+
+    async fn patch(
+        &self,
+        id: &str,
+        etag: &str,
+        ops: &[PatchOp],
+    ) -> Result<Option<Referral>, PartnerCenterError> {
+        PartnerCenterClient::patch(self, id, etag, ops).await
+    }
+
+    async fn change_stage_with(
+        &self,
+        referral: &Referral,
+        action: &LifecycleAction,
+        extra: &[PatchOp],
+    ) -> Result<Option<Referral>, PartnerCenterError> {
+        PartnerCenterClient::change_stage_with(self, referral, action, extra).await
+    }
+}
+
+impl From<PartnerCenterClient> for Arc<dyn PartnerCenter> {
+    fn from(client: PartnerCenterClient) -> Self {
+        Arc::new(client)
     }
 }

@@ -3,6 +3,7 @@
 //! co-sell), JSON Patch updates with `If-Match`, and stage changes checked
 //! against the lifecycle before anything is sent.
 
+mod api;
 mod auth;
 mod client;
 mod create;
@@ -16,13 +17,14 @@ use url::Url;
 
 use crate::http::RetrySettings;
 
+pub use api::{PartnerCenter, PriorDeal, ReferralPage};
 pub use auth::{
     DeviceCodePrompt, MemoryRefreshTokenStore, RefreshTokenStore, device_code_login,
     device_code_login_with,
 };
-pub use client::{CreatedDeal, PartnerCenterClient, PriorDeal};
+pub use client::{CreatedDeal, PartnerCenterClient};
 pub use error::{LOGIN_COMMAND, PartnerCenterError, TokenStoreError};
-pub use pager::{ReferralPage, ReferralPager};
+pub use pager::ReferralPager;
 pub use query::ListFilter;
 
 /// Settings of the Partner Center client (built by the caller from config).

@@ -1,82 +1,60 @@
-//! Page-by-page listing that follows `@odata.nextLink` until it is absent.
+//! Page-by-page listing over any [`PartnerCenter`], following each page's
+//! continuation until it is absent.
 
-use serde_json::Value;
-use url::Url;
+use chrono::{DateTime, Utc};
 
-use super::client::{ApiRequest, PartnerCenterClient};
+use super::api::{PartnerCenter, ReferralPage};
 use super::error::PartnerCenterError;
-use super::query::resolve_next_link;
-use crate::domain::{Referral, ReferralParseError};
-
-/// One page of referrals. A record that could not be read is in `failures`
-/// (with its id and raw JSON) while the rest of the page is delivered.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReferralPage {
-    pub referrals: Vec<Referral>,
-    pub failures: Vec<ReferralParseError>,
-    /// Whether another page follows.
-    pub has_more: bool,
-}
+use super::query::ListFilter;
 
 /// Streams a listing one page at a time; only the current page is held.
 /// After an error the same page is requested again by the next call.
-#[derive(Debug)]
-pub struct ReferralPager {
-    client: PartnerCenterClient,
-    next: Option<Url>,
+pub struct ReferralPager<'a> {
+    pc: &'a dyn PartnerCenter,
+    since: DateTime<Utc>,
+    filter: ListFilter,
+    /// The continuation of the next page (`None` before the first page).
+    next: Option<String>,
+    done: bool,
     pages: u32,
 }
 
-impl ReferralPager {
-    pub(crate) fn new(client: PartnerCenterClient, first: Url) -> Self {
+impl std::fmt::Debug for ReferralPager<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReferralPager")
+            .field("since", &self.since)
+            .field("filter", &self.filter)
+            .field("pages", &self.pages)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<'a> ReferralPager<'a> {
+    /// The referrals updated at or after `since`, page by page.
+    pub fn new(pc: &'a dyn PartnerCenter, since: DateTime<Utc>, filter: ListFilter) -> Self {
         ReferralPager {
-            client,
-            next: Some(first),
+            pc,
+            since,
+            filter,
+            next: None,
+            done: false,
             pages: 0,
         }
     }
 
     /// The next page, or `None` once the listing is exhausted.
     pub async fn next_page(&mut self) -> Result<Option<ReferralPage>, PartnerCenterError> {
-        let Some(url) = self.next.clone() else {
+        if self.done {
             return Ok(None);
-        };
-        let response = self.client.execute(&ApiRequest::get(url.clone())).await?;
-        let (values, next_link) = parse_collection(&response.body)?;
-        let next = match next_link {
-            Some(link) => {
-                let next = resolve_next_link(self.client.base_url(), &link).map_err(|reason| {
-                    PartnerCenterError::UnexpectedResponse {
-                        what: "the referral list".into(),
-                        reason,
-                    }
-                })?;
-                if next == url {
-                    return Err(PartnerCenterError::UnexpectedResponse {
-                        what: "the referral list".into(),
-                        reason: "@odata.nextLink repeats the page just read".into(),
-                    });
-                }
-                Some(next)
-            }
-            None => None,
-        };
-        let mut page = ReferralPage {
-            referrals: Vec::with_capacity(values.len()),
-            failures: Vec::new(),
-            has_more: next.is_some(),
-        };
-        for value in values {
-            match Referral::from_json(value) {
-                Ok(r) => page.referrals.push(r),
-                Err(e) => {
-                    tracing::warn!(referral_id = e.id.as_deref().unwrap_or(""), reason = %e.reason, "unreadable referral in page");
-                    page.failures.push(e);
-                }
-            }
         }
+        let page = self
+            .pc
+            .list_page(self.since, &self.filter, self.next.as_deref())
+            .await?;
         self.pages += 1;
-        self.next = next;
+        self.done = page.next.is_none();
+        self.next = page.next.clone();
         tracing::debug!(
             page = self.pages,
             referrals = page.referrals.len(),
@@ -93,16 +71,16 @@ impl ReferralPager {
     }
 
     pub fn is_done(&self) -> bool {
-        self.next.is_none()
+        self.done
     }
 
-    /// Reads every remaining page into one list (for small listings only,
-    /// such as one engagement's referrals).
+    /// Reads every remaining page into one list (for small listings only).
     pub async fn collect_all(mut self) -> Result<ReferralPage, PartnerCenterError> {
         let mut all = ReferralPage {
             referrals: Vec::new(),
             failures: Vec::new(),
             has_more: false,
+            next: None,
         };
         while let Some(page) = self.next_page().await? {
             all.referrals.extend(page.referrals);
@@ -110,29 +88,4 @@ impl ReferralPager {
         }
         Ok(all)
     }
-}
-
-/// `{"value": [...], "@odata.nextLink": "..."}`.
-fn parse_collection(body: &[u8]) -> Result<(Vec<Value>, Option<String>), PartnerCenterError> {
-    let unexpected = |reason: String| PartnerCenterError::UnexpectedResponse {
-        what: "the referral list".into(),
-        reason,
-    };
-    let mut doc: serde_json::Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| unexpected(format!("not a JSON object: {e}")))?;
-    let values = match doc.remove("value") {
-        Some(Value::Array(items)) => items,
-        Some(Value::Null) | None => return Err(unexpected("no `value` array".into())),
-        Some(other) => return Err(unexpected(format!("`value` is not an array but {other}"))),
-    };
-    let next_link = match doc.remove("@odata.nextLink") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
-        Some(Value::String(_)) | Some(Value::Null) | None => None,
-        Some(other) => {
-            return Err(unexpected(format!(
-                "@odata.nextLink is not a string but {other}"
-            )));
-        }
-    };
-    Ok((values, next_link))
 }

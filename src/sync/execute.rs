@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 
 use super::effects::{Effect, PARTNER_CENTER, StageAction};
 use super::plan::{decide_from_crm, effective_json};
-use super::{CrmSide, Cycle, Engine, SyncError};
+use super::{CrmSide, Cycle, Engine, Paused, Side, SideError, SideErrorKind, SyncError};
 use crate::crm::{CrmError, CrmFields, RecordKey, RecordWrite, WriteOk};
 use crate::domain::{DealKind, Referral, Stage};
 use crate::http::{RetryDirective, Retryable};
-use crate::partner_center::{PartnerCenterClient, PartnerCenterError, PriorDeal};
+use crate::partner_center::{PartnerCenter, PartnerCenterError, PriorDeal};
 use crate::store::{Link, NewFailure, OutboxEntry, ReferralSnapshot};
 
 /// How long a look-up for a deal we may already have created reaches back
@@ -56,7 +56,7 @@ fn merge_fields(base: &Option<Value>, written: &CrmFields) -> CrmFields {
 impl Engine {
     pub(crate) async fn execute(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         self.hit("execute.before")?;
@@ -109,10 +109,12 @@ impl Engine {
                 let until = now
                     + chrono::Duration::from_std(d.max(Duration::from_secs(1))).unwrap_or_default();
                 self.store.write(|r| r.postpone_target(&side, until))?;
-                cycle.summary.paused.push(format!(
-                    "{side} (throttled until {})",
-                    until.format("%H:%M:%S UTC")
-                ));
+                if let Some(side) = Side::parse(&side) {
+                    cycle
+                        .summary
+                        .paused
+                        .push(Paused::throttled(side, Some(until)));
+                }
                 Ok(Flow::Stop)
             }
             RetryDirective::Operator => {
@@ -133,11 +135,15 @@ impl Engine {
                     )?;
                     Ok(())
                 })?;
-                cycle.summary.paused.push(side.clone());
-                cycle
-                    .summary
-                    .errors
-                    .push(format!("{side}: {message} (hint: {hint})"));
+                if let Some(side) = Side::parse(&side) {
+                    cycle.summary.paused.push(Paused::operator(side));
+                    cycle.summary.errors.push(SideError::new(
+                        side,
+                        SideErrorKind::Operator,
+                        message,
+                        hint,
+                    ));
+                }
                 Ok(Flow::Stop)
             }
             RetryDirective::Permanent => {
@@ -212,7 +218,7 @@ impl Engine {
 
     async fn execute_partner_center(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         loop {
@@ -223,7 +229,10 @@ impl Engine {
                 return Ok(());
             }
             if pc.paused_for_login() {
-                cycle.summary.paused.push("partner_center".into());
+                cycle
+                    .summary
+                    .paused
+                    .push(Paused::operator(Side::PartnerCenter));
                 return Ok(());
             }
             let due: Vec<(OutboxEntry, Result<Effect, serde_json::Error>)> = due
@@ -346,7 +355,7 @@ impl Engine {
     /// may have been made before an interruption — in one listing.
     async fn look_up_prior_creates(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         due: &[(OutboxEntry, Result<Effect, serde_json::Error>)],
         cycle: &Cycle,
     ) -> Result<HashMap<i64, PriorCreate>, SyncError> {
@@ -399,7 +408,7 @@ impl Engine {
 
     async fn current_referral(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         id: &str,
     ) -> Result<Referral, PartnerCenterError> {
         if let Ok(Some(snap)) = self.store.read(|r| r.get_referral(id))
@@ -414,7 +423,7 @@ impl Engine {
     /// done is skipped, a stale eTag comes back as `ModifiedConcurrently`).
     async fn apply_update(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         referral: &Referral,
         action: &Option<StageAction>,
         ops: &[crate::domain::PatchOp],
@@ -481,7 +490,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     async fn exec_pc_update(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         entry: &OutboxEntry,
         referral_id: &str,
         crm: crate::store::CrmKind,
@@ -646,7 +655,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     async fn exec_pc_create(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         entry: &OutboxEntry,
         crm: crate::store::CrmKind,
         crm_id: &str,
@@ -803,7 +812,7 @@ impl Engine {
     /// elsewhere) looks in the engagement first.
     async fn exec_pc_invite(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         entry: &OutboxEntry,
         invite: Invitation,
         cycle: &mut Cycle,
@@ -1171,7 +1180,7 @@ impl Engine {
     /// window after a co-sell request. Nothing is closed.
     pub(crate) async fn check_microsoft_windows(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         if pc.paused_for_login() {

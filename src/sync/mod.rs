@@ -6,7 +6,11 @@
 
 mod clock;
 pub mod effects;
+#[cfg(test)]
+mod engine_tests;
 mod execute;
+#[cfg(test)]
+mod fakes;
 mod plan;
 pub mod setup;
 
@@ -21,7 +25,7 @@ use tracing::Instrument;
 use crate::config::SyncSettings;
 use crate::crm::{Crm, CrmError, CrmObjectSpec};
 use crate::mapping::Mapping;
-use crate::partner_center::{PartnerCenterClient, PartnerCenterError};
+use crate::partner_center::{PartnerCenter, PartnerCenterError};
 use crate::store::{CrmKind, Store, StoreError};
 
 pub use clock::{Clock, SystemClock};
@@ -73,9 +77,24 @@ pub fn object_spec(mapping: &Mapping) -> CrmObjectSpec {
 pub enum SyncError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The runtime shut down while the store was being written.
+    #[error("the store work was cancelled: the runtime is shutting down")]
+    Cancelled,
     /// A failpoint fired: the cycle stops as if the process had died there.
     #[error("failpoint {0} fired")]
     Failpoint(String),
+}
+
+/// Runs store work on the blocking pool, off the async workers (a commit
+/// waits for the disk). A panic in `f` is raised again here.
+pub(crate) async fn off_worker<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, SyncError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(out) => Ok(out?),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(SyncError::Cancelled),
+    }
 }
 
 /// A progress hook, called with the number of records just read (0 when
@@ -109,6 +128,183 @@ pub struct SideSummary {
     pub failed: u64,
 }
 
+/// A side of the sync: Partner Center or one CRM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    PartnerCenter,
+    Crm(CrmKind),
+}
+
+impl Side {
+    /// `partner_center`, `dynamics` or `salesforce` (the outbox target).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::PartnerCenter => effects::PARTNER_CENTER,
+            Side::Crm(kind) => kind.as_str(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Side> {
+        if s == effects::PARTNER_CENTER {
+            Some(Side::PartnerCenter)
+        } else {
+            CrmKind::parse(s).map(Side::Crm)
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Side {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Why a side was paused in a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// Throttling or an API limit: work resumes by itself.
+    Throttled,
+    /// Sign-in, credentials or permissions: an operator must act.
+    Operator,
+}
+
+impl PauseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Throttled => "throttled",
+            PauseReason::Operator => "operator",
+        }
+    }
+}
+
+/// A side paused by a cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Paused {
+    pub side: Side,
+    pub reason: PauseReason,
+    /// When work resumes by itself (a throttle the engine honours).
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Paused {
+    pub fn throttled(side: Side, until: Option<DateTime<Utc>>) -> Paused {
+        Paused {
+            side,
+            reason: PauseReason::Throttled,
+            until,
+        }
+    }
+
+    pub fn operator(side: Side) -> Paused {
+        Paused {
+            side,
+            reason: PauseReason::Operator,
+            until: None,
+        }
+    }
+}
+
+/// `partner_center`, or `salesforce (throttled until 10:00:00 UTC)`.
+impl std::fmt::Display for Paused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.reason, self.until) {
+            (PauseReason::Throttled, Some(until)) => write!(
+                f,
+                "{} (throttled until {})",
+                self.side,
+                until.format("%H:%M:%S UTC")
+            ),
+            _ => write!(f, "{}", self.side),
+        }
+    }
+}
+
+/// What kind of whole-side failure a [`SideError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SideErrorKind {
+    /// The side could not be read or written this cycle; tried again next cycle.
+    Unavailable,
+    /// Throttling or an API limit.
+    Throttled,
+    /// Sign-in, credentials or permissions: an operator must act.
+    Operator,
+}
+
+impl SideErrorKind {
+    fn of(directive: crate::http::RetryDirective) -> SideErrorKind {
+        match directive {
+            crate::http::RetryDirective::After(_) => SideErrorKind::Throttled,
+            crate::http::RetryDirective::Operator => SideErrorKind::Operator,
+            _ => SideErrorKind::Unavailable,
+        }
+    }
+}
+
+/// A whole-call failure of one side (a listing that failed, a side that
+/// could not be reached), with what an operator can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SideError {
+    pub side: Side,
+    pub kind: SideErrorKind,
+    pub message: String,
+    /// Empty when the message says it all.
+    pub hint: String,
+}
+
+/// `side: message (hint: hint)`.
+impl std::fmt::Display for SideError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.hint.is_empty() {
+            write!(f, "{}: {}", self.side, self.message)
+        } else {
+            write!(f, "{}: {} (hint: {})", self.side, self.message, self.hint)
+        }
+    }
+}
+
+impl SideError {
+    pub fn new(
+        side: Side,
+        kind: SideErrorKind,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> SideError {
+        SideError {
+            side,
+            kind,
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    pub(crate) fn partner_center(e: &PartnerCenterError) -> SideError {
+        use crate::http::Retryable;
+        let kind = if e.is_login_required() {
+            SideErrorKind::Operator
+        } else {
+            SideErrorKind::of(e.directive())
+        };
+        SideError::new(Side::PartnerCenter, kind, e.to_string(), e.hint())
+    }
+
+    pub(crate) fn crm(kind: CrmKind, e: &CrmError) -> SideError {
+        use crate::http::Retryable;
+        let error_kind = match e {
+            CrmError::Paused { .. } => SideErrorKind::Throttled,
+            other => SideErrorKind::of(other.directive()),
+        };
+        SideError::new(Side::Crm(kind), error_kind, e.to_string(), e.hint())
+    }
+}
+
 /// What a cycle did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CycleSummary {
@@ -121,9 +317,9 @@ pub struct CycleSummary {
     /// Effects still pending after the cycle (retries scheduled).
     pub pending_effects: u64,
     /// Sides that are paused (throttled, limit reached, sign-in needed).
-    pub paused: Vec<String>,
+    pub paused: Vec<Paused>,
     /// Whole-call failures (a listing that failed, a side that could not be reached).
-    pub errors: Vec<String>,
+    pub errors: Vec<SideError>,
     /// `--dry-run`: the planned effects, one line each.
     pub planned: Vec<String>,
     pub full_reconcile: bool,
@@ -173,7 +369,8 @@ impl CycleSummary {
             parts.push(format!("{} expired", self.expired));
         }
         if !self.paused.is_empty() {
-            parts.push(format!("paused: {}", self.paused.join(", ")));
+            let paused: Vec<String> = self.paused.iter().map(Paused::to_string).collect();
+            parts.push(format!("paused: {}", paused.join(", ")));
         }
         format!("{} ({})", self.outcome(), parts.join("; "))
     }
@@ -182,7 +379,7 @@ impl CycleSummary {
 /// The engine: the store, Partner Center and the enabled CRMs.
 pub struct Engine {
     store: Arc<Store>,
-    pc: PartnerCenterClient,
+    pc: Arc<dyn PartnerCenter>,
     crms: Vec<CrmSide>,
     settings: SyncSettings,
     clock: Arc<dyn Clock>,
@@ -224,16 +421,17 @@ pub fn beginning_of_time() -> DateTime<Utc> {
 }
 
 impl Engine {
+    /// An engine over Partner Center (the client, or a fake in tests).
     pub fn new(
         store: Arc<Store>,
-        pc: PartnerCenterClient,
+        pc: impl Into<Arc<dyn PartnerCenter>>,
         crms: Vec<CrmSide>,
         settings: SyncSettings,
         clock: Arc<dyn Clock>,
     ) -> Engine {
         Engine {
             store,
-            pc,
+            pc: pc.into(),
             crms,
             settings,
             clock,
@@ -279,7 +477,7 @@ impl Engine {
         &self.crms
     }
 
-    pub fn partner_center(&self) -> &PartnerCenterClient {
+    pub fn partner_center(&self) -> &Arc<dyn PartnerCenter> {
         &self.pc
     }
 
@@ -336,13 +534,13 @@ impl Engine {
                     .instrument(tracing::info_span!("pull", side = side.kind.as_str()))
                     .await?;
             }
-            self.pull_partner_center(&pc, full, opts.since, &mut cycle)
+            self.pull_partner_center(&*pc, full, opts.since, &mut cycle)
                 .instrument(tracing::info_span!("pull", side = "partner_center"))
                 .await?;
-            self.expire_overdue(&mut cycle)?;
+            self.expire_overdue(&mut cycle).await?;
             if !opts.dry_run {
-                self.check_microsoft_windows(&pc, &mut cycle).await?;
-                self.execute(&pc, &mut cycle)
+                self.check_microsoft_windows(&*pc, &mut cycle).await?;
+                self.execute(&*pc, &mut cycle)
                     .instrument(tracing::info_span!("execute"))
                     .await?;
                 cycle.summary.pending_effects =
@@ -383,19 +581,6 @@ impl Engine {
     }
 }
 
-/// Why a side is not usable this cycle.
-pub(crate) fn side_error_text(side: &str, e: &dyn std::fmt::Display, hint: &str) -> String {
-    format!("{side}: {e} (hint: {hint})")
-}
-
-pub(crate) fn pc_error_text(e: &PartnerCenterError) -> String {
-    side_error_text("partner_center", e, &e.hint())
-}
-
-pub(crate) fn crm_error_text(kind: CrmKind, e: &CrmError) -> String {
-    side_error_text(kind.as_str(), e, &e.hint())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,8 +592,41 @@ mod tests {
         s.crm(CrmKind::Salesforce).failed = 1;
         assert_eq!(s.outcome(), "degraded");
         let mut s = CycleSummary::default();
-        s.paused.push("salesforce".into());
+        s.paused
+            .push(Paused::operator(Side::Crm(CrmKind::Salesforce)));
         assert_eq!(s.outcome(), "degraded");
+    }
+
+    #[test]
+    fn pauses_and_side_errors_render_as_before() {
+        let until = Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap();
+        let mut s = CycleSummary::default();
+        s.paused.push(Paused::operator(Side::PartnerCenter));
+        s.paused.push(Paused::throttled(
+            Side::Crm(CrmKind::Salesforce),
+            Some(until),
+        ));
+        assert!(
+            s.one_line()
+                .ends_with("; paused: partner_center, salesforce (throttled until 10:00:00 UTC))"),
+            "{}",
+            s.one_line()
+        );
+        let e = SideError::new(
+            Side::Crm(CrmKind::Dynamics),
+            SideErrorKind::Unavailable,
+            "GET /opportunities returned HTTP 503",
+            "try again later",
+        );
+        assert_eq!(
+            e.to_string(),
+            "dynamics: GET /opportunities returned HTTP 503 (hint: try again later)"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["paused"][1]["side"], "salesforce");
+        assert_eq!(json["paused"][1]["reason"], "throttled");
+        assert_eq!(Side::parse("partner_center"), Some(Side::PartnerCenter));
+        assert_eq!(Side::parse("dynamics"), Some(Side::Crm(CrmKind::Dynamics)));
     }
 
     #[test]

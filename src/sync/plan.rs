@@ -1,11 +1,16 @@
 //! Pulling changes and deciding what to do about them. Decisions for a page
 //! are committed together with the cursor move, before anything is sent.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::effects::{Effect, PARTNER_CENTER, StageAction, crm_record_key};
-use super::{CrmSide, Cycle, Engine, PC_CURSOR, SyncError, beginning_of_time, crm_cursor};
+use super::{
+    CrmSide, Cycle, Engine, PC_CURSOR, Paused, Side, SideError, SideErrorKind, SyncError,
+    beginning_of_time, crm_cursor,
+};
 use crate::crm::{
     CloseOutcome, CloseRequest, CrmChange, CrmFields, CrmRecord, CustomerRef, RecordKey,
     RecordWrite,
@@ -14,8 +19,10 @@ use crate::domain::deadline::acceptance_beats_deadline;
 use crate::domain::deal::describe_problems;
 use crate::domain::{Problem, Referral, Stage};
 use crate::mapping::{Mapping, StageReading};
-use crate::partner_center::{ListFilter, PartnerCenterClient};
-use crate::store::{FailureState, Link, NewFailure, ReferralSnapshot, Repo, StoreError, ts};
+use crate::partner_center::{ListFilter, PartnerCenter, ReferralPager};
+use crate::store::{
+    CrmKind, FailureState, Link, NewFailure, ReferralSnapshot, Repo, StoreError, ts,
+};
 
 /// Everything decided for one page, committed in one transaction.
 #[derive(Default)]
@@ -31,6 +38,76 @@ pub(crate) struct Plan {
     pub clear_expiry: Vec<String>,
     /// Key-value settings to record with the page (e.g. [`PC_FRESH_AS_OF`]).
     pub kv: Vec<(String, String)>,
+}
+
+/// The stored rows a page's decisions need, read in one go before deciding
+/// (nothing is written until the page's plan commits, so deciding from them
+/// sees exactly what reading each row on demand would).
+#[derive(Default)]
+pub(crate) struct PageRows {
+    snapshots: HashMap<String, ReferralSnapshot>,
+    links_by_referral: HashMap<(CrmKind, String), Link>,
+    links_by_crm_id: HashMap<(CrmKind, String), Link>,
+}
+
+impl PageRows {
+    fn add_referral(&mut self, r: &Repo<'_>, id: &str) -> Result<(), StoreError> {
+        if !self.snapshots.contains_key(id)
+            && let Some(snap) = r.get_referral(id)?
+        {
+            self.snapshots.insert(id.to_owned(), snap);
+        }
+        Ok(())
+    }
+
+    fn add_link_by_referral(
+        &mut self,
+        r: &Repo<'_>,
+        crm: CrmKind,
+        referral_id: &str,
+    ) -> Result<(), StoreError> {
+        let key = (crm, referral_id.to_owned());
+        if !self.links_by_referral.contains_key(&key)
+            && let Some(link) = r.link_by_referral(crm, referral_id)?
+        {
+            self.links_by_referral.insert(key, link);
+        }
+        Ok(())
+    }
+
+    fn add_link_by_crm_id(
+        &mut self,
+        r: &Repo<'_>,
+        crm: CrmKind,
+        crm_id: &str,
+    ) -> Result<(), StoreError> {
+        let key = (crm, crm_id.to_owned());
+        if !self.links_by_crm_id.contains_key(&key)
+            && let Some(link) = r.link_by_crm_id(crm, crm_id)?
+        {
+            self.links_by_crm_id.insert(key, link);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self, id: &str) -> Option<&ReferralSnapshot> {
+        self.snapshots.get(id)
+    }
+
+    fn link_by_referral(&self, crm: CrmKind, referral_id: &str) -> Option<&Link> {
+        self.links_by_referral.get(&(crm, referral_id.to_owned()))
+    }
+
+    fn link_by_crm_id(&self, crm: CrmKind, crm_id: &str) -> Option<&Link> {
+        self.links_by_crm_id.get(&(crm, crm_id.to_owned()))
+    }
+}
+
+/// The referral id a CRM record holds, from the mapped field or the adapter.
+fn referral_id_of(m: &Mapping, record: &CrmRecord) -> Option<String> {
+    m.referral_id(&record.fields)
+        .map(str::to_owned)
+        .or_else(|| record.referral_id.clone().filter(|s| !s.trim().is_empty()))
 }
 
 /// When the last complete Partner Center listing began: every change made
@@ -407,7 +484,9 @@ pub(crate) fn decide_from_crm(
 impl Engine {
     // ---- committing ------------------------------------------------------------
 
-    pub(crate) fn commit(&self, plan: Plan, cycle: &mut Cycle) -> Result<(), SyncError> {
+    /// Commits a page's plan in one transaction, on the blocking pool (the
+    /// commit waits for the disk).
+    pub(crate) async fn commit(&self, plan: Plan, cycle: &mut Cycle) -> Result<(), SyncError> {
         self.beat(0);
         if cycle.dry_run {
             for e in &plan.effects {
@@ -417,49 +496,53 @@ impl Engine {
         }
         let now = cycle.now;
         self.hit("plan.before_commit")?;
-        self.store.write(|r| {
-            for id in &plan.clear_expiry {
-                r.clear_local_expiry(id)?;
-            }
-            for s in &plan.snapshots {
-                r.upsert_referral(s)?;
-            }
-            for id in &plan.expire {
-                r.mark_locally_expired(id)?;
-            }
-            for l in &plan.links {
-                upsert_link(r, l)?;
-            }
-            for e in &plan.effects {
-                if quarantined(r, e)? {
-                    continue;
+        let store = self.store.clone();
+        super::off_worker(move || {
+            store.write(|r| {
+                for id in &plan.clear_expiry {
+                    r.clear_local_expiry(id)?;
                 }
-                r.upsert_effect(&e.to_new(), now)?;
-            }
-            for ev in &plan.events {
-                r.append_event(
-                    &ev.referral_id,
-                    now,
-                    &ev.side,
-                    &ev.kind,
-                    &ev.message,
-                    ev.detail.as_ref(),
-                )?;
-            }
-            for f in &plan.failures {
-                r.record_failure(f, now)?;
-            }
-            for (record, side) in &plan.resolved {
-                r.resolve_failure(record, side)?;
-            }
-            for (source, position) in &plan.cursors {
-                r.set_cursor(source, position, now)?;
-            }
-            for (key, value) in &plan.kv {
-                r.kv_set(key, value, now)?;
-            }
-            Ok(())
-        })?;
+                for s in &plan.snapshots {
+                    r.upsert_referral(s)?;
+                }
+                for id in &plan.expire {
+                    r.mark_locally_expired(id)?;
+                }
+                for l in &plan.links {
+                    upsert_link(r, l)?;
+                }
+                for e in &plan.effects {
+                    if quarantined(r, e)? {
+                        continue;
+                    }
+                    r.upsert_effect(&e.to_new(), now)?;
+                }
+                for ev in &plan.events {
+                    r.append_event(
+                        &ev.referral_id,
+                        now,
+                        &ev.side,
+                        &ev.kind,
+                        &ev.message,
+                        ev.detail.as_ref(),
+                    )?;
+                }
+                for f in &plan.failures {
+                    r.record_failure(f, now)?;
+                }
+                for (record, side) in &plan.resolved {
+                    r.resolve_failure(record, side)?;
+                }
+                for (source, position) in &plan.cursors {
+                    r.set_cursor(source, position, now)?;
+                }
+                for (key, value) in &plan.kv {
+                    r.kv_set(key, value, now)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
         Ok(())
     }
 
@@ -494,17 +577,35 @@ impl Engine {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(side = side.kind.as_str(), error = %e, "reading CRM changes failed");
-                    cycle
-                        .summary
-                        .errors
-                        .push(super::crm_error_text(side.kind, &e));
-                    if matches!(e, crate::crm::CrmError::Paused { .. }) {
-                        cycle.summary.paused.push(side.kind.as_str().to_owned());
+                    cycle.summary.errors.push(SideError::crm(side.kind, &e));
+                    if let crate::crm::CrmError::Paused { until, .. } = &e {
+                        cycle
+                            .summary
+                            .paused
+                            .push(Paused::throttled(Side::Crm(side.kind), Some(*until)));
                     }
                     return Ok(());
                 }
             };
             self.beat(page.changes.len() as u64);
+            let rows = self.store.read(|r| {
+                let mut rows = PageRows::default();
+                for change in &page.changes {
+                    match change {
+                        CrmChange::Upserted(record) => {
+                            rows.add_link_by_crm_id(r, side.kind, &record.crm_id)?;
+                            if let Some(rid) = referral_id_of(&side.mapping, record) {
+                                rows.add_link_by_referral(r, side.kind, &rid)?;
+                                rows.add_referral(r, &rid)?;
+                            }
+                        }
+                        CrmChange::Deleted { crm_id } => {
+                            rows.add_link_by_crm_id(r, side.kind, crm_id)?;
+                        }
+                    }
+                }
+                Ok(rows)
+            })?;
             let mut plan = Plan::default();
             for change in &page.changes {
                 cycle.summary.crm(side.kind).read += 1;
@@ -515,11 +616,10 @@ impl Engine {
                         }
                         let span = tracing::debug_span!("record", crm = side.kind.as_str(), crm_id = %record.crm_id);
                         let _g = span.enter();
-                        self.plan_crm_record(side, record, cycle, &mut plan)?;
+                        self.plan_crm_record(side, record, &rows, cycle, &mut plan)?;
                     }
                     CrmChange::Deleted { crm_id } => {
-                        if let Some(link) =
-                            self.store.read(|r| r.link_by_crm_id(side.kind, crm_id))?
+                        if let Some(link) = rows.link_by_crm_id(side.kind, crm_id)
                             && let Some(rid) = &link.referral_id
                         {
                             plan.event(rid, side.kind.as_str(), "deleted", format!("the {} opportunity {crm_id} was deleted; the referral is kept in Partner Center", side.kind));
@@ -539,12 +639,12 @@ impl Engine {
                 }
             }
             let delta = page.delta_token.is_some();
-            self.commit(plan, cycle)?;
+            self.commit(plan, cycle).await?;
             match page.continuation {
                 Some(c) => continuation = Some(c),
                 None => {
                     if !delta {
-                        self.cursor_to_cycle_start(&key, high_water, cycle)?;
+                        self.cursor_to_cycle_start(&key, high_water, cycle).await?;
                     }
                     break;
                 }
@@ -557,24 +657,21 @@ impl Engine {
         &self,
         side: &CrmSide,
         record: &CrmRecord,
+        rows: &PageRows,
         cycle: &mut Cycle,
         plan: &mut Plan,
     ) -> Result<(), SyncError> {
         let m = &side.mapping;
         let kind = side.kind;
         let fields = &record.fields;
-        let referral_id = m
-            .referral_id(fields)
-            .map(str::to_owned)
-            .or_else(|| record.referral_id.clone().filter(|s| !s.trim().is_empty()));
-        let Some(rid) = referral_id else {
-            return self.plan_new_deal(side, record, cycle, plan);
+        let Some(rid) = referral_id_of(m, record) else {
+            return self.plan_new_deal(side, record, rows, cycle, plan);
         };
-        let mut link = match self.store.read(|r| {
-            Ok(r.link_by_crm_id(kind, &record.crm_id)?
-                .or(r.link_by_referral(kind, &rid)?))
-        })? {
-            Some(l) => l,
+        let mut link = match rows
+            .link_by_crm_id(kind, &record.crm_id)
+            .or(rows.link_by_referral(kind, &rid))
+        {
+            Some(l) => l.clone(),
             None => Link::new(kind, &record.crm_id, Some(&rid), cycle.now),
         };
         // Read back exactly as last seen (our own write, a re-read through the
@@ -584,7 +681,7 @@ impl Engine {
             cycle.summary.crm(kind).skipped += 1;
             return Ok(());
         }
-        let Some(snapshot) = self.store.read(|r| r.get_referral(&rid))? else {
+        let Some(snapshot) = rows.snapshot(&rid) else {
             cycle.summary.crm(kind).failed += 1;
             plan.failures.push(NewFailure {
                 record: crm_record_key(kind, &record.crm_id),
@@ -600,7 +697,7 @@ impl Engine {
         if let Some(t) = record.modified_at {
             cycle.crm_modified.insert((kind, rid.clone()), t);
         }
-        let (json, stage) = effective_json(&snapshot);
+        let (json, stage) = effective_json(snapshot);
         let Some(stage) = stage else {
             plan.event(&rid, kind.as_str(), "stage", format!("Partner Center status {}/{} is not one cosell-sync knows; CRM changes are not sent", snapshot.status, snapshot.substatus));
             cycle.summary.crm(kind).skipped += 1;
@@ -730,15 +827,14 @@ impl Engine {
         &self,
         side: &CrmSide,
         record: &CrmRecord,
+        rows: &PageRows,
         cycle: &mut Cycle,
         plan: &mut Plan,
     ) -> Result<(), SyncError> {
         let kind = side.kind;
         let m = &side.mapping;
         // Created already, the referral id not yet written back: make sure it will be.
-        if let Some(link) = self
-            .store
-            .read(|r| r.link_by_crm_id(kind, &record.crm_id))?
+        if let Some(link) = rows.link_by_crm_id(kind, &record.crm_id)
             && let Some(rid) = &link.referral_id
         {
             if !self
@@ -800,16 +896,24 @@ impl Engine {
 
     pub(crate) async fn pull_partner_center(
         &self,
-        pc: &PartnerCenterClient,
+        pc: &dyn PartnerCenter,
         full: bool,
         since_override: Option<DateTime<Utc>>,
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         if pc.paused_for_login() {
-            cycle.summary.paused.push("partner_center".into());
-            cycle.summary.errors.push(format!(
-                "partner_center: sign-in needed: run `{}`",
-                crate::partner_center::LOGIN_COMMAND
+            cycle
+                .summary
+                .paused
+                .push(Paused::operator(Side::PartnerCenter));
+            cycle.summary.errors.push(SideError::new(
+                Side::PartnerCenter,
+                SideErrorKind::Operator,
+                format!(
+                    "sign-in needed: run `{}`",
+                    crate::partner_center::LOGIN_COMMAND
+                ),
+                "",
             ));
             return Ok(());
         }
@@ -829,7 +933,7 @@ impl Engine {
         // began (a `resync --since` later than the cursor leaves a gap).
         let no_gap = cursor_time.is_none_or(|t| since <= t - overlap);
         let mut high_water = cursor_time;
-        let mut pager = pc.list_changes(since, ListFilter::default());
+        let mut pager = ReferralPager::new(pc, since, ListFilter::default());
         let mut complete = false;
         loop {
             let page = match pager.next_page().await {
@@ -841,13 +945,26 @@ impl Engine {
                 Err(e) => {
                     tracing::warn!(error = %e, "listing Partner Center changes failed");
                     if e.is_login_required() {
-                        cycle.summary.paused.push("partner_center".into());
+                        cycle
+                            .summary
+                            .paused
+                            .push(Paused::operator(Side::PartnerCenter));
                     }
-                    cycle.summary.errors.push(super::pc_error_text(&e));
+                    cycle.summary.errors.push(SideError::partner_center(&e));
                     break;
                 }
             };
             self.beat((page.referrals.len() + page.failures.len()) as u64);
+            let rows = self.store.read(|repo| {
+                let mut rows = PageRows::default();
+                for r in &page.referrals {
+                    rows.add_referral(repo, &r.id)?;
+                    for side in &self.crms {
+                        rows.add_link_by_referral(repo, side.kind, &r.id)?;
+                    }
+                }
+                Ok(rows)
+            })?;
             let mut plan = Plan::default();
             for f in &page.failures {
                 cycle.summary.partner_center.failed += 1;
@@ -868,12 +985,12 @@ impl Engine {
                 }
                 let span = tracing::debug_span!("record", referral_id = %r.id);
                 let _g = span.enter();
-                self.plan_referral(r, cycle, &mut plan)?;
+                self.plan_referral(r, &rows, cycle, &mut plan)?;
             }
             if let Some(h) = high_water {
                 plan.cursors.push((PC_CURSOR.into(), ts(h)));
             }
-            self.commit(plan, cycle)?;
+            self.commit(plan, cycle).await?;
         }
         if complete {
             // The cursor moves to the cycle's start (see cursor_to_cycle_start)
@@ -887,7 +1004,7 @@ impl Engine {
                 plan.kv.push((PC_FRESH_AS_OF.into(), ts(cycle.now)));
                 cycle.pc_fresh_as_of = Some(cycle.now);
             }
-            self.commit(plan, cycle)?;
+            self.commit(plan, cycle).await?;
         }
         Ok(())
     }
@@ -896,7 +1013,7 @@ impl Engine {
     /// when the newest change is older: the next listing then starts one
     /// overlap before now, not one overlap before the last change, so quiet
     /// records are not read again every cycle.
-    fn cursor_to_cycle_start(
+    async fn cursor_to_cycle_start(
         &self,
         key: &str,
         high_water: Option<DateTime<Utc>>,
@@ -907,19 +1024,20 @@ impl Engine {
         }
         let mut plan = Plan::default();
         plan.cursors.push((key.to_owned(), ts(cycle.now)));
-        self.commit(plan, cycle)
+        self.commit(plan, cycle).await
     }
 
     fn plan_referral(
         &self,
         r: &Referral,
+        rows: &PageRows,
         cycle: &mut Cycle,
         plan: &mut Plan,
     ) -> Result<(), SyncError> {
-        let old = self.store.read(|repo| repo.get_referral(&r.id))?;
+        let old = rows.snapshot(&r.id);
         let mut snap = ReferralSnapshot::from_referral(r, self.settings.expiry_days, cycle.now);
         let mut unchanged = false;
-        if let Some(old) = &old {
+        if let Some(old) = old {
             snap.first_seen = old.first_seen;
             snap.locally_expired = old.locally_expired;
             if old.etag.is_some() && old.etag == snap.etag && old.raw == snap.raw {
@@ -995,7 +1113,8 @@ impl Engine {
             return Ok(());
         }
         for side in &self.crms {
-            self.plan_referral_for(side, r, &json, stage, &snap, cycle, plan)?;
+            let link = rows.link_by_referral(side.kind, &r.id).cloned();
+            self.plan_referral_for(side, r, link, &json, stage, &snap, cycle, plan)?;
         }
         Ok(())
     }
@@ -1005,6 +1124,7 @@ impl Engine {
         &self,
         side: &CrmSide,
         r: &Referral,
+        link: Option<Link>,
         json: &Value,
         stage: Stage,
         snap: &ReferralSnapshot,
@@ -1014,7 +1134,6 @@ impl Engine {
         let kind = side.kind;
         let m = &side.mapping;
         let pc_hash = m.pc_projection_hash(json);
-        let link = self.store.read(|repo| repo.link_by_referral(kind, &r.id))?;
         let Some(mut link) = link else {
             // Archived deals are not brought into the CRM, except one expired
             // here that Partner Center still shows unanswered: its
@@ -1166,7 +1285,7 @@ impl Engine {
     /// Center listing, which still showed the referral unanswered. While
     /// Partner Center cannot be read nothing is closed (a late acceptance
     /// from the CRM is still refused, see `decide_from_crm`).
-    pub(crate) fn expire_overdue(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
+    pub(crate) async fn expire_overdue(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
         // This cycle's listing when it completed (a dry run does not record
         // it), else the last complete one.
         let recorded = || -> Result<Option<DateTime<Utc>>, SyncError> {
@@ -1244,7 +1363,7 @@ impl Engine {
                 });
             }
         }
-        self.commit(plan, cycle)
+        self.commit(plan, cycle).await
     }
 }
 

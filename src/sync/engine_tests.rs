@@ -1,0 +1,684 @@
+//! The engine's decisions against in-memory fakes of Partner Center and the
+//! CRMs (no simulator, no network): each test fails if a decision changes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Value, json};
+
+use super::effects::PARTNER_CENTER;
+use super::fakes::{FakeCrm, FakePartnerCenter, PcCall};
+use super::*;
+use crate::config::ConflictPolicy;
+use crate::crm::RecordKey;
+use crate::domain::{PatchOp, Referral, Stage};
+use crate::http::HttpError;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap()
+}
+
+fn minutes(n: i64) -> chrono::Duration {
+    chrono::Duration::minutes(n)
+}
+
+fn settings() -> SyncSettings {
+    SyncSettings {
+        interval: Duration::from_secs(60),
+        overlap: Duration::from_secs(600),
+        full_reconcile_every: Duration::from_secs(6 * 3600),
+        expiry_days: 14,
+        microsoft_decision_days: 14,
+        max_attempts: 5,
+        conflict: ConflictPolicy::Mapping,
+    }
+}
+
+/// An inbound co-sell referral, received (New/Pending), created at
+/// `created` (deadline 14 days later) and last updated at `updated`.
+fn inbound(id: &str, created: DateTime<Utc>, updated: DateTime<Utc>) -> Referral {
+    let mut v: Value = serde_json::from_str(include_str!(
+        "../../fixtures/partner_center/referral_new_pending.json"
+    ))
+    .unwrap();
+    v["id"] = json!(id);
+    v["engagementId"] = json!(format!("engagement-of-{id}"));
+    v["createdDateTime"] = json!(created.to_rfc3339());
+    v["updatedDateTime"] = json!(updated.to_rfc3339());
+    v["expirationDateTime"] = json!((created + chrono::Duration::days(14)).to_rfc3339());
+    v["eTag"] = json!("\"first\"");
+    Referral::from_json(v).unwrap()
+}
+
+fn http_error(status: u16, retry_after: Option<Duration>) -> PartnerCenterError {
+    PartnerCenterError::Http(HttpError::Status {
+        method: "GET".into(),
+        path: "/v1.0/engagements/referrals".into(),
+        status,
+        retry_after,
+        error: None,
+        body: String::new(),
+    })
+}
+
+struct Harness {
+    engine: Engine,
+    pc: FakePartnerCenter,
+    sf: Arc<FakeCrm>,
+    dynamics: Option<Arc<FakeCrm>>,
+    store: Arc<Store>,
+    now: Arc<Mutex<DateTime<Utc>>>,
+    crash_at: Arc<Mutex<Option<&'static str>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with_sides(false)
+    }
+
+    fn with_sides(dynamics: bool) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+        let pc = FakePartnerCenter::new();
+        pc.set_now(t0());
+        let sf_mapping = Mapping::default_salesforce().unwrap();
+        let sf = Arc::new(FakeCrm::new(CrmKind::Salesforce, &sf_mapping.external_id));
+        let mut sides = vec![CrmSide {
+            kind: CrmKind::Salesforce,
+            crm: sf.clone(),
+            mapping: Arc::new(sf_mapping),
+            batch_size: 10,
+        }];
+        let dynamics = dynamics.then(|| {
+            let m = Mapping::default_dynamics().unwrap();
+            let crm = Arc::new(FakeCrm::new(CrmKind::Dynamics, &m.external_id));
+            sides.push(CrmSide {
+                kind: CrmKind::Dynamics,
+                crm: crm.clone(),
+                mapping: Arc::new(m),
+                batch_size: 10,
+            });
+            crm
+        });
+        let now = Arc::new(Mutex::new(t0()));
+        let clock = {
+            let now = now.clone();
+            move || *now.lock().unwrap()
+        };
+        let crash_at: Arc<Mutex<Option<&'static str>>> = Arc::new(Mutex::new(None));
+        let failpoint = {
+            let crash_at = crash_at.clone();
+            move |name: &str| {
+                let mut at = crash_at.lock().unwrap();
+                if *at == Some(name) {
+                    *at = None;
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(pc.clone()) as Arc<dyn PartnerCenter>,
+            sides,
+            settings(),
+            Arc::new(clock),
+        )
+        .with_failpoint(Arc::new(failpoint));
+        Harness {
+            engine,
+            pc,
+            sf,
+            dynamics,
+            store,
+            now,
+            crash_at,
+            _dir: dir,
+        }
+    }
+
+    fn set_now(&self, t: DateTime<Utc>) {
+        *self.now.lock().unwrap() = t;
+        self.pc.set_now(t);
+    }
+
+    async fn cycle(&self) -> CycleSummary {
+        self.engine
+            .run_cycle(&CycleOptions::default())
+            .await
+            .unwrap()
+    }
+
+    /// A cycle that stops at `failpoint`, as `kill -9` there would.
+    async fn cycle_crashing_at(&self, failpoint: &'static str) {
+        *self.crash_at.lock().unwrap() = Some(failpoint);
+        match self.engine.run_cycle(&CycleOptions::default()).await {
+            Err(SyncError::Failpoint(name)) => assert_eq!(name, failpoint),
+            other => panic!("expected a stop at {failpoint}, got {other:?}"),
+        }
+    }
+
+    /// The queued effects for `target`.
+    fn pending(&self, target: &str) -> Vec<Effect> {
+        self.store
+            .read(|r| r.pending_effects())
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.target == target)
+            .map(|e| serde_json::from_value(e.payload).unwrap())
+            .collect()
+    }
+
+    fn pc_cursor(&self) -> Option<String> {
+        self.store.read(|r| r.cursor(PC_CURSOR)).unwrap()
+    }
+
+    fn sf_id_of(&self, referral_id: &str) -> String {
+        self.sf.record_of(referral_id).unwrap().crm_id
+    }
+}
+
+fn accept_ops() -> Vec<PatchOp> {
+    vec![
+        PatchOp::replace("/status", "Active"),
+        PatchOp::replace("/substatus", "Accepted"),
+    ]
+}
+
+fn error_text(h: &Harness) -> Option<String> {
+    h.sf.upserts().into_iter().find_map(|w| {
+        w.fields
+            .get("Partner_Center_Sync_Error__c")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    })
+}
+
+#[tokio::test]
+async fn a_received_inbound_referral_lands_on_hold_in_each_crm() {
+    let h = Harness::with_sides(true);
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    let s = h.cycle().await;
+    assert_eq!(s.outcome(), "clean", "{}", s.one_line());
+
+    let sides = [
+        (h.sf.clone(), Mapping::default_salesforce().unwrap()),
+        (
+            h.dynamics.clone().unwrap(),
+            Mapping::default_dynamics().unwrap(),
+        ),
+    ];
+    for (crm, mapping) in sides {
+        let upserts = crm.upserts();
+        assert_eq!(upserts.len(), 1, "{upserts:?}");
+        assert_eq!(upserts[0].key, RecordKey::Referral("r1".into()));
+        let on_hold = mapping.stages.pattern(Stage::Received).unwrap();
+        for (field, value) in on_hold.written() {
+            assert_eq!(upserts[0].fields.get(field), Some(value), "{field}");
+        }
+        assert!(crm.closes().is_empty());
+    }
+    assert_eq!(
+        h.sf.upserts()[0].fields.get("StageName"),
+        Some(&json!("On Hold"))
+    );
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+    assert!(h.pending("salesforce").is_empty() && h.pending("dynamics").is_empty());
+}
+
+#[tokio::test]
+async fn an_unchanged_re_read_makes_no_write() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    h.sf.clear_calls();
+    h.pc.clear_calls();
+
+    h.set_now(t0() + minutes(2));
+    h.sf.reread_all();
+    let s = h.cycle().await;
+    assert_eq!(
+        s.partner_center.read, 1,
+        "the overlap reads the referral again"
+    );
+    assert_eq!(s.crms["salesforce"].read, 1);
+    assert_eq!(
+        s.crms["salesforce"].skipped, 2,
+        "both reads match what was last written"
+    );
+    assert_eq!(s.partner_center.skipped, 1);
+    assert_eq!(s.writes(), 0, "{}", s.one_line());
+    assert!(h.sf.upserts().is_empty() && h.sf.closes().is_empty());
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+    assert!(h.pending("salesforce").is_empty() && h.pending(PARTNER_CENTER).is_empty());
+}
+
+#[tokio::test]
+async fn moving_out_of_on_hold_accepts_with_exactly_the_lifecycle_patch() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.cycle_crashing_at("execute.before").await;
+    let queued = h.pending(PARTNER_CENTER);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    match &queued[0] {
+        Effect::PcUpdate {
+            referral_id,
+            action,
+            ops,
+            upgrade_to_co_sell,
+            ..
+        } => {
+            assert_eq!(referral_id, "r1");
+            assert_eq!(action, &Some(StageAction::Accept));
+            assert!(ops.is_empty(), "{ops:?}");
+            assert!(!upgrade_to_co_sell);
+        }
+        other => panic!("expected an update, got {other:?}"),
+    }
+    assert!(h.pc.writes().is_empty(), "nothing is sent before execute");
+
+    let s = h.cycle().await;
+    assert_eq!(
+        h.pc.writes(),
+        vec![PcCall::ChangeStage {
+            id: "r1".into(),
+            ops: accept_ops()
+        }]
+    );
+    assert_eq!(s.partner_center.updated, 1);
+    let r = h.pc.referral("r1").unwrap();
+    assert_eq!(r.status.unwrap().as_str(), "Active");
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+}
+
+#[tokio::test]
+async fn a_late_acceptance_is_refused_and_nothing_is_queued() {
+    let h = Harness::new();
+    // Deadline one day after t0.
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(13),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    h.sf.clear_calls();
+
+    // Past the deadline, and Partner Center cannot be read this cycle.
+    h.set_now(t0() + chrono::Duration::days(2));
+    h.pc.fail_next("list", http_error(503, None));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    let s = h.cycle().await;
+
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+    let text = error_text(&h).expect("the problem is written on the opportunity");
+    assert!(text.contains("expired"), "{text}");
+    assert!(s.crms["salesforce"].failed >= 1);
+    // Nothing is closed while Partner Center cannot be read.
+    assert!(h.sf.closes().is_empty());
+    assert_eq!(s.expired, 0);
+}
+
+#[tokio::test]
+async fn a_failed_listing_moves_no_cursor_and_expires_nothing_until_fresh_data() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(13),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let cursor = h.pc_cursor();
+    assert!(cursor.is_some());
+
+    h.set_now(t0() + chrono::Duration::days(2));
+    h.pc.fail_next("list", http_error(503, None));
+    let s = h.cycle().await;
+    assert_eq!(h.pc_cursor(), cursor, "the cursor stays where it was");
+    assert_eq!(s.expired, 0);
+    assert!(!s.errors.is_empty());
+    assert!(h.sf.closes().is_empty());
+    let snap = h.store.read(|r| r.get_referral("r1")).unwrap().unwrap();
+    assert!(!snap.locally_expired);
+
+    // The next listing works and still shows it unanswered: now it expires.
+    h.set_now(t0() + chrono::Duration::days(2) + minutes(1));
+    let s = h.cycle().await;
+    assert_eq!(s.expired, 1, "{}", s.one_line());
+    assert_ne!(h.pc_cursor(), cursor);
+    let closes = h.sf.closes();
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert_eq!(closes[0].outcome, crate::crm::CloseOutcome::Lost);
+}
+
+#[tokio::test]
+async fn a_decline_without_reason_queues_nothing_and_says_why() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    h.sf.clear_calls();
+
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(&crm_id, &[("StageName", json!("Closed Lost"))]);
+    h.cycle().await;
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+    let text = error_text(&h).expect("the problem is written on the opportunity");
+    assert!(text.contains("Loss_Reason__c"), "{text}");
+    assert_eq!(h.pc.referral("r1").unwrap().status.unwrap().as_str(), "New");
+}
+
+#[tokio::test]
+async fn a_decline_with_reason_and_notes_sends_both_in_one_patch() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(
+        &crm_id,
+        &[
+            ("StageName", json!("Closed Lost")),
+            ("Loss_Reason__c", json!("No budget this year")),
+            ("Description", json!("Customer postponed the project")),
+        ],
+    );
+    h.cycle().await;
+    assert_eq!(
+        h.pc.writes(),
+        vec![PcCall::ChangeStage {
+            id: "r1".into(),
+            ops: vec![
+                PatchOp::replace("/status", "Closed"),
+                PatchOp::replace("/substatus", "Declined"),
+                PatchOp::replace("/statusReason", "No budget this year"),
+                PatchOp::replace("/details/notes", "Customer postponed the project"),
+            ]
+        }]
+    );
+    let r = h.pc.referral("r1").unwrap();
+    assert_eq!(r.substatus.unwrap().as_str(), "Declined");
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_etag_is_read_again_and_decided_again() {
+    let h = Harness::new();
+    // Updated long ago: later listings (from the cursor) do not show it.
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - chrono::Duration::days(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.cycle_crashing_at("execute.before").await;
+    // Someone edits the referral before the accept goes out.
+    h.pc.edit("r1", |j| j["details"]["dealValue"] = json!(60000));
+    h.pc.clear_calls();
+
+    h.cycle().await;
+    let calls: Vec<PcCall> =
+        h.pc.calls()
+            .into_iter()
+            .filter(|c| *c != PcCall::List)
+            .collect();
+    let accept = PcCall::ChangeStage {
+        id: "r1".into(),
+        ops: accept_ops(),
+    };
+    assert_eq!(
+        calls,
+        vec![accept.clone(), PcCall::Get("r1".into()), accept],
+        "412, read again, decided again"
+    );
+    let r = h.pc.referral("r1").unwrap();
+    assert_eq!(r.status.as_ref().unwrap().as_str(), "Active");
+    assert_eq!(r.to_json()["details"]["dealValue"], json!(60000));
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+}
+
+fn co_sell_opportunity() -> serde_json::Map<String, Value> {
+    let v = json!({
+        "Name": "Fabrikam pilot", "Amount": 125000, "CloseDate": "2027-03-31",
+        "StageName": "Qualification", "Sync_with_Partner_Center__c": true,
+        "Customer_Name__c": "Fabrikam Ltd", "Customer_Street__c": "1 Main Street",
+        "Customer_City__c": "Dublin", "Customer_Postal_Code__c": "D02", "Customer_Country__c": "IE",
+        "Partner_Contact_First_Name__c": "Ada", "Partner_Contact_Last_Name__c": "Lovelace",
+        "Partner_Contact_Email__c": "ada@contoso-partner.example", "Partner_Contact_Phone__c": "+353 1 555 0100",
+        "Microsoft_Solutions__c": "SOL-12345-ABC",
+        "How_can_Microsoft_help__c": "Proof of concept or demo",
+        "Description": "Customer wants a pilot with Microsoft's help",
+        "Customer_Contact_First_Name__c": "Sean", "Customer_Contact_Last_Name__c": "Murphy",
+        "Customer_Contact_Email__c": "sean@fabrikam.example", "Customer_Contact_Phone__c": "+353 1 555 0199",
+        "Customer_Consent_To_Share__c": true
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+fn count(calls: &[PcCall], f: impl Fn(&PcCall) -> bool) -> usize {
+    calls.iter().filter(|c| f(c)).count()
+}
+
+#[tokio::test]
+async fn a_co_sell_create_invites_microsoft_once_across_a_crash() {
+    let h = Harness::new();
+    h.sf.create("006A", co_sell_opportunity());
+
+    // The invitation is sent, then the process dies before recording it.
+    h.cycle_crashing_at("pc_invite.before_commit").await;
+    let calls = h.pc.calls();
+    assert_eq!(count(&calls, |c| matches!(c, PcCall::CreateOwn { .. })), 1);
+    assert_eq!(
+        count(&calls, |c| matches!(c, PcCall::InviteMicrosoft { .. })),
+        1
+    );
+    // The create's commit holds both the link and the queued invitation.
+    let link = h
+        .store
+        .read(|r| r.link_by_crm_id(CrmKind::Salesforce, "006A"))
+        .unwrap()
+        .unwrap();
+    let rid = link
+        .referral_id
+        .expect("the link knows the created referral");
+    let queued = h.pending(PARTNER_CENTER);
+    assert!(
+        matches!(queued.as_slice(), [Effect::PcInviteMicrosoft { referral_id, .. }] if *referral_id == rid),
+        "{queued:?}"
+    );
+
+    h.set_now(t0() + minutes(1));
+    h.cycle().await;
+    let calls = h.pc.calls();
+    assert_eq!(count(&calls, |c| matches!(c, PcCall::CreateOwn { .. })), 1);
+    assert_eq!(
+        count(&calls, |c| matches!(c, PcCall::InviteMicrosoft { .. })),
+        1,
+        "Microsoft is invited exactly once"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| matches!(c, PcCall::FindMicrosoft { .. })),
+        "the resent invitation looks in the engagement first"
+    );
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+    let partner_referrals =
+        h.pc.referrals()
+            .into_iter()
+            .filter(|r| r.external_reference_id.as_deref() == Some("006A"))
+            .count();
+    assert_eq!(
+        partner_referrals, 2,
+        "the partner's referral and Microsoft's"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_pauses_partner_center_and_keeps_the_effect() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.pc.fail_next(
+        "change_stage",
+        http_error(429, Some(Duration::from_secs(120))),
+    );
+    let s = h.cycle().await;
+    assert_eq!(
+        s.paused,
+        vec![Paused::throttled(
+            Side::PartnerCenter,
+            Some(t0() + minutes(1) + minutes(2))
+        )]
+    );
+    assert_eq!(
+        s.one_line().rsplit_once("; ").unwrap().1,
+        "paused: partner_center (throttled until 09:03:00 UTC))"
+    );
+    assert_eq!(s.outcome(), "degraded");
+    assert_eq!(h.pending(PARTNER_CENTER).len(), 1, "the accept waits");
+    assert_eq!(h.pc.referral("r1").unwrap().status.unwrap().as_str(), "New");
+
+    // Still paused: nothing is sent.
+    h.pc.clear_calls();
+    h.set_now(t0() + minutes(2));
+    h.cycle().await;
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+
+    // After the pause: the accept goes out.
+    h.set_now(t0() + minutes(4));
+    h.cycle().await;
+    assert_eq!(
+        h.pc.writes(),
+        vec![PcCall::ChangeStage {
+            id: "r1".into(),
+            ops: accept_ops()
+        }]
+    );
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_sign_in_pauses_partner_center_and_sends_nothing() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    let cursor = h.pc_cursor();
+
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.pc.set_paused_for_login(true);
+    h.pc.clear_calls();
+    let s = h.cycle().await;
+    assert!(h.pc.calls().is_empty(), "{:?}", h.pc.calls());
+    // Both the listing and the outbox found it paused.
+    assert!(!s.paused.is_empty());
+    assert!(
+        s.paused
+            .iter()
+            .all(|p| *p == Paused::operator(Side::PartnerCenter)),
+        "{:?}",
+        s.paused
+    );
+    assert_eq!(
+        s.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["partner_center: sign-in needed: run `cosell-sync login partner-center`"]
+    );
+    assert_eq!(h.pc_cursor(), cursor);
+    assert_eq!(
+        h.pending(PARTNER_CENTER).len(),
+        1,
+        "the accept waits for the sign-in"
+    );
+}
+
+#[tokio::test]
+async fn the_pager_follows_continuations_over_any_partner_center() {
+    let pc = FakePartnerCenter::new();
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        let at = t0() + minutes(i as i64);
+        pc.add(inbound(id, at, at));
+    }
+    let mut pager = crate::partner_center::ReferralPager::new(
+        &pc,
+        t0(),
+        crate::partner_center::ListFilter::default(),
+    );
+    let first = pager.next_page().await.unwrap().unwrap();
+    assert!(first.has_more && !pager.is_done());
+    let second = pager.next_page().await.unwrap().unwrap();
+    assert!(!second.has_more && pager.is_done());
+    assert!(pager.next_page().await.unwrap().is_none());
+    let ids: Vec<String> = first
+        .referrals
+        .into_iter()
+        .chain(second.referrals)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(pager.pages_read(), 2);
+    assert_eq!(pc.calls(), vec![PcCall::List, PcCall::List]);
+
+    // A failed page is asked for again by the next call.
+    pc.fail_next("list", http_error(503, None));
+    let mut pager = crate::partner_center::ReferralPager::new(
+        &pc,
+        t0(),
+        crate::partner_center::ListFilter::default(),
+    );
+    assert!(pager.next_page().await.is_err());
+    assert!(!pager.is_done());
+    assert_eq!(pager.collect_all().await.unwrap().referrals.len(), 3);
+}
