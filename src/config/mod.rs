@@ -380,15 +380,15 @@ impl Settings {
     /// config file was given (or the file does not exist there).
     pub fn mapping_source(
         &self,
-        crm: crate::store::CrmKind,
+        crm: crate::domain::CrmKind,
     ) -> Result<(String, String), ConfigError> {
         let (relative, key, builtin) = match crm {
-            crate::store::CrmKind::Dynamics => (
+            crate::domain::CrmKind::Dynamics => (
                 &self.dynamics.mapping,
                 "dynamics.mapping",
                 crate::mapping::DEFAULT_DYNAMICS,
             ),
-            crate::store::CrmKind::Salesforce => (
+            crate::domain::CrmKind::Salesforce => (
                 &self.salesforce.mapping,
                 "salesforce.mapping",
                 crate::mapping::DEFAULT_SALESFORCE,
@@ -397,8 +397,8 @@ impl Settings {
         // A path other than the shipped default must exist; the default
         // path falls back to the built-in mapping when there is no file.
         let default_path = match crm {
-            crate::store::CrmKind::Dynamics => "mappings/dynamics.toml",
-            crate::store::CrmKind::Salesforce => "mappings/salesforce.toml",
+            crate::domain::CrmKind::Dynamics => "mappings/dynamics.toml",
+            crate::domain::CrmKind::Salesforce => "mappings/salesforce.toml",
         };
         let explicit =
             self.origins.contains_key(key) && relative.as_path() != Path::new(default_path);
