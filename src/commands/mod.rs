@@ -44,7 +44,7 @@ pub enum CommandError {
     Config(#[from] ConfigError),
     #[error("the configuration is not usable:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     ConfigProblems(Vec<String>),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -57,23 +57,51 @@ pub enum CommandError {
     #[error("{0}")]
     Usage(String),
     #[error("Partner Center: {0}")]
-    PartnerCenter(#[from] crate::partner_center::PartnerCenterError),
+    PartnerCenter(crate::partner_center::PartnerCenterError),
     #[error(transparent)]
     Setup(Box<crate::sync::setup::SetupError>),
     #[error("sync: {0}")]
-    Sync(#[from] crate::sync::SyncError),
+    Sync(crate::sync::SyncError),
     #[cfg(feature = "sim")]
     #[error("simulator: {0}")]
-    Sim(#[from] crate::sim::SimError),
+    Sim(crate::sim::SimError),
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]
     Daemon(#[from] crate::ops::DaemonError),
     #[error("metrics: {0}")]
-    Metrics(#[from] crate::ops::metrics::MetricsError),
+    Metrics(crate::ops::metrics::MetricsError),
     /// The command ran and has a report, but did not fully succeed.
     #[error("{reason}")]
     Incomplete { report: String, reason: String },
+}
+
+// These variants print their cause in their own message; they are built by
+// hand (not `#[from]`) so the cause is not also chained as `source()` and an
+// error chain shows it once.
+impl From<crate::partner_center::PartnerCenterError> for CommandError {
+    fn from(e: crate::partner_center::PartnerCenterError) -> Self {
+        CommandError::PartnerCenter(e)
+    }
+}
+
+impl From<crate::sync::SyncError> for CommandError {
+    fn from(e: crate::sync::SyncError) -> Self {
+        CommandError::Sync(e)
+    }
+}
+
+#[cfg(feature = "sim")]
+impl From<crate::sim::SimError> for CommandError {
+    fn from(e: crate::sim::SimError) -> Self {
+        CommandError::Sim(e)
+    }
+}
+
+impl From<crate::ops::metrics::MetricsError> for CommandError {
+    fn from(e: crate::ops::metrics::MetricsError) -> Self {
+        CommandError::Metrics(e)
+    }
 }
 
 impl From<crate::sync::setup::SetupError> for CommandError {
@@ -102,7 +130,7 @@ impl CommandError {
             CommandError::PartnerCenter(e) => Some(e.hint()),
             CommandError::Setup(e) => match e.as_ref() {
                 crate::sync::setup::SetupError::PartnerCenter(e) => Some(e.hint()),
-                crate::sync::setup::SetupError::Crm { source, .. } => Some(source.hint()),
+                crate::sync::setup::SetupError::Crm { cause, .. } => Some(cause.hint()),
                 _ => None,
             },
             _ => None,
@@ -246,6 +274,24 @@ fn side_row(name: &str, s: &crate::sync::SideSummary) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exit_message_names_its_cause_once() {
+        let cause = "partner_center.base_url is not a base URL";
+        let errors = [
+            CommandError::from(crate::partner_center::PartnerCenterError::Config(
+                cause.into(),
+            )),
+            CommandError::from(crate::sync::setup::SetupError::from(
+                crate::partner_center::PartnerCenterError::Config(cause.into()),
+            )),
+        ];
+        for e in errors {
+            // What main prints: the error and its chain of causes.
+            let shown = format!("{:#}", anyhow::Error::new(e));
+            assert_eq!(shown.matches(cause).count(), 1, "{shown}");
+        }
+    }
 
     #[test]
     fn tables_align_columns() {

@@ -26,10 +26,18 @@ pub enum SetupError {
     Readiness(Vec<ReadinessProblem>),
     #[error("the mapping is not valid:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Mapping(Vec<MappingProblem>),
-    #[error("{crm}: {source}")]
-    Crm { crm: CrmKind, source: CrmError },
+    // The cause is in the message, and not chained as `source()` too, so an
+    // error chain shows it once.
+    #[error("{crm}: {cause}")]
+    Crm { crm: CrmKind, cause: CrmError },
     #[error("Partner Center: {0}")]
-    PartnerCenter(#[from] PartnerCenterError),
+    PartnerCenter(PartnerCenterError),
+}
+
+impl From<PartnerCenterError> for SetupError {
+    fn from(e: PartnerCenterError) -> Self {
+        SetupError::PartnerCenter(e)
+    }
 }
 
 impl SetupError {
@@ -41,7 +49,7 @@ impl SetupError {
         ) || matches!(
             self,
             SetupError::Crm {
-                source: CrmError::Invalid(_),
+                cause: CrmError::Invalid(_),
                 ..
             }
         )
@@ -59,13 +67,12 @@ pub fn build_crms(settings: &Settings) -> Result<Vec<CrmSide>, SetupError> {
     let mut sides = Vec::new();
     if settings.dynamics.enabled {
         let mapping = load_mapping(settings, CrmKind::Dynamics)?;
-        let crm =
-            DynamicsCrm::new(&settings.dynamics, object_spec(&mapping)).map_err(|source| {
-                SetupError::Crm {
-                    crm: CrmKind::Dynamics,
-                    source,
-                }
-            })?;
+        let crm = DynamicsCrm::new(&settings.dynamics, object_spec(&mapping)).map_err(|cause| {
+            SetupError::Crm {
+                crm: CrmKind::Dynamics,
+                cause,
+            }
+        })?;
         sides.push(CrmSide {
             kind: CrmKind::Dynamics,
             crm: Arc::new(crm) as Arc<dyn Crm>,
@@ -76,10 +83,10 @@ pub fn build_crms(settings: &Settings) -> Result<Vec<CrmSide>, SetupError> {
     if settings.salesforce.enabled {
         let mapping = load_mapping(settings, CrmKind::Salesforce)?;
         let crm =
-            SalesforceCrm::new(&settings.salesforce, object_spec(&mapping)).map_err(|source| {
+            SalesforceCrm::new(&settings.salesforce, object_spec(&mapping)).map_err(|cause| {
                 SetupError::Crm {
                     crm: CrmKind::Salesforce,
-                    source,
+                    cause,
                 }
             })?;
         sides.push(CrmSide {
