@@ -19,6 +19,7 @@ mod repo;
 mod runs;
 mod schema;
 mod status;
+mod tenant;
 mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 pub use lock::{Holder, LockError, StoreLock, lock_path};
 pub use models::*;
 pub use repo::Repo;
+pub use tenant::{PartnerCenterOrganization, RecordedTenant, TenantIdentity};
 pub use tokens::StoredRefreshToken;
 
 /// The schema version this build writes.
