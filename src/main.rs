@@ -142,6 +142,13 @@ enum Command {
         #[arg(long)]
         salesforce_multi_currency: bool,
     },
+    /// Ask the running daemon's /readyz (or /healthz): exit 0 on 200, else 1 (a container HEALTHCHECK).
+    #[command(after_help = "Example:\n  cosell-sync --config /etc/cosell-sync/acme.toml health")]
+    Health {
+        /// Ask /healthz (the loop makes progress) instead of /readyz (synced recently, nothing waits for an operator).
+        #[arg(long)]
+        live: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(
         after_help = "Example:\n  cosell-sync completions bash > /etc/bash_completion.d/cosell-sync"
@@ -435,6 +442,7 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
         Command::Referrals(ReferralsCommand::Favorite { id, off }) => {
             commands::referrals_favorite(&settings, &id, !off).await
         }
+        Command::Health { live } => commands::health(&settings, live).await,
         Command::Completions { shell } => Ok(completions(shell)),
         Command::Manpage => manpage(),
         Command::Login(LoginCommand::PartnerCenter) => {

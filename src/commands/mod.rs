@@ -7,6 +7,7 @@
 
 mod inspect;
 mod operate;
+mod probe;
 #[cfg(feature = "sim")]
 mod simulator;
 mod tenant;
@@ -24,6 +25,7 @@ pub use operate::{
     failures_ignore, failures_retry, login_partner_center, parse_since, referrals_favorite,
     run_daemon, sync_once,
 };
+pub use probe::{health, health_address};
 #[cfg(feature = "sim")]
 pub use simulator::{bench, simulate};
 pub use tenant::{check_tenant, tenant_of};
