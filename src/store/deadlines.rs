@@ -36,3 +36,63 @@ impl Repo<'_> {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Stage;
+    use crate::store::{ReferralSnapshot, Store};
+
+    fn received(id: &str, deadline: Option<DateTime<Utc>>, stage: Stage) -> ReferralSnapshot {
+        let now = Utc::now();
+        ReferralSnapshot {
+            id: id.into(),
+            etag: None,
+            status: "New".into(),
+            substatus: "Pending".into(),
+            stage: Some(stage),
+            direction: Some("Incoming".into()),
+            referral_type: None,
+            name: None,
+            created_at: None,
+            updated_at: None,
+            deadline,
+            projection_hash: None,
+            raw: serde_json::json!({"id": id}),
+            favorite: false,
+            locally_expired: false,
+            first_seen: now,
+            last_seen: now,
+        }
+    }
+
+    #[test]
+    fn received_referrals_are_counted_by_time_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let now = Utc::now();
+        let h = TimeDelta::hours;
+        store
+            .write(|r| {
+                r.upsert_referral(&received("past", Some(now - h(1)), Stage::Received))?;
+                r.upsert_referral(&received("a", Some(now + h(47)), Stage::Received))?;
+                r.upsert_referral(&received("b", Some(now + h(48)), Stage::Received))?;
+                r.upsert_referral(&received("c", Some(now + h(7 * 24 - 1)), Stage::Received))?;
+                r.upsert_referral(&received("d", Some(now + h(7 * 24)), Stage::Received))?;
+                r.upsert_referral(&received("e", Some(now + h(30)), Stage::Accepted))?;
+                r.upsert_referral(&received("f", None, Stage::Received))?;
+                let mut gone = received("g", Some(now + h(1)), Stage::Received);
+                gone.locally_expired = true;
+                r.upsert_referral(&gone)
+            })
+            .unwrap();
+        assert_eq!(
+            store.read(|r| r.received_time_left(now)).unwrap(),
+            TimeLeft {
+                lt_48h: 2,
+                lt_7d: 2,
+                ge_7d: 1
+            }
+        );
+    }
+}
