@@ -148,7 +148,7 @@ fn describe() {
     gauge!(QUARANTINED_RECORDS).set(0.0);
     gauge!(PENDING_EFFECTS).set(0.0);
     // Exported before the first retry, so that `rate()` sees it.
-    for api in [PARTNER_CENTER, DYNAMICS, SALESFORCE, ENTRA_ID] {
+    for api in [PARTNER_CENTER, DYNAMICS, SALESFORCE] {
         counter!(RETRIES, "api" => api).increment(0);
     }
 }
