@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use cosell_sync::commands::{self, CommandError, exit};
 use cosell_sync::config::{self, LogFormat, Settings, Sources};
 use cosell_sync::domain::Stage;
@@ -48,19 +48,29 @@ enum LogFormatArg {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    #[command(
+        after_help = "Example:\n  cosell-sync --config /etc/cosell-sync/cosell-sync.toml config validate"
+    )]
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    #[command(after_help = "Example:\n  cosell-sync --config /etc/cosell-sync/acme.toml status")]
     /// Counts by tab and stage, cursors, recent runs and open failures.
     Status(JsonFlag),
+    #[command(after_help = "Example:\n  cosell-sync referrals list --inbound --stage received")]
     /// Referrals as last synced.
     #[command(subcommand)]
     Referrals(ReferralsCommand),
+    #[command(after_help = "Example:\n  cosell-sync failures list")]
     /// Records that could not be synced.
     #[command(subcommand)]
     Failures(FailuresCommand),
+    #[command(
+        after_help = "Example:\n  cosell-sync --config /etc/cosell-sync/cosell-sync.toml --log-format json run"
+    )]
     /// The daemon: a sync cycle every `sync.interval`, SIGHUP reloads, SIGTERM stops cleanly.
     Run,
+    #[command(after_help = "Example:\n  cosell-sync sync --once --dry-run")]
     /// Run one sync cycle and print what it did.
     Sync {
         /// One cycle, then exit (the only mode of `sync`; `run` is the daemon).
@@ -75,6 +85,7 @@ enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    #[command(after_help = "Example:\n  cosell-sync resync --since 2025-03-01")]
     /// Backfill or full reconcile: re-read all referrals (or those changed since DATE) and every linked opportunity.
     Resync {
         /// Re-read Partner Center from this date (2025-03-01) or date-time.
@@ -84,9 +95,11 @@ enum Command {
         json: JsonFlag,
     },
     #[cfg(feature = "sim")]
+    #[command(after_help = "Example:\n  cosell-sync demo")]
     /// Watch referrals flow both ways through the built-in simulator (no credentials).
     Demo,
     #[cfg(feature = "sim")]
+    #[command(after_help = "Example:\n  cosell-sync bench --smoke --out /tmp/bench.json")]
     /// Measure throughput, API calls, steady-state cost and memory against the simulator.
     Bench {
         /// Backfill sizes, e.g. 1000,10000,100000 (the default).
@@ -108,6 +121,9 @@ enum Command {
         engine: Option<PathBuf>,
     },
     #[cfg(feature = "sim")]
+    #[command(
+        after_help = "Example:\n  cosell-sync simulate --listen 127.0.0.1:8080 --referrals 100"
+    )]
     /// Serve fake Entra ID, Partner Center, Dynamics 365 and Salesforce APIs on loopback.
     Simulate {
         /// Address to listen on (loopback only).
@@ -126,6 +142,27 @@ enum Command {
         #[arg(long)]
         salesforce_multi_currency: bool,
     },
+    /// Ask the running daemon's /readyz (or /healthz): exit 0 on 200, else 1 (a container HEALTHCHECK).
+    #[command(after_help = "Example:\n  cosell-sync --config /etc/cosell-sync/acme.toml health")]
+    Health {
+        /// Ask /healthz (the loop makes progress) instead of /readyz (synced recently, nothing waits for an operator).
+        #[arg(long)]
+        live: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(
+        after_help = "Example:\n  cosell-sync completions bash > /etc/bash_completion.d/cosell-sync"
+    )]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout.
+    #[command(
+        after_help = "Example:\n  cosell-sync manpage | gzip > /usr/share/man/man1/cosell-sync.1.gz"
+    )]
+    Manpage,
+    #[command(after_help = "Example:\n  cosell-sync login partner-center")]
     /// Sign in to a service interactively and keep the result in the state store.
     #[command(subcommand)]
     Login(LoginCommand),
@@ -133,6 +170,9 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum LoginCommand {
+    #[command(
+        after_help = "Example:\n  cosell-sync --config /etc/cosell-sync/cosell-sync.toml login partner-center"
+    )]
     /// Device-code sign-in for the Referrals API (account with the Referrals Admin role).
     PartnerCenter,
 }
@@ -146,18 +186,23 @@ struct JsonFlag {
 
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
+    #[command(
+        after_help = "Example:\n  cosell-sync --config /etc/cosell-sync/cosell-sync.toml config validate --online"
+    )]
     /// Check every setting, credential and mapping; exits 78 naming what is wrong.
     Validate {
         /// Also check the CRMs' metadata (fields, keys, stages) and the Partner Center sign-in.
         #[arg(long)]
         online: bool,
     },
+    #[command(after_help = "Example:\n  cosell-sync config show")]
     /// Print the effective settings with secrets redacted.
     Show,
 }
 
 #[derive(Subcommand, Debug)]
 enum ReferralsCommand {
+    #[command(after_help = "Example:\n  cosell-sync referrals list --favorites --limit 20")]
     /// List referrals, most recently updated first.
     List {
         /// Inbound referrals (sent to you).
@@ -178,6 +223,9 @@ enum ReferralsCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    #[command(
+        after_help = "Example:\n  cosell-sync referrals favorite 2b1ae4a1-55c4-4c80-9e24-6f3c2a9d7e10 --off"
+    )]
     /// Mark a referral as favorite in Partner Center (or remove the mark with --off).
     Favorite {
         /// The Partner Center referral id.
@@ -186,6 +234,9 @@ enum ReferralsCommand {
         #[arg(long)]
         off: bool,
     },
+    #[command(
+        after_help = "Example:\n  cosell-sync referrals show 2b1ae4a1-55c4-4c80-9e24-6f3c2a9d7e10 --json"
+    )]
     /// One referral with its CRM links, failures and sync history.
     Show {
         /// The Partner Center referral id.
@@ -197,6 +248,7 @@ enum ReferralsCommand {
 
 #[derive(Subcommand, Debug)]
 enum FailuresCommand {
+    #[command(after_help = "Example:\n  cosell-sync failures list --all --json")]
     /// Open failures (quarantined or failing records) with an operator hint.
     List {
         /// Include resolved and ignored ones.
@@ -205,11 +257,13 @@ enum FailuresCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    #[command(after_help = "Example:\n  cosell-sync failures retry 12")]
     /// Put a quarantined record back in the queue.
     Retry {
         /// The failure number from `failures list`.
         id: i64,
     },
+    #[command(after_help = "Example:\n  cosell-sync failures ignore 12")]
     /// Stop reporting a failure.
     Ignore {
         /// The failure number from `failures list`.
@@ -243,7 +297,30 @@ fn load_settings(cli: &Cli) -> Result<Settings, CommandError> {
     Ok(settings)
 }
 
+/// `completions SHELL`: the script clap_complete generates from the clap
+/// definitions above.
+fn completions(shell: clap_complete::Shell) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "cosell-sync", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `manpage`: cosell-sync(1) in roff, generated from the clap definitions.
+fn manpage() -> Result<String, CommandError> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .map_err(|e| CommandError::Failed(format!("rendering the manual page: {e}")))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 async fn run(cli: Cli) -> Result<String, CommandError> {
+    // These need no settings: they work before any configuration exists.
+    match cli.command {
+        Command::Completions { shell } => return Ok(completions(shell)),
+        Command::Manpage => return manpage(),
+        _ => {}
+    }
     let settings = load_settings(&cli)?;
     cosell_sync::telemetry::init(settings.log.format, &settings.log.level)
         .map_err(|e| CommandError::Usage(format!("--log-level: {e}")))?;
@@ -365,6 +442,9 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
         Command::Referrals(ReferralsCommand::Favorite { id, off }) => {
             commands::referrals_favorite(&settings, &id, !off).await
         }
+        Command::Health { live } => commands::health(&settings, live).await,
+        Command::Completions { shell } => Ok(completions(shell)),
+        Command::Manpage => manpage(),
         Command::Login(LoginCommand::PartnerCenter) => {
             commands::login_partner_center(&settings, |prompt| {
                 println!("{prompt}");

@@ -9,7 +9,7 @@
 
 use std::fmt::Display;
 
-use ::metrics::{counter, gauge};
+use ::metrics::{counter, gauge, histogram};
 
 /// Records read per side (`partner_center`, `dynamics`, `salesforce`). Counter.
 pub const RECORDS_READ: &str = "cosell_sync_records_read_total";
@@ -48,6 +48,13 @@ pub const SALESFORCE_API_USAGE: &str = "cosell_sync_salesforce_api_usage";
 pub const CONFIG_RELOADS: &str = "cosell_sync_config_reloads_total";
 /// Always 1, labelled with the `version`. Gauge.
 pub const BUILD_INFO: &str = "cosell_sync_build_info";
+/// The configured `sync.interval`, so that rules can count intervals. Gauge.
+pub const SYNC_INTERVAL: &str = "cosell_sync_interval_seconds";
+/// Time from sending a request to its response headers, per `api`. Histogram.
+pub const API_REQUEST_DURATION: &str = "cosell_sync_api_request_duration_seconds";
+/// Received inbound referrals still to answer, per `bucket` of time left
+/// before their deadline: `lt_48h`, `lt_7d`, `ge_7d`. Gauge.
+pub const RECEIVED_TIME_LEFT: &str = "cosell_received_referrals_time_left";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -69,6 +76,9 @@ pub const ALL: &[&str] = &[
     SALESFORCE_API_USAGE,
     CONFIG_RELOADS,
     BUILD_INFO,
+    SYNC_INTERVAL,
+    API_REQUEST_DURATION,
+    RECEIVED_TIME_LEFT,
 ];
 
 /// Times a CRM paused its work, per `crm` and `reason`. Counter.
@@ -87,6 +97,11 @@ pub const ENTRA_ID: &str = "entra_id";
 /// word when no response came back (`error`, `timeout`).
 pub fn record_api_request(api: &str, status: impl Display) {
     counter!(API_REQUESTS, "api" => api.to_owned(), "status" => status.to_string()).increment(1);
+}
+
+/// How long one request took to answer (its response headers).
+pub fn record_api_duration(api: &str, elapsed: std::time::Duration) {
+    histogram!(API_REQUEST_DURATION, "api" => api.to_owned()).record(elapsed.as_secs_f64());
 }
 
 /// One in-place retry of a request.

@@ -1,9 +1,31 @@
 //! Logging: tracing-subscriber to stderr, `pretty` for terminals or `json`
 //! (one object per line) for journald and log shippers. `RUST_LOG` wins over
 //! the configured level.
+//!
+//! A JSON line is flat: `timestamp`, `level`, `target`, `message`, the
+//! event's fields and the fields of every span it is in (the cycle's
+//! `correlation_id`, a pull's `side`, an effect's `referral_id`…), all on the
+//! top level, so that log shippers index them without unnesting. The stable
+//! field names are listed in [`STABLE_FIELDS`] and docs/operations.md.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The field names log queries may rely on; renaming one is a breaking change.
+pub const STABLE_FIELDS: &[&str] = &[
+    "timestamp",
+    "level",
+    "message",
+    "correlation_id",
+    "side",
+    "referral_id",
+    "crm",
+    "crm_id",
+    "operation",
+    "outcome",
+];
 
 use crate::config::LogFormat;
 
@@ -33,19 +55,28 @@ pub fn init_with_writer<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.with_target(false).compact().try_init(),
-    };
-    result.map_err(|_| TelemetryError::AlreadySet)
+    match format {
+        LogFormat::Json => {
+            let layer = json_subscriber::fmt::layer()
+                .with_writer(writer)
+                .flatten_event(true)
+                .flatten_span_list_on_top_level(true)
+                .with_current_span(false)
+                .with_span_list(false);
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .try_init()
+                .map_err(|_| TelemetryError::AlreadySet)
+        }
+        LogFormat::Pretty => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_target(false)
+            .compact()
+            .try_init()
+            .map_err(|_| TelemetryError::AlreadySet),
+    }
 }
 
 /// Installs the global subscriber writing to stderr.

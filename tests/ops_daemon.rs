@@ -511,6 +511,7 @@ async fn every_metric_name_is_exported() {
     metrics::record_api_request("salesforce", 200);
     metrics::record_api_request("partner_center", "timeout");
     metrics::record_retry("partner_center");
+    metrics::record_api_duration("salesforce", Duration::from_millis(120));
     metrics::record_salesforce_api_usage(18, 5000);
     metrics::record_reload(false);
 

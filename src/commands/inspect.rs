@@ -84,14 +84,26 @@ fn empty_report() -> StatusReport {
 /// `status`: counts by tab and stage, cursors, recent runs, open failures.
 pub fn status(settings: &Settings, as_json: bool) -> Result<String, CommandError> {
     let path = &settings.state.path;
-    let (report, exists) = match Store::open_existing(path)? {
-        Some(store) => (store.read(|r| r.status_report(5))?, true),
-        None => (empty_report(), false),
+    let (report, tenant, organization, exists) = match Store::open_existing(path)? {
+        Some(store) => {
+            let (report, tenant, organization) = store.read(|r| {
+                Ok((
+                    r.status_report(5)?,
+                    r.tenant()?,
+                    r.partner_center_organization()?,
+                ))
+            })?;
+            (report, tenant, organization, true)
+        }
+        None => (empty_report(), None, None, false),
     };
     if as_json {
         let mut v = serde_json::to_value(&report).unwrap_or(Value::Null);
         v["state_path"] = json!(path.display().to_string());
         v["state_exists"] = json!(exists);
+        v["tenant"] = serde_json::to_value(&tenant).unwrap_or(Value::Null);
+        v["partner_center_organization"] =
+            serde_json::to_value(&organization).unwrap_or(Value::Null);
         return Ok(format!("{v:#}\n"));
     }
     let mut o = String::new();
@@ -100,6 +112,29 @@ pub fn status(settings: &Settings, as_json: bool) -> Result<String, CommandError
         o.push_str(&format!(" (schema {})\n", report.schema_version));
     } else {
         o.push_str(" (not created yet: the first sync creates it)\n");
+    }
+    match &tenant {
+        Some(t) => {
+            o.push_str(&format!(
+                "Tenant        first synced {} with\n  partner_center  {}\n",
+                t.since.format("%Y-%m-%d %H:%M UTC"),
+                t.identity.partner_center
+            ));
+            for (kind, org) in &t.identity.crm {
+                o.push_str(&format!("  {kind:<15} {org}\n"));
+            }
+        }
+        None => o.push_str("Tenant        (not recorded yet: the first sync records it)\n"),
+    }
+    if let Some(org) = &organization {
+        o.push_str(&format!(
+            "  organization    {}{} (as its referrals name it)\n",
+            org.id,
+            org.name
+                .as_deref()
+                .map(|n| format!(" {n}"))
+                .unwrap_or_default()
+        ));
     }
     o.push_str(&format!(
         "\nReferrals     {} in total\n  inbound     {}\n  outbound    {}\n  favorites   {}\n",

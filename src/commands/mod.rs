@@ -7,8 +7,10 @@
 
 mod inspect;
 mod operate;
+mod probe;
 #[cfg(feature = "sim")]
 mod simulator;
+mod tenant;
 
 use chrono::{DateTime, Utc};
 
@@ -23,8 +25,10 @@ pub use operate::{
     failures_ignore, failures_retry, login_partner_center, parse_since, referrals_favorite,
     run_daemon, sync_once,
 };
+pub use probe::{health, health_address};
 #[cfg(feature = "sim")]
 pub use simulator::{bench, simulate};
+pub use tenant::{check_tenant, tenant_of};
 
 /// Process exit codes (DESIGN.md "Command line").
 pub mod exit {
@@ -71,6 +75,17 @@ pub enum CommandError {
     Daemon(#[from] crate::ops::DaemonError),
     #[error("metrics: {0}")]
     Metrics(crate::ops::metrics::MetricsError),
+    #[error(
+        "the state store {path} belongs to another tenant: it was first synced with {recorded} (since {since}); these settings point at {current} ({})",
+        .differences.join("; ")
+    )]
+    OtherTenant {
+        path: String,
+        recorded: String,
+        since: String,
+        current: String,
+        differences: Vec<String>,
+    },
     /// The command ran and has a report, but did not fully succeed.
     #[error("{reason}")]
     Incomplete { report: String, reason: String },
@@ -113,7 +128,9 @@ impl From<crate::sync::setup::SetupError> for CommandError {
 impl CommandError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CommandError::Config(_) | CommandError::ConfigProblems(_) => exit::CONFIG,
+            CommandError::Config(_)
+            | CommandError::ConfigProblems(_)
+            | CommandError::OtherTenant { .. } => exit::CONFIG,
             CommandError::Setup(e) if e.is_configuration() => exit::CONFIG,
             CommandError::Daemon(e) => u8::try_from(e.exit_code()).unwrap_or(exit::FAILURE),
             CommandError::Usage(_) => exit::USAGE,
@@ -128,6 +145,9 @@ impl CommandError {
             CommandError::Store(e) => Some(e.hint().to_owned()),
             CommandError::Lock(e) => Some(e.hint()),
             CommandError::PartnerCenter(e) => Some(e.hint()),
+            CommandError::OtherTenant { .. } => Some(
+                "each tenant needs its own state store: check --config and state.path (the unit cosell-sync@TENANT keeps each in /var/lib/cosell-sync/TENANT/). If this store should follow these settings (same tenant, new app registration or org URL), see docs/install.md \"Moving a tenant\"".to_owned(),
+            ),
             CommandError::Setup(e) => match e.as_ref() {
                 crate::sync::setup::SetupError::PartnerCenter(e) => Some(e.hint()),
                 crate::sync::setup::SetupError::Crm { cause, .. } => Some(cause.hint()),

@@ -201,6 +201,7 @@ pub async fn run_daemon(
     let _lock = lock_store_async(settings, "run").await?;
     crate::ops::metrics::install()?;
     let store = Arc::new(Store::open(&settings.state.path)?);
+    super::check_tenant(settings, &store, false)?;
     let heartbeat = crate::ops::Heartbeat::new();
     let options = crate::ops::DaemonOptions {
         heartbeat: heartbeat.clone(),
@@ -210,6 +211,15 @@ pub async fn run_daemon(
     let factory =
         move |s: &Settings| -> Result<crate::sync::Engine, crate::sync::setup::SetupError> {
             let hb = heartbeat.clone();
+            // A reload that points at another tenant is rejected like any
+            // invalid configuration: the running one keeps going.
+            super::check_tenant(s, &engine_store, false).map_err(|e| {
+                crate::config::ConfigError::Invalid {
+                    key: "tenant".into(),
+                    origin: "the reloaded settings".into(),
+                    message: e.to_string(),
+                }
+            })?;
             Ok(crate::sync::setup::build_engine(
                 s,
                 engine_store.clone(),
@@ -240,6 +250,7 @@ pub async fn sync_once(
         Some(lock_store_async(settings, command).await?)
     };
     let store = std::sync::Arc::new(Store::open(&settings.state.path)?);
+    super::check_tenant(settings, &store, opts.dry_run)?;
     let progress = std::sync::Arc::new(crate::ops::Progress::new("records read", None));
     let bar = progress.clone();
     let engine = crate::sync::setup::build_engine(

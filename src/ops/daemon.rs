@@ -318,6 +318,7 @@ where
             ));
         }
         let runner = (self.factory)(&settings).map_err(|e| e.to_string())?;
+        metrics::record_sync_interval(settings.sync.interval);
         Ok((settings, runner))
     }
 
@@ -342,6 +343,7 @@ where
     /// use) return before READY=1 is sent.
     pub async fn run(self, control: Control) -> Result<(), DaemonError> {
         let settings = (self.loader)()?;
+        metrics::record_sync_interval(settings.sync.interval);
         let problems = settings.readiness_problems();
         if !problems.is_empty() {
             return Err(DaemonError::Incomplete(problems));
@@ -536,6 +538,10 @@ where
         match self.store.read(|r| r.status_report(0)) {
             Ok(report) => metrics::record_store_report(&report),
             Err(e) => tracing::warn!(error = %e, "cannot read the store's status for metrics"),
+        }
+        match self.store.read(|r| r.received_time_left(Utc::now())) {
+            Ok(left) => metrics::record_received_time_left(&left),
+            Err(e) => tracing::warn!(error = %e, "cannot read the referral deadlines for metrics"),
         }
     }
 

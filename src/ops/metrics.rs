@@ -20,6 +20,11 @@ const CYCLE_BUCKETS: &[f64] = &[
     0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
+const API_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// The `bucket` labels of [`RECEIVED_TIME_LEFT`].
+pub const TIME_LEFT_BUCKETS: [&str; 3] = ["lt_48h", "lt_7d", "ge_7d"];
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot install the Prometheus metrics recorder: {0}")]
 pub struct MetricsError(String);
@@ -33,6 +38,8 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(CYCLE_DURATION.to_owned()), CYCLE_BUCKETS)
+                .map_err(|e| MetricsError(e.to_string()))?
+                .set_buckets_for_metric(Matcher::Full(API_REQUEST_DURATION.to_owned()), API_BUCKETS)
                 .map_err(|e| MetricsError(e.to_string()))?
                 .install_recorder()
                 .map_err(|e| MetricsError(e.to_string()))?;
@@ -112,6 +119,24 @@ fn describe() {
         Unit::Count,
         "Configuration reloads, per result"
     );
+    describe_gauge!(
+        SYNC_INTERVAL,
+        Unit::Seconds,
+        "The configured sync.interval between cycles"
+    );
+    describe_histogram!(
+        API_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time to the response headers of an API request, per API"
+    );
+    describe_gauge!(
+        RECEIVED_TIME_LEFT,
+        Unit::Count,
+        "Received inbound referrals still to answer, per bucket of time left (lt_48h, lt_7d, ge_7d)"
+    );
+    for bucket in TIME_LEFT_BUCKETS {
+        gauge!(RECEIVED_TIME_LEFT, "bucket" => bucket).set(0.0);
+    }
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for outcome in ["clean", "degraded", "failed"] {
@@ -122,6 +147,10 @@ fn describe() {
     }
     gauge!(QUARANTINED_RECORDS).set(0.0);
     gauge!(PENDING_EFFECTS).set(0.0);
+    // Exported before the first retry, so that `rate()` sees it.
+    for api in [PARTNER_CENTER, DYNAMICS, SALESFORCE] {
+        counter!(RETRIES, "api" => api).increment(0);
+    }
 }
 
 /// A configuration reload, applied or rejected.
@@ -166,6 +195,8 @@ pub fn record_cycle(summary: &CycleSummary, duration: Duration) {
                 .increment(n);
         }
         counter!(RECORDS_FAILED, "side" => side.clone()).increment(s.failed);
+        // Exported from the first cycle on, so that `increase()` sees the first pause.
+        counter!(THROTTLE_PAUSES, "side" => side.clone()).increment(0);
     }
     counter!(RECORDS_QUARANTINED).increment(summary.quarantined);
     counter!(REFERRALS_EXPIRED).increment(summary.expired);
@@ -197,6 +228,21 @@ pub fn record_failed_cycle(duration: Duration) {
 /// The time of the last successful cycle.
 pub fn record_last_success(at: DateTime<Utc>) {
     gauge!(LAST_SUCCESS).set(at.timestamp_millis() as f64 / 1000.0);
+}
+
+/// The configured interval between cycles.
+pub fn record_sync_interval(interval: Duration) {
+    gauge!(SYNC_INTERVAL).set(interval.as_secs_f64());
+}
+
+/// Received referrals by time left before their deadline.
+pub fn record_received_time_left(left: &crate::store::TimeLeft) {
+    for (bucket, n) in TIME_LEFT_BUCKETS
+        .iter()
+        .zip([left.lt_48h, left.lt_7d, left.ge_7d])
+    {
+        gauge!(RECEIVED_TIME_LEFT, "bucket" => *bucket).set(n as f64);
+    }
 }
 
 /// Gauges read from the store: referrals per stage, failures waiting for an

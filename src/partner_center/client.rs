@@ -721,6 +721,7 @@ impl PartnerCenterClient {
         }
         let started = tokio::time::Instant::now();
         let sent = builder.send().await;
+        crate::metrics::record_api_duration(crate::metrics::PARTNER_CENTER, started.elapsed());
         crate::metrics::record_api_request(
             crate::metrics::PARTNER_CENTER,
             match &sent {

@@ -7,6 +7,7 @@
 //! per store).
 
 mod cursors;
+mod deadlines;
 mod events;
 mod failures;
 mod kv;
@@ -19,6 +20,7 @@ mod repo;
 mod runs;
 mod schema;
 mod status;
+mod tenant;
 mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -28,9 +30,11 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use deadlines::TimeLeft;
 pub use lock::{Holder, LockError, StoreLock, lock_path};
 pub use models::*;
 pub use repo::Repo;
+pub use tenant::{PartnerCenterOrganization, RecordedTenant, TenantIdentity};
 pub use tokens::StoredRefreshToken;
 
 /// The schema version this build writes.

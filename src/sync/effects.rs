@@ -242,6 +242,18 @@ pub fn crm_record_key(crm: CrmKind, crm_id: &str) -> String {
     format!("{crm}:{crm_id}")
 }
 
+/// A record key as the log fields `referral_id`, `crm` and `crm_id` (a
+/// `None` field is left out of the line), so that every log line names a
+/// record alike.
+pub fn record_log_fields(key: &str) -> (Option<&str>, Option<&str>, Option<&str>) {
+    match key.split_once(':') {
+        Some((crm, id)) if CrmKind::ALL.iter().any(|k| k.as_str() == crm) => {
+            (None, Some(crm), Some(id))
+        }
+        _ => (Some(key), None, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,7 +91,8 @@ impl Engine {
     ) -> Result<Flow, SyncError> {
         let now = cycle.now;
         let side = entry.target.clone();
-        tracing::warn!(target_side = %side, record = %entry.record_key, operation = %entry.operation, directive = directive.as_str(), error = %message, "effect failed");
+        let (referral_id, crm, crm_id) = super::effects::record_log_fields(&entry.record_key);
+        tracing::warn!(side = %side, referral_id, crm, crm_id, operation = %entry.operation, outcome = "failed", directive = directive.as_str(), error = %message, "effect failed");
         match directive {
             RetryDirective::Backoff => {
                 if entry.attempts + 1 >= self.settings.max_attempts {
@@ -210,7 +211,8 @@ impl Engine {
             }
             Ok(())
         })?;
-        tracing::error!(record = %entry.record_key, side = %entry.target, %message, %hint, "record quarantined");
+        let (referral_id, crm, crm_id) = super::effects::record_log_fields(&entry.record_key);
+        tracing::error!(side = %entry.target, referral_id, crm, crm_id, operation = %entry.operation, outcome = "quarantined", %message, %hint, "record quarantined");
         Ok(())
     }
 
@@ -257,7 +259,9 @@ impl Engine {
                         continue;
                     }
                 };
-                let span = tracing::info_span!("effect", side = "partner_center", record = %entry.record_key, operation = %entry.operation);
+                let (referral_id, crm, crm_id) =
+                    super::effects::record_log_fields(&entry.record_key);
+                let span = tracing::info_span!("effect", side = "partner_center", referral_id, crm, crm_id, operation = %entry.operation);
                 let flow = match effect {
                     Effect::PcUpdate {
                         referral_id,

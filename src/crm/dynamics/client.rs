@@ -182,6 +182,7 @@ impl Api {
             }
             let started = tokio::time::Instant::now();
             let sent = req.send().await;
+            metrics::record_api_duration(metrics::DYNAMICS, started.elapsed());
             if sent.is_err() {
                 metrics::record_api_request(metrics::DYNAMICS, "error");
             }

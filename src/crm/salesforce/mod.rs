@@ -372,7 +372,9 @@ impl SalesforceCrm {
             if let Some(b) = body {
                 request = request.json(b);
             }
+            let started = std::time::Instant::now();
             let sent = request.send().await;
+            metrics::record_api_duration(metrics::SALESFORCE, started.elapsed());
             if sent.is_err() {
                 metrics::record_api_request(metrics::SALESFORCE, "error");
             }
