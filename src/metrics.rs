@@ -49,6 +49,12 @@ pub const CONFIG_RELOADS: &str = "cosell_sync_config_reloads_total";
 /// Always 1, labelled with the `version`. Gauge.
 pub const BUILD_INFO: &str = "cosell_sync_build_info";
 
+/// Received inbound referrals by time left to answer, `left` = `<48h`, `<7d`, `>=7d`. Gauge.
+pub const ANSWER_WINDOWS: &str = "cosell_sync_received_referrals_by_time_left";
+/// Co-sell deals of ours by Microsoft's answer, `state` = `requested`,
+/// `engaged`, `declined`, `no_answer`. Gauge.
+pub const MICROSOFT_ENGAGEMENTS: &str = "cosell_sync_microsoft_engagements";
+
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
     RECORDS_READ,
@@ -69,7 +75,23 @@ pub const ALL: &[&str] = &[
     SALESFORCE_API_USAGE,
     CONFIG_RELOADS,
     BUILD_INFO,
+    ANSWER_WINDOWS,
+    MICROSOFT_ENGAGEMENTS,
 ];
+
+/// Received referrals per time-left bucket.
+pub fn record_answer_windows(buckets: &std::collections::BTreeMap<&'static str, u64>) {
+    for (left, n) in buckets {
+        gauge!(ANSWER_WINDOWS, "left" => *left).set(*n as f64);
+    }
+}
+
+/// Co-sell deals per Microsoft answer.
+pub fn record_microsoft_engagements(states: &std::collections::BTreeMap<&'static str, u64>) {
+    for (state, n) in states {
+        gauge!(MICROSOFT_ENGAGEMENTS, "state" => *state).set(*n as f64);
+    }
+}
 
 /// Times a CRM paused its work, per `crm` and `reason`. Counter.
 pub const CRM_PAUSED: &str = "cosell_sync_crm_paused_total";

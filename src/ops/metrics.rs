@@ -122,6 +122,22 @@ fn describe() {
     }
     gauge!(QUARANTINED_RECORDS).set(0.0);
     gauge!(PENDING_EFFECTS).set(0.0);
+    describe_gauge!(
+        ANSWER_WINDOWS,
+        Unit::Count,
+        "Received inbound referrals, per time left to answer (<48h, <7d, >=7d)"
+    );
+    describe_gauge!(
+        MICROSOFT_ENGAGEMENTS,
+        Unit::Count,
+        "Co-sell deals of ours, per Microsoft answer (requested, engaged, declined, no_answer)"
+    );
+    for left in crate::domain::TimeLeft::ALL {
+        gauge!(ANSWER_WINDOWS, "left" => left.label()).set(0.0);
+    }
+    for state in crate::domain::MicrosoftEngagement::ALL {
+        gauge!(MICROSOFT_ENGAGEMENTS, "state" => state.metric_label()).set(0.0);
+    }
 }
 
 /// A configuration reload, applied or rejected.

@@ -12,6 +12,7 @@ mod execute;
 #[cfg(test)]
 mod fakes;
 mod plan;
+mod seller;
 pub mod setup;
 
 use std::collections::{BTreeMap, HashSet};
@@ -538,6 +539,7 @@ impl Engine {
                 .instrument(tracing::info_span!("pull", side = "partner_center"))
                 .await?;
             self.expire_overdue(&mut cycle).await?;
+            self.report_windows(&mut cycle)?;
             if !opts.dry_run {
                 self.check_microsoft_windows(&*pc, &mut cycle).await?;
                 self.execute(&*pc, &mut cycle)

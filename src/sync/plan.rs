@@ -94,7 +94,7 @@ impl PageRows {
         self.snapshots.get(id)
     }
 
-    fn link_by_referral(&self, crm: CrmKind, referral_id: &str) -> Option<&Link> {
+    pub(crate) fn link_by_referral(&self, crm: CrmKind, referral_id: &str) -> Option<&Link> {
         self.links_by_referral.get(&(crm, referral_id.to_owned()))
     }
 
@@ -155,6 +155,7 @@ pub(crate) fn effective_json(snapshot: &ReferralSnapshot) -> (Value, Option<Stag
         }
         return (json, Some(Stage::Expired));
     }
+    super::seller::add_answer_by(&mut json, snapshot, snapshot.stage);
     (json, snapshot.stage)
 }
 
@@ -174,6 +175,8 @@ pub(crate) fn close_fields(mapping: &Mapping, referral: &Value, stage: Stage) ->
     if let Some(r) = &mapping.stages.reason_field {
         keep.push(r);
     }
+    // A closed deal has nothing left to answer by.
+    keep.extend(mapping.status.answer_by.as_deref());
     full.into_iter()
         .filter(|(k, _)| keep.contains(&k.as_str()))
         .collect()
@@ -1090,6 +1093,7 @@ impl Engine {
         if let Some(reason) = reason {
             json["statusReason"] = Value::String(reason);
         }
+        self.add_engagement_of(r, &mut json, plan)?;
         if !unchanged {
             plan.snapshots.push(snap.clone());
         }
@@ -1110,7 +1114,7 @@ impl Engine {
         // other half of the partner's own deal, not an opportunity of its own.
         if r.is_outbound() && r.target.iter().flatten().any(|t| t.is_microsoft()) {
             cycle.summary.partner_center.skipped += 1;
-            return Ok(());
+            return self.plan_microsoft_half(r, Some(stage), rows, plan);
         }
         for side in &self.crms {
             let link = rows.link_by_referral(side.kind, &r.id).cloned();
@@ -1156,6 +1160,27 @@ impl Engine {
         if stage.is_archived() {
             // Archived deals take no edit: only make the CRM show the closed stage.
             if m.stages.shows(&current, stage) {
+                // Closed in the CRM itself: the answer-by date goes, where
+                // the CRM lets a closed record be edited (Dataverse does not).
+                if kind.creates_closed()
+                    && let Some(f) = &m.status.answer_by
+                    && current.get(f).is_some_and(|v| !v.is_null() && v != "")
+                {
+                    let mut fields = Map::new();
+                    fields.insert(f.clone(), Value::Null);
+                    plan.effects.push(Effect::CrmUpsert {
+                        crm: kind,
+                        write: RecordWrite {
+                            key: RecordKey::CrmId(link.crm_id.clone()),
+                            fields,
+                            if_match: None,
+                            customer: None,
+                        },
+                        referral_id: Some(r.id.clone()),
+                        pc_hash: Some(pc_hash),
+                    });
+                    return Ok(());
+                }
                 link.pc_hash = Some(pc_hash);
                 link.updated_at = cycle.now;
                 plan.links.push(link);

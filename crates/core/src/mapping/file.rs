@@ -14,7 +14,9 @@ use super::error::{MappingError, join_key, line_of};
 use super::path::FieldPath;
 use super::stages::{StagePattern, StageRules};
 use super::transform::{Conversion, Template, toml_to_json};
-use super::{Constant, EmptyPolicy, FieldDirection, FieldRule, Mapping, Owner};
+use super::{
+    Constant, ContactMode, EmptyPolicy, FieldDirection, FieldRule, Mapping, Owner, StatusFields,
+};
 
 /// A TOML table read in file order.
 struct Ordered<T>(Vec<(String, T)>);
@@ -64,6 +66,19 @@ struct RawFile {
     constants: Ordered<Spanned<toml::Value>>,
     #[serde(default)]
     stages: Option<Spanned<RawStages>>,
+    #[serde(default)]
+    status: Option<Spanned<RawStatus>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    #[serde(default)]
+    answer_by: Option<Spanned<String>>,
+    #[serde(default)]
+    microsoft_engagement: Option<Spanned<String>>,
+    #[serde(default)]
+    customer_contact: Option<ContactMode>,
 }
 
 #[derive(Deserialize)]
@@ -339,6 +354,26 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
         }
     }
 
+    let mut status = StatusFields::default();
+    if let Some(st) = &raw.status {
+        lines.insert("status".into(), ctx.line(st));
+        let st = st.get_ref();
+        for (name, v, slot) in [
+            ("answer_by", &st.answer_by, &mut status.answer_by),
+            (
+                "microsoft_engagement",
+                &st.microsoft_engagement,
+                &mut status.microsoft_engagement,
+            ),
+        ] {
+            if let Some(v) = v {
+                lines.insert(format!("status.{name}"), ctx.line(v));
+                *slot = Some(v.get_ref().clone());
+            }
+        }
+        status.customer_contact = st.customer_contact.unwrap_or_default();
+    }
+
     Ok(Mapping {
         file: ctx.file.to_owned(),
         object: raw.object.get_ref().clone(),
@@ -350,6 +385,7 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
         fields,
         constants,
         stages,
+        status,
         lines,
     })
 }

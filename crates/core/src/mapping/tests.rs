@@ -1287,3 +1287,50 @@ fn the_guide_examples_parse() {
     }
     assert!(blocks >= 8, "{blocks}");
 }
+
+#[test]
+fn status_fields_are_written_only_by_the_daemon_and_cleared_when_answered() {
+    let text = format!(
+        "{HEAD}{STAGES}\n[status]\nanswer_by = \"Answer_By__c\"\nmicrosoft_engagement = \"Microsoft_Engagement__c\"\ncustomer_contact = \"record\"\n"
+    );
+    let m = Mapping::load(&text, "m.toml").unwrap_or_else(|p| panic!("{p:#?}"));
+    assert_eq!(m.status.answer_by.as_deref(), Some("Answer_By__c"));
+    assert_eq!(m.status.customer_contact, ContactMode::Record);
+    assert!(m.crm_fields().contains(&"Answer_By__c"));
+    let mut r = json!({"id": "r1", "status": "New", "substatus": "Pending"});
+    r[ANSWER_BY_KEY] = json!("2026-12-17T06:00:00Z");
+    r[ENGAGEMENT_KEY] = json!("Engaged");
+    let on_hold = m.to_crm(&r, Stage::Received);
+    assert_eq!(on_hold["Answer_By__c"], "2026-12-17T06:00:00Z");
+    assert_eq!(on_hold["Microsoft_Engagement__c"], "Engaged");
+    assert_eq!(m.to_crm(&r, Stage::Accepted)["Answer_By__c"], Value::Null);
+    assert_eq!(m.to_crm(&r, Stage::Declined)["Answer_By__c"], Value::Null);
+    // Nothing the daemon has not said is written.
+    let plain = m.to_crm(&json!({"id": "r1"}), Stage::Accepted);
+    assert!(!plain.contains_key("Microsoft_Engagement__c"));
+    // Never read back into the referral.
+    assert!(!m.crm_projection(&on_hold).contains_key("Answer_By__c"));
+}
+
+#[test]
+fn status_fields_are_checked_like_other_field_names() {
+    let bad = format!("{HEAD}{STAGES}\n[status]\nanswer_by = \"Answer By\"\nanswered = \"X\"\n");
+    let e = Mapping::parse(&bad, "m.toml").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("status.answered"), "{e}");
+    let bad = format!("{HEAD}{STAGES}\n[status]\nanswer_by = \"Answer By\"\n");
+    let problems = Mapping::load(&bad, "m.toml").unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.to_string().contains("status.answer_by")),
+        "{problems:#?}"
+    );
+    let twice = format!("{HEAD}{STAGES}\n[status]\nanswer_by = \"Loss_Reason__c\"\n");
+    let problems = Mapping::load(&twice, "m.toml").unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.to_string().contains("Loss_Reason__c")),
+        "{problems:#?}"
+    );
+}

@@ -77,6 +77,11 @@ impl Mapping {
             ("sync_flag", self.sync_flag.as_ref()),
             ("error_field", self.error_field.as_ref()),
             ("link_field", self.link_field.as_ref()),
+            ("status.answer_by", self.status.answer_by.as_ref()),
+            (
+                "status.microsoft_engagement",
+                self.status.microsoft_engagement.as_ref(),
+            ),
         ];
         for (key, v) in named {
             if let Some(m) = v.and_then(|v| crm_name_problem(v)) {
@@ -356,6 +361,11 @@ impl Mapping {
         top("error_field", self.error_field.as_ref());
         top("link_field", self.link_field.as_ref());
         top("stages.reason_field", self.stages.reason_field.as_ref());
+        top("status.answer_by", self.status.answer_by.as_ref());
+        top(
+            "status.microsoft_engagement",
+            self.status.microsoft_engagement.as_ref(),
+        );
         for stage in Stage::ALL {
             if let Some(p) = self.stages.pattern(stage) {
                 for (f, _) in &p.fields {

@@ -305,6 +305,12 @@ impl SfState {
                 "Partner Center Sync Error",
                 FType::TextArea(32768),
             ),
+            f("Answer_By__c", "Answer By", FType::DateTime),
+            f(
+                "Microsoft_Engagement__c",
+                "Microsoft Engagement",
+                pick(&["Requested", "Engaged", "Declined", "No answer"], true),
+            ),
             f("Audit__c", "Audit", FType::TextArea(100_000)),
         ];
         // Only multi-currency orgs have the field (Salesforce object reference).
