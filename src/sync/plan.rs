@@ -175,11 +175,25 @@ pub(crate) fn close_fields(mapping: &Mapping, referral: &Value, stage: Stage) ->
     if let Some(r) = &mapping.stages.reason_field {
         keep.push(r);
     }
-    // A closed deal has nothing left to answer by.
-    keep.extend(mapping.status.answer_by.as_deref());
+    keep.extend(archived_fields(mapping));
     full.into_iter()
         .filter(|(k, _)| keep.contains(&k.as_str()))
         .collect()
+}
+
+/// What is still written to a closed opportunity: the answer-by date
+/// (cleared) and the fields only Partner Center fills (`to_crm`: the MSX
+/// id, the deal registration status…).
+fn archived_fields(mapping: &Mapping) -> Vec<&str> {
+    let mut out: Vec<&str> = mapping.status.answer_by.as_deref().into_iter().collect();
+    out.extend(
+        mapping
+            .fields
+            .iter()
+            .filter(|r| r.direction == crate::mapping::FieldDirection::ToCrm)
+            .filter_map(|r| r.crm.as_deref()),
+    );
+    out
 }
 
 pub(crate) fn close_outcome(stage: Stage) -> CloseOutcome {
@@ -1160,14 +1174,20 @@ impl Engine {
         if stage.is_archived() {
             // Archived deals take no edit: only make the CRM show the closed stage.
             if m.stages.shows(&current, stage) {
-                // Closed in the CRM itself: the answer-by date goes, where
-                // the CRM lets a closed record be edited (Dataverse does not).
-                if kind.creates_closed()
-                    && let Some(f) = &m.status.answer_by
-                    && current.get(f).is_some_and(|v| !v.is_null() && v != "")
-                {
-                    let mut fields = Map::new();
-                    fields.insert(f.clone(), Value::Null);
+                // Closed already: what Partner Center still says of it (the
+                // answer-by date gone, a deal registration…) where the CRM
+                // lets a closed record be edited (Dataverse does not).
+                let keep = archived_fields(m);
+                let fields: CrmFields = if kind.creates_closed() {
+                    m.crm_update(json, stage, &current)
+                        .record
+                        .into_iter()
+                        .filter(|(k, _)| keep.contains(&k.as_str()))
+                        .collect()
+                } else {
+                    Map::new()
+                };
+                if !fields.is_empty() {
                     plan.effects.push(Effect::CrmUpsert {
                         crm: kind,
                         write: RecordWrite {

@@ -274,7 +274,12 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
             parts.extend_from_slice(sub);
             join_key(&parts)
         };
-        let path = FieldPath::parse(key).map_err(|m| ctx.err(Some(line), k(&[]), m))?;
+        // "path#name": the same path once more, into another CRM field.
+        let (path_text, copy) = match key.split_once('#') {
+            Some((p, name)) => (p, Some(name.to_owned())),
+            None => (key.as_str(), None),
+        };
+        let path = FieldPath::parse(path_text).map_err(|m| ctx.err(Some(line), k(&[]), m))?;
         let r = rule.get_ref();
         let conversion = match &r.transform {
             None => Conversion::default(),
@@ -305,6 +310,7 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
             default,
             empty: r.empty.unwrap_or(EmptyPolicy::Clear),
             create_only: r.create_only.unwrap_or(false),
+            copy,
             line: Some(line),
         });
     }

@@ -98,6 +98,9 @@ pub struct FieldRule {
     pub empty: EmptyPolicy,
     /// Sent to Partner Center only when a deal is created (fields it freezes afterwards).
     pub create_only: bool,
+    /// `"path#name"`: a second mapping of a path already mapped, shown in
+    /// another CRM field (`to_crm` only).
+    pub copy: Option<String>,
     pub(crate) line: Option<usize>,
 }
 

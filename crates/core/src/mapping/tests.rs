@@ -1334,3 +1334,33 @@ fn status_fields_are_checked_like_other_field_names() {
         "{problems:#?}"
     );
 }
+
+#[test]
+fn a_path_mapped_twice_is_shown_in_a_second_field_and_never_sent_from_it() {
+    let text = format!(
+        "{HEAD}{STAGES}\n[fields]\n\"inviteContext.notes\" = {{ crm = \"Description\", direction = \"to_partner_center\", create_only = true }}\n\"inviteContext.notes#received\" = {{ crm = \"Referral_Notes__c\", direction = \"to_crm\" }}\n"
+    );
+    let m = Mapping::load(&text, "m.toml").unwrap_or_else(|p| panic!("{p:#?}"));
+    let r = json!({"id": "r1", "status": "Active", "substatus": "Accepted",
+                   "inviteContext": {"notes": "Hi, a customer for you"}});
+    let crm = m.to_crm(&r, Stage::Accepted);
+    assert_eq!(crm["Referral_Notes__c"], "Hi, a customer for you");
+    assert!(!crm.contains_key("Description"));
+    let mut edited = crm.clone();
+    edited.insert("Referral_Notes__c".into(), json!("changed here"));
+    let p = m.proposed_changes(&edited, &r, Stage::Accepted);
+    assert!(p.patch.is_empty(), "{:?}", p.patch);
+
+    let both = text.replace(
+        "\"Referral_Notes__c\", direction = \"to_crm\"",
+        "\"Referral_Notes__c\"",
+    );
+    let problems = Mapping::load(&both, "m.toml").unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.to_string().contains("inviteContext.notes#received")
+                && p.to_string().contains("to_crm")),
+        "{problems:#?}"
+    );
+}

@@ -31,10 +31,14 @@ impl Report<'_> {
 }
 
 fn rule_key(rule: &FieldRule, sub: &str) -> String {
+    let key = match &rule.copy {
+        Some(name) => format!("{}#{name}", rule.path.as_str()),
+        None => rule.path.as_str().to_owned(),
+    };
     if sub.is_empty() {
-        join_key(&["fields", rule.path.as_str()])
+        join_key(&["fields", &key])
     } else {
-        join_key(&["fields", rule.path.as_str(), sub])
+        join_key(&["fields", &key, sub])
     }
 }
 
@@ -110,6 +114,22 @@ impl Mapping {
 
     fn check_rule(&self, rule: &FieldRule, r: &mut Report) {
         let line = rule.line;
+        if let Some(name) = &rule.copy {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                r.push(
+                    line,
+                    rule_key(rule, ""),
+                    format!("{name:?} after # is not a name; expected letters, digits or _, e.g. \"inviteContext.notes#received\""),
+                );
+            }
+            if rule.direction != FieldDirection::ToCrm {
+                r.push(
+                    line,
+                    rule_key(rule, "direction"),
+                    "a second mapping of a path (path#name) only shows the value in another CRM field; use direction = \"to_crm\"",
+                );
+            }
+        }
         let spec = match schema::lookup(&rule.path) {
             Ok(s) => Some(s),
             Err(m) => {
