@@ -176,9 +176,16 @@ pub(crate) fn close_fields(mapping: &Mapping, referral: &Value, stage: Stage) ->
         keep.push(r);
     }
     keep.extend(archived_fields(mapping));
-    full.into_iter()
+    let mut fields: CrmFields = full
+        .into_iter()
         .filter(|(k, _)| keep.contains(&k.as_str()))
-        .collect()
+        .collect();
+    // A closed deal has nothing left to fix: a refusal shown on it goes
+    // (before the row closes, where a closed row is read-only).
+    if let Some(f) = &mapping.error_field {
+        fields.insert(f.clone(), Value::Null);
+    }
+    fields
 }
 
 /// What is still written to a closed opportunity: the answer-by date
@@ -807,17 +814,34 @@ impl Engine {
                 side: kind.as_str().to_owned(),
                 kind: "invalid".into(),
                 message: text.clone(),
-                hint: format!(
-                    "fix the opportunity {} in {kind}; it is synced again once it changes",
-                    record.crm_id
-                ),
+                hint: if kind.creates_closed() {
+                    format!(
+                        "fix the opportunity {} in {kind}; it is synced again once it changes",
+                        record.crm_id
+                    )
+                } else {
+                    format!(
+                        "fix the opportunity {} in {kind} (a closed one: reopen it, fix it, close it again); it is synced again once it changes",
+                        record.crm_id
+                    )
+                },
                 raw: None,
             });
             if let Some(r) = rid {
                 plan.event(r, kind.as_str(), "invalid", text);
             }
         }
-        let Some(update) = side.mapping.error_update(problems) else {
+        // A closed Dataverse row takes no edit (and the adapter never
+        // reopens one): the refusal stays in `failures`, with its hint.
+        let m = &side.mapping;
+        if !kind.creates_closed()
+            && [Stage::Won, Stage::Lost, Stage::Declined, Stage::Expired]
+                .into_iter()
+                .any(|s| m.stages.shows(&record.fields, s))
+        {
+            return;
+        }
+        let Some(update) = m.error_update(problems) else {
             return;
         };
         let differs = update.iter().any(|(f, v)| {
