@@ -44,6 +44,10 @@ impl FromRow for ReferralSnapshot {
     }
 }
 
+/// SQL: the referral is the one we made to invite Microsoft into a co-sell
+/// engagement of ours (outgoing, targeted at Microsoft).
+pub(crate) const MICROSOFT_HALF: &str = "(direction = 'Outgoing' AND EXISTS (SELECT 1 FROM json_each(raw_json, '$.target') t WHERE json_extract(t.value, '$.id') = 'msft'))";
+
 impl Repo<'_> {
     /// Inserts or replaces a snapshot; `first_seen`, `favorite` and
     /// `locally_expired` of an existing row are kept unless the new snapshot
@@ -99,7 +103,9 @@ impl Repo<'_> {
     }
 
     /// Referrals matching a filter, most recently updated first. The tab
-    /// flags combine with OR; no flag means every tab.
+    /// flags combine with OR; no flag means every tab. Microsoft's half of
+    /// a co-sell deal of ours (its referral in our engagement) is not listed:
+    /// it is the same deal (`referrals show` still finds it).
     pub fn list_referrals(&self, f: &ReferralFilter) -> Result<Vec<ReferralSnapshot>, StoreError> {
         let mut tabs = Vec::new();
         if f.inbound {
@@ -112,7 +118,7 @@ impl Repo<'_> {
             tabs.push("favorite = 1");
         }
         let mut sql = format!(
-            "SELECT {} FROM referrals WHERE 1 = 1",
+            "SELECT {} FROM referrals WHERE NOT {MICROSOFT_HALF}",
             ReferralSnapshot::COLUMNS
         );
         if !tabs.is_empty() {
