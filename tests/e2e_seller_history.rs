@@ -82,3 +82,67 @@ async fn microsoft_s_half_of_a_co_sell_deal_is_not_an_outbound_deal_of_ours() {
         .collect();
     assert!(!all.contains(&microsoft[0]), "{all:?}");
 }
+
+/// Won, lost, declined and expired referrals no CRM holds: left out by a
+/// normal cycle, brought in closed with their outcome and reason by
+/// `resync --include-archived`, in both CRMs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_including_archived_brings_closed_referrals_in_with_outcome_and_reason() {
+    use cosell_sync::sync::CycleOptions;
+
+    // Closed before the daemon ever read them.
+    let h = harness(options(0, 0)).await;
+    let st = h.sim.state();
+    let ids = st.insert_referrals(4);
+    let (won, lost, declined, expired) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    st.accept_referral(won).unwrap();
+    st.win_referral(won).unwrap();
+    st.accept_referral(lost).unwrap();
+    st.lose_referral(lost, Some("Chose a competitor")).unwrap();
+    st.decline_referral(declined, "Outside our region").unwrap();
+    h.sim
+        .clock()
+        .advance(std::time::Duration::from_secs(16 * 86_400));
+    h.settle(3).await;
+    assert_eq!(h.status(expired).1, "Expired", "Partner Center expired it");
+    for id in &ids {
+        assert!(
+            h.sf(id).is_none() && h.dv(id).is_none(),
+            "archived: left out"
+        );
+    }
+
+    h.engine()
+        .run_cycle(&CycleOptions {
+            full: true,
+            include_archived: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    h.settle(3).await;
+    for (id, stage, reason) in [
+        (won, "Closed Won", None),
+        (lost, "Closed Lost", Some("Chose a competitor")),
+        (declined, "Closed Lost", Some("Outside our region")),
+        (expired, "Closed Lost", None),
+    ] {
+        let sf = h.sf(id).expect("in Salesforce");
+        assert_eq!(sf["StageName"], stage, "{sf}");
+        let dv = h.dv(id).expect("in Dynamics");
+        assert_eq!(
+            dv["statecode"],
+            if stage == "Closed Won" { 1 } else { 2 },
+            "{dv}"
+        );
+        if let Some(reason) = reason {
+            assert_eq!(sf["Loss_Reason__c"], reason, "{sf}");
+            assert_eq!(dv["new_closereason"], reason, "{dv}");
+        }
+    }
+    let failures = h
+        .store
+        .read(|r| r.list_failures(&[cosell_sync::store::FailureState::Open]))
+        .unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+}

@@ -116,6 +116,10 @@ pub struct CycleOptions {
     pub full: bool,
     /// Re-read Partner Center from this time instead of the cursor (`resync --since`).
     pub since: Option<DateTime<Utc>>,
+    /// Bring archived referrals (won, lost, declined, expired) that no CRM
+    /// record holds into the CRMs, closed with their outcome and reason
+    /// (`resync --include-archived`).
+    pub include_archived: bool,
 }
 
 /// Counts for one side of the sync.
@@ -402,6 +406,8 @@ pub(crate) struct Cycle {
     pub pc_fresh_as_of: Option<DateTime<Utc>>,
     /// Referrals this cycle's listing read (their expiry is decided from them).
     pub pc_read: HashSet<String>,
+    /// [`CycleOptions::include_archived`].
+    pub include_archived: bool,
 }
 
 /// The cursor key of Partner Center.
@@ -525,6 +531,7 @@ impl Engine {
                 crm_modified: BTreeMap::new(),
                 pc_fresh_as_of: None,
                 pc_read: HashSet::new(),
+                include_archived: opts.include_archived,
             };
             for side in &self.crms {
                 cycle.summary.crm(side.kind);

@@ -1177,11 +1177,12 @@ impl Engine {
         let m = &side.mapping;
         let pc_hash = m.pc_projection_hash(json);
         let Some(mut link) = link else {
-            // Archived deals are not brought into the CRM, except one expired
-            // here that Partner Center still shows unanswered: its
-            // opportunity is created closed as expired.
+            // Archived deals are not brought into the CRM (unless asked:
+            // `resync --include-archived`), except one expired here that
+            // Partner Center still shows unanswered: its opportunity is
+            // created closed as expired.
             let expired_here = snap.locally_expired && snap.stage == Some(Stage::Received);
-            if stage.is_archived() && !expired_here {
+            if stage.is_archived() && !expired_here && !cycle.include_archived {
                 cycle.summary.crm(kind).skipped += 1;
                 return Ok(());
             }
