@@ -362,8 +362,12 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
 
     let mut status = StatusFields::default();
     if let Some(st) = &raw.status {
-        lines.insert("status".into(), ctx.line(st));
+        let table_line = ctx.line(st);
+        lines.insert("status".into(), table_line);
         let st = st.get_ref();
+        if st.customer_contact.is_some() {
+            lines.insert("status.customer_contact".into(), table_line);
+        }
         for (name, v, slot) in [
             ("answer_by", &st.answer_by, &mut status.answer_by),
             (

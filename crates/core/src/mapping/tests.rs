@@ -1291,11 +1291,27 @@ fn the_guide_examples_parse() {
 #[test]
 fn status_fields_are_written_only_by_the_daemon_and_cleared_when_answered() {
     let text = format!(
-        "{HEAD}{STAGES}\n[status]\nanswer_by = \"Answer_By__c\"\nmicrosoft_engagement = \"Microsoft_Engagement__c\"\ncustomer_contact = \"record\"\n"
+        "{HEAD}{STAGES}\n[status]\nanswer_by = \"Answer_By__c\"\nmicrosoft_engagement = \"Microsoft_Engagement__c\"\ncustomer_contact = \"fields\"\n"
     );
     let m = Mapping::load(&text, "m.toml").unwrap_or_else(|p| panic!("{p:#?}"));
     assert_eq!(m.status.answer_by.as_deref(), Some("Answer_By__c"));
-    assert_eq!(m.status.customer_contact, ContactMode::Record);
+    assert_eq!(m.status.customer_contact, ContactMode::Fields);
+    // Not built yet: said so, never silently ignored.
+    let record = text.replace("\"fields\"", "\"record\"");
+    assert_eq!(
+        Mapping::parse(&record, "m.toml")
+            .unwrap()
+            .status
+            .customer_contact,
+        ContactMode::Record
+    );
+    let problems = Mapping::load(&record, "m.toml").unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key.as_deref() == Some("status.customer_contact")),
+        "{problems:#?}"
+    );
     assert!(m.crm_fields().contains(&"Answer_By__c"));
     let mut r = json!({"id": "r1", "status": "New", "substatus": "Pending"});
     r[ANSWER_BY_KEY] = json!("2026-12-17T06:00:00Z");
