@@ -44,6 +44,9 @@ impl FromRow for ReferralSnapshot {
     }
 }
 
+/// A received referral waiting for an answer: id, name, deadline.
+pub type OpenDeadline = (String, Option<String>, DateTime<Utc>);
+
 /// SQL: the referral is the one we made to invite Microsoft into a co-sell
 /// engagement of ours (outgoing, targeted at Microsoft).
 pub(crate) const MICROSOFT_HALF: &str = "(direction = 'Outgoing' AND EXISTS (SELECT 1 FROM json_each(raw_json, '$.target') t WHERE json_extract(t.value, '$.id') = 'msft'))";
@@ -150,6 +153,29 @@ impl Repo<'_> {
             ReferralSnapshot::COLUMNS
         ))?;
         all(&mut stmt, [ts(now)])
+    }
+
+    /// Received referrals still waiting for an answer, soonest deadline
+    /// first: `(id, name, deadline)`, without the raw JSON.
+    pub fn open_deadlines(&self) -> Result<Vec<OpenDeadline>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, deadline FROM referrals INDEXED BY referrals_open_deadline
+             WHERE stage = 'received' AND locally_expired = 0 AND deadline IS NOT NULL
+             ORDER BY deadline",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>("id")?,
+                r.get::<_, Option<String>>("name")?,
+                r.get::<_, String>("deadline")?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, deadline) = row?;
+            out.push((id, name, super::parse_ts(&deadline)?));
+        }
+        Ok(out)
     }
 
     pub fn set_favorite(&self, id: &str, favorite: bool) -> Result<(), StoreError> {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::crm::{RecordKey, RecordWrite};
 use crate::domain::{DealKind, MicrosoftEngagement, Referral, Stage, TimeLeft};
 use crate::mapping::{ANSWER_BY_KEY, ENGAGEMENT_KEY};
-use crate::store::{ReferralFilter, ReferralSnapshot};
+use crate::store::ReferralSnapshot;
 
 use super::effects::{Effect, PARTNER_CENTER};
 use super::plan::{PageRows, Plan};
@@ -294,26 +294,17 @@ impl Engine {
     /// Gauges of the two windows, and the one warning per received referral
     /// 48 hours before its deadline.
     pub(crate) fn report_windows(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
-        let received = self.store.read(|r| {
-            r.list_referrals(&ReferralFilter {
-                inbound: true,
-                stage: Some(Stage::Received),
-                ..Default::default()
-            })
-        })?;
+        let open = self.store.read(|r| r.open_deadlines())?;
         let mut buckets = std::collections::BTreeMap::new();
         for b in TimeLeft::ALL {
             buckets.insert(b.label(), 0u64);
         }
         let mut warn = Vec::new();
-        for snap in &received {
-            let Some(deadline) = snap.deadline.filter(|_| !snap.locally_expired) else {
-                continue;
-            };
+        for (id, name, deadline) in open {
             let bucket = TimeLeft::of(deadline, cycle.now);
             *buckets.entry(bucket.label()).or_default() += 1;
             if bucket == TimeLeft::Under48Hours && deadline > cycle.now {
-                warn.push((snap.id.clone(), snap.name.clone(), deadline));
+                warn.push((id, name, deadline));
             }
         }
         crate::metrics::record_answer_windows(&buckets);
