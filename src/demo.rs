@@ -140,11 +140,23 @@ pub async fn run(mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
 
     // A seller accepts a referral in Salesforce by moving it out of on-hold.
     let received = demo.referrals_where(|r| r["direction"] == "Incoming" && r["status"] == "New");
+    let st = demo.sim.state().clone();
+    for id in &received {
+        if let Some(o) = st.salesforce_opportunity_by_referral(id) {
+            say(&format!(
+                "  on hold in Salesforce: {:?}, answer by {} UTC",
+                o["Name"].as_str().unwrap_or_default(),
+                o["Answer_By__c"]
+                    .as_str()
+                    .map(|t| t.chars().take(16).collect::<String>().replace('T', " "))
+                    .unwrap_or_else(|| "-".into())
+            ));
+        }
+    }
     let accept = received
         .first()
         .cloned()
         .ok_or_else(|| step("find a received referral"))?;
-    let st = demo.sim.state().clone();
     let sf = st
         .salesforce_opportunity_by_referral(&accept)
         .ok_or_else(|| step("find the referral's Salesforce opportunity"))?;
@@ -237,12 +249,27 @@ pub async fn run(mut say: impl FnMut(&str)) -> Result<DemoReport, DemoError> {
         &mut report,
     )
     .await?;
+    // Microsoft's sellers take the co-sell request.
+    let microsoft = demo.referrals_where(|r| {
+        r["target"][0]["id"] == "msft" && r["externalReferenceId"] == new_id.as_str()
+    });
+    if let Some(m) = microsoft.first() {
+        st.microsoft_respond(m, true)
+            .map_err(|e| step(&format!("Microsoft accepts: {e}")))?;
+        say("\n▶ Microsoft's sellers accept the co-sell request in their CRM");
+    }
     demo.cycle(
         say,
-        "cycle 7: the referral id is on the opportunity; nothing left to do",
+        "cycle 7: the referral id is on the opportunity, and Microsoft's answer with its MSX id",
         &mut report,
     )
     .await?;
+    let shown = st.salesforce_opportunity(&new_id).unwrap_or_default();
+    say(&format!(
+        "  the seller sees on the opportunity: Microsoft engagement {}, Microsoft CRM id {}",
+        shown["Microsoft_Engagement__c"].as_str().unwrap_or("-"),
+        shown["Microsoft_CRM_Identifier__c"].as_str().unwrap_or("-")
+    ));
     report.co_sell_created = st
         .salesforce_opportunity(&new_id)
         .and_then(|o| o["Referral_Identifier__c"].as_str().map(str::to_owned));
@@ -288,10 +315,22 @@ fn final_table(demo: &Demo) -> String {
         if r["target"][0]["id"] == "msft" {
             continue;
         }
-        let sf = st
-            .salesforce_opportunity_by_referral(&id)
+        let sf_opp = st.salesforce_opportunity_by_referral(&id);
+        let sf = sf_opp
+            .as_ref()
             .and_then(|o| o["StageName"].as_str().map(str::to_owned))
             .unwrap_or_else(|| "-".into());
+        let shown = |field: &str, chars: usize| {
+            sf_opp
+                .as_ref()
+                .and_then(|o| o[field].as_str())
+                .map(|v| v.chars().take(chars).collect::<String>())
+                .unwrap_or_else(|| "-".into())
+        };
+        let (answer_by, microsoft) = (
+            shown("Answer_By__c", 16).replace('T', " "),
+            shown("Microsoft_Engagement__c", 20),
+        );
         let dv = st
             .dynamics_opportunity_by_referral(&id)
             .map(|o| format!("{}/{}", o["statecode"], o["statuscode"]))
@@ -312,6 +351,8 @@ fn final_table(demo: &Demo) -> String {
             ),
             sf,
             dv,
+            answer_by,
+            microsoft,
             name,
         ]);
     }
@@ -322,6 +363,8 @@ fn final_table(demo: &Demo) -> String {
             "PARTNER CENTER",
             "SALESFORCE",
             "DYNAMICS (state/status)",
+            "ANSWER BY (UTC)",
+            "MICROSOFT",
             "NAME",
         ],
         &rows,

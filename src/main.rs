@@ -91,6 +91,9 @@ enum Command {
         /// Re-read Partner Center from this date (2025-03-01) or date-time.
         #[arg(long, value_parser = commands::parse_since)]
         since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Also bring won, lost, declined and expired referrals into the CRMs, closed with their outcome and reason.
+        #[arg(long)]
+        include_archived: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -342,14 +345,20 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
                 dry_run,
                 full,
                 since: None,
+                include_archived: false,
             };
             commands::sync_once(&settings, opts, "sync --once", json.json).await
         }
-        Command::Resync { since, json } => {
+        Command::Resync {
+            since,
+            include_archived,
+            json,
+        } => {
             let opts = cosell_sync::sync::CycleOptions {
                 dry_run: false,
                 full: since.is_none(),
                 since,
+                include_archived,
             };
             commands::sync_once(&settings, opts, "resync", json.json).await
         }

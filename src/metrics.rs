@@ -52,9 +52,14 @@ pub const BUILD_INFO: &str = "cosell_sync_build_info";
 pub const SYNC_INTERVAL: &str = "cosell_sync_interval_seconds";
 /// Time from sending a request to its response headers, per `api`. Histogram.
 pub const API_REQUEST_DURATION: &str = "cosell_sync_api_request_duration_seconds";
-/// Received inbound referrals still to answer, per `bucket` of time left
-/// before their deadline: `lt_48h`, `lt_7d`, `ge_7d`. Gauge.
-pub const RECEIVED_TIME_LEFT: &str = "cosell_received_referrals_time_left";
+
+/// Received inbound referrals still to answer, by time left before their
+/// deadline, `left` = `lt_48h` (past it and not yet expired included),
+/// `lt_7d`, `ge_7d`. Gauge.
+pub const ANSWER_WINDOWS: &str = "cosell_sync_received_referrals_by_time_left";
+/// Co-sell deals of ours by Microsoft's answer, `state` = `requested`,
+/// `engaged`, `declined`, `no_answer`. Gauge.
+pub const MICROSOFT_ENGAGEMENTS: &str = "cosell_sync_microsoft_engagements";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -78,8 +83,23 @@ pub const ALL: &[&str] = &[
     BUILD_INFO,
     SYNC_INTERVAL,
     API_REQUEST_DURATION,
-    RECEIVED_TIME_LEFT,
+    ANSWER_WINDOWS,
+    MICROSOFT_ENGAGEMENTS,
 ];
+
+/// Received referrals per time-left bucket.
+pub fn record_answer_windows(buckets: &std::collections::BTreeMap<&'static str, u64>) {
+    for (left, n) in buckets {
+        gauge!(ANSWER_WINDOWS, "left" => *left).set(*n as f64);
+    }
+}
+
+/// Co-sell deals per Microsoft answer.
+pub fn record_microsoft_engagements(states: &std::collections::BTreeMap<&'static str, u64>) {
+    for (state, n) in states {
+        gauge!(MICROSOFT_ENGAGEMENTS, "state" => *state).set(*n as f64);
+    }
+}
 
 /// Times a CRM paused its work, per `crm` and `reason`. Counter.
 pub const CRM_PAUSED: &str = "cosell_sync_crm_paused_total";

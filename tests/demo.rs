@@ -41,6 +41,19 @@ async fn the_demo_runs_to_completion() {
         report.final_table
     );
     assert!(
+        printed.contains("answer by 20"),
+        "received deals show their answer-by date: {printed}"
+    );
+    assert!(
+        printed.contains("Microsoft engagement Engaged, Microsoft CRM id 7-"),
+        "the co-sell deal shows Microsoft's answer: {printed}"
+    );
+    assert!(
+        report.final_table.contains("Engaged") && report.final_table.contains("ANSWER BY"),
+        "{}",
+        report.final_table
+    );
+    assert!(
         printed.contains("customerProfile.address.country"),
         "the seller sees the missing field: {printed}"
     );

@@ -232,7 +232,7 @@ async fn every_metric_the_alerts_and_the_dashboard_name_is_exported() {
     for bucket in ["lt_48h", "lt_7d", "ge_7d"] {
         assert!(
             body.contains(&format!(
-                "cosell_received_referrals_time_left{{bucket=\"{bucket}\"}}"
+                "cosell_sync_received_referrals_by_time_left{{left=\"{bucket}\"}}"
             )),
             "{body}"
         );

@@ -539,10 +539,6 @@ where
             Ok(report) => metrics::record_store_report(&report),
             Err(e) => tracing::warn!(error = %e, "cannot read the store's status for metrics"),
         }
-        match self.store.read(|r| r.received_time_left(Utc::now())) {
-            Ok(left) => metrics::record_received_time_left(&left),
-            Err(e) => tracing::warn!(error = %e, "cannot read the referral deadlines for metrics"),
-        }
     }
 
     fn reload(&self, current: &mut Current<R>) {

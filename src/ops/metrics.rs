@@ -22,9 +22,6 @@ const CYCLE_BUCKETS: &[f64] = &[
 
 const API_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
-/// The `bucket` labels of [`RECEIVED_TIME_LEFT`].
-pub const TIME_LEFT_BUCKETS: [&str; 3] = ["lt_48h", "lt_7d", "ge_7d"];
-
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot install the Prometheus metrics recorder: {0}")]
 pub struct MetricsError(String);
@@ -129,14 +126,6 @@ fn describe() {
         Unit::Seconds,
         "Time to the response headers of an API request, per API"
     );
-    describe_gauge!(
-        RECEIVED_TIME_LEFT,
-        Unit::Count,
-        "Received inbound referrals still to answer, per bucket of time left (lt_48h, lt_7d, ge_7d)"
-    );
-    for bucket in TIME_LEFT_BUCKETS {
-        gauge!(RECEIVED_TIME_LEFT, "bucket" => bucket).set(0.0);
-    }
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for outcome in ["clean", "degraded", "failed"] {
@@ -150,6 +139,22 @@ fn describe() {
     // Exported before the first retry, so that `rate()` sees it.
     for api in [PARTNER_CENTER, DYNAMICS, SALESFORCE] {
         counter!(RETRIES, "api" => api).increment(0);
+    }
+    describe_gauge!(
+        ANSWER_WINDOWS,
+        Unit::Count,
+        "Received inbound referrals still to answer, per time left (lt_48h, lt_7d, ge_7d)"
+    );
+    describe_gauge!(
+        MICROSOFT_ENGAGEMENTS,
+        Unit::Count,
+        "Co-sell deals of ours, per Microsoft answer (requested, engaged, declined, no_answer)"
+    );
+    for left in crate::domain::TimeLeft::ALL {
+        gauge!(ANSWER_WINDOWS, "left" => left.label()).set(0.0);
+    }
+    for state in crate::domain::MicrosoftEngagement::ALL {
+        gauge!(MICROSOFT_ENGAGEMENTS, "state" => state.metric_label()).set(0.0);
     }
 }
 
@@ -233,16 +238,6 @@ pub fn record_last_success(at: DateTime<Utc>) {
 /// The configured interval between cycles.
 pub fn record_sync_interval(interval: Duration) {
     gauge!(SYNC_INTERVAL).set(interval.as_secs_f64());
-}
-
-/// Received referrals by time left before their deadline.
-pub fn record_received_time_left(left: &crate::store::TimeLeft) {
-    for (bucket, n) in TIME_LEFT_BUCKETS
-        .iter()
-        .zip([left.lt_48h, left.lt_7d, left.ge_7d])
-    {
-        gauge!(RECEIVED_TIME_LEFT, "bucket" => *bucket).set(n as f64);
-    }
 }
 
 /// Gauges read from the store: referrals per stage, failures waiting for an

@@ -30,3 +30,18 @@ impl Repo<'_> {
         Ok(())
     }
 }
+
+impl Repo<'_> {
+    /// Every `(key, value)` whose key starts with `prefix`, by key.
+    pub fn kv_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, value FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+        )?;
+        let rows = stmt.query_map([prefix], |r| Ok((r.get("key")?, r.get("value")?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
+    }
+}

@@ -7,7 +7,6 @@
 //! per store).
 
 mod cursors;
-mod deadlines;
 mod events;
 mod failures;
 mod kv;
@@ -30,7 +29,6 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-pub use deadlines::TimeLeft;
 pub use lock::{Holder, LockError, StoreLock, lock_path};
 pub use models::*;
 pub use repo::Repo;

@@ -44,6 +44,13 @@ impl FromRow for ReferralSnapshot {
     }
 }
 
+/// A received referral waiting for an answer: id, name, deadline.
+pub type OpenDeadline = (String, Option<String>, DateTime<Utc>);
+
+/// SQL: the referral is the one we made to invite Microsoft into a co-sell
+/// engagement of ours (outgoing, targeted at Microsoft).
+pub(crate) const MICROSOFT_HALF: &str = "(direction = 'Outgoing' AND EXISTS (SELECT 1 FROM json_each(raw_json, '$.target') t WHERE json_extract(t.value, '$.id') = 'msft'))";
+
 impl Repo<'_> {
     /// Inserts or replaces a snapshot; `first_seen`, `favorite` and
     /// `locally_expired` of an existing row are kept unless the new snapshot
@@ -99,7 +106,9 @@ impl Repo<'_> {
     }
 
     /// Referrals matching a filter, most recently updated first. The tab
-    /// flags combine with OR; no flag means every tab.
+    /// flags combine with OR; no flag means every tab. Microsoft's half of
+    /// a co-sell deal of ours (its referral in our engagement) is not listed:
+    /// it is the same deal (`referrals show` still finds it).
     pub fn list_referrals(&self, f: &ReferralFilter) -> Result<Vec<ReferralSnapshot>, StoreError> {
         let mut tabs = Vec::new();
         if f.inbound {
@@ -112,7 +121,7 @@ impl Repo<'_> {
             tabs.push("favorite = 1");
         }
         let mut sql = format!(
-            "SELECT {} FROM referrals WHERE 1 = 1",
+            "SELECT {} FROM referrals WHERE NOT {MICROSOFT_HALF}",
             ReferralSnapshot::COLUMNS
         );
         if !tabs.is_empty() {
@@ -144,6 +153,29 @@ impl Repo<'_> {
             ReferralSnapshot::COLUMNS
         ))?;
         all(&mut stmt, [ts(now)])
+    }
+
+    /// Received referrals still waiting for an answer, soonest deadline
+    /// first: `(id, name, deadline)`, without the raw JSON.
+    pub fn open_deadlines(&self) -> Result<Vec<OpenDeadline>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, deadline FROM referrals INDEXED BY referrals_open_deadline
+             WHERE stage = 'received' AND locally_expired = 0 AND deadline IS NOT NULL
+             ORDER BY deadline",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>("id")?,
+                r.get::<_, Option<String>>("name")?,
+                r.get::<_, String>("deadline")?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, deadline) = row?;
+            out.push((id, name, super::parse_ts(&deadline)?));
+        }
+        Ok(out)
     }
 
     pub fn set_favorite(&self, id: &str, favorite: bool) -> Result<(), StoreError> {

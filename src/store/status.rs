@@ -46,7 +46,11 @@ impl Repo<'_> {
             schema_version: self.row("PRAGMA user_version", [], |r| r.get(0))?,
             referrals_total: self.count("SELECT COUNT(*) FROM referrals")?,
             inbound: self.count("SELECT COUNT(*) FROM referrals WHERE direction = 'Incoming'")?,
-            outbound: self.count("SELECT COUNT(*) FROM referrals WHERE direction = 'Outgoing'")?,
+            // Microsoft's half of a co-sell deal of ours is not a deal of ours.
+            outbound: self.count(&format!(
+                "SELECT COUNT(*) FROM referrals WHERE direction = 'Outgoing' AND NOT {}",
+                super::referrals::MICROSOFT_HALF
+            ))?,
             favorites: self.count("SELECT COUNT(*) FROM referrals WHERE favorite = 1")?,
             by_stage,
             links_by_crm,

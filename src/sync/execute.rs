@@ -855,6 +855,16 @@ impl Engine {
                 link.updated_at = now;
                 r.update_link(&link)?;
             }
+            // Microsoft's answer, read from its referral, belongs to this deal.
+            r.kv_set(
+                &format!(
+                    "{}{}",
+                    super::seller::ENGAGEMENT_OWNER,
+                    invite.engagement_id
+                ),
+                &invite.referral_id,
+                now,
+            )?;
             r.complete_effect(entry.id)?;
             r.resolve_failure(&invite.referral_id, PARTNER_CENTER)?;
             r.append_event(
@@ -1229,10 +1239,13 @@ impl Engine {
                 (_, Some(Stage::Accepted | Stage::Won)) => {
                     "Microsoft sellers engaged on the co-sell request".to_owned()
                 }
-                _ => format!(
-                    "Microsoft sellers did not engage within {} days of the co-sell request; the deal stays open",
-                    self.settings.microsoft_decision_days
-                ),
+                _ => {
+                    self.record_no_answer(&rid, cycle.now)?;
+                    format!(
+                        "Microsoft sellers did not engage within {} days of the co-sell request; the deal stays open",
+                        self.settings.microsoft_decision_days
+                    )
+                }
             };
             self.store.write(|r| {
                 r.append_event(

@@ -12,6 +12,7 @@ mod execute;
 #[cfg(test)]
 mod fakes;
 mod plan;
+mod seller;
 pub mod setup;
 
 use std::collections::{BTreeMap, HashSet};
@@ -115,6 +116,10 @@ pub struct CycleOptions {
     pub full: bool,
     /// Re-read Partner Center from this time instead of the cursor (`resync --since`).
     pub since: Option<DateTime<Utc>>,
+    /// Bring archived referrals (won, lost, declined, expired) that no CRM
+    /// record holds into the CRMs, closed with their outcome and reason
+    /// (`resync --include-archived`).
+    pub include_archived: bool,
 }
 
 /// Counts for one side of the sync.
@@ -401,6 +406,8 @@ pub(crate) struct Cycle {
     pub pc_fresh_as_of: Option<DateTime<Utc>>,
     /// Referrals this cycle's listing read (their expiry is decided from them).
     pub pc_read: HashSet<String>,
+    /// [`CycleOptions::include_archived`].
+    pub include_archived: bool,
 }
 
 /// The cursor key of Partner Center.
@@ -524,6 +531,7 @@ impl Engine {
                 crm_modified: BTreeMap::new(),
                 pc_fresh_as_of: None,
                 pc_read: HashSet::new(),
+                include_archived: opts.include_archived,
             };
             for side in &self.crms {
                 cycle.summary.crm(side.kind);
@@ -538,6 +546,7 @@ impl Engine {
                 .instrument(tracing::info_span!("pull", side = "partner_center"))
                 .await?;
             self.expire_overdue(&mut cycle).await?;
+            self.report_windows(&mut cycle)?;
             if !opts.dry_run {
                 self.check_microsoft_windows(&*pc, &mut cycle).await?;
                 self.execute(&*pc, &mut cycle)

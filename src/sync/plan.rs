@@ -94,7 +94,7 @@ impl PageRows {
         self.snapshots.get(id)
     }
 
-    fn link_by_referral(&self, crm: CrmKind, referral_id: &str) -> Option<&Link> {
+    pub(crate) fn link_by_referral(&self, crm: CrmKind, referral_id: &str) -> Option<&Link> {
         self.links_by_referral.get(&(crm, referral_id.to_owned()))
     }
 
@@ -155,6 +155,7 @@ pub(crate) fn effective_json(snapshot: &ReferralSnapshot) -> (Value, Option<Stag
         }
         return (json, Some(Stage::Expired));
     }
+    super::seller::add_answer_by(&mut json, snapshot, snapshot.stage);
     (json, snapshot.stage)
 }
 
@@ -174,9 +175,32 @@ pub(crate) fn close_fields(mapping: &Mapping, referral: &Value, stage: Stage) ->
     if let Some(r) = &mapping.stages.reason_field {
         keep.push(r);
     }
-    full.into_iter()
+    keep.extend(archived_fields(mapping));
+    let mut fields: CrmFields = full
+        .into_iter()
         .filter(|(k, _)| keep.contains(&k.as_str()))
-        .collect()
+        .collect();
+    // A closed deal has nothing left to fix: a refusal shown on it goes
+    // (before the row closes, where a closed row is read-only).
+    if let Some(f) = &mapping.error_field {
+        fields.insert(f.clone(), Value::Null);
+    }
+    fields
+}
+
+/// What is still written to a closed opportunity: the answer-by date
+/// (cleared) and the fields only Partner Center fills (`to_crm`: the MSX
+/// id, the deal registration status…).
+fn archived_fields(mapping: &Mapping) -> Vec<&str> {
+    let mut out: Vec<&str> = mapping.status.answer_by.as_deref().into_iter().collect();
+    out.extend(
+        mapping
+            .fields
+            .iter()
+            .filter(|r| r.direction == crate::mapping::FieldDirection::ToCrm)
+            .filter_map(|r| r.crm.as_deref()),
+    );
+    out
 }
 
 pub(crate) fn close_outcome(stage: Stage) -> CloseOutcome {
@@ -790,17 +814,34 @@ impl Engine {
                 side: kind.as_str().to_owned(),
                 kind: "invalid".into(),
                 message: text.clone(),
-                hint: format!(
-                    "fix the opportunity {} in {kind}; it is synced again once it changes",
-                    record.crm_id
-                ),
+                hint: if kind.creates_closed() {
+                    format!(
+                        "fix the opportunity {} in {kind}; it is synced again once it changes",
+                        record.crm_id
+                    )
+                } else {
+                    format!(
+                        "fix the opportunity {} in {kind} (a closed one: reopen it, fix it, close it again); it is synced again once it changes",
+                        record.crm_id
+                    )
+                },
                 raw: None,
             });
             if let Some(r) = rid {
                 plan.event(r, kind.as_str(), "invalid", text);
             }
         }
-        let Some(update) = side.mapping.error_update(problems) else {
+        // A closed Dataverse row takes no edit (and the adapter never
+        // reopens one): the refusal stays in `failures`, with its hint.
+        let m = &side.mapping;
+        if !kind.creates_closed()
+            && [Stage::Won, Stage::Lost, Stage::Declined, Stage::Expired]
+                .into_iter()
+                .any(|s| m.stages.shows(&record.fields, s))
+        {
+            return;
+        }
+        let Some(update) = m.error_update(problems) else {
             return;
         };
         let differs = update.iter().any(|(f, v)| {
@@ -1090,6 +1131,7 @@ impl Engine {
         if let Some(reason) = reason {
             json["statusReason"] = Value::String(reason);
         }
+        self.add_engagement_of(r, &mut json, plan)?;
         if !unchanged {
             plan.snapshots.push(snap.clone());
         }
@@ -1110,7 +1152,7 @@ impl Engine {
         // other half of the partner's own deal, not an opportunity of its own.
         if r.is_outbound() && r.target.iter().flatten().any(|t| t.is_microsoft()) {
             cycle.summary.partner_center.skipped += 1;
-            return Ok(());
+            return self.plan_microsoft_half(r, Some(stage), rows, plan);
         }
         for side in &self.crms {
             let link = rows.link_by_referral(side.kind, &r.id).cloned();
@@ -1135,11 +1177,12 @@ impl Engine {
         let m = &side.mapping;
         let pc_hash = m.pc_projection_hash(json);
         let Some(mut link) = link else {
-            // Archived deals are not brought into the CRM, except one expired
-            // here that Partner Center still shows unanswered: its
-            // opportunity is created closed as expired.
+            // Archived deals are not brought into the CRM (unless asked:
+            // `resync --include-archived`), except one expired here that
+            // Partner Center still shows unanswered: its opportunity is
+            // created closed as expired.
             let expired_here = snap.locally_expired && snap.stage == Some(Stage::Received);
-            if stage.is_archived() && !expired_here {
+            if stage.is_archived() && !expired_here && !cycle.include_archived {
                 cycle.summary.crm(kind).skipped += 1;
                 return Ok(());
             }
@@ -1156,6 +1199,33 @@ impl Engine {
         if stage.is_archived() {
             // Archived deals take no edit: only make the CRM show the closed stage.
             if m.stages.shows(&current, stage) {
+                // Closed already: what Partner Center still says of it (the
+                // answer-by date gone, a deal registration…) where the CRM
+                // lets a closed record be edited (Dataverse does not).
+                let keep = archived_fields(m);
+                let fields: CrmFields = if kind.creates_closed() {
+                    m.crm_update(json, stage, &current)
+                        .record
+                        .into_iter()
+                        .filter(|(k, _)| keep.contains(&k.as_str()))
+                        .collect()
+                } else {
+                    Map::new()
+                };
+                if !fields.is_empty() {
+                    plan.effects.push(Effect::CrmUpsert {
+                        crm: kind,
+                        write: RecordWrite {
+                            key: RecordKey::CrmId(link.crm_id.clone()),
+                            fields,
+                            if_match: None,
+                            customer: None,
+                        },
+                        referral_id: Some(r.id.clone()),
+                        pc_hash: Some(pc_hash),
+                    });
+                    return Ok(());
+                }
                 link.pc_hash = Some(pc_hash);
                 link.updated_at = cycle.now;
                 plan.links.push(link);

@@ -5,6 +5,7 @@ pub mod country;
 mod crm_kind;
 pub mod deadline;
 pub mod deal;
+pub mod engagement;
 pub mod enums;
 pub mod lifecycle;
 pub mod patch;
@@ -12,6 +13,7 @@ pub mod referral;
 
 pub use crm_kind::CrmKind;
 pub use deal::{DealKind, Problem, validate_new_deal};
+pub use engagement::{MicrosoftEngagement, TimeLeft};
 pub use enums::*;
 pub use lifecycle::{LifecycleAction, Stage, TransitionError};
 pub use patch::{PatchOp, PatchOpKind};

@@ -276,6 +276,22 @@ impl Mapping {
             out.record
                 .insert(reason_field.clone(), Value::String(reason.to_owned()));
         }
+        if let Some(field) = &self.status.answer_by {
+            // Only a received referral has a deadline; any other stage clears it.
+            let due = referral
+                .get(super::ANSWER_BY_KEY)
+                .filter(|v| stage == Stage::Received && !is_empty(Some(v)))
+                .cloned()
+                .unwrap_or(Value::Null);
+            out.record.insert(field.clone(), due);
+        }
+        if let Some(field) = &self.status.microsoft_engagement
+            && let Some(state) = referral
+                .get(super::ENGAGEMENT_KEY)
+                .filter(|v| !is_empty(Some(v)))
+        {
+            out.record.insert(field.clone(), state.clone());
+        }
         out
     }
 

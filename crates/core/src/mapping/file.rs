@@ -14,7 +14,9 @@ use super::error::{MappingError, join_key, line_of};
 use super::path::FieldPath;
 use super::stages::{StagePattern, StageRules};
 use super::transform::{Conversion, Template, toml_to_json};
-use super::{Constant, EmptyPolicy, FieldDirection, FieldRule, Mapping, Owner};
+use super::{
+    Constant, ContactMode, EmptyPolicy, FieldDirection, FieldRule, Mapping, Owner, StatusFields,
+};
 
 /// A TOML table read in file order.
 struct Ordered<T>(Vec<(String, T)>);
@@ -64,6 +66,19 @@ struct RawFile {
     constants: Ordered<Spanned<toml::Value>>,
     #[serde(default)]
     stages: Option<Spanned<RawStages>>,
+    #[serde(default)]
+    status: Option<Spanned<RawStatus>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    #[serde(default)]
+    answer_by: Option<Spanned<String>>,
+    #[serde(default)]
+    microsoft_engagement: Option<Spanned<String>>,
+    #[serde(default)]
+    customer_contact: Option<ContactMode>,
 }
 
 #[derive(Deserialize)]
@@ -259,7 +274,12 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
             parts.extend_from_slice(sub);
             join_key(&parts)
         };
-        let path = FieldPath::parse(key).map_err(|m| ctx.err(Some(line), k(&[]), m))?;
+        // "path#name": the same path once more, into another CRM field.
+        let (path_text, copy) = match key.split_once('#') {
+            Some((p, name)) => (p, Some(name.to_owned())),
+            None => (key.as_str(), None),
+        };
+        let path = FieldPath::parse(path_text).map_err(|m| ctx.err(Some(line), k(&[]), m))?;
         let r = rule.get_ref();
         let conversion = match &r.transform {
             None => Conversion::default(),
@@ -290,6 +310,7 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
             default,
             empty: r.empty.unwrap_or(EmptyPolicy::Clear),
             create_only: r.create_only.unwrap_or(false),
+            copy,
             line: Some(line),
         });
     }
@@ -339,6 +360,30 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
         }
     }
 
+    let mut status = StatusFields::default();
+    if let Some(st) = &raw.status {
+        let table_line = ctx.line(st);
+        lines.insert("status".into(), table_line);
+        let st = st.get_ref();
+        if st.customer_contact.is_some() {
+            lines.insert("status.customer_contact".into(), table_line);
+        }
+        for (name, v, slot) in [
+            ("answer_by", &st.answer_by, &mut status.answer_by),
+            (
+                "microsoft_engagement",
+                &st.microsoft_engagement,
+                &mut status.microsoft_engagement,
+            ),
+        ] {
+            if let Some(v) = v {
+                lines.insert(format!("status.{name}"), ctx.line(v));
+                *slot = Some(v.get_ref().clone());
+            }
+        }
+        status.customer_contact = st.customer_contact.unwrap_or_default();
+    }
+
     Ok(Mapping {
         file: ctx.file.to_owned(),
         object: raw.object.get_ref().clone(),
@@ -350,6 +395,7 @@ fn build(raw: RawFile, ctx: &Ctx) -> Result<Mapping, MappingError> {
         fields,
         constants,
         stages,
+        status,
         lines,
     })
 }

@@ -98,6 +98,9 @@ pub struct FieldRule {
     pub empty: EmptyPolicy,
     /// Sent to Partner Center only when a deal is created (fields it freezes afterwards).
     pub create_only: bool,
+    /// `"path#name"`: a second mapping of a path already mapped, shown in
+    /// another CRM field (`to_crm` only).
+    pub copy: Option<String>,
     pub(crate) line: Option<usize>,
 }
 
@@ -122,6 +125,37 @@ pub struct Constant {
     pub(crate) line: Option<usize>,
 }
 
+/// How the customer contact reaches the CRM (`[status] customer_contact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactMode {
+    /// Only the mapped opportunity fields (the default).
+    #[default]
+    Fields,
+    /// A CRM Contact found by email under the deal's account (or created),
+    /// linked to the opportunity.
+    Record,
+}
+
+/// `[status]`: CRM fields written to the CRM only, holding what the daemon
+/// knows that no referral field says.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatusFields {
+    /// Received inbound referrals: the deadline to answer by (a date-time);
+    /// cleared once the referral is answered or expired.
+    pub answer_by: Option<String>,
+    /// Co-sell: Microsoft's answer (`Requested`, `Engaged`, `Declined`, `No answer`).
+    pub microsoft_engagement: Option<String>,
+    pub customer_contact: ContactMode,
+}
+
+/// The key under which the engine puts a received referral's deadline
+/// (RFC 3339) into the referral JSON it maps; never a Partner Center field.
+pub const ANSWER_BY_KEY: &str = "$answerBy";
+/// The key under which the engine puts Microsoft's answer to a co-sell
+/// request (a `MicrosoftEngagement` label) into the referral JSON it maps.
+pub const ENGAGEMENT_KEY: &str = "$microsoftEngagement";
+
 /// A parsed mapping, ready to apply. [`Mapping::validate`] checks it offline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
@@ -142,6 +176,8 @@ pub struct Mapping {
     pub fields: Vec<FieldRule>,
     pub constants: Vec<Constant>,
     pub stages: StageRules,
+    /// `[status]`: fields only the daemon writes.
+    pub status: StatusFields,
     /// Line of each top-level and `[stages]` key, for messages.
     pub(crate) lines: BTreeMap<String, usize>,
 }
@@ -191,6 +227,8 @@ impl Mapping {
             }
         }
         all.extend(self.stages.fields());
+        all.extend(self.status.answer_by.as_deref());
+        all.extend(self.status.microsoft_engagement.as_deref());
         for f in all {
             if !out.contains(&f) {
                 out.push(f);

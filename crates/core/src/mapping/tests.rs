@@ -1287,3 +1287,96 @@ fn the_guide_examples_parse() {
     }
     assert!(blocks >= 8, "{blocks}");
 }
+
+#[test]
+fn status_fields_are_written_only_by_the_daemon_and_cleared_when_answered() {
+    let text = format!(
+        "{HEAD}{STAGES}\n[status]\nanswer_by = \"Answer_By__c\"\nmicrosoft_engagement = \"Microsoft_Engagement__c\"\ncustomer_contact = \"fields\"\n"
+    );
+    let m = Mapping::load(&text, "m.toml").unwrap_or_else(|p| panic!("{p:#?}"));
+    assert_eq!(m.status.answer_by.as_deref(), Some("Answer_By__c"));
+    assert_eq!(m.status.customer_contact, ContactMode::Fields);
+    // Not built yet: said so, never silently ignored.
+    let record = text.replace("\"fields\"", "\"record\"");
+    assert_eq!(
+        Mapping::parse(&record, "m.toml")
+            .unwrap()
+            .status
+            .customer_contact,
+        ContactMode::Record
+    );
+    let problems = Mapping::load(&record, "m.toml").unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key.as_deref() == Some("status.customer_contact")),
+        "{problems:#?}"
+    );
+    assert!(m.crm_fields().contains(&"Answer_By__c"));
+    let mut r = json!({"id": "r1", "status": "New", "substatus": "Pending"});
+    r[ANSWER_BY_KEY] = json!("2026-12-17T06:00:00Z");
+    r[ENGAGEMENT_KEY] = json!("Engaged");
+    let on_hold = m.to_crm(&r, Stage::Received);
+    assert_eq!(on_hold["Answer_By__c"], "2026-12-17T06:00:00Z");
+    assert_eq!(on_hold["Microsoft_Engagement__c"], "Engaged");
+    assert_eq!(m.to_crm(&r, Stage::Accepted)["Answer_By__c"], Value::Null);
+    assert_eq!(m.to_crm(&r, Stage::Declined)["Answer_By__c"], Value::Null);
+    // Nothing the daemon has not said is written.
+    let plain = m.to_crm(&json!({"id": "r1"}), Stage::Accepted);
+    assert!(!plain.contains_key("Microsoft_Engagement__c"));
+    // Never read back into the referral.
+    assert!(!m.crm_projection(&on_hold).contains_key("Answer_By__c"));
+}
+
+#[test]
+fn status_fields_are_checked_like_other_field_names() {
+    let bad = format!("{HEAD}{STAGES}\n[status]\nanswer_by = \"Answer By\"\nanswered = \"X\"\n");
+    let e = Mapping::parse(&bad, "m.toml").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("status.answered"), "{e}");
+    let bad = format!("{HEAD}{STAGES}\n[status]\nanswer_by = \"Answer By\"\n");
+    let problems = Mapping::load(&bad, "m.toml").unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.to_string().contains("status.answer_by")),
+        "{problems:#?}"
+    );
+    let twice = format!("{HEAD}{STAGES}\n[status]\nanswer_by = \"Loss_Reason__c\"\n");
+    let problems = Mapping::load(&twice, "m.toml").unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.to_string().contains("Loss_Reason__c")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_path_mapped_twice_is_shown_in_a_second_field_and_never_sent_from_it() {
+    let text = format!(
+        "{HEAD}{STAGES}\n[fields]\n\"inviteContext.notes\" = {{ crm = \"Description\", direction = \"to_partner_center\", create_only = true }}\n\"inviteContext.notes#received\" = {{ crm = \"Referral_Notes__c\", direction = \"to_crm\" }}\n"
+    );
+    let m = Mapping::load(&text, "m.toml").unwrap_or_else(|p| panic!("{p:#?}"));
+    let r = json!({"id": "r1", "status": "Active", "substatus": "Accepted",
+                   "inviteContext": {"notes": "Hi, a customer for you"}});
+    let crm = m.to_crm(&r, Stage::Accepted);
+    assert_eq!(crm["Referral_Notes__c"], "Hi, a customer for you");
+    assert!(!crm.contains_key("Description"));
+    let mut edited = crm.clone();
+    edited.insert("Referral_Notes__c".into(), json!("changed here"));
+    let p = m.proposed_changes(&edited, &r, Stage::Accepted);
+    assert!(p.patch.is_empty(), "{:?}", p.patch);
+
+    let both = text.replace(
+        "\"Referral_Notes__c\", direction = \"to_crm\"",
+        "\"Referral_Notes__c\"",
+    );
+    let problems = Mapping::load(&both, "m.toml").unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.to_string().contains("inviteContext.notes#received")
+                && p.to_string().contains("to_crm")),
+        "{problems:#?}"
+    );
+}

@@ -31,10 +31,14 @@ impl Report<'_> {
 }
 
 fn rule_key(rule: &FieldRule, sub: &str) -> String {
+    let key = match &rule.copy {
+        Some(name) => format!("{}#{name}", rule.path.as_str()),
+        None => rule.path.as_str().to_owned(),
+    };
     if sub.is_empty() {
-        join_key(&["fields", rule.path.as_str()])
+        join_key(&["fields", &key])
     } else {
-        join_key(&["fields", rule.path.as_str(), sub])
+        join_key(&["fields", &key, sub])
     }
 }
 
@@ -77,7 +81,18 @@ impl Mapping {
             ("sync_flag", self.sync_flag.as_ref()),
             ("error_field", self.error_field.as_ref()),
             ("link_field", self.link_field.as_ref()),
+            ("status.answer_by", self.status.answer_by.as_ref()),
+            (
+                "status.microsoft_engagement",
+                self.status.microsoft_engagement.as_ref(),
+            ),
         ];
+        if self.status.customer_contact == super::ContactMode::Record {
+            r.top(
+                "status.customer_contact",
+                "\"record\" (a CRM Contact linked to the opportunity) is not supported by this version yet; use \"fields\" (the default): the contact is kept in the mapped customerProfile.team[0] fields",
+            );
+        }
         for (key, v) in named {
             if let Some(m) = v.and_then(|v| crm_name_problem(v)) {
                 r.top(key, m);
@@ -105,6 +120,22 @@ impl Mapping {
 
     fn check_rule(&self, rule: &FieldRule, r: &mut Report) {
         let line = rule.line;
+        if let Some(name) = &rule.copy {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                r.push(
+                    line,
+                    rule_key(rule, ""),
+                    format!("{name:?} after # is not a name; expected letters, digits or _, e.g. \"inviteContext.notes#received\""),
+                );
+            }
+            if rule.direction != FieldDirection::ToCrm {
+                r.push(
+                    line,
+                    rule_key(rule, "direction"),
+                    "a second mapping of a path (path#name) only shows the value in another CRM field; use direction = \"to_crm\"",
+                );
+            }
+        }
         let spec = match schema::lookup(&rule.path) {
             Ok(s) => Some(s),
             Err(m) => {
@@ -356,6 +387,11 @@ impl Mapping {
         top("error_field", self.error_field.as_ref());
         top("link_field", self.link_field.as_ref());
         top("stages.reason_field", self.stages.reason_field.as_ref());
+        top("status.answer_by", self.status.answer_by.as_ref());
+        top(
+            "status.microsoft_engagement",
+            self.status.microsoft_engagement.as_ref(),
+        );
         for stage in Stage::ALL {
             if let Some(p) = self.stages.pattern(stage) {
                 for (f, _) in &p.fields {

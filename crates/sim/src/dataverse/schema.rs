@@ -190,6 +190,16 @@ pub(crate) fn table_defs(opts: &SimOptions) -> Vec<TableDef> {
         col("new_closereason", ColType::Text(500)),
         col("new_microsoftcrmidentifier", ColType::Text(100)),
         col("new_partnercentersyncerror", ColType::Text(4000)),
+        col("new_answerby", ColType::DateTime),
+        col("new_referredby", ColType::Text(160)),
+        col("new_referralnotes", ColType::Text(4000)),
+        col("new_microsofthelprequested", ColType::Text(60)),
+        col("new_referraldirection", ColType::Text(20)),
+        col("new_partnerteam", ColType::Text(1000)),
+        col("new_partnercenterfavorite", ColType::Bool),
+        col("new_marketingcampaignid", ColType::Text(100)),
+        col("new_registrationstatus", ColType::Text(40)),
+        col("new_microsoftengagement", ColType::Text(20)),
         col("new_audit", ColType::Text(100_000)),
     ];
     for extra in &opts.dynamics_extra_columns {

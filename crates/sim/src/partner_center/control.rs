@@ -144,6 +144,27 @@ impl SimState {
         }
     }
 
+    /// Microsoft reviews a deal registration of a won referral (reference
+    /// §2.7, §7.4): only `registrationStatus` changes, stamped like any
+    /// other change, though the referral is archived.
+    pub fn set_registration_status(&self, id: &str, status: &str) -> Result<Value, SimError> {
+        let now = self.clock.now();
+        let mut pc = lock(&self.pc);
+        let mut v = pc
+            .get(id)
+            .ok_or_else(|| SimError::NotFound(format!("referral {id}")))?;
+        if v["substatus"] != "Won" {
+            return Err(SimError::Conflict(format!(
+                "referral {id} is not won: only won deals can be registered"
+            )));
+        }
+        v["registrationStatus"] = json!(status);
+        v["updatedDateTime"] = json!(super::store::fmt_time(now));
+        v["eTag"] = json!(pc.new_etag(now));
+        pc.put(v.clone());
+        Ok(v)
+    }
+
     /// Edits a referral as a person would in Partner Center (JSON Patch
     /// replace/add, same rules as the API).
     pub fn edit_referral(&self, id: &str, ops: &[PatchOp]) -> Result<Value, SimError> {

@@ -305,6 +305,44 @@ impl SfState {
                 "Partner Center Sync Error",
                 FType::TextArea(32768),
             ),
+            f("Answer_By__c", "Answer By", FType::DateTime),
+            f("Referred_By__c", "Referred By", FType::Str(255)),
+            f(
+                "Referral_Notes__c",
+                "Referral Notes",
+                FType::TextArea(32768),
+            ),
+            f(
+                "Microsoft_Help_Requested__c",
+                "Microsoft Help Requested",
+                FType::Str(60),
+            ),
+            f(
+                "Referral_Direction__c",
+                "Referral Direction",
+                pick(&["Incoming", "Outgoing"], true),
+            ),
+            f("Partner_Team__c", "Partner Team", FType::TextArea(1000)),
+            f(
+                "Partner_Center_Favorite__c",
+                "Partner Center Favorite",
+                FType::Bool,
+            ),
+            f(
+                "Marketing_Campaign_Id__c",
+                "Marketing Campaign ID",
+                FType::Str(100),
+            ),
+            f(
+                "Registration_Status__c",
+                "Registration Status",
+                FType::Str(40),
+            ),
+            f(
+                "Microsoft_Engagement__c",
+                "Microsoft Engagement",
+                pick(&["Requested", "Engaged", "Declined", "No answer"], true),
+            ),
             f("Audit__c", "Audit", FType::TextArea(100_000)),
         ];
         // Only multi-currency orgs have the field (Salesforce object reference).
