@@ -496,9 +496,6 @@ async fn healthz_fails_when_the_loop_is_stuck_in_a_cycle() {
 
 #[tokio::test(start_paused = true)]
 async fn every_metric_name_is_exported() {
-    // As the binary does before the daemon starts: what the daemon records
-    // at startup (the interval) must reach the registry.
-    metrics::install().unwrap();
     let mut throttled = clean();
     throttled.paused.push(Paused::throttled(
         Side::Crm(CrmKind::Salesforce),

@@ -343,7 +343,6 @@ where
     /// use) return before READY=1 is sent.
     pub async fn run(self, control: Control) -> Result<(), DaemonError> {
         let settings = (self.loader)()?;
-        metrics::record_sync_interval(settings.sync.interval);
         let problems = settings.readiness_problems();
         if !problems.is_empty() {
             return Err(DaemonError::Incomplete(problems));
@@ -351,6 +350,8 @@ where
         let runner = (self.factory)(&settings).map_err(|e| DaemonError::Engine(e.to_string()))?;
         self.store.check_writable()?;
         let metrics_handle = metrics::install()?;
+        // After the recorder exists: a value recorded before would be lost.
+        metrics::record_sync_interval(settings.sync.interval);
         self.health.set_ready_window(self.ready_window(&settings));
         self.record_store_gauges();
 
