@@ -76,6 +76,20 @@ pub enum DaemonError {
     Signals(std::io::Error),
 }
 
+/// Store work on the blocking pool, off the async workers; `None` if the
+/// runtime is shutting down meanwhile. A panic in `f` is raised again here.
+async fn off_worker<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Option<Result<T, StoreError>> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(out) => Some(out),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
+    }
+}
+
 impl From<StoreError> for DaemonError {
     fn from(e: StoreError) -> Self {
         DaemonError::Store(e)
@@ -348,12 +362,14 @@ where
             return Err(DaemonError::Incomplete(problems));
         }
         let runner = (self.factory)(&settings).map_err(|e| DaemonError::Engine(e.to_string()))?;
-        self.store.check_writable()?;
+        off_worker(&self.store, |store| store.check_writable())
+            .await
+            .unwrap_or(Ok(()))?;
         let metrics_handle = metrics::install()?;
         // After the recorder exists: a value recorded before would be lost.
         metrics::record_sync_interval(settings.sync.interval);
         self.health.set_ready_window(self.ready_window(&settings));
-        self.record_store_gauges();
+        self.record_store_gauges().await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let server = if settings.server.enabled {
@@ -498,7 +514,7 @@ where
         };
         let elapsed = started.elapsed();
         match result {
-            Some(Ok(summary)) => self.record_summary(&summary, elapsed),
+            Some(Ok(summary)) => self.record_summary(&summary, elapsed).await,
             Some(Err(e)) => self.record_error(&e, elapsed),
             None => {}
         }
@@ -506,13 +522,13 @@ where
         stop
     }
 
-    fn record_summary(&self, summary: &CycleSummary, elapsed: Duration) {
+    async fn record_summary(&self, summary: &CycleSummary, elapsed: Duration) {
         let now = Utc::now();
         metrics::record_cycle(summary, elapsed);
         if summary.errors.is_empty() {
             metrics::record_last_success(now);
         }
-        self.record_store_gauges();
+        self.record_store_gauges().await;
         self.health.record_cycle(summary, now);
         self.options.notifier.status(&summary.one_line());
         if let Some(h) = metrics::handle() {
@@ -535,10 +551,13 @@ where
             .status(&format!("last cycle failed: {message}"));
     }
 
-    fn record_store_gauges(&self) {
-        match self.store.read(|r| r.status_report(0)) {
-            Ok(report) => metrics::record_store_report(&report),
-            Err(e) => tracing::warn!(error = %e, "cannot read the store's status for metrics"),
+    async fn record_store_gauges(&self) {
+        match off_worker(&self.store, |store| store.read(|r| r.status_report(0))).await {
+            Some(Ok(report)) => metrics::record_store_report(&report),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the store's status for metrics")
+            }
+            None => {}
         }
     }
 

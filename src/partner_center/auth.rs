@@ -24,6 +24,18 @@ pub trait RefreshTokenStore: Send + Sync {
     fn save(&self, token: &SecretString) -> Result<(), TokenStoreError>;
 }
 
+/// Runs token store work (a state store transaction) on the blocking pool,
+/// off the async workers. A panic in `f` is raised again here.
+async fn off_worker<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TokenStoreError> + Send + 'static,
+) -> Result<T, TokenStoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Box::new(e)),
+    }
+}
+
 /// A refresh token store in memory, for tests and one-shot commands.
 #[derive(Default)]
 pub struct MemoryRefreshTokenStore {
@@ -131,9 +143,9 @@ impl TokenSource for RefreshTokenSource {
     type Error = PartnerCenterError;
 
     async fn fetch_token(&self) -> Result<FetchedToken, PartnerCenterError> {
-        let refresh_token = self
-            .store
-            .load()
+        let store = self.store.clone();
+        let refresh_token = off_worker(move || store.load())
+            .await
             .map_err(PartnerCenterError::Store)?
             .ok_or_else(|| PartnerCenterError::LoginRequired {
                 reason: "no refresh token is stored".into(),
@@ -168,8 +180,9 @@ impl TokenSource for RefreshTokenSource {
         if let Some(rotated) = &response.refresh_token
             && rotated.expose_secret() != refresh_token.expose_secret()
         {
-            self.store
-                .save(rotated)
+            let (store, rotated) = (self.store.clone(), rotated.clone());
+            off_worker(move || store.save(&rotated))
+                .await
                 .map_err(PartnerCenterError::Store)?;
             tracing::info!("Partner Center refresh token rotated and saved");
         }

@@ -34,10 +34,19 @@ impl Repo<'_> {
 impl Repo<'_> {
     /// Every `(key, value)` whose key starts with `prefix`, by key.
     pub fn kv_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT key, value FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
-        )?;
-        let rows = stmt.query_map([prefix], |r| Ok((r.get("key")?, r.get("value")?)))?;
+        // A key range, so the primary key's index answers it (a `substr`
+        // comparison would scan every row of the table).
+        let upper = match prefix.chars().last() {
+            Some(last) => {
+                let next = char::from_u32(u32::from(last) + 1).unwrap_or(char::MAX);
+                format!("{}{next}", &prefix[..prefix.len() - last.len_utf8()])
+            }
+            None => char::MAX.to_string(),
+        };
+        let mut stmt = self.conn.prepare_cached(KV_PREFIX_SQL)?;
+        let rows = stmt.query_map([prefix, upper.as_str()], |r| {
+            Ok((r.get("key")?, r.get("value")?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             out.push(row?);
@@ -45,3 +54,7 @@ impl Repo<'_> {
         Ok(out)
     }
 }
+
+/// The rows of one key prefix: `?1` the prefix, `?2` the first key after it.
+pub(super) const KV_PREFIX_SQL: &str =
+    "SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key";

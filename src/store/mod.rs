@@ -253,6 +253,8 @@ impl Store {
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
+        #[cfg(test)]
+        worker_probe::touch();
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (an open transaction rolls back on drop), so a poisoned lock is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -294,6 +296,47 @@ impl Store {
     /// Checks that the store accepts writes (for readiness probes).
     pub fn check_writable(&self) -> Result<(), StoreError> {
         self.write(|r| r.kv_set("health.last_check", &ts(Utc::now()), Utc::now()))
+    }
+}
+
+/// Test instrumentation: a thread marked as an async worker counts every
+/// store access made on it. The engine's tests run on a current-thread
+/// runtime, whose only async worker is the test's own thread; the blocking
+/// pool's threads are others. (`Handle::try_current()` cannot tell the two
+/// apart: the blocking pool's threads are inside the runtime's context too.)
+#[cfg(test)]
+pub(crate) mod worker_probe {
+    use std::cell::Cell;
+
+    thread_local! {
+        static MARKED: Cell<bool> = const { Cell::new(false) };
+        static HITS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Marks this thread as an async worker until the guard drops.
+    pub(crate) fn mark_this_thread() -> Marked {
+        MARKED.with(|m| m.set(true));
+        HITS.with(|h| h.set(0));
+        Marked(())
+    }
+
+    /// Store accesses made on this thread while it was marked.
+    pub(crate) fn hits_on_this_thread() -> usize {
+        HITS.with(Cell::get)
+    }
+
+    pub(super) fn touch() {
+        if MARKED.with(Cell::get) {
+            HITS.with(|h| h.set(h.get() + 1));
+        }
+    }
+
+    pub(crate) struct Marked(());
+
+    impl Drop for Marked {
+        fn drop(&mut self) {
+            MARKED.with(|m| m.set(false));
+        }
     }
 }
 

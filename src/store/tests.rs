@@ -588,3 +588,39 @@ fn a_chain_printer_names_the_sqlite_error_once() {
     assert_eq!(chain.matches(text.as_str()).count(), 1, "{chain}");
     assert!(std::error::Error::source(&StoreError::from(rusqlite::Error::InvalidQuery)).is_none());
 }
+
+#[test]
+fn kv_with_prefix_returns_exactly_the_keys_under_it_through_the_index() {
+    let (_dir, store) = open();
+    store
+        .write(|r| {
+            for key in ["a.b", "a.b.1", "a.b.2", "a.c", "a.b/", "a.", "b"] {
+                r.kv_set(key, key, now())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let keys = |prefix: &str| -> Vec<String> {
+        store
+            .read(|r| r.kv_with_prefix(prefix))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    assert_eq!(keys("a.b."), ["a.b.1", "a.b.2"]);
+    assert_eq!(keys("a.b"), ["a.b", "a.b.1", "a.b.2", "a.b/"]);
+    assert_eq!(keys("").len(), 7);
+    let plan: String = store
+        .read(|r| {
+            Ok(r.conn
+                .query_row(
+                    &format!("EXPLAIN QUERY PLAN {}", super::kv::KV_PREFIX_SQL),
+                    ["a", "b"],
+                    |row| row.get::<_, String>(3),
+                )
+                .unwrap())
+        })
+        .unwrap();
+    assert!(plan.contains("USING INDEX"), "{plan}");
+}

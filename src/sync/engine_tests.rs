@@ -146,19 +146,25 @@ impl Harness {
     }
 
     async fn cycle(&self) -> CycleSummary {
-        self.engine
+        let marked = crate::store::worker_probe::mark_this_thread();
+        let summary = self
+            .engine
             .run_cycle(&CycleOptions::default())
             .await
-            .unwrap()
+            .unwrap();
+        assert_no_store_work_on_the_worker(marked);
+        summary
     }
 
     /// A cycle that stops at `failpoint`, as `kill -9` there would.
     async fn cycle_crashing_at(&self, failpoint: &'static str) {
         *self.crash_at.lock().unwrap() = Some(failpoint);
+        let marked = crate::store::worker_probe::mark_this_thread();
         match self.engine.run_cycle(&CycleOptions::default()).await {
             Err(SyncError::Failpoint(name)) => assert_eq!(name, failpoint),
             other => panic!("expected a stop at {failpoint}, got {other:?}"),
         }
+        assert_no_store_work_on_the_worker(marked);
     }
 
     /// The queued effects for `target`.
@@ -179,6 +185,15 @@ impl Harness {
     fn sf_id_of(&self, referral_id: &str) -> String {
         self.sf.record_of(referral_id).unwrap().crm_id
     }
+}
+
+/// Every engine test runs on a current-thread runtime: its one async
+/// worker is the test's thread, so a store access counted there ran on the
+/// async worker instead of the blocking pool.
+fn assert_no_store_work_on_the_worker(marked: crate::store::worker_probe::Marked) {
+    let hits = crate::store::worker_probe::hits_on_this_thread();
+    drop(marked);
+    assert_eq!(hits, 0, "{hits} store accesses ran on the async worker");
 }
 
 fn accept_ops() -> Vec<PatchOp> {
@@ -681,4 +696,15 @@ async fn the_pager_follows_continuations_over_any_partner_center() {
     assert!(pager.next_page().await.is_err());
     assert!(!pager.is_done());
     assert_eq!(pager.collect_all().await.unwrap().referrals.len(), 3);
+}
+
+/// Why the probe marks the worker thread instead of asking tokio: the
+/// blocking pool's threads are inside the runtime's context as well.
+#[tokio::test]
+async fn the_blocking_pool_cannot_be_told_apart_by_the_runtime_handle() {
+    assert!(tokio::runtime::Handle::try_current().is_ok());
+    let on_pool = tokio::task::spawn_blocking(|| tokio::runtime::Handle::try_current().is_ok())
+        .await
+        .unwrap();
+    assert!(on_pool);
 }

@@ -72,16 +72,17 @@ impl Engine {
     /// Classifies a failed effect: retry later, pause the side, or quarantine.
     /// [`fail_effect`](Self::fail_effect) with a Partner Center error's
     /// directive, text and hint.
-    fn fail_pc(
+    async fn fail_pc(
         &self,
         entry: &OutboxEntry,
         e: &PartnerCenterError,
         cycle: &mut Cycle,
     ) -> Result<Flow, SyncError> {
         self.fail_effect(entry, e.directive(), &e.to_string(), &e.hint(), cycle)
+            .await
     }
 
-    fn fail_effect(
+    async fn fail_effect(
         &self,
         entry: &OutboxEntry,
         directive: RetryDirective,
@@ -96,12 +97,14 @@ impl Engine {
         match directive {
             RetryDirective::Backoff => {
                 if entry.attempts + 1 >= self.settings.max_attempts {
-                    self.quarantine(entry, "retry", message, hint, cycle)?;
+                    self.quarantine(entry, "retry", message, hint, cycle)
+                        .await?;
                 } else {
                     let wait = chrono::Duration::from_std(self.backoff(entry.attempts + 1))
                         .unwrap_or_default();
-                    self.store
-                        .write(|r| r.retry_effect_later(entry.id, message, now + wait))?;
+                    let (id, message) = (entry.id, message.to_owned());
+                    self.write_db(move |r| r.retry_effect_later(id, &message, now + wait))
+                        .await?;
                     self.count_failed(&side, cycle);
                 }
                 Ok(Flow::Continue)
@@ -109,7 +112,11 @@ impl Engine {
             RetryDirective::After(d) => {
                 let until = now
                     + chrono::Duration::from_std(d.max(Duration::from_secs(1))).unwrap_or_default();
-                self.store.write(|r| r.postpone_target(&side, until))?;
+                {
+                    let side = side.clone();
+                    self.write_db(move |r| r.postpone_target(&side, until))
+                        .await?;
+                }
                 if let Some(side) = Side::parse(&side) {
                     cycle
                         .summary
@@ -121,21 +128,20 @@ impl Engine {
             RetryDirective::Operator => {
                 let until =
                     now + chrono::Duration::from_std(self.settings.interval).unwrap_or_default();
-                self.store.write(|r| {
-                    r.postpone_target(&side, until)?;
-                    r.record_failure(
-                        &NewFailure {
-                            record: format!("{side} (whole side)"),
-                            side: side.clone(),
-                            kind: "operator".into(),
-                            message: message.to_owned(),
-                            hint: hint.to_owned(),
-                            raw: None,
-                        },
-                        now,
-                    )?;
+                let failure = NewFailure {
+                    record: format!("{side} (whole side)"),
+                    side: side.clone(),
+                    kind: "operator".into(),
+                    message: message.to_owned(),
+                    hint: hint.to_owned(),
+                    raw: None,
+                };
+                self.write_db(move |r| {
+                    r.postpone_target(&failure.side, until)?;
+                    r.record_failure(&failure, now)?;
                     Ok(())
-                })?;
+                })
+                .await?;
                 if let Some(side) = Side::parse(&side) {
                     cycle.summary.paused.push(Paused::operator(side));
                     cycle.summary.errors.push(SideError::new(
@@ -148,7 +154,8 @@ impl Engine {
                 Ok(Flow::Stop)
             }
             RetryDirective::Permanent => {
-                self.quarantine(entry, "permanent", message, hint, cycle)?;
+                self.quarantine(entry, "permanent", message, hint, cycle)
+                    .await?;
                 Ok(Flow::Continue)
             }
         }
@@ -164,7 +171,7 @@ impl Engine {
 
     /// Takes an effect out of the outbox and keeps it with the failure, so
     /// that `failures retry` can put it back.
-    fn quarantine(
+    async fn quarantine(
         &self,
         entry: &OutboxEntry,
         kind: &str,
@@ -181,36 +188,37 @@ impl Engine {
             "operation": entry.operation,
             "attempts": entry.attempts + 1,
         });
-        self.store.write(|r| {
-            r.complete_effect(entry.id)?;
-            r.record_failure(
-                &NewFailure {
-                    record: entry.record_key.clone(),
-                    side: entry.target.clone(),
-                    kind: kind.to_owned(),
-                    message: message.to_owned(),
-                    hint: hint.to_owned(),
-                    raw: Some(raw.to_string()),
-                },
-                now,
-            )?;
-            if r.get_referral(&entry.record_key)?.is_some() {
+        let failure = NewFailure {
+            record: entry.record_key.clone(),
+            side: entry.target.clone(),
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+            hint: hint.to_owned(),
+            raw: Some(raw.to_string()),
+        };
+        let event = format!(
+            "{} {} quarantined after {} attempt(s): {message}",
+            entry.target,
+            entry.operation,
+            entry.attempts + 1
+        );
+        let id = entry.id;
+        self.write_db(move |r| {
+            r.complete_effect(id)?;
+            r.record_failure(&failure, now)?;
+            if r.get_referral(&failure.record)?.is_some() {
                 r.append_event(
-                    &entry.record_key,
+                    &failure.record,
                     now,
-                    &entry.target,
+                    &failure.side,
                     "quarantined",
-                    &format!(
-                        "{} {} quarantined after {} attempt(s): {message}",
-                        entry.target,
-                        entry.operation,
-                        entry.attempts + 1
-                    ),
+                    &event,
                     None,
                 )?;
             }
             Ok(())
-        })?;
+        })
+        .await?;
         let (referral_id, crm, crm_id) = super::effects::record_log_fields(&entry.record_key);
         tracing::error!(side = %entry.target, referral_id, crm, crm_id, operation = %entry.operation, outcome = "quarantined", %message, %hint, "record quarantined");
         Ok(())
@@ -224,9 +232,10 @@ impl Engine {
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         loop {
+            let now = cycle.now;
             let due = self
-                .store
-                .read(|r| r.due_effects_for(PARTNER_CENTER, cycle.now, 50))?;
+                .read_db(move |r| r.due_effects_for(PARTNER_CENTER, now, 50))
+                .await?;
             if due.is_empty() {
                 return Ok(());
             }
@@ -255,7 +264,8 @@ impl Engine {
                             &format!("unreadable outbox entry: {e}"),
                             "report this to the cosell-sync maintainers",
                             cycle,
-                        )?;
+                        )
+                        .await?;
                         continue;
                     }
                 };
@@ -343,7 +353,8 @@ impl Engine {
                             "a CRM effect was queued for Partner Center",
                             "report this to the cosell-sync maintainers",
                             cycle,
-                        )?;
+                        )
+                        .await?;
                         Flow::Continue
                     }
                 };
@@ -379,7 +390,9 @@ impl Engine {
         }
         let mut prior = HashMap::new();
         if !first_sends.is_empty() {
-            self.store.write(|r| r.mark_sent(&first_sends, cycle.now))?;
+            let now = cycle.now;
+            self.write_db(move |r| r.mark_sent(&first_sends, now))
+                .await?;
         }
         let Some(since) = resends.iter().map(|(_, _, at)| *at).min() else {
             return Ok(prior);
@@ -415,7 +428,8 @@ impl Engine {
         pc: &dyn PartnerCenter,
         id: &str,
     ) -> Result<Referral, PartnerCenterError> {
-        if let Ok(Some(snap)) = self.store.read(|r| r.get_referral(id))
+        let owned = id.to_owned();
+        if let Ok(Some(snap)) = self.read_db(move |r| r.get_referral(&owned)).await
             && let Ok(r) = snap.referral()
         {
             return Ok(r);
@@ -506,7 +520,7 @@ impl Engine {
         let mut referral = match self.current_referral(pc, referral_id).await {
             Ok(r) => r,
             Err(e) => {
-                return self.fail_pc(entry, &e, cycle);
+                return self.fail_pc(entry, &e, cycle).await;
             }
         };
         let Decided {
@@ -524,10 +538,11 @@ impl Engine {
                     referral = match pc.get(referral_id).await {
                         Ok(r) => r,
                         Err(e) => {
-                            return self.fail_pc(entry, &e, cycle);
+                            return self.fail_pc(entry, &e, cycle).await;
                         }
                     };
-                    let old = self.store.read(|r| r.get_referral(referral_id))?;
+                    let owned = referral_id.to_owned();
+                    let old = self.read_db(move |r| r.get_referral(&owned)).await?;
                     let mut snap = ReferralSnapshot::from_referral(
                         &referral,
                         self.settings.expiry_days,
@@ -538,16 +553,22 @@ impl Engine {
                         snap.locally_expired = old.locally_expired;
                     }
                     let (json, stage) = effective_json(&snap);
-                    self.store.write(|r| {
-                        r.upsert_referral(&snap)?;
-                        r.append_event(referral_id, cycle.now, PARTNER_CENTER, "conflict", "the referral changed in Partner Center meanwhile (412): read again and decided again", None)
-                    })?;
+                    {
+                        let (snap, now) = (snap.clone(), cycle.now);
+                        self.write_db(move |r| {
+                            r.upsert_referral(&snap)?;
+                            r.append_event(&snap.id, now, PARTNER_CENTER, "conflict", "the referral changed in Partner Center meanwhile (412): read again and decided again", None)
+                        })
+                        .await?;
+                    }
                     let Some(side) = self.side(crm) else {
-                        self.store.write(|r| r.complete_effect(entry.id))?;
+                        let id = entry.id;
+                        self.write_db(move |r| r.complete_effect(id)).await?;
                         return Ok(Flow::Continue);
                     };
                     let Some(stage) = stage else {
-                        self.store.write(|r| r.complete_effect(entry.id))?;
+                        let id = entry.id;
+                        self.write_db(move |r| r.complete_effect(id)).await?;
                         return Ok(Flow::Continue);
                     };
                     let mut d = decide_from_crm(
@@ -567,7 +588,8 @@ impl Engine {
                     // invited (looked up first).
                     let still_upgrading = d.upgrade_to_co_sell || (upgrade && !stage.is_archived());
                     if d.action.is_none() && d.ops.is_empty() && !still_upgrading {
-                        self.store.write(|r| r.complete_effect(entry.id))?;
+                        let id = entry.id;
+                        self.write_db(move |r| r.complete_effect(id)).await?;
                         return Ok(Flow::Continue);
                     }
                     action = d.action;
@@ -576,14 +598,15 @@ impl Engine {
                     invitation = d.invitation.or(invitation);
                 }
                 Err(e) => {
-                    let flow = self.fail_pc(entry, &e, cycle)?;
+                    let flow = self.fail_pc(entry, &e, cycle).await?;
                     return Ok(flow);
                 }
             }
         };
         let now = cycle.now;
         let side = self.side(crm).cloned();
-        let old = self.store.read(|r| r.get_referral(referral_id))?;
+        let owned = referral_id.to_owned();
+        let old = self.read_db(move |r| r.get_referral(&owned)).await?;
         let mut snap = ReferralSnapshot::from_referral(&updated, self.settings.expiry_days, now);
         if let Some(old) = &old {
             snap.first_seen = old.first_seen;
@@ -625,33 +648,28 @@ impl Engine {
             None
         };
         self.hit("pc_update.before_commit")?;
-        self.store.write(|r| {
+        let (entry_id, referral_id, crm_id) = (entry.id, referral_id.to_owned(), crm_id.to_owned());
+        let (has_side, e_tag) = (side.is_some(), updated.e_tag.clone());
+        let event = format!("from {crm}: {}", message.join("; "));
+        self.write_db(move |r| {
             r.upsert_referral(&snap)?;
-            if side.is_some()
-                && let Some(mut link) = r.link_by_crm_id(crm, crm_id)?
-            {
+            if has_side && let Some(mut link) = r.link_by_crm_id(crm, &crm_id)? {
                 // pc_hash stays: the next poll compares the referral with what
                 // the CRM has, so a concurrent Partner Center edit still
                 // reaches the CRM (and our own echo costs no write).
-                link.pc_version = updated.e_tag.clone();
+                link.pc_version = e_tag;
                 link.updated_at = now;
                 r.update_link(&link)?;
             }
-            r.complete_effect(entry.id)?;
+            r.complete_effect(entry_id)?;
             if let Some(invite) = &invite {
                 r.upsert_effect(invite, now)?;
             }
-            r.resolve_failure(referral_id, PARTNER_CENTER)?;
-            r.append_event(
-                referral_id,
-                now,
-                PARTNER_CENTER,
-                "updated",
-                &format!("from {crm}: {}", message.join("; ")),
-                None,
-            )?;
+            r.resolve_failure(&referral_id, PARTNER_CENTER)?;
+            r.append_event(&referral_id, now, PARTNER_CENTER, "updated", &event, None)?;
             Ok(())
-        })?;
+        })
+        .await?;
         cycle.summary.partner_center.updated += 1;
         Ok(Flow::Continue)
     }
@@ -669,7 +687,7 @@ impl Engine {
         cycle: &mut Cycle,
     ) -> Result<Flow, SyncError> {
         let now = cycle.now;
-        let Some(draft) = self.queued_draft(entry, draft, cycle)? else {
+        let Some(draft) = self.queued_draft(entry, draft, cycle).await? else {
             return Ok(Flow::Continue);
         };
         let mut notes = Vec::new();
@@ -686,20 +704,22 @@ impl Engine {
             }
             PriorCreate::Looked(Some(PriorDeal::Unreadable(failure))) => {
                 let e = PartnerCenterError::Unreadable(failure);
-                return self.fail_pc(entry, &e, cycle);
+                return self.fail_pc(entry, &e, cycle).await;
             }
             PriorCreate::LookupFailed {
                 directive,
                 message,
                 hint,
             } => {
-                return self.fail_effect(entry, directive, &message, &hint, cycle);
+                return self
+                    .fail_effect(entry, directive, &message, &hint, cycle)
+                    .await;
             }
             PriorCreate::NotSent | PriorCreate::Looked(None) => {
                 match pc.create_own_referral(&draft).await {
                     Ok(c) => c,
                     Err(e) => {
-                        return self.fail_pc(entry, &e, cycle);
+                        return self.fail_pc(entry, &e, cycle).await;
                     }
                 }
             }
@@ -723,7 +743,18 @@ impl Engine {
         let side = self.side(crm).cloned();
         let rid = created.id.clone();
         self.hit("pc_create.before_commit")?;
-        self.store.write(|r| {
+        let (entry_id, record_key, crm_id, crm_fields) = (
+            entry.id,
+            entry.record_key.clone(),
+            crm_id.to_owned(),
+            crm_fields.clone(),
+        );
+        let created_event = format!(
+            "{} deal created from {crm} opportunity {crm_id}",
+            kind.as_str()
+        );
+        self.write_db(move |r| {
+            let (crm_id, crm_fields) = (&crm_id, &crm_fields);
             r.upsert_referral(&snap)?;
             let mut link = r
                 .link_by_crm_id(crm, crm_id)?
@@ -761,35 +792,26 @@ impl Engine {
                 };
                 r.upsert_effect(&write_back.to_new(), now)?;
             }
-            r.complete_effect(entry.id)?;
+            r.complete_effect(entry_id)?;
             if let Some(invite) = &invite {
                 r.upsert_effect(invite, now)?;
             }
-            r.resolve_failure(&entry.record_key, PARTNER_CENTER)?;
-            r.resolve_failure(&entry.record_key, crm.as_str())?;
-            r.append_event(
-                &rid,
-                now,
-                PARTNER_CENTER,
-                "created",
-                &format!(
-                    "{} deal created from {crm} opportunity {crm_id}",
-                    kind.as_str()
-                ),
-                None,
-            )?;
+            r.resolve_failure(&record_key, PARTNER_CENTER)?;
+            r.resolve_failure(&record_key, crm.as_str())?;
+            r.append_event(&rid, now, PARTNER_CENTER, "created", &created_event, None)?;
             for n in &notes {
                 r.append_event(&rid, now, PARTNER_CENTER, "created", n, None)?;
             }
             Ok(())
-        })?;
+        })
+        .await?;
         cycle.summary.partner_center.created += 1;
         Ok(Flow::Continue)
     }
 
     /// The referral draft an outbox entry carries; an unreadable one (a
     /// store written by another version) is quarantined.
-    fn queued_draft(
+    async fn queued_draft(
         &self,
         entry: &OutboxEntry,
         draft: &Value,
@@ -804,7 +826,8 @@ impl Engine {
                     &e.to_string(),
                     "report this to the cosell-sync maintainers",
                     cycle,
-                )?;
+                )
+                .await?;
                 Ok(None)
             }
         }
@@ -822,14 +845,14 @@ impl Engine {
         cycle: &mut Cycle,
     ) -> Result<Flow, SyncError> {
         let now = cycle.now;
-        let Some(draft) = self.queued_draft(entry, &invite.draft, cycle)? else {
+        let Some(draft) = self.queued_draft(entry, &invite.draft, cycle).await? else {
             return Ok(Flow::Continue);
         };
         let look = invite.look_first || entry.sent_at.is_some() || entry.attempts > 0;
         let found = if look {
             match pc.find_microsoft_referral(&invite.engagement_id).await {
                 Ok(found) => found,
-                Err(e) => return self.fail_pc(entry, &e, cycle),
+                Err(e) => return self.fail_pc(entry, &e, cycle).await,
             }
         } else {
             None
@@ -838,16 +861,22 @@ impl Engine {
             Some(m) => (m, "found already in the engagement; not invited twice"),
             None => {
                 if entry.sent_at.is_none() {
-                    self.store.write(|r| r.mark_sent(&[entry.id], now))?;
+                    let id = entry.id;
+                    self.write_db(move |r| r.mark_sent(&[id], now)).await?;
                 }
                 match pc.invite_microsoft(&draft, &invite.engagement_id).await {
                     Ok(m) => (m, "invited"),
-                    Err(e) => return self.fail_pc(entry, &e, cycle),
+                    Err(e) => return self.fail_pc(entry, &e, cycle).await,
                 }
             }
         };
         self.hit("pc_invite.before_commit")?;
-        self.store.write(|r| {
+        let entry_id = entry.id;
+        let event = format!(
+            "Microsoft {how}: referral {} in engagement {}",
+            microsoft.id, invite.engagement_id
+        );
+        self.write_db(move |r| {
             if let Some(mut link) = r.link_by_crm_id(invite.crm, &invite.crm_id)?
                 && link.help_requested_at.is_none()
             {
@@ -865,21 +894,19 @@ impl Engine {
                 &invite.referral_id,
                 now,
             )?;
-            r.complete_effect(entry.id)?;
+            r.complete_effect(entry_id)?;
             r.resolve_failure(&invite.referral_id, PARTNER_CENTER)?;
             r.append_event(
                 &invite.referral_id,
                 now,
                 PARTNER_CENTER,
                 "microsoft_invited",
-                &format!(
-                    "Microsoft {how}: referral {} in engagement {}",
-                    microsoft.id, invite.engagement_id
-                ),
+                &event,
                 None,
             )?;
             Ok(())
-        })?;
+        })
+        .await?;
         cycle.summary.partner_center.created += 1;
         Ok(Flow::Continue)
     }
@@ -889,9 +916,10 @@ impl Engine {
     async fn execute_crm(&self, side: &CrmSide, cycle: &mut Cycle) -> Result<(), SyncError> {
         let target = side.kind.as_str();
         loop {
+            let (now, batch) = (cycle.now, side.batch_size.max(1));
             let due = self
-                .store
-                .read(|r| r.due_effects_for(target, cycle.now, side.batch_size.max(1)))?;
+                .read_db(move |r| r.due_effects_for(target, now, batch))
+                .await?;
             if due.is_empty() {
                 return Ok(());
             }
@@ -919,7 +947,8 @@ impl Engine {
                             "unreadable outbox entry",
                             "report this to the cosell-sync maintainers",
                             cycle,
-                        )?;
+                        )
+                        .await?;
                     }
                 }
             }
@@ -927,15 +956,17 @@ impl Engine {
                 let writes: Vec<RecordWrite> =
                     upserts.iter().map(|(_, w, _, _)| w.clone()).collect();
                 let result = side.crm.upsert(writes).await;
-                let flow = self.crm_results(
-                    side,
-                    result,
-                    upserts
-                        .into_iter()
-                        .map(|(e, w, rid, h)| (e, w.fields, rid, h, false))
-                        .collect(),
-                    cycle,
-                )?;
+                let flow = self
+                    .crm_results(
+                        side,
+                        result,
+                        upserts
+                            .into_iter()
+                            .map(|(e, w, rid, h)| (e, w.fields, rid, h, false))
+                            .collect(),
+                        cycle,
+                    )
+                    .await?;
                 if flow == Flow::Stop {
                     return Ok(());
                 }
@@ -943,15 +974,17 @@ impl Engine {
             if !closes.is_empty() {
                 let requests = closes.iter().map(|(_, c, _, _)| c.clone()).collect();
                 let result = side.crm.close(requests).await;
-                let flow = self.crm_results(
-                    side,
-                    result,
-                    closes
-                        .into_iter()
-                        .map(|(e, c, rid, h)| (e, c.fields, Some(rid), h, true))
-                        .collect(),
-                    cycle,
-                )?;
+                let flow = self
+                    .crm_results(
+                        side,
+                        result,
+                        closes
+                            .into_iter()
+                            .map(|(e, c, rid, h)| (e, c.fields, Some(rid), h, true))
+                            .collect(),
+                        cycle,
+                    )
+                    .await?;
                 if flow == Flow::Stop {
                     return Ok(());
                 }
@@ -960,7 +993,7 @@ impl Engine {
     }
 
     #[allow(clippy::type_complexity)]
-    fn crm_results(
+    async fn crm_results(
         &self,
         side: &CrmSide,
         result: Result<Vec<crate::crm::WriteResult>, crate::crm::CrmError>,
@@ -996,7 +1029,11 @@ impl Engine {
                 };
                 let (msg, hint) = (e.to_string(), e.hint());
                 for (entry, ..) in &items {
-                    if self.fail_effect(entry, directive, &msg, &hint, cycle)? == Flow::Stop {
+                    if self
+                        .fail_effect(entry, directive, &msg, &hint, cycle)
+                        .await?
+                        == Flow::Stop
+                    {
                         return Ok(Flow::Stop);
                     }
                 }
@@ -1023,9 +1060,11 @@ impl Engine {
         // The successes of one call are recorded in one transaction: the
         // writes were upserts and closes, so replaying them after a crash
         // before this commit is harmless.
-        self.crm_successes(side, &successes, cycle)?;
+        self.crm_successes(side, successes, cycle).await?;
         for (entry, e) in failures {
-            if self.fail_effect(&entry, e.directive(), &e.to_string(), &e.hint(), cycle)?
+            if self
+                .fail_effect(&entry, e.directive(), &e.to_string(), &e.hint(), cycle)
+                .await?
                 == Flow::Stop
             {
                 return Ok(Flow::Stop);
@@ -1034,10 +1073,10 @@ impl Engine {
         Ok(Flow::Continue)
     }
 
-    fn crm_successes(
+    async fn crm_successes(
         &self,
         side: &CrmSide,
-        successes: &[CrmSuccess],
+        successes: Vec<CrmSuccess>,
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         if successes.is_empty() {
@@ -1045,7 +1084,7 @@ impl Engine {
         }
         let now = cycle.now;
         let kind = side.kind;
-        for s in successes {
+        for s in &successes {
             self.hit(if s.is_close {
                 "crm_close.before_commit"
             } else {
@@ -1053,17 +1092,23 @@ impl Engine {
             })?;
         }
         self.beat(0);
-        self.store.write(|r| {
-            for s in successes {
-                Self::crm_success(r, side, s, now)?;
+        let counts: Vec<(bool, bool)> = successes
+            .iter()
+            .map(|s| (s.is_close, s.ok.created))
+            .collect();
+        let owned_side = side.clone();
+        self.write_db(move |r| {
+            for s in &successes {
+                Self::crm_success(r, &owned_side, s, now)?;
             }
             Ok(())
-        })?;
-        for s in successes {
+        })
+        .await?;
+        for (is_close, created) in counts {
             let summary = cycle.summary.crm(kind);
-            if s.is_close {
+            if is_close {
                 summary.closed += 1;
-            } else if s.ok.created {
+            } else if created {
                 summary.created += 1;
             } else {
                 summary.updated += 1;
@@ -1201,14 +1246,14 @@ impl Engine {
             return Ok(());
         }
         let window = chrono::Duration::days(i64::from(self.settings.microsoft_decision_days));
-        let lapsed = self
-            .store
-            .read(|r| r.help_windows_lapsed(cycle.now - window))?;
+        let since = cycle.now - window;
+        let lapsed = self.read_db(move |r| r.help_windows_lapsed(since)).await?;
         for link in lapsed {
             let Some(rid) = link.referral_id.clone() else {
                 continue;
             };
-            let Some(snap) = self.store.read(|r| r.get_referral(&rid))? else {
+            let owned = rid.clone();
+            let Some(snap) = self.read_db(move |r| r.get_referral(&owned)).await? else {
                 continue;
             };
             let engagement = snap
@@ -1240,23 +1285,25 @@ impl Engine {
                     "Microsoft sellers engaged on the co-sell request".to_owned()
                 }
                 _ => {
-                    self.record_no_answer(&rid, cycle.now)?;
+                    self.record_no_answer(&rid, cycle.now).await?;
                     format!(
                         "Microsoft sellers did not engage within {} days of the co-sell request; the deal stays open",
                         self.settings.microsoft_decision_days
                     )
                 }
             };
-            self.store.write(|r| {
+            let now = cycle.now;
+            self.write_db(move |r| {
                 r.append_event(
                     &rid,
-                    cycle.now,
+                    now,
                     PARTNER_CENTER,
                     "microsoft_window",
                     &message,
                     None,
                 )
-            })?;
+            })
+            .await?;
         }
         Ok(())
     }

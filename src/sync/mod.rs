@@ -88,6 +88,15 @@ pub enum SyncError {
 
 /// Runs store work on the blocking pool, off the async workers (a commit
 /// waits for the disk). A panic in `f` is raised again here.
+///
+/// Every store access of the engine goes through here (`Engine::read_db`,
+/// `Engine::write_db`) rather than through a dedicated store thread: the
+/// store already serializes on its one connection, `spawn_blocking` needs no
+/// channel protocol or shutdown of its own, works the same on a
+/// current-thread runtime (where `block_in_place` cannot), and the cost of
+/// one hop per transaction is small next to the fsync it waits for; the
+/// engine keeps hops few by writing a whole page or write call per
+/// transaction.
 pub(crate) async fn off_worker<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
@@ -492,8 +501,27 @@ impl Engine {
         self.crms.iter().find(|s| s.kind == kind)
     }
 
-    fn full_due(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let last = self.store.read(|r| r.kv_get(FULL_RECONCILE_KEY))?;
+    /// Reads the store on the blocking pool (see [`off_worker`]).
+    pub(crate) async fn read_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::store::Repo<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, SyncError> {
+        let store = self.store.clone();
+        off_worker(move || store.read(f)).await
+    }
+
+    /// Writes the store, one transaction, on the blocking pool (see
+    /// [`off_worker`]).
+    pub(crate) async fn write_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::store::Repo<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, SyncError> {
+        let store = self.store.clone();
+        off_worker(move || store.write(f)).await
+    }
+
+    async fn full_due(&self, now: DateTime<Utc>) -> Result<bool, SyncError> {
+        let last = self.read_db(|r| r.kv_get(FULL_RECONCILE_KEY)).await?;
         let every = chrono::Duration::from_std(self.settings.full_reconcile_every)
             .unwrap_or(chrono::Duration::hours(6));
         Ok(
@@ -509,14 +537,14 @@ impl Engine {
     pub async fn run_cycle(&self, opts: &CycleOptions) -> Result<CycleSummary, SyncError> {
         let now = self.clock.now();
         let correlation = uuid::Uuid::new_v4();
-        let full = opts.full || self.full_due(now)?;
+        let full = opts.full || self.full_due(now).await?;
         let span = tracing::info_span!("cycle", correlation_id = %correlation, full, dry_run = opts.dry_run);
         async move {
             let started = std::time::Instant::now();
             let run_id = if opts.dry_run {
                 None
             } else {
-                Some(self.store.write(|r| r.start_run(now))?)
+                Some(self.write_db(move |r| r.start_run(now)).await?)
             };
             let pc = self.pc.with_correlation_id(correlation);
             let mut cycle = Cycle {
@@ -546,26 +574,32 @@ impl Engine {
                 .instrument(tracing::info_span!("pull", side = "partner_center"))
                 .await?;
             self.expire_overdue(&mut cycle).await?;
-            self.report_windows(&mut cycle)?;
+            self.report_windows(&mut cycle).await?;
             if !opts.dry_run {
                 self.check_microsoft_windows(&*pc, &mut cycle).await?;
                 self.execute(&*pc, &mut cycle)
                     .instrument(tracing::info_span!("execute"))
                     .await?;
                 cycle.summary.pending_effects =
-                    self.store.read(|r| r.pending_effects())?.len() as u64;
+                    self.read_db(|r| r.pending_effects()).await?.len() as u64;
                 // The first cycle reads everything: it starts the schedule.
-                let first = self.store.read(|r| r.kv_get(FULL_RECONCILE_KEY))?.is_none();
+                let first = self
+                    .read_db(|r| r.kv_get(FULL_RECONCILE_KEY))
+                    .await?
+                    .is_none();
                 if full || first {
-                    self.store
-                        .write(|r| r.kv_set(FULL_RECONCILE_KEY, &crate::store::ts(now), now))?;
+                    self.write_db(move |r| {
+                        r.kv_set(FULL_RECONCILE_KEY, &crate::store::ts(now), now)
+                    })
+                    .await?;
                 }
             }
             let summary = cycle.summary;
             if let Some(id) = run_id {
                 let value = serde_json::to_value(&summary).unwrap_or_default();
-                self.store
-                    .write(|r| r.finish_run(id, self.clock.now(), summary.outcome(), &value))?;
+                let (at, outcome) = (self.clock.now(), summary.outcome());
+                self.write_db(move |r| r.finish_run(id, at, outcome, &value))
+                    .await?;
             }
             tracing::info!(
                 outcome = summary.outcome(),

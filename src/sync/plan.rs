@@ -1,7 +1,7 @@
 //! Pulling changes and deciding what to do about them. Decisions for a page
 //! are committed together with the cursor move, before anything is sent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -48,6 +48,11 @@ pub(crate) struct PageRows {
     snapshots: HashMap<String, ReferralSnapshot>,
     links_by_referral: HashMap<(CrmKind, String), Link>,
     links_by_crm_id: HashMap<(CrmKind, String), Link>,
+    /// (target, record) of effects already queued.
+    pending: HashSet<(String, String)>,
+    /// kv rows the page's decisions read (Microsoft's answers and the
+    /// engagements' owners); a key absent here was looked up and not found.
+    kv: HashMap<String, String>,
 }
 
 impl PageRows {
@@ -60,7 +65,7 @@ impl PageRows {
         Ok(())
     }
 
-    fn add_link_by_referral(
+    pub(crate) fn add_link_by_referral(
         &mut self,
         r: &Repo<'_>,
         crm: CrmKind,
@@ -88,6 +93,32 @@ impl PageRows {
             self.links_by_crm_id.insert(key, link);
         }
         Ok(())
+    }
+
+    fn add_pending(&mut self, r: &Repo<'_>, target: &str, record: &str) -> Result<(), StoreError> {
+        let key = (target.to_owned(), record.to_owned());
+        if !self.pending.contains(&key) && r.has_pending_effect(target, record)? {
+            self.pending.insert(key);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn add_kv(&mut self, r: &Repo<'_>, key: String) -> Result<(), StoreError> {
+        if !self.kv.contains_key(&key)
+            && let Some(value) = r.kv_get(&key)?
+        {
+            self.kv.insert(key, value);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn kv(&self, key: &str) -> Option<&str> {
+        self.kv.get(key).map(String::as_str)
+    }
+
+    fn has_pending(&self, target: &str, record: &str) -> bool {
+        self.pending
+            .contains(&(target.to_owned(), record.to_owned()))
     }
 
     fn snapshot(&self, id: &str) -> Option<&ReferralSnapshot> {
@@ -520,51 +551,48 @@ impl Engine {
         }
         let now = cycle.now;
         self.hit("plan.before_commit")?;
-        let store = self.store.clone();
-        super::off_worker(move || {
-            store.write(|r| {
-                for id in &plan.clear_expiry {
-                    r.clear_local_expiry(id)?;
+        self.write_db(move |r| {
+            for id in &plan.clear_expiry {
+                r.clear_local_expiry(id)?;
+            }
+            for s in &plan.snapshots {
+                r.upsert_referral(s)?;
+            }
+            for id in &plan.expire {
+                r.mark_locally_expired(id)?;
+            }
+            for l in &plan.links {
+                upsert_link(r, l)?;
+            }
+            for e in &plan.effects {
+                if quarantined(r, e)? {
+                    continue;
                 }
-                for s in &plan.snapshots {
-                    r.upsert_referral(s)?;
-                }
-                for id in &plan.expire {
-                    r.mark_locally_expired(id)?;
-                }
-                for l in &plan.links {
-                    upsert_link(r, l)?;
-                }
-                for e in &plan.effects {
-                    if quarantined(r, e)? {
-                        continue;
-                    }
-                    r.upsert_effect(&e.to_new(), now)?;
-                }
-                for ev in &plan.events {
-                    r.append_event(
-                        &ev.referral_id,
-                        now,
-                        &ev.side,
-                        &ev.kind,
-                        &ev.message,
-                        ev.detail.as_ref(),
-                    )?;
-                }
-                for f in &plan.failures {
-                    r.record_failure(f, now)?;
-                }
-                for (record, side) in &plan.resolved {
-                    r.resolve_failure(record, side)?;
-                }
-                for (source, position) in &plan.cursors {
-                    r.set_cursor(source, position, now)?;
-                }
-                for (key, value) in &plan.kv {
-                    r.kv_set(key, value, now)?;
-                }
-                Ok(())
-            })
+                r.upsert_effect(&e.to_new(), now)?;
+            }
+            for ev in &plan.events {
+                r.append_event(
+                    &ev.referral_id,
+                    now,
+                    &ev.side,
+                    &ev.kind,
+                    &ev.message,
+                    ev.detail.as_ref(),
+                )?;
+            }
+            for f in &plan.failures {
+                r.record_failure(f, now)?;
+            }
+            for (record, side) in &plan.resolved {
+                r.resolve_failure(record, side)?;
+            }
+            for (source, position) in &plan.cursors {
+                r.set_cursor(source, position, now)?;
+            }
+            for (key, value) in &plan.kv {
+                r.kv_set(key, value, now)?;
+            }
+            Ok(())
         })
         .await?;
         Ok(())
@@ -579,7 +607,10 @@ impl Engine {
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
         let key = crm_cursor(side.kind);
-        let cursor = self.store.read(|r| r.cursor(&key))?;
+        let cursor = {
+            let key = key.clone();
+            self.read_db(move |r| r.cursor(&key)).await?
+        };
         let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
         let (since, mut continuation) = match cursor.as_deref() {
             _ if full => (None, None),
@@ -612,24 +643,45 @@ impl Engine {
                 }
             };
             self.beat(page.changes.len() as u64);
-            let rows = self.store.read(|r| {
-                let mut rows = PageRows::default();
-                for change in &page.changes {
-                    match change {
-                        CrmChange::Upserted(record) => {
-                            rows.add_link_by_crm_id(r, side.kind, &record.crm_id)?;
-                            if let Some(rid) = referral_id_of(&side.mapping, record) {
-                                rows.add_link_by_referral(r, side.kind, &rid)?;
-                                rows.add_referral(r, &rid)?;
-                            }
+            // The keys of the page's records: (CRM id, referral id held, upserted).
+            let keys: Vec<(String, Option<String>, bool)> = page
+                .changes
+                .iter()
+                .map(|change| match change {
+                    CrmChange::Upserted(record) => (
+                        record.crm_id.clone(),
+                        referral_id_of(&side.mapping, record),
+                        true,
+                    ),
+                    CrmChange::Deleted { crm_id } => (crm_id.clone(), None, false),
+                })
+                .collect();
+            let kind = side.kind;
+            let rows = self
+                .read_db(move |r| {
+                    let mut rows = PageRows::default();
+                    for (crm_id, rid, upserted) in &keys {
+                        rows.add_link_by_crm_id(r, kind, crm_id)?;
+                        if !upserted {
+                            continue;
                         }
-                        CrmChange::Deleted { crm_id } => {
-                            rows.add_link_by_crm_id(r, side.kind, crm_id)?;
+                        if let Some(rid) = rid {
+                            rows.add_link_by_referral(r, kind, rid)?;
+                            rows.add_referral(r, rid)?;
+                        } else if let Some(linked) = rows
+                            .link_by_crm_id(kind, crm_id)
+                            .and_then(|l| l.referral_id.clone())
+                        {
+                            // Created, its referral id not yet written back.
+                            rows.add_pending(r, kind.as_str(), &linked)?;
+                        } else {
+                            // A candidate new deal.
+                            rows.add_pending(r, PARTNER_CENTER, &crm_record_key(kind, crm_id))?;
                         }
                     }
-                }
-                Ok(rows)
-            })?;
+                    Ok(rows)
+                })
+                .await?;
             let mut plan = Plan::default();
             for change in &page.changes {
                 cycle.summary.crm(side.kind).read += 1;
@@ -878,10 +930,7 @@ impl Engine {
         if let Some(link) = rows.link_by_crm_id(kind, &record.crm_id)
             && let Some(rid) = &link.referral_id
         {
-            if !self
-                .store
-                .read(|r| r.has_pending_effect(kind.as_str(), rid))?
-            {
+            if !rows.has_pending(kind.as_str(), rid) {
                 let mut fields = CrmFields::new();
                 fields.insert(m.external_id.clone(), Value::String(rid.clone()));
                 plan.effects.push(Effect::CrmUpsert {
@@ -903,10 +952,7 @@ impl Engine {
             return Ok(());
         }
         let record_key = crm_record_key(kind, &record.crm_id);
-        if self
-            .store
-            .read(|r| r.has_pending_effect(PARTNER_CENTER, &record_key))?
-        {
+        if rows.has_pending(PARTNER_CENTER, &record_key) {
             cycle.summary.crm(kind).skipped += 1;
             return Ok(());
         }
@@ -958,7 +1004,7 @@ impl Engine {
             ));
             return Ok(());
         }
-        let cursor = self.store.read(|r| r.cursor(PC_CURSOR))?;
+        let cursor = self.read_db(|r| r.cursor(PC_CURSOR)).await?;
         let cursor_time = cursor
             .as_deref()
             .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
@@ -996,16 +1042,22 @@ impl Engine {
                 }
             };
             self.beat((page.referrals.len() + page.failures.len()) as u64);
-            let rows = self.store.read(|repo| {
-                let mut rows = PageRows::default();
-                for r in &page.referrals {
-                    rows.add_referral(repo, &r.id)?;
-                    for side in &self.crms {
-                        rows.add_link_by_referral(repo, side.kind, &r.id)?;
+            let ids: Vec<String> = page.referrals.iter().map(|r| r.id.clone()).collect();
+            let kinds: Vec<CrmKind> = self.crms.iter().map(|s| s.kind).collect();
+            let engagement_reads = super::seller::EngagementReads::of_page(&page.referrals);
+            let rows = self
+                .read_db(move |repo| {
+                    let mut rows = PageRows::default();
+                    for id in &ids {
+                        rows.add_referral(repo, id)?;
+                        for kind in &kinds {
+                            rows.add_link_by_referral(repo, *kind, id)?;
+                        }
                     }
-                }
-                Ok(rows)
-            })?;
+                    engagement_reads.load(repo, &kinds, &mut rows)?;
+                    Ok(rows)
+                })
+                .await?;
             let mut plan = Plan::default();
             for f in &page.failures {
                 cycle.summary.partner_center.failed += 1;
@@ -1131,7 +1183,7 @@ impl Engine {
         if let Some(reason) = reason {
             json["statusReason"] = Value::String(reason);
         }
-        self.add_engagement_of(r, &mut json, plan)?;
+        self.add_engagement_of(r, &mut json, rows, plan);
         if !unchanged {
             plan.snapshots.push(snap.clone());
         }
@@ -1358,23 +1410,21 @@ impl Engine {
     pub(crate) async fn expire_overdue(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
         // This cycle's listing when it completed (a dry run does not record
         // it), else the last complete one.
-        let recorded = || -> Result<Option<DateTime<Utc>>, SyncError> {
-            Ok(self
-                .store
-                .read(|r| r.kv_get(PC_FRESH_AS_OF))?
+        let fresh_as_of = match cycle.pc_fresh_as_of {
+            Some(t) => Some(t),
+            None => self
+                .read_db(|r| r.kv_get(PC_FRESH_AS_OF))
+                .await?
                 .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                .map(|t| t.with_timezone(&Utc)))
+                .map(|t| t.with_timezone(&Utc)),
         };
-        let Some(fresh_as_of) = cycle
-            .pc_fresh_as_of
-            .map_or_else(recorded, |t| Ok(Some(t)))?
-        else {
+        let Some(fresh_as_of) = fresh_as_of else {
             return Ok(());
         };
         let fresh_as_of = fresh_as_of.min(cycle.now);
         let due = self
-            .store
-            .read(|r| r.referrals_past_deadline(fresh_as_of))?;
+            .read_db(move |r| r.referrals_past_deadline(fresh_as_of))
+            .await?;
         if due.is_empty() {
             return Ok(());
         }
@@ -1386,10 +1436,15 @@ impl Engine {
                 continue;
             }
             // Its last version could not be read: its state is not known.
-            let unreadable = self.store.read(|r| {
-                Ok(r.failure_for(&snap.id, PARTNER_CENTER)?
-                    .is_some_and(|f| f.kind == "unparseable" && f.state == FailureState::Open))
-            })?;
+            let id = snap.id.clone();
+            let (unreadable, links) = self
+                .read_db(move |r| {
+                    let unreadable = r
+                        .failure_for(&id, PARTNER_CENTER)?
+                        .is_some_and(|f| f.kind == "unparseable" && f.state == FailureState::Open);
+                    Ok((unreadable, r.links_of_referral(&id)?))
+                })
+                .await?;
             if unreadable {
                 continue;
             }
@@ -1400,7 +1455,6 @@ impl Engine {
             snap.locally_expired = true;
             let (mut json, _) = effective_json(&snap);
             json["statusReason"] = Value::String(reason.clone());
-            let links = self.store.read(|r| r.links_of_referral(&snap.id))?;
             for side in &self.crms {
                 if links.iter().any(|l| l.crm == side.kind) {
                     continue;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::crm::{RecordKey, RecordWrite};
 use crate::domain::{DealKind, MicrosoftEngagement, Referral, Stage, TimeLeft};
 use crate::mapping::{ANSWER_BY_KEY, ENGAGEMENT_KEY};
-use crate::store::ReferralSnapshot;
+use crate::store::{CrmKind, Link, ReferralSnapshot, Repo, StoreError};
 
 use super::effects::{Effect, PARTNER_CENTER};
 use super::plan::{PageRows, Plan};
@@ -78,19 +78,72 @@ fn add_engagement(json: &mut Value, state: &EngagementState) {
     }
 }
 
+/// The kv rows a page's co-sell deals need, read with the page's other
+/// rows so that deciding never waits for the store.
+pub(crate) struct EngagementReads {
+    /// Outbound co-sell referrals of ours: their answer so far.
+    partner_referrals: Vec<String>,
+    /// Engagements whose Microsoft-targeted referral is on the page.
+    engagements: Vec<String>,
+}
+
+impl EngagementReads {
+    pub(crate) fn of_page(referrals: &[Referral]) -> EngagementReads {
+        let mut reads = EngagementReads {
+            partner_referrals: Vec::new(),
+            engagements: Vec::new(),
+        };
+        for r in referrals.iter().filter(|r| r.is_outbound()) {
+            if r.target.iter().flatten().any(|t| t.is_microsoft()) {
+                if let Some(e) = r.engagement_id.as_deref().filter(|e| !e.is_empty()) {
+                    reads.engagements.push(e.to_owned());
+                }
+            } else if DealKind::of(r) == DealKind::CoSell {
+                reads.partner_referrals.push(r.id.clone());
+            }
+        }
+        reads
+    }
+
+    pub(crate) fn load(
+        &self,
+        repo: &Repo<'_>,
+        kinds: &[CrmKind],
+        rows: &mut PageRows,
+    ) -> Result<(), StoreError> {
+        for id in &self.partner_referrals {
+            rows.add_kv(repo, format!("{ENGAGEMENT_STATE}{id}"))?;
+        }
+        for engagement in &self.engagements {
+            let owner_key = format!("{ENGAGEMENT_OWNER}{engagement}");
+            rows.add_kv(repo, owner_key.clone())?;
+            let Some(owner) = rows.kv(&owner_key).map(str::to_owned) else {
+                continue;
+            };
+            rows.add_kv(repo, format!("{ENGAGEMENT_STATE}{owner}"))?;
+            for kind in kinds {
+                rows.add_link_by_referral(repo, *kind, &owner)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Engine {
-    /// Microsoft's answer on a partner referral: this page's plan first, then the store.
+    /// Microsoft's answer on a partner referral: this page's plan first,
+    /// then what the page read from the store.
     fn engagement_state(
         &self,
+        rows: &PageRows,
         plan: &Plan,
         referral_id: &str,
-    ) -> Result<Option<EngagementState>, SyncError> {
+    ) -> Option<EngagementState> {
         let key = format!("{ENGAGEMENT_STATE}{referral_id}");
         let raw = match plan.kv.iter().rev().find(|(k, _)| *k == key) {
-            Some((_, v)) => Some(v.clone()),
-            None => self.store.read(|r| r.kv_get(&key))?,
+            Some((_, v)) => Some(v.as_str()),
+            None => rows.kv(&key),
         };
-        Ok(raw.and_then(|v| serde_json::from_str(&v).ok()))
+        raw.and_then(|v| serde_json::from_str(v).ok())
     }
 
     /// Adds Microsoft's answer to the JSON of a co-sell deal of ours.
@@ -98,15 +151,15 @@ impl Engine {
         &self,
         r: &Referral,
         json: &mut Value,
+        rows: &PageRows,
         plan: &Plan,
-    ) -> Result<(), SyncError> {
+    ) {
         if !r.is_outbound() || DealKind::of(r) != DealKind::CoSell {
-            return Ok(());
+            return;
         }
-        if let Some(state) = self.engagement_state(plan, &r.id)? {
+        if let Some(state) = self.engagement_state(rows, plan, &r.id) {
             add_engagement(json, &state);
         }
-        Ok(())
     }
 
     /// The listing showed the Microsoft-targeted referral of an engagement:
@@ -126,10 +179,10 @@ impl Engine {
             return Ok(());
         };
         let owner_key = format!("{ENGAGEMENT_OWNER}{engagement}");
-        let Some(owner) = self.store.read(|r| r.kv_get(&owner_key))? else {
+        let Some(owner) = rows.kv(&owner_key).map(str::to_owned) else {
             return Ok(());
         };
-        let old = self.engagement_state(plan, &owner)?;
+        let old = self.engagement_state(rows, plan, &owner);
         let old_answer = old.as_ref().and_then(EngagementState::engagement);
         // An answer never goes back to "requested" or "no answer".
         if old_answer.is_some_and(MicrosoftEngagement::is_answer) && !answer.is_answer() {
@@ -187,8 +240,13 @@ impl Engine {
         }
         // Bring it to the partner's opportunities: only these fields, so
         // nothing else of the deal is decided here.
+        let links: Vec<Link> = self
+            .crms
+            .iter()
+            .filter_map(|side| rows.link_by_referral(side.kind, &owner).cloned())
+            .collect();
         plan.effects
-            .extend(self.engagement_effects(&owner, &new, Some(rows))?);
+            .extend(self.engagement_effects(&owner, &new, &links));
         Ok(())
     }
 
@@ -198,19 +256,13 @@ impl Engine {
         &self,
         referral_id: &str,
         state: &EngagementState,
-        rows: Option<&PageRows>,
-    ) -> Result<Vec<Effect>, SyncError> {
+        links: &[Link],
+    ) -> Vec<Effect> {
         let mut json = serde_json::json!({});
         add_engagement(&mut json, state);
         let mut effects = Vec::new();
         for side in &self.crms {
-            let link = match rows.and_then(|rows| rows.link_by_referral(side.kind, referral_id)) {
-                Some(l) => Some(l.clone()),
-                None => self
-                    .store
-                    .read(|r| r.link_by_referral(side.kind, referral_id))?,
-            };
-            let Some(link) = link else {
+            let Some(link) = links.iter().find(|l| l.crm == side.kind) else {
                 continue;
             };
             let m = &side.mapping;
@@ -251,21 +303,30 @@ impl Engine {
                 pc_hash: None,
             });
         }
-        Ok(effects)
+        effects
     }
 
     /// Microsoft's decision window lapsed without an answer: "No answer"
     /// on the partner's referral and its opportunities.
-    pub(crate) fn record_no_answer(
+    pub(crate) async fn record_no_answer(
         &self,
         referral_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), SyncError> {
         let key = format!("{ENGAGEMENT_STATE}{referral_id}");
-        let old: Option<EngagementState> = self
-            .store
-            .read(|r| r.kv_get(&key))?
-            .and_then(|v| serde_json::from_str(&v).ok());
+        let kinds: Vec<CrmKind> = self.crms.iter().map(|s| s.kind).collect();
+        let (raw, links) = {
+            let (key, rid) = (key.clone(), referral_id.to_owned());
+            self.read_db(move |r| {
+                let mut links = Vec::new();
+                for kind in kinds {
+                    links.extend(r.link_by_referral(kind, &rid)?);
+                }
+                Ok((r.kv_get(&key)?, links))
+            })
+            .await?
+        };
+        let old: Option<EngagementState> = raw.and_then(|v| serde_json::from_str(&v).ok());
         if old
             .as_ref()
             .and_then(EngagementState::engagement)
@@ -279,22 +340,24 @@ impl Engine {
             reason: None,
             microsoft_referral_id: old.and_then(|o| o.microsoft_referral_id),
         };
-        let effects = self.engagement_effects(referral_id, &new, None)?;
+        let effects = self.engagement_effects(referral_id, &new, &links);
         let value = serde_json::to_string(&new).unwrap_or_default();
-        self.store.write(|r| {
+        self.write_db(move |r| {
             r.kv_set(&key, &value, now)?;
             for e in &effects {
                 r.upsert_effect(&e.to_new(), now)?;
             }
             Ok(())
-        })?;
-        Ok(())
+        })
+        .await
     }
 
     /// Gauges of the two windows, and the one warning per received referral
     /// 48 hours before its deadline.
-    pub(crate) fn report_windows(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
-        let open = self.store.read(|r| r.open_deadlines())?;
+    pub(crate) async fn report_windows(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
+        let (open, engagements) = self
+            .read_db(|r| Ok((r.open_deadlines()?, r.kv_with_prefix(ENGAGEMENT_STATE)?)))
+            .await?;
         let mut buckets = std::collections::BTreeMap::new();
         for b in TimeLeft::ALL {
             buckets.insert(b.label(), 0u64);
@@ -313,7 +376,7 @@ impl Engine {
         for e in MicrosoftEngagement::ALL {
             states.insert(e.metric_label(), 0u64);
         }
-        for (_, v) in self.store.read(|r| r.kv_with_prefix(ENGAGEMENT_STATE))? {
+        for (_, v) in engagements {
             if let Some(e) = serde_json::from_str::<EngagementState>(&v)
                 .ok()
                 .and_then(|s| s.engagement())
@@ -326,11 +389,24 @@ impl Engine {
         if cycle.dry_run {
             return Ok(());
         }
+        // Only the few inside 48 hours are looked up: once warned, never again.
+        let candidates: Vec<String> = warn.iter().map(|(id, _, _)| id.clone()).collect();
+        let warned: std::collections::HashSet<String> = self
+            .read_db(move |r| {
+                let mut warned = std::collections::HashSet::new();
+                for id in candidates {
+                    if r.kv_get(&format!("{DEADLINE_WARNED}{id}"))?.is_some() {
+                        warned.insert(id);
+                    }
+                }
+                Ok(warned)
+            })
+            .await?;
         for (id, name, deadline) in warn {
-            let key = format!("{DEADLINE_WARNED}{id}");
-            if self.store.read(|r| r.kv_get(&key))?.is_some() {
+            if warned.contains(&id) {
                 continue;
             }
+            let key = format!("{DEADLINE_WARNED}{id}");
             let message = format!(
                 "received referral {:?} must be accepted or declined by {} (less than 48 hours left)",
                 name.as_deref().unwrap_or(""),
@@ -338,10 +414,11 @@ impl Engine {
             );
             tracing::warn!(referral_id = %id, answer_by = %answer_by_text(deadline), "{message}");
             let now = cycle.now;
-            self.store.write(|r| {
+            self.write_db(move |r| {
                 r.kv_set(&key, &answer_by_text(deadline), now)?;
                 r.append_event(&id, now, PARTNER_CENTER, "deadline_near", &message, None)
-            })?;
+            })
+            .await?;
         }
         Ok(())
     }
