@@ -5,26 +5,10 @@
 use std::collections::BTreeSet;
 
 use cosell_sync::sim::{SimOptions, Simulator};
-use serde_json::Value;
 
-async fn run(args: &[&str], envs: &[(String, String)]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cosell-sync"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("COSELL_SYNC") || k == "RUST_LOG" || k == "CREDENTIALS_DIRECTORY" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args).kill_on_drop(true);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod cli_support;
+use cli_support::{SimCli, run};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_logs_flat_json_with_the_stable_field_names() {
@@ -34,19 +18,12 @@ async fn a_cycle_logs_flat_json_with_the_stable_field_names() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("sim.toml");
-    std::fs::write(&file, sim.daemon_config()).unwrap();
-    let mut envs: Vec<(String, String)> = sim
-        .daemon_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    envs.push((
-        "COSELL_SYNC__STATE__PATH".into(),
-        dir.path().join("state.db").display().to_string(),
-    ));
-    let cfg = file.display().to_string();
+    let SimCli {
+        dir: _dir,
+        cfg,
+        envs,
+        ..
+    } = SimCli::new(&sim, "sim");
     let (code, out, err) = run(
         &[
             "sync",

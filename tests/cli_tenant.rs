@@ -4,30 +4,8 @@
 
 use cosell_sync::sim::{SimOptions, Simulator};
 
-async fn run(args: &[&str], envs: &[(String, String)]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cosell-sync"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("COSELL_SYNC") || k == "RUST_LOG" || k == "CREDENTIALS_DIRECTORY" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args).kill_on_drop(true);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn with(envs: &[(String, String)], key: &str, value: &str) -> Vec<(String, String)> {
-    let mut out = envs.to_vec();
-    out.push((key.to_owned(), value.to_owned()));
-    out
-}
+mod cli_support;
+use cli_support::{SimCli, run, with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_belongs_to_the_tenant_it_was_first_synced_with() {
@@ -38,20 +16,13 @@ async fn a_store_belongs_to_the_tenant_it_was_first_synced_with() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("acme.toml");
-    std::fs::write(&file, sim.daemon_config()).unwrap();
-    let mut envs: Vec<(String, String)> = sim
-        .daemon_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    envs.push((
-        "COSELL_SYNC__STATE__PATH".into(),
-        dir.path().join("acme.db").display().to_string(),
-    ));
+    let SimCli {
+        dir: _dir,
+        cfg,
+        mut envs,
+        ..
+    } = SimCli::new(&sim, "acme");
     envs.push(("COSELL_SYNC__SERVER__LISTEN".into(), "127.0.0.1:0".into()));
-    let cfg = file.display().to_string();
     let base = |key: &str| {
         let config: toml::Table = toml::from_str(&sim.daemon_config()).unwrap();
         let (section, key) = key.split_once('.').unwrap();

@@ -3,8 +3,10 @@
 //! defaults: the adapter learns the org's fields from describe, never names a
 //! field the org lacks, and adapts when a field disappears mid-run.
 
+mod cli_support;
 mod sync_support;
 
+use cli_support::{SimCli, run};
 use cosell_sync::sim::{Api, LoggedRequest, SimOptions};
 use cosell_sync::sync::{CycleOptions, CycleSummary};
 use serde_json::{Value, json};
@@ -274,41 +276,13 @@ async fn a_field_lost_mid_run_is_described_again_and_skipped() {
     assert_eq!(describes, 1, "{log:?}");
 }
 
-async fn run_binary(args: &[&str], envs: &[(String, String)]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cosell-sync"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("COSELL_SYNC") || k == "RUST_LOG" || k == "CREDENTIALS_DIRECTORY" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_online_notes_what_a_standard_org_lacks_and_passes() {
     let h = harness(options(4, 0)).await;
     let file = h.dir.path().join("cosell-sync.toml");
-    let mut envs: Vec<(String, String)> = h
-        .sim
-        .daemon_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    envs.push((
-        "COSELL_SYNC__STATE__PATH".into(),
-        h.dir.path().join("validate.db").display().to_string(),
-    ));
-    let cfg = file.display().to_string();
-    let (code, out, err) = run_binary(&["config", "validate", "--online", "-c", &cfg], &envs).await;
+    let cli = SimCli::with_settings(&h.sim, tempfile::tempdir().unwrap(), &file, "validate");
+    let (cfg, envs) = (cli.cfg.clone(), cli.envs.clone());
+    let (code, out, err) = run(&["config", "validate", "--online", "-c", &cfg], &envs).await;
     assert_eq!(code, 0, "{out}{err}");
     let note = |item: &str| {
         out.lines()
@@ -323,7 +297,7 @@ async fn validate_online_notes_what_a_standard_org_lacks_and_passes() {
         .state()
         .remove_salesforce_field("Opportunity", "Microsoft_Solutions__c")
         .unwrap();
-    let (code, out, err) = run_binary(&["config", "validate", "--online", "-c", &cfg], &envs).await;
+    let (code, out, err) = run(&["config", "validate", "--online", "-c", &cfg], &envs).await;
     assert_eq!(code, 78, "{out}{err}");
     assert!(err.contains("Opportunity.Microsoft_Solutions__c"), "{err}");
 }
