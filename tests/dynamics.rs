@@ -938,6 +938,7 @@ fn customer() -> CustomerRef {
         state: Some("WA".into()),
         postal_code: Some("98052".into()),
         country: Some("US".into()),
+        contact: None,
     }
 }
 
