@@ -8,7 +8,7 @@
 mod sync_support;
 
 use cosell_sync::mapping::{ContactMode, DEFAULT_DYNAMICS, DEFAULT_SALESFORCE, Mapping};
-use cosell_sync::sim::PatchOp;
+use cosell_sync::sim::{Api, FaultKind, FaultRule, PatchOp};
 use serde_json::{Value, json};
 use sync_support::*;
 
@@ -137,6 +137,46 @@ async fn a_referrals_contact_is_a_crm_contact_under_the_account_and_reused_by_em
     h.settle(2).await;
     assert_linked(&h, &first, "after more cycles");
     assert_eq!(sf_records(&h, "OpportunityContactRole").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_reuses_the_contact_it_created_before_failing() {
+    let h = record_harness().await;
+    // The opportunity writes fail (both CRMs pause for an hour) after the
+    // contacts are created.
+    let faults: Vec<u64> = [(Api::Salesforce, "PATCH"), (Api::Dynamics, "POST $batch")]
+        .into_iter()
+        .map(|(api, operation)| {
+            h.sim.state().add_fault(
+                FaultRule::new(
+                    api,
+                    FaultKind::ServiceUnavailable {
+                        retry_after_secs: Some(3600),
+                    },
+                )
+                .operation(operation),
+            )
+        })
+        .collect();
+    let id = h.sim.state().insert_referrals(1).remove(0);
+    h.cycle().await;
+    h.cycle().await;
+    assert!(h.sf(&id).is_none(), "not written yet");
+    assert!(h.dv(&id).is_none(), "not written yet");
+    let email = h.referral(&id)["customerProfile"]["team"][0]["email"].clone();
+    let (sf, dv) = contacts_with(&h, &email);
+    assert_eq!((sf.len(), dv.len()), (1, 1), "created once: {sf:?} {dv:?}");
+
+    for f in faults {
+        h.sim.state().remove_fault(f);
+    }
+    // Past the pause the CRMs asked for.
+    let clock = h.sim.clock();
+    clock.advance_to(clock.now() + chrono::Duration::hours(2));
+    h.settle(4).await;
+    let (sf_contact, dv_contact) = assert_linked(&h, &id, "after the retry");
+    assert_eq!(sf_contact, sf[0]["Id"].as_str().unwrap());
+    assert_eq!(dv_contact, dv[0]["contactid"].as_str().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
