@@ -260,12 +260,9 @@ impl DynamicsCrm {
                 }
             }
         }
-        let ids: Vec<String> = linked
-            .values()
-            .cloned()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let mut ids: Vec<String> = linked.values().cloned().collect();
+        ids.sort();
+        ids.dedup();
         let mut contacts: HashMap<String, Value> = HashMap::new();
         for chunk in ids.chunks(CONTACTS_PER_QUERY) {
             let filter = chunk

@@ -34,6 +34,17 @@ pub fn contact_key(account_id: &str, email: &str) -> String {
     format!("{account_id}\u{0}{email}")
 }
 
+/// Each value once, in the order first seen (a stable query text).
+fn unique(values: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
 fn text(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
@@ -78,15 +89,12 @@ impl SalesforceCrm {
         }
         let mut missing = Vec::new();
         for chunk in pending.chunks(CONTACTS_PER_QUERY) {
-            let accounts: HashSet<String> = chunk.iter().map(|p| quote(&p.1)).collect();
-            let emails: HashSet<String> = chunk
-                .iter()
-                .filter_map(|p| text(&p.3.email).map(quote))
-                .collect();
+            let accounts = unique(chunk.iter().map(|p| quote(&p.1)));
+            let emails = unique(chunk.iter().filter_map(|p| text(&p.3.email).map(quote)));
             let soql = format!(
                 "SELECT Id, AccountId, Email, CreatedDate FROM Contact WHERE AccountId IN ({}) AND Email IN ({}) ORDER BY CreatedDate ASC",
-                accounts.into_iter().collect::<Vec<_>>().join(", "),
-                emails.into_iter().collect::<Vec<_>>().join(", ")
+                accounts.join(", "),
+                emails.join(", ")
             );
             match self.query_all(&soql).await {
                 Ok(rows) => {
@@ -149,10 +157,10 @@ impl SalesforceCrm {
             .enumerate()
             .map(|(i, c)| (i * CONTACTS_PER_QUERY, c))
         {
-            let opportunities: HashSet<String> = chunk.iter().map(|l| quote(&l.0)).collect();
+            let opportunities = unique(chunk.iter().map(|l| quote(&l.0)));
             let soql = format!(
                 "SELECT Id, OpportunityId, ContactId FROM OpportunityContactRole WHERE OpportunityId IN ({})",
-                opportunities.into_iter().collect::<Vec<_>>().join(", ")
+                opportunities.join(", ")
             );
             match self.query_all(&soql).await {
                 Ok(rows) => {
@@ -242,12 +250,9 @@ impl SalesforceCrm {
                 }
             }
         }
-        let ids: Vec<String> = primary
-            .values()
-            .cloned()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let mut ids: Vec<String> = primary.values().cloned().collect();
+        ids.sort();
+        ids.dedup();
         let mut contacts: HashMap<String, Value> = HashMap::new();
         for chunk in ids.chunks(CONTACTS_PER_QUERY) {
             let soql = format!(
