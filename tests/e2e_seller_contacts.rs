@@ -291,3 +291,118 @@ async fn a_co_sell_deal_from_the_crm_takes_the_contact_linked_to_the_opportunity
         assert_eq!(person["phoneNumber"], phone, "{own}");
     }
 }
+
+/// The Microsoft-targeted referral of a deal's engagement.
+fn microsoft_referral(h: &Harness, own: &Value) -> Value {
+    let st = h.sim.state();
+    let found: Vec<Value> = st
+        .referral_ids()
+        .into_iter()
+        .filter_map(|i| st.referral(&i))
+        .filter(|r| {
+            r["engagementId"] == own["engagementId"]
+                && r["target"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|x| x["id"] == "msft"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "Microsoft invited once: {found:?}");
+    found[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_deal_upgraded_to_co_sell_takes_the_linked_contact() {
+    let h = record_harness().await;
+    let st = h.sim.state();
+    let contact = st
+        .create_salesforce_record(
+            "Contact",
+            json!({"FirstName": "Sean", "LastName": "Murphy", "Email": "sean@fabrikam.example",
+                   "Phone": "+353 1 555 0199"}),
+        )
+        .unwrap()["Id"]
+        .clone();
+    let opp = st
+        .create_salesforce_opportunity(json!({
+            "Name": "Fabrikam rollout", "Amount": 125000, "CloseDate": "2027-03-31",
+            "StageName": "Qualification", "Sync_with_Partner_Center__c": true,
+            "Customer_Name__c": "Fabrikam Ltd", "Customer_Street__c": "1 Main Street",
+            "Customer_City__c": "Dublin", "Customer_Postal_Code__c": "D02", "Customer_Country__c": "IE",
+            "Partner_Contact_First_Name__c": "Ada", "Partner_Contact_Last_Name__c": "Lovelace",
+            "Partner_Contact_Email__c": "ada@contoso-partner.example", "Partner_Contact_Phone__c": "+353 1 555 0100",
+            "Microsoft_Solutions__c": "SOL-12345-ABC"
+        }))
+        .unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    st.create_salesforce_record(
+        "OpportunityContactRole",
+        json!({"OpportunityId": opp, "ContactId": contact, "IsPrimary": true}),
+    )
+    .unwrap();
+    let dv_contact = st
+        .create_dynamics_row(
+            "contacts",
+            json!({"firstname": "Aoife", "lastname": "Byrne", "emailaddress1": "aoife@tailspin.example",
+                   "telephone1": "+353 21 555 0199"}),
+        )
+        .unwrap()["contactid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dv_opp = st
+        .create_dynamics_opportunity(json!({
+            "name": "Tailspin data platform", "estimatedvalue": 90000, "new_currencycode": "EUR",
+            "estimatedclosedate": "2027-02-28", "new_syncwithpartnercenter": true,
+            "new_customername": "Tailspin Toys", "new_customeraddressline1": "5 Harbour Road",
+            "new_customercity": "Cork", "new_customerpostalcode": "T12", "new_customercountry": "IE",
+            "new_partnercontactfirstname": "Grace", "new_partnercontactlastname": "Hopper",
+            "new_partnercontactemail": "grace@contoso-partner.example", "new_partnercontactphone": "+353 21 555 0100",
+            "new_microsoftsolutions": "SOL-12345-ABC",
+            "parentcontactid@odata.bind": format!("/contacts({dv_contact})")
+        }))
+        .unwrap()["opportunityid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    h.settle(4).await;
+    let sf_rid = st.salesforce_opportunity(&opp).unwrap()["Referral_Identifier__c"].clone();
+    let dv_rid = st.dynamics_opportunity(&dv_opp).unwrap()["new_referralid"].clone();
+    for rid in [&sf_rid, &dv_rid] {
+        let rid = rid.as_str().unwrap_or_else(|| {
+            panic!(
+                "the private deal was created: {}",
+                st.salesforce_opportunity(&opp).unwrap()["Partner_Center_Sync_Error__c"]
+            )
+        });
+        assert_eq!(h.referral(rid)["type"], "Independent");
+    }
+
+    // The sellers ask Microsoft for help, with consent, no contact fields.
+    st.edit_salesforce(
+        &opp,
+        json!({"How_can_Microsoft_help__c": "Proof of concept or demo",
+               "Description": "Customer wants a pilot", "Customer_Consent_To_Share__c": true}),
+    )
+    .unwrap();
+    st.edit_dynamics(
+        &dv_opp,
+        json!({"new_howcanmicrosofthelp": 100000002, "description": "Customer wants a pilot",
+               "new_customerconsenttoshare": true}),
+    )
+    .unwrap();
+    h.settle(5).await;
+    for (rid, email) in [
+        (&sf_rid, "sean@fabrikam.example"),
+        (&dv_rid, "aoife@tailspin.example"),
+    ] {
+        let own = h.referral(rid.as_str().unwrap());
+        assert_eq!(own["type"], "Shared", "upgraded: {own}");
+        let microsoft = microsoft_referral(&h, &own);
+        assert_eq!(
+            microsoft["customerProfile"]["team"][0]["email"], email,
+            "{microsoft}"
+        );
+    }
+}

@@ -40,6 +40,16 @@ pub struct CrmObjectSpec {
 }
 
 impl CrmObjectSpec {
+    /// Whether a record is (or asks to be) a deal of ours: no referral id
+    /// yet, or the sync flag set (a deal that may be upgraded to co-sell).
+    pub fn outbound(&self, record: &CrmRecord) -> bool {
+        record.referral_id.is_none()
+            || self
+                .sync_flag_field
+                .as_ref()
+                .is_some_and(|f| record.fields.get(f) == Some(&Value::Bool(true)))
+    }
+
     /// Every field to read, without duplicates, in a stable order.
     pub fn select_fields(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

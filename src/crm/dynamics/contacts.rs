@@ -219,7 +219,8 @@ impl DynamicsCrm {
         results
     }
 
-    /// Outbound: every opportunity of the page still without a referral id
+    /// Outbound: every opportunity of the page flagged for Partner Center (or
+    /// still without a referral id)
     /// gets its `parentcontactid` contact (if any) under [`CONTACT_KEY`].
     pub(super) async fn attach_contacts(
         &self,
@@ -233,7 +234,7 @@ impl DynamicsCrm {
         let wanted: Vec<String> = changes
             .iter()
             .filter_map(|c| match c {
-                CrmChange::Upserted(r) if r.referral_id.is_none() => odata::guid_segment(&r.crm_id),
+                CrmChange::Upserted(r) if self.spec.outbound(r) => odata::guid_segment(&r.crm_id),
                 _ => None,
             })
             .collect();

@@ -218,7 +218,8 @@ impl SalesforceCrm {
             .collect()
     }
 
-    /// Outbound: every opportunity of the page still without a referral id
+    /// Outbound: every opportunity of the page flagged for Partner Center (or
+    /// still without a referral id)
     /// gets its primary contact (if any) under [`CONTACT_KEY`].
     pub(super) async fn attach_contacts(&self, changes: &mut [CrmChange]) -> Result<(), CrmError> {
         if !self.contact_records {
@@ -227,7 +228,7 @@ impl SalesforceCrm {
         let wanted: Vec<String> = changes
             .iter()
             .filter_map(|c| match c {
-                CrmChange::Upserted(r) if r.referral_id.is_none() => Some(r.crm_id.clone()),
+                CrmChange::Upserted(r) if self.spec.outbound(r) => Some(r.crm_id.clone()),
                 _ => None,
             })
             .collect();

@@ -547,10 +547,14 @@ impl Mapping {
     }
 
     /// `customer_contact = "record"`: the contact linked to the opportunity
-    /// becomes the customer contact when the mapped contact fields left it
-    /// empty (no email and no last name).
+    /// becomes the customer contact of a co-sell request when the mapped
+    /// contact fields left it empty (no email and no last name).
     fn linked_contact(&self, crm: &CrmRecord, doc: &mut Value) {
-        if self.status.customer_contact != super::ContactMode::Record {
+        // Only a co-sell request needs it: a private deal is not refused for
+        // a linked contact Partner Center would not take.
+        if self.status.customer_contact != super::ContactMode::Record
+            || !requests_help(read_pc(doc, ASSISTANCE).as_ref())
+        {
             return;
         }
         let Some(Value::Object(linked)) = crm.get(super::CONTACT_KEY) else {

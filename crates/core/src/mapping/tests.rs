@@ -1370,16 +1370,22 @@ fn a_path_mapped_twice_is_shown_in_a_second_field_and_never_sent_from_it() {
 }
 
 #[test]
-fn a_linked_contact_is_the_customer_contact_of_a_new_deal_only_in_record_mode() {
-    let text = format!("{HEAD}{STAGES}\n[status]\ncustomer_contact = \"record\"\n");
+fn a_linked_contact_is_the_customer_contact_of_a_co_sell_request_only_in_record_mode() {
+    let text = format!(
+        "{HEAD}[fields]\n\"inviteContext.assistanceRequestCode\" = {{ crm = \"Help__c\", direction = \"to_partner_center\" }}\n{STAGES}\n[status]\ncustomer_contact = \"record\"\n"
+    );
     let m = Mapping::load(&text, "m.toml").unwrap_or_else(|p| panic!("{p:#?}"));
     let mut crm = CrmRecord::new();
     crm.insert(
         crate::mapping::CONTACT_KEY.into(),
         json!({"firstName": "Sean", "lastName": "Murphy", "email": "sean@fabrikam.example", "phoneNumber": ""}),
     );
-    let deal = m.new_deal(&crm);
-    let json = deal.referral.to_json();
+    // A private deal does not need it.
+    let json = m.new_deal(&crm).referral.to_json();
+    assert!(json["customerProfile"]["team"].is_null(), "{json}");
+
+    crm.insert("Help__c".into(), json!("ProofOfConceptOrDemo"));
+    let json = m.new_deal(&crm).referral.to_json();
     assert_eq!(
         json["customerProfile"]["team"][0]["email"], "sean@fabrikam.example",
         "{json}"
