@@ -180,6 +180,32 @@ async fn a_retried_write_reuses_the_contact_it_created_before_failing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_validation_checks_the_contact_objects_the_record_mode_writes() {
+    let h = record_harness().await;
+    let sides = cosell_sync::sync::setup::build_crms(&h.settings).unwrap();
+    assert_eq!(sides.len(), 2);
+    for side in &sides {
+        let problems = side.crm.check_metadata().await.unwrap();
+        let errors: Vec<_> = problems.iter().filter(|p| p.is_error()).collect();
+        assert!(errors.is_empty(), "{:?}: {errors:?}", side.kind);
+    }
+    // A Salesforce org without the contact's email field is told so.
+    h.sim
+        .state()
+        .remove_salesforce_field("Contact", "Email")
+        .unwrap();
+    let sides = cosell_sync::sync::setup::build_crms(&h.settings).unwrap();
+    let mut named = false;
+    for side in &sides {
+        let problems = side.crm.check_metadata().await.unwrap();
+        named |= problems
+            .iter()
+            .any(|p| p.is_error() && p.item == "Contact.Email");
+    }
+    assert!(named, "the missing Contact.Email is named");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fields_mode_creates_no_contact_records() {
     let h = harness(options(0, 0)).await;
     h.settle(3).await;

@@ -18,8 +18,9 @@ use super::batch::BatchOperation;
 use super::client::Call;
 use super::customer::ACCOUNT_SET;
 use super::{DynamicsCrm, odata, protocol};
+use crate::config::AccountMatch;
 use crate::crm::accounts::{AccountResults, cache_key, folded};
-use crate::crm::{ContactRef, CrmChange, CrmError, RecordWrite};
+use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordWrite};
 use crate::http::HttpError;
 use crate::mapping::CONTACT_KEY;
 
@@ -217,6 +218,58 @@ impl DynamicsCrm {
             }
         }
         results
+    }
+
+    /// `config validate --online` with `customer_contact = "record"`: the
+    /// contact columns it writes exist, and accounts are matched.
+    pub(super) async fn contact_metadata_problems(&self) -> Result<Vec<MetadataProblem>, CrmError> {
+        let mut out = Vec::new();
+        if !self.contact_records {
+            return Ok(out);
+        }
+        if self.account_match == AccountMatch::None {
+            out.push(MetadataProblem::error(
+                "dynamics.account_match",
+                "customer_contact = \"record\" puts the contact under the deal's account: set account_match to \"name_postal_code\" or \"duns_then_name_postal_code\"",
+            ));
+        }
+        let call = Call::get(self.url(
+            &format!("{}/Attributes", self.metadata_path("contact")),
+            &[("$select", "LogicalName".into())],
+        )?);
+        let attributes = match self.api.call(&call).await {
+            Ok(answer) => answer.json(&call)?,
+            Err(CrmError::Http(e)) if matches!(e.status(), Some(403 | 404)) => {
+                out.push(MetadataProblem::error(
+                    "contact",
+                    format!("customer_contact = \"record\" needs the contact table, readable and creatable by the application user: {e}"),
+                ));
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
+        let names: HashSet<&str> = attributes
+            .get("value")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.get("LogicalName").and_then(Value::as_str))
+            .collect();
+        for column in [
+            "firstname",
+            "lastname",
+            "emailaddress1",
+            "telephone1",
+            "parentcustomerid",
+        ] {
+            if !names.contains(column) {
+                out.push(MetadataProblem::error(
+                    format!("contact.{column}"),
+                    format!("no column `{column}` in the Dataverse table `contact`"),
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// Outbound: every opportunity of the page flagged for Partner Center (or

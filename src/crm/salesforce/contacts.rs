@@ -16,8 +16,9 @@ use serde_json::{Map, Value, json};
 use super::api::{ApiError, CollectionItem, classify_code};
 use super::soql::quote;
 use super::{SalesforceCrm, decode, protocol};
+use crate::config::AccountMatch;
 use crate::crm::accounts::{AccountResults, cache_key, folded};
-use crate::crm::{ContactRef, CrmChange, CrmError, RecordKey, RecordWrite};
+use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordKey, RecordWrite};
 use crate::mapping::CONTACT_KEY;
 
 /// Contacts (or opportunities) named in one lookup query: the URL stays
@@ -288,6 +289,55 @@ impl SalesforceCrm {
             }
         }
         Ok(())
+    }
+
+    /// `config validate --online` with `customer_contact = "record"`: the
+    /// integration user can create Contacts and OpportunityContactRoles with
+    /// the fields they are written with, and accounts are matched.
+    pub(super) async fn contact_metadata_problems(&self) -> Vec<MetadataProblem> {
+        let mut out = Vec::new();
+        if !self.contact_records {
+            return out;
+        }
+        if self.account_match == AccountMatch::None {
+            out.push(MetadataProblem::error(
+                "salesforce.account_match",
+                "customer_contact = \"record\" puts the contact under the deal's account: set account_match to \"name_postal_code\" or \"duns_then_name_postal_code\"",
+            ));
+        }
+        for (object, fields) in [
+            (
+                "Contact",
+                &["AccountId", "FirstName", "LastName", "Email", "Phone"][..],
+            ),
+            (
+                "OpportunityContactRole",
+                &["OpportunityId", "ContactId", "IsPrimary"][..],
+            ),
+        ] {
+            match self.describe(object).await {
+                Ok(described) => {
+                    for name in fields {
+                        match described.iter().find(|f| f.name.eq_ignore_ascii_case(name)) {
+                            Some(f) if f.createable => {}
+                            Some(_) => out.push(MetadataProblem::error(
+                                format!("{object}.{name}"),
+                                "the integration user cannot set this field on create (field-level security)",
+                            )),
+                            None => out.push(MetadataProblem::error(
+                                format!("{object}.{name}"),
+                                "no such field (check the integration user's field-level security)",
+                            )),
+                        }
+                    }
+                }
+                Err(e) => out.push(MetadataProblem::error(
+                    object,
+                    format!("customer_contact = \"record\" needs Read and Create on {object} for the integration user: {e}"),
+                )),
+            }
+        }
+        out
     }
 
     /// Creates records in one `POST composite/sobjects` (`allOrNone:
