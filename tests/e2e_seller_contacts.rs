@@ -140,6 +140,32 @@ async fn a_referrals_contact_is_a_crm_contact_under_the_account_and_reused_by_em
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contacts_of_many_referrals_are_created_in_one_call_each_linked() {
+    let h = record_harness().await;
+    let ids = h.sim.state().insert_referrals(4);
+    let before = h.counters();
+    h.cycle().await;
+    let after = h.counters();
+    for id in &ids {
+        assert_linked(&h, id, id);
+    }
+    let calls = |c: &cosell_sync::sim::Counters, api: Api, op: &str| {
+        c.per_operation
+            .get(&api)
+            .and_then(|ops| ops.get(op))
+            .copied()
+            .unwrap_or_default()
+    };
+    // Salesforce: the missing accounts (if any), the contacts and the
+    // contact roles, one collection call each, not one per referral.
+    let collections = calls(&after, Api::Salesforce, "POST composite/sobjects")
+        - calls(&before, Api::Salesforce, "POST composite/sobjects");
+    assert!((2..=3).contains(&collections), "{collections} calls");
+    // Dynamics: no contact created one by one.
+    assert_eq!(calls(&after, Api::Dynamics, "POST contacts"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_write_reuses_the_contact_it_created_before_failing() {
     let h = record_harness().await;
     // The opportunity writes fail (both CRMs pause for an hour) after the
