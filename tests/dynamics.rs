@@ -938,6 +938,7 @@ fn customer() -> CustomerRef {
         state: Some("WA".into()),
         postal_code: Some("98052".into()),
         country: Some("US".into()),
+        contact: None,
     }
 }
 
@@ -1814,4 +1815,85 @@ async fn missing_accounts_are_created_together_in_one_batch() {
             Some("aaaaaaaa-0000-0000-0000-000000000003".to_owned())
         ]
     );
+}
+
+#[tokio::test]
+async fn contacts_are_found_by_email_under_the_account_or_created_and_bound() {
+    use cosell_sync::crm::ContactRef;
+    const ACCOUNT: &str = "00000000-0000-0000-0000-00000000000c";
+    const OLD: &str = "00000000-0000-0000-0000-0000000000a1";
+    const NEW: &str = "00000000-0000-0000-0000-0000000000b2";
+    let server = MockServer::start().await;
+    let crm = crm(&server).await.with_contact_records(true);
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"accountid": ACCOUNT, "name": "Contoso", "address1_postalcode": "98052", "createdon": "2021-01-01T00:00:00Z"}
+        ]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/contacts")))
+        .and(query_param(
+            "$filter",
+            format!(
+                "(_parentcustomerid_value eq {ACCOUNT} and emailaddress1 eq 'jo@contoso.example') \
+                 or (_parentcustomerid_value eq {ACCOUNT} and emailaddress1 eq 'new@contoso.example')"
+            ),
+        ))
+        .and(query_param(
+            "$select",
+            "contactid,emailaddress1,_parentcustomerid_value,createdon",
+        ))
+        .and(query_param("$orderby", "createdon asc"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"contactid": OLD, "emailaddress1": "JO@contoso.example", "_parentcustomerid_value": ACCOUNT, "createdon": "2022-01-01T00:00:00Z"}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/contacts")))
+        .and(header("Prefer", "return=representation"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"lastname": "New", "firstname": "Jo",
+            "emailaddress1": "new@contoso.example",
+            "parentcustomerid_account@odata.bind": format!("/accounts({ACCOUNT})")}),
+        ))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"contactid": NEW})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/$batch")))
+        .and(body_string_contains(format!(
+            r#""parentcontactid@odata.bind":"/contacts({OLD})""#
+        )))
+        .and(body_string_contains(format!(
+            r#""parentcontactid@odata.bind":"/contacts({NEW})""#
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            ok_batch_of(&server.uri(), 2),
+            "multipart/mixed; boundary=batchresponse_a",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let contoso = |email: &str, last: &str| CustomerRef {
+        contact: Some(ContactRef {
+            first_name: Some("Jo".into()),
+            last_name: last.into(),
+            email: Some(email.into()),
+            phone: None,
+        }),
+        ..named("Contoso", Some("98052"))
+    };
+    let results = crm
+        .upsert(vec![
+            with_customer("r1", &contoso("jo@contoso.example", "Old")),
+            with_customer("r2", &contoso("new@contoso.example", "New")),
+        ])
+        .await
+        .unwrap();
+    assert!(results.iter().all(|r| r.outcome.is_ok()), "{results:?}");
 }

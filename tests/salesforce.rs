@@ -1872,3 +1872,99 @@ async fn a_salesforce_token_request_is_counted_under_the_salesforce_label() {
     // Nothing in this test binary talks to Entra ID.
     assert!(!text.contains("api=\"entra_id\""), "{text}");
 }
+
+#[tokio::test]
+async fn contacts_of_a_call_are_looked_up_once_created_if_missing_and_linked_as_primary() {
+    use cosell_sync::crm::ContactRef;
+    let server = MockServer::start().await;
+    mount_full_org(&server).await;
+    mount_token(&server, 1).await;
+    mount_stages(&server).await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param_contains("q", "FROM Account"))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize": 1, "done": true, "records": [account("001A", "Contoso", None, None)]}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param(
+            "q",
+            "SELECT Id, AccountId, Email, CreatedDate FROM Contact WHERE AccountId IN ('001A') AND Email IN ('jo@contoso.example', 'new@contoso.example') ORDER BY CreatedDate ASC",
+        ))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize": 1, "done": true, "records": [{"attributes": {"type": "Contact"},
+                "Id": "003OLD", "AccountId": "001A", "Email": "Jo@Contoso.example",
+                "CreatedDate": "2024-01-01T00:00:00.000+0000"}]}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/query")))
+        .and(query_param(
+            "q",
+            "SELECT Id, OpportunityId, ContactId FROM OpportunityContactRole WHERE OpportunityId IN ('006000', '006001')",
+        ))
+        .respond_with(json_response(
+            200,
+            json!({"totalSize": 1, "done": true, "records": [{"attributes": {"type": "OpportunityContactRole"},
+                "Id": "00KOLD", "OpportunityId": "006000", "ContactId": "003OLD"}]}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/composite/sobjects")))
+        .and(body_partial_json(json!({"allOrNone": false, "records": [{
+            "attributes": {"type": "Contact"}, "AccountId": "001A", "LastName": "New",
+            "FirstName": "Jo", "Email": "new@contoso.example"}]})))
+        .respond_with(json_response(
+            200,
+            json!([{"id": "003NEW", "success": true, "errors": []}]),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/composite/sobjects")))
+        .and(body_partial_json(json!({"allOrNone": false, "records": [{
+            "attributes": {"type": "OpportunityContactRole"}, "OpportunityId": "006001",
+            "ContactId": "003NEW", "IsPrimary": true}]})))
+        .respond_with(json_response(
+            200,
+            json!([{"id": "00KNEW", "success": true, "errors": []}]),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount_collection_upsert(&server, 2).await;
+    let crm = crm(&server).with_contact_records(true);
+    let with_contact = |email: &str, last: &str| CustomerRef {
+        name: "Contoso".into(),
+        contact: Some(ContactRef {
+            first_name: Some("Jo".into()),
+            last_name: last.into(),
+            email: Some(email.into()),
+            phone: None,
+        }),
+        ..Default::default()
+    };
+    let writes = vec![
+        customer_write(0, &with_contact("jo@contoso.example", "Old")),
+        customer_write(1, &with_contact("new@contoso.example", "New")),
+    ];
+    let results = crm.upsert(writes).await.unwrap();
+    assert!(results.iter().all(|r| r.outcome.is_ok()), "{results:?}");
+    assert_eq!(
+        requests_to(&server, &format!("{API}/composite/sobjects"))
+            .await
+            .len(),
+        2,
+        "one Contact created, one role created"
+    );
+}

@@ -240,6 +240,7 @@ async fn the_real_adapters_find_no_metadata_problem_and_upsert_a_received_referr
         state: text(&address["state"]),
         postal_code: text(&address["postalCode"]),
         country: text(&address["country"]),
+        contact: None,
     };
 
     for (crm, mapping, stage_field) in [

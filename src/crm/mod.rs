@@ -40,6 +40,16 @@ pub struct CrmObjectSpec {
 }
 
 impl CrmObjectSpec {
+    /// Whether a record is (or asks to be) a deal of ours: no referral id
+    /// yet, or the sync flag set (a deal that may be upgraded to co-sell).
+    pub fn outbound(&self, record: &CrmRecord) -> bool {
+        record.referral_id.is_none()
+            || self
+                .sync_flag_field
+                .as_ref()
+                .is_some_and(|f| record.fields.get(f) == Some(&Value::Bool(true)))
+    }
+
     /// Every field to read, without duplicates, in a stable order.
     pub fn select_fields(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -134,6 +144,31 @@ pub struct CustomerRef {
     pub postal_code: Option<String>,
     /// ISO 3166 two-letter code.
     pub country: Option<String>,
+    /// `customer_contact = "record"`: the contact to find by email under the
+    /// account (or create) and link to the opportunity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<ContactRef>,
+}
+
+/// A customer contact (Partner Center `customerProfile.team[]`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ContactRef {
+    pub first_name: Option<String>,
+    pub last_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+impl ContactRef {
+    /// The email it is matched by (trimmed, lower case); `None` when it has
+    /// no email or no last name: such a contact is neither looked up nor
+    /// created, as it could not be found again on a retry.
+    pub fn match_email(&self) -> Option<String> {
+        if self.last_name.trim().is_empty() {
+            return None;
+        }
+        accounts::folded(self.email.as_deref())
+    }
 }
 
 /// An idempotent write of mapped fields.

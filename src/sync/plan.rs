@@ -255,6 +255,16 @@ pub(crate) fn customer_ref(r: &Referral) -> Option<CustomerRef> {
         state: a.state,
         postal_code: a.postal_code,
         country: a.country,
+        contact: c
+            .team
+            .as_ref()
+            .and_then(|t| t.first())
+            .map(|m| crate::crm::ContactRef {
+                first_name: m.first_name.clone(),
+                last_name: m.last_name.clone().unwrap_or_default(),
+                email: m.email.clone(),
+                phone: m.phone_number.clone(),
+            }),
     })
 }
 
@@ -1499,9 +1509,14 @@ fn new_opportunity(
     referral_id: &str,
     json: &Value,
     stage: Stage,
-    customer: Option<CustomerRef>,
+    mut customer: Option<CustomerRef>,
 ) -> Effect {
     let m = &side.mapping;
+    if m.status.customer_contact != crate::mapping::ContactMode::Record
+        && let Some(c) = &mut customer
+    {
+        c.contact = None;
+    }
     Effect::CrmUpsert {
         crm: side.kind,
         write: RecordWrite {

@@ -62,17 +62,22 @@ pub fn load_mapping(settings: &Settings, crm: CrmKind) -> Result<Mapping, SetupE
     Mapping::load(&text, &name).map_err(SetupError::Mapping)
 }
 
+/// `customer_contact = "record"`: the contact as a CRM Contact record.
+fn contact_records(mapping: &Mapping) -> bool {
+    mapping.status.customer_contact == crate::mapping::ContactMode::Record
+}
+
 /// The CRM sides enabled in the settings.
 pub fn build_crms(settings: &Settings) -> Result<Vec<CrmSide>, SetupError> {
     let mut sides = Vec::new();
     if settings.dynamics.enabled {
         let mapping = load_mapping(settings, CrmKind::Dynamics)?;
-        let crm = DynamicsCrm::new(&settings.dynamics, object_spec(&mapping)).map_err(|cause| {
-            SetupError::Crm {
+        let crm = DynamicsCrm::new(&settings.dynamics, object_spec(&mapping))
+            .map_err(|cause| SetupError::Crm {
                 crm: CrmKind::Dynamics,
                 cause,
-            }
-        })?;
+            })?
+            .with_contact_records(contact_records(&mapping));
         sides.push(CrmSide {
             kind: CrmKind::Dynamics,
             crm: Arc::new(crm) as Arc<dyn Crm>,
@@ -82,13 +87,12 @@ pub fn build_crms(settings: &Settings) -> Result<Vec<CrmSide>, SetupError> {
     }
     if settings.salesforce.enabled {
         let mapping = load_mapping(settings, CrmKind::Salesforce)?;
-        let crm =
-            SalesforceCrm::new(&settings.salesforce, object_spec(&mapping)).map_err(|cause| {
-                SetupError::Crm {
-                    crm: CrmKind::Salesforce,
-                    cause,
-                }
-            })?;
+        let crm = SalesforceCrm::new(&settings.salesforce, object_spec(&mapping))
+            .map_err(|cause| SetupError::Crm {
+                crm: CrmKind::Salesforce,
+                cause,
+            })?
+            .with_contact_records(contact_records(&mapping));
         sides.push(CrmSide {
             kind: CrmKind::Salesforce,
             crm: Arc::new(crm) as Arc<dyn Crm>,

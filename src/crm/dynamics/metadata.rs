@@ -203,6 +203,7 @@ impl DynamicsCrm {
                 ));
             }
         }
+        problems.extend(self.contact_metadata_problems().await?);
         Ok(problems)
     }
 }

@@ -13,6 +13,7 @@
 mod auth;
 mod batch;
 mod client;
+mod contacts;
 mod customer;
 mod limiter;
 mod metadata;
@@ -103,6 +104,8 @@ pub struct DynamicsCrm {
     duns_column: String,
     /// Cleared when the DUNS column turns out not to exist.
     duns_usable: AtomicBool,
+    /// `customer_contact = "record"`: contacts as rows of `contacts`.
+    contact_records: bool,
     entity: OnceCell<EntityInfo>,
 }
 
@@ -195,6 +198,7 @@ impl DynamicsCrm {
             duns_column: options.duns_column,
             duns_usable: AtomicBool::new(true),
             accounts: Default::default(),
+            contact_records: false,
             entity: OnceCell::new(),
         })
     }
@@ -841,11 +845,14 @@ impl Crm for DynamicsCrm {
         continuation: Option<&str>,
     ) -> Result<ChangePage, CrmError> {
         let entity = self.entity().await?;
-        if self.change_tracking {
+        let mut page = if self.change_tracking {
             self.read_delta(entity, continuation).await
         } else {
             self.read_watermark(entity, since, continuation).await
-        }
+        }?;
+        self.attach_contacts(&entity.set_name, &entity.primary_key, &mut page.changes)
+            .await?;
+        Ok(page)
     }
 
     async fn fetch(&self, key: &RecordKey) -> Result<Option<CrmRecord>, CrmError> {
@@ -871,6 +878,7 @@ impl Crm for DynamicsCrm {
         } else {
             self.resolve_accounts(&writes).await
         };
+        let contacts = self.resolve_contacts(&writes, &accounts).await;
         for (i, write) in writes.iter().enumerate() {
             let mut body = self.write_body(write);
             if let (Some(customer), true) =
@@ -882,6 +890,25 @@ impl Crm for DynamicsCrm {
                             "customerid_account@odata.bind".into(),
                             Value::String(format!("/{}({account_id})", customer::ACCOUNT_SET)),
                         );
+                        let email = customer.contact.as_ref().and_then(|c| c.match_email());
+                        match email
+                            .and_then(|e| contacts.get(&contacts::contact_key(account_id, &e)))
+                        {
+                            Some(Ok(contact_id)) => {
+                                body.insert(
+                                    "parentcontactid@odata.bind".into(),
+                                    Value::String(format!(
+                                        "/{}({contact_id})",
+                                        contacts::CONTACT_SET
+                                    )),
+                                );
+                            }
+                            Some(Err(e)) => {
+                                outcomes[i] = Some(Err(e.clone()));
+                                continue;
+                            }
+                            None => {}
+                        }
                     }
                     Some(Err(e)) => {
                         outcomes[i] = Some(Err(e.clone()));

@@ -26,15 +26,7 @@ pub const LOOKUP_QUERY_BYTES: usize = 7 * 1024;
 /// Most account ids named in an ambiguity error.
 const AMBIGUOUS_IDS_SHOWN: usize = 10;
 
-/// A customer contact to put on the account (Partner Center
-/// `customerProfile.team[]`).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ContactRef {
-    pub first_name: Option<String>,
-    pub last_name: String,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-}
+pub use crate::crm::ContactRef;
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())

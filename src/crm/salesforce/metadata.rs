@@ -266,6 +266,7 @@ impl SalesforceCrm {
                 ));
             }
         }
+        out.extend(self.contact_metadata_problems().await);
         out.extend(notes);
         Ok(out)
     }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+mod contacts;
 mod customer;
 mod metadata;
 mod schema;
@@ -102,6 +103,8 @@ pub struct SalesforceCrm {
     /// Accounts resolved recently, across write calls.
     accounts: crate::crm::accounts::AccountCache,
     duns_field: String,
+    /// `customer_contact = "record"`: contacts as Contact records.
+    contact_records: bool,
     field_kinds: Vec<(String, FieldKind)>,
     usage: Mutex<Usage>,
     pause: Mutex<Option<Pause>>,
@@ -177,6 +180,7 @@ impl SalesforceCrm {
             account_match: settings.account_match,
             accounts: Default::default(),
             duns_field: settings.duns_field.clone(),
+            contact_records: false,
             field_kinds: Vec::new(),
             usage: Mutex::new(Usage::default()),
             pause: Mutex::new(None),
@@ -184,6 +188,14 @@ impl SalesforceCrm {
             described: tokio::sync::Mutex::new(HashMap::new()),
             reported_missing: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// `customer_contact = "record"`: the customer contact becomes a Contact
+    /// under the account, linked as the opportunity's primary contact role;
+    /// a flagged opportunity's primary contact is read for outbound deals.
+    pub fn with_contact_records(mut self, on: bool) -> Self {
+        self.contact_records = on;
+        self
     }
 
     /// The expected kind of mapped fields, checked by `check_metadata`
@@ -721,6 +733,7 @@ impl Crm for SalesforceCrm {
             }
             changes.push(CrmChange::Upserted(record));
         }
+        self.attach_contacts(&mut changes).await?;
         Ok(ChangePage {
             changes,
             continuation: if page.done {

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use super::api::{
     ApiError, CollectionItem, SaveResult, classify_code, ids_in_message, multiple_choice_ids,
 };
+use super::contacts::contact_key;
 use super::schema::{ObjectFields, names_missing_field};
 use super::{MULTIPLE_CHOICES, OpportunityStageInfo, SalesforceCrm, decode, protocol};
 use crate::config::AccountMatch;
@@ -148,6 +149,8 @@ impl SalesforceCrm {
         } else {
             self.resolve_accounts(&writes).await
         };
+        let contacts = self.resolve_contacts(&writes, &accounts).await;
+        let mut linking: Vec<(usize, String)> = Vec::new();
 
         for (index, w) in writes.into_iter().enumerate() {
             keys.push(w.key.clone());
@@ -161,6 +164,15 @@ impl SalesforceCrm {
                     Some(Ok(account_id)) => {
                         fields.insert("AccountId".into(), Value::String(account_id.clone()));
                         attempted = true;
+                        let email = customer.contact.as_ref().and_then(|c| c.match_email());
+                        match email.and_then(|e| contacts.get(&contact_key(account_id, &e))) {
+                            Some(Ok(contact_id)) => linking.push((index, contact_id.clone())),
+                            Some(Err(e)) => {
+                                results[index] = Some(Err(rekey(e.clone(), &w.key)));
+                                continue;
+                            }
+                            None => {}
+                        }
                     }
                     None => {}
                     Some(Err(e @ CrmError::Paused { .. })) if !attempted => return Err(e.clone()),
@@ -258,6 +270,23 @@ impl SalesforceCrm {
                             results[p.index] = Some(Err(e.clone()));
                         }
                     }
+                }
+            }
+        }
+
+        // The contacts, once their opportunities are written.
+        let links: Vec<(usize, (String, String))> = linking
+            .into_iter()
+            .filter_map(|(i, contact)| match &results[i] {
+                Some(Ok(ok)) => Some((i, (ok.crm_id.clone(), contact))),
+                _ => None,
+            })
+            .collect();
+        if !links.is_empty() {
+            let pairs: Vec<(String, String)> = links.iter().map(|(_, p)| p.clone()).collect();
+            for ((i, _), linked) in links.iter().zip(self.link_contacts(&pairs).await) {
+                if let Err(e) = linked {
+                    results[*i] = Some(Err(rekey(e, &keys[*i])));
                 }
             }
         }

@@ -503,6 +503,7 @@ impl Mapping {
         for c in self.constants.iter().filter(|c| c.path.wildcards() > 0) {
             c.path.write(&mut doc, c.value.clone());
         }
+        self.linked_contact(crm, &mut doc);
         let kind = if requests_help(read_pc(&doc, ASSISTANCE).as_ref()) {
             let mut ignored = Vec::new();
             upgrade_to_co_sell(&mut doc, &mut ignored);
@@ -542,6 +543,44 @@ impl Mapping {
             referral,
             kind,
             problems,
+        }
+    }
+
+    /// `customer_contact = "record"`: the contact linked to the opportunity
+    /// becomes the customer contact of a co-sell request when the mapped
+    /// contact fields left it empty (no email and no last name).
+    fn linked_contact(&self, crm: &CrmRecord, doc: &mut Value) {
+        // Only a co-sell request needs it: a private deal is not refused for
+        // a linked contact Partner Center would not take.
+        if self.status.customer_contact != super::ContactMode::Record
+            || !requests_help(read_pc(doc, ASSISTANCE).as_ref())
+        {
+            return;
+        }
+        let Some(Value::Object(linked)) = crm.get(super::CONTACT_KEY) else {
+            return;
+        };
+        let filled = |path: &str| {
+            read_pc(doc, path)
+                .as_ref()
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.trim().is_empty())
+        };
+        if filled("customerProfile.team[0].email") || filled("customerProfile.team[0].lastName") {
+            return;
+        }
+        for key in ["firstName", "lastName", "email", "phoneNumber"] {
+            let Some(v) = linked
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            else {
+                continue;
+            };
+            if let Ok(p) = FieldPath::parse(&format!("customerProfile.team[0].{key}")) {
+                p.write(doc, Value::String(v.to_owned()));
+            }
         }
     }
 

@@ -155,6 +155,12 @@ pub const ANSWER_BY_KEY: &str = "$answerBy";
 /// The key under which the engine puts Microsoft's answer to a co-sell
 /// request (a `MicrosoftEngagement` label) into the referral JSON it maps.
 pub const ENGAGEMENT_KEY: &str = "$microsoftEngagement";
+/// The key under which a CRM adapter puts the opportunity's linked contact
+/// (`customer_contact = "record"`: Salesforce's primary contact role,
+/// Dynamics' `parentcontactid`) into the CRM record it reads, as a Partner
+/// Center team member (`firstName`, `lastName`, `email`, `phoneNumber`);
+/// never a CRM field.
+pub const CONTACT_KEY: &str = "$customerContact";
 
 /// A parsed mapping, ready to apply. [`Mapping::validate`] checks it offline.
 #[derive(Debug, Clone, PartialEq)]

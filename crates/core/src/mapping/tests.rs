@@ -1296,22 +1296,10 @@ fn status_fields_are_written_only_by_the_daemon_and_cleared_when_answered() {
     let m = Mapping::load(&text, "m.toml").unwrap_or_else(|p| panic!("{p:#?}"));
     assert_eq!(m.status.answer_by.as_deref(), Some("Answer_By__c"));
     assert_eq!(m.status.customer_contact, ContactMode::Fields);
-    // Not built yet: said so, never silently ignored.
+    // "record": a CRM Contact linked to the opportunity, accepted as is.
     let record = text.replace("\"fields\"", "\"record\"");
-    assert_eq!(
-        Mapping::parse(&record, "m.toml")
-            .unwrap()
-            .status
-            .customer_contact,
-        ContactMode::Record
-    );
-    let problems = Mapping::load(&record, "m.toml").unwrap_err();
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.key.as_deref() == Some("status.customer_contact")),
-        "{problems:#?}"
-    );
+    let with_contact = Mapping::load(&record, "m.toml").unwrap_or_else(|p| panic!("{p:#?}"));
+    assert_eq!(with_contact.status.customer_contact, ContactMode::Record);
     assert!(m.crm_fields().contains(&"Answer_By__c"));
     let mut r = json!({"id": "r1", "status": "New", "substatus": "Pending"});
     r[ANSWER_BY_KEY] = json!("2026-12-17T06:00:00Z");
@@ -1378,5 +1366,41 @@ fn a_path_mapped_twice_is_shown_in_a_second_field_and_never_sent_from_it() {
             .any(|p| p.to_string().contains("inviteContext.notes#received")
                 && p.to_string().contains("to_crm")),
         "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_linked_contact_is_the_customer_contact_of_a_co_sell_request_only_in_record_mode() {
+    let text = format!(
+        "{HEAD}[fields]\n\"inviteContext.assistanceRequestCode\" = {{ crm = \"Help__c\", direction = \"to_partner_center\" }}\n{STAGES}\n[status]\ncustomer_contact = \"record\"\n"
+    );
+    let m = Mapping::load(&text, "m.toml").unwrap_or_else(|p| panic!("{p:#?}"));
+    let mut crm = CrmRecord::new();
+    crm.insert(
+        crate::mapping::CONTACT_KEY.into(),
+        json!({"firstName": "Sean", "lastName": "Murphy", "email": "sean@fabrikam.example", "phoneNumber": ""}),
+    );
+    // A private deal does not need it.
+    let json = m.new_deal(&crm).referral.to_json();
+    assert!(json["customerProfile"]["team"].is_null(), "{json}");
+
+    crm.insert("Help__c".into(), json!("ProofOfConceptOrDemo"));
+    let json = m.new_deal(&crm).referral.to_json();
+    assert_eq!(
+        json["customerProfile"]["team"][0]["email"], "sean@fabrikam.example",
+        "{json}"
+    );
+    assert_eq!(json["customerProfile"]["team"][0]["lastName"], "Murphy");
+    assert!(
+        json["customerProfile"]["team"][0]
+            .get("phoneNumber")
+            .is_none_or(Value::is_null),
+        "{json}"
+    );
+    let fields = Mapping::load(&text.replace("\"record\"", "\"fields\""), "m.toml").unwrap();
+    let json = fields.new_deal(&crm).referral.to_json();
+    assert!(
+        json["customerProfile"]["team"][0]["email"].is_null(),
+        "{json}"
     );
 }

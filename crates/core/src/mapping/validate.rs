@@ -87,12 +87,6 @@ impl Mapping {
                 self.status.microsoft_engagement.as_ref(),
             ),
         ];
-        if self.status.customer_contact == super::ContactMode::Record {
-            r.top(
-                "status.customer_contact",
-                "\"record\" (a CRM Contact linked to the opportunity) is not supported by this version yet; use \"fields\" (the default): the contact is kept in the mapped customerProfile.team[0] fields",
-            );
-        }
         for (key, v) in named {
             if let Some(m) = v.and_then(|v| crm_name_problem(v)) {
                 r.top(key, m);

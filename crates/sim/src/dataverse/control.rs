@@ -62,6 +62,20 @@ impl SimState {
         Some(dv.render(t, row, &None, false))
     }
 
+    /// Every row of an entity set (e.g. `contacts`), as the Web API returns
+    /// it; empty for an unknown set.
+    pub fn dynamics_rows(&self, set: &str) -> Vec<Value> {
+        let dv = lock(&self.dv);
+        let Some(t) = dv.table_index(set) else {
+            return Vec::new();
+        };
+        dv.tables[t]
+            .rows
+            .values()
+            .map(|row| dv.render(t, row, &None, false))
+            .collect()
+    }
+
     /// Every opportunity id.
     pub fn dynamics_opportunity_ids(&self) -> Vec<String> {
         let dv = lock(&self.dv);
@@ -94,6 +108,12 @@ impl SimState {
     /// Edits opportunity columns (the same checks as the Web API).
     pub fn edit_dynamics(&self, id: &str, values: Value) -> Result<Value, SimError> {
         let r = self.dv_apply(Method::PATCH, &format!("opportunities({id})"), values)?;
+        r.body.ok_or_else(|| SimError::Invalid("no body".into()))
+    }
+
+    /// Creates a row of any entity set (e.g. `contacts`), as a user would.
+    pub fn create_dynamics_row(&self, set: &str, values: Value) -> Result<Value, SimError> {
+        let r = self.dv_apply(Method::POST, set, values)?;
         r.body.ok_or_else(|| SimError::Invalid("no body".into()))
     }
 

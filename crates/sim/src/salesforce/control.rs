@@ -110,6 +110,28 @@ impl SimState {
             .ok_or_else(|| SimError::NotFound(id.to_owned()))
     }
 
+    /// Creates a record of any writable sObject (e.g. a `Contact`), as a user
+    /// would (the same checks as the REST API).
+    pub fn create_salesforce_record(&self, object: &str, fields: Value) -> Result<Value, SimError> {
+        let now = self.clock.now();
+        let mut sf = lock(&self.sf);
+        let o = sf
+            .obj_index(object)
+            .filter(|o| sf.objects[*o].writable)
+            .ok_or_else(|| SimError::NotFound(format!("sObject {object}")))?;
+        let Value::Object(m) = fields else {
+            return Err(SimError::Invalid("fields must be a JSON object".into()));
+        };
+        let values = sf
+            .check_fields(o, &m, true, &[])
+            .map_err(|e| SimError::Invalid(format!("{}: {}", e.code, e.message)))?;
+        let (id, _) = sf
+            .write(o, None, values, now)
+            .map_err(|e| SimError::Invalid(format!("{}: {}", e.code, e.message)))?;
+        sf.render(o, &id, &sf.all_fields(o), "v62.0")
+            .ok_or(SimError::NotFound(id))
+    }
+
     /// Creates an Opportunity (e.g. with `Sync_with_Partner_Center__c` set).
     pub fn create_salesforce_opportunity(&self, fields: Value) -> Result<Value, SimError> {
         let now = self.clock.now();

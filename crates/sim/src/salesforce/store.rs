@@ -407,6 +407,43 @@ impl SfState {
             account.push(f("DunsNumber", "D-U-N-S Number", FType::Str(9)));
         }
         account.extend(audit_fields());
+        // Contact and OpportunityContactRole (object reference, A4.2).
+        let mut contact = vec![
+            ro("Id", "Contact ID", FType::Id),
+            f("AccountId", "Account ID", FType::Reference("Account")),
+            f("FirstName", "First Name", FType::Str(40)),
+            req(f("LastName", "Last Name", FType::Str(80))),
+            f("Email", "Email", FType::Email),
+            f("Phone", "Business Phone", FType::Phone),
+            f("Title", "Title", FType::Str(128)),
+            f("OwnerId", "Owner ID", FType::Reference("User")),
+        ];
+        contact.extend(audit_fields());
+        let mut contact_role = vec![
+            ro("Id", "Opportunity Contact Role ID", FType::Id),
+            req(f(
+                "OpportunityId",
+                "Opportunity ID",
+                FType::Reference("Opportunity"),
+            )),
+            req(f("ContactId", "Contact ID", FType::Reference("Contact"))),
+            f("IsPrimary", "Primary", FType::Bool),
+            f(
+                "Role",
+                "Role",
+                pick(
+                    &[
+                        "Business User",
+                        "Decision Maker",
+                        "Economic Buyer",
+                        "Technical Buyer",
+                        "Other",
+                    ],
+                    false,
+                ),
+            ),
+        ];
+        contact_role.extend(audit_fields());
         let mut stage_fields = vec![
             ro("Id", "Opportunity Stage ID", FType::Id),
             ro("ApiName", "API Name", FType::Str(255)),
@@ -456,6 +493,14 @@ impl SfState {
                     "01J",
                     stage_fields,
                     false,
+                ),
+                SObject::new("Contact", "Contact", "003", contact, true),
+                SObject::new(
+                    "OpportunityContactRole",
+                    "Opportunity Contact Role",
+                    "00K",
+                    contact_role,
+                    true,
                 ),
             ],
             stages: stages.clone(),

@@ -1,0 +1,426 @@
+//! `customer_contact = "record"`: the customer contact as a row of
+//! `contacts` under the deal's account (`parentcustomerid_account`), found
+//! by `emailaddress1` (one query per batch of contacts) or created (one
+//! POST, or one `$batch` for several), then bound to the opportunity with
+//! `parentcontactid@odata.bind`. Everything is looked up before it is
+//! created, so a retry or a restart after a crash never makes a second
+//! contact.
+//!
+//! Outbound: the `parentcontactid` of a flagged opportunity is read into
+//! the record under [`CONTACT_KEY`] for the mapping to fall back on.
+
+use std::collections::{HashMap, HashSet};
+
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::batch::BatchOperation;
+use super::client::Call;
+use super::customer::ACCOUNT_SET;
+use super::{DynamicsCrm, odata, protocol};
+use crate::config::AccountMatch;
+use crate::crm::accounts::{AccountResults, cache_key, folded};
+use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordWrite};
+use crate::http::HttpError;
+use crate::mapping::CONTACT_KEY;
+
+/// The contact table's entity set (a standard table).
+pub const CONTACT_SET: &str = "contacts";
+/// Contacts (or opportunities) named in one lookup `$filter`: with the rest
+/// of the URL it stays under 8 KB.
+pub const CONTACTS_PER_QUERY: usize = 25;
+
+/// The contact id (or the error) per [`contact_key`].
+pub type ContactResults = HashMap<String, Result<String, CrmError>>;
+
+/// Identifies a contact under an account: the account id and folded email.
+pub fn contact_key(account_id: &str, email: &str) -> String {
+    format!("{}\u{0}{email}", account_id.to_ascii_lowercase())
+}
+
+fn text(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl DynamicsCrm {
+    /// `customer_contact = "record"`: the customer contact becomes a contact
+    /// under the account, bound as the opportunity's `parentcontactid`; a
+    /// flagged opportunity's contact is read for outbound deals.
+    pub fn with_contact_records(mut self, on: bool) -> Self {
+        self.contact_records = on;
+        self
+    }
+
+    /// The contact of every write whose customer carries one and whose
+    /// account is known: found by email under the account (the oldest), or
+    /// created there. A failure concerns only the contacts it names.
+    pub(super) async fn resolve_contacts(
+        &self,
+        writes: &[RecordWrite],
+        accounts: &AccountResults,
+    ) -> ContactResults {
+        let mut out = ContactResults::new();
+        if !self.contact_records {
+            return out;
+        }
+        let mut seen = HashSet::new();
+        let mut pending: Vec<(String, String, &ContactRef)> = Vec::new();
+        for c in writes.iter().filter_map(|w| w.customer.as_ref()) {
+            let (Some(contact), Some(Ok(account))) = (&c.contact, accounts.get(&cache_key(c)))
+            else {
+                continue;
+            };
+            let Some(email) = contact.match_email() else {
+                continue;
+            };
+            let key = contact_key(account, &email);
+            if seen.insert(key.clone()) {
+                pending.push((key, account.clone(), contact));
+            }
+        }
+        let mut missing = Vec::new();
+        for chunk in pending.chunks(CONTACTS_PER_QUERY) {
+            let filter = chunk
+                .iter()
+                .filter_map(|p| {
+                    let account = odata::guid_segment(&p.1)?;
+                    let email = text(&p.2.email)?;
+                    Some(format!(
+                        "(_parentcustomerid_value eq {account} and emailaddress1 eq {})",
+                        odata::string_literal(email)
+                    ))
+                })
+                .collect::<Vec<_>>()
+                .join(" or ");
+            match self.find_contacts(filter).await {
+                Ok(found) => {
+                    for p in chunk {
+                        match found.get(&p.0) {
+                            Some(id) => {
+                                out.insert(p.0.clone(), Ok(id.clone()));
+                            }
+                            None => missing.push(p),
+                        }
+                    }
+                }
+                Err(e) => {
+                    for p in chunk {
+                        out.insert(p.0.clone(), Err(e.clone()));
+                    }
+                }
+            }
+        }
+        let bodies: Vec<Value> = missing.iter().map(|p| contact_body(&p.1, p.2)).collect();
+        for (p, r) in missing.iter().zip(self.create_contacts(&bodies).await) {
+            out.insert(p.0.clone(), r);
+        }
+        out
+    }
+
+    /// The oldest contact per [`contact_key`] among those `filter` matches.
+    async fn find_contacts(&self, filter: String) -> Result<HashMap<String, String>, CrmError> {
+        let mut url = self.url(
+            CONTACT_SET,
+            &[
+                (
+                    "$select",
+                    "contactid,emailaddress1,_parentcustomerid_value,createdon".into(),
+                ),
+                ("$filter", filter),
+                ("$orderby", "createdon asc".into()),
+            ],
+        )?;
+        let mut found = HashMap::new();
+        loop {
+            let call = Call::get(url);
+            let v = self.api.call(&call).await?.json(&call)?;
+            let rows = v
+                .get("value")
+                .and_then(Value::as_array)
+                .ok_or_else(|| protocol("a contact lookup has no `value` array"))?;
+            for row in rows {
+                let (Some(id), Some(account), Some(email)) = (
+                    row.get("contactid").and_then(Value::as_str),
+                    row.get("_parentcustomerid_value").and_then(Value::as_str),
+                    folded(row.get("emailaddress1").and_then(Value::as_str)),
+                ) else {
+                    continue;
+                };
+                found
+                    .entry(contact_key(account, &email))
+                    .or_insert_with(|| id.to_owned());
+            }
+            match v.get("@odata.nextLink").and_then(Value::as_str) {
+                Some(next) => url = self.follow_link(next)?,
+                None => break,
+            }
+        }
+        Ok(found)
+    }
+
+    /// Creates the contacts, one result per body in order: one POST for a
+    /// single contact, else `$batch` calls of `batch_size` creates (each in
+    /// its own change set).
+    async fn create_contacts(&self, bodies: &[Value]) -> Vec<Result<String, CrmError>> {
+        let path = format!("{}{CONTACT_SET}?$select=contactid", self.api_root.path());
+        if let [one] = bodies {
+            let created = async {
+                let url = self.url(CONTACT_SET, &[("$select", "contactid".into())])?;
+                let call =
+                    Call::json(Method::POST, url, one, false).prefer("return=representation");
+                let answer = self.api.call(&call).await?;
+                created_contact_id(&answer.body, answer.header("odata-entityid"))
+            };
+            return vec![created.await];
+        }
+        let mut results = Vec::with_capacity(bodies.len());
+        for chunk in bodies.chunks(self.batch_size.max(1)) {
+            let ops: Vec<BatchOperation> = chunk
+                .iter()
+                .map(|b| BatchOperation {
+                    method: Method::POST,
+                    path_and_query: path.clone(),
+                    headers: vec![("Prefer", "return=representation".to_owned())],
+                    body: Some(b.to_string().into_bytes()),
+                })
+                .collect();
+            // A create is not idempotent: an unknown outcome is not resent.
+            match self.batch_call(&ops, false).await {
+                Ok(responses) => {
+                    for response in responses
+                        .into_iter()
+                        .chain(std::iter::repeat(None))
+                        .take(chunk.len())
+                    {
+                        results.push(match response {
+                            Some(r) if (200..300).contains(&r.status) => {
+                                let entity_id = r
+                                    .headers
+                                    .get("odata-entityid")
+                                    .and_then(|v| v.to_str().ok());
+                                created_contact_id(&r.body, entity_id)
+                            }
+                            Some(r) => Err(CrmError::Http(HttpError::from_parts(
+                                "POST",
+                                &path,
+                                r.status,
+                                &r.headers,
+                                &r.body,
+                                std::time::SystemTime::now(),
+                            ))),
+                            None => Err(protocol(
+                                "the $batch answer has no response for a contact create",
+                            )),
+                        });
+                    }
+                }
+                Err(e) => results.extend(chunk.iter().map(|_| Err(e.clone()))),
+            }
+        }
+        results
+    }
+
+    /// `config validate --online` with `customer_contact = "record"`: the
+    /// contact columns it writes exist, and accounts are matched.
+    pub(super) async fn contact_metadata_problems(&self) -> Result<Vec<MetadataProblem>, CrmError> {
+        let mut out = Vec::new();
+        if !self.contact_records {
+            return Ok(out);
+        }
+        if self.account_match == AccountMatch::None {
+            out.push(MetadataProblem::error(
+                "dynamics.account_match",
+                "customer_contact = \"record\" puts the contact under the deal's account: set account_match to \"name_postal_code\" or \"duns_then_name_postal_code\"",
+            ));
+        }
+        let call = Call::get(self.url(
+            &format!("{}/Attributes", self.metadata_path("contact")),
+            &[("$select", "LogicalName".into())],
+        )?);
+        let attributes = match self.api.call(&call).await {
+            Ok(answer) => answer.json(&call)?,
+            Err(CrmError::Http(e)) if matches!(e.status(), Some(403 | 404)) => {
+                out.push(MetadataProblem::error(
+                    "contact",
+                    format!("customer_contact = \"record\" needs the contact table, readable and creatable by the application user: {e}"),
+                ));
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
+        let names: HashSet<&str> = attributes
+            .get("value")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.get("LogicalName").and_then(Value::as_str))
+            .collect();
+        for column in [
+            "firstname",
+            "lastname",
+            "emailaddress1",
+            "telephone1",
+            "parentcustomerid",
+        ] {
+            if !names.contains(column) {
+                out.push(MetadataProblem::error(
+                    format!("contact.{column}"),
+                    format!("no column `{column}` in the Dataverse table `contact`"),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outbound: every opportunity of the page flagged for Partner Center (or
+    /// still without a referral id)
+    /// gets its `parentcontactid` contact (if any) under [`CONTACT_KEY`].
+    pub(super) async fn attach_contacts(
+        &self,
+        set_name: &str,
+        primary_key: &str,
+        changes: &mut [CrmChange],
+    ) -> Result<(), CrmError> {
+        if !self.contact_records {
+            return Ok(());
+        }
+        let wanted: Vec<String> = changes
+            .iter()
+            .filter_map(|c| match c {
+                CrmChange::Upserted(r) if self.spec.outbound(r) => odata::guid_segment(&r.crm_id),
+                _ => None,
+            })
+            .collect();
+        let mut linked: HashMap<String, String> = HashMap::new();
+        for chunk in wanted.chunks(CONTACTS_PER_QUERY) {
+            let filter = chunk
+                .iter()
+                .map(|id| format!("{primary_key} eq {id}"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            for row in self
+                .rows(
+                    set_name,
+                    format!("{primary_key},_parentcontactid_value"),
+                    filter,
+                )
+                .await?
+            {
+                if let (Some(o), Some(c)) = (
+                    row.get(primary_key).and_then(Value::as_str),
+                    row.get("_parentcontactid_value").and_then(Value::as_str),
+                ) {
+                    linked.insert(o.to_ascii_lowercase(), c.to_ascii_lowercase());
+                }
+            }
+        }
+        let mut ids: Vec<String> = linked.values().cloned().collect();
+        ids.sort();
+        ids.dedup();
+        let mut contacts: HashMap<String, Value> = HashMap::new();
+        for chunk in ids.chunks(CONTACTS_PER_QUERY) {
+            let filter = chunk
+                .iter()
+                .filter_map(|id| odata::guid_segment(id))
+                .map(|id| format!("contactid eq {id}"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            for row in self
+                .rows(
+                    CONTACT_SET,
+                    "contactid,firstname,lastname,emailaddress1,telephone1".into(),
+                    filter,
+                )
+                .await?
+            {
+                let Some(id) = row.get("contactid").and_then(Value::as_str) else {
+                    continue;
+                };
+                let get = |c: &str| row.get(c).cloned().unwrap_or(Value::Null);
+                contacts.insert(
+                    id.to_ascii_lowercase(),
+                    json!({
+                        "firstName": get("firstname"),
+                        "lastName": get("lastname"),
+                        "email": get("emailaddress1"),
+                        "phoneNumber": get("telephone1"),
+                    }),
+                );
+            }
+        }
+        for change in changes.iter_mut() {
+            if let CrmChange::Upserted(r) = change
+                && let Some(contact) = linked
+                    .get(&r.crm_id.to_ascii_lowercase())
+                    .and_then(|c| contacts.get(c))
+            {
+                r.fields.insert(CONTACT_KEY.into(), contact.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every row of `set` that `filter` matches, following `@odata.nextLink`.
+    async fn rows(
+        &self,
+        set: &str,
+        select: String,
+        filter: String,
+    ) -> Result<Vec<Map<String, Value>>, CrmError> {
+        let mut url = self.url(set, &[("$select", select), ("$filter", filter)])?;
+        let mut out = Vec::new();
+        loop {
+            let call = Call::get(url);
+            let v = self.api.call(&call).await?.json(&call)?;
+            let rows = v
+                .get("value")
+                .and_then(Value::as_array)
+                .ok_or_else(|| protocol("a listing has no `value` array"))?;
+            out.extend(rows.iter().filter_map(|r| r.as_object().cloned()));
+            match v.get("@odata.nextLink").and_then(Value::as_str) {
+                Some(next) => url = self.follow_link(next)?,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The contact to create under `account_id`.
+fn contact_body(account_id: &str, c: &ContactRef) -> Value {
+    let mut body = Map::new();
+    body.insert(
+        "lastname".into(),
+        Value::String(c.last_name.trim().to_owned()),
+    );
+    for (column, value) in [
+        ("firstname", &c.first_name),
+        ("emailaddress1", &c.email),
+        ("telephone1", &c.phone),
+    ] {
+        if let Some(v) = text(value) {
+            body.insert(column.into(), Value::String(v.to_owned()));
+        }
+    }
+    body.insert(
+        "parentcustomerid_account@odata.bind".into(),
+        Value::String(format!("/{ACCOUNT_SET}({account_id})")),
+    );
+    Value::Object(body)
+}
+
+/// The id of a created contact: from the body (`return=representation`),
+/// else from the `OData-EntityId` header.
+fn created_contact_id(body: &[u8], entity_id: Option<&str>) -> Result<String, CrmError> {
+    let id = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("contactid")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .or_else(|| entity_id.and_then(odata::guid_from_entity_id))
+        .ok_or_else(|| protocol("a contact was created but its id was not returned"))?;
+    tracing::info!(crm = "dynamics", contact_id = %id, "customer contact created");
+    Ok(id)
+}
