@@ -1124,9 +1124,6 @@ impl Engine {
         if let Some(reason) = reason {
             json["statusReason"] = Value::String(reason);
         }
-        if !unchanged {
-            plan.snapshots.push(snap.clone());
-        }
         let Some(stage) = stage else {
             cycle.summary.partner_center.skipped += 1;
             plan.event(
@@ -1138,17 +1135,26 @@ impl Engine {
                     snap.status, snap.substatus
                 ),
             );
+            if !unchanged {
+                plan.snapshots.push(snap);
+            }
             return Ok(());
         };
         // The referral that invites Microsoft into a co-sell engagement is the
         // other half of the partner's own deal, not an opportunity of its own.
         if r.is_outbound() && r.target.iter().flatten().any(|t| t.is_microsoft()) {
             cycle.summary.partner_center.skipped += 1;
+            if !unchanged {
+                plan.snapshots.push(snap);
+            }
             return Ok(());
         }
         for side in &self.crms {
             let link = rows.link_by_referral(side.kind, &r.id).cloned();
             self.plan_referral_for(side, r, link, &json, stage, &snap, cycle, plan)?;
+        }
+        if !unchanged {
+            plan.snapshots.push(snap);
         }
         Ok(())
     }
@@ -1177,8 +1183,14 @@ impl Engine {
                 cycle.summary.crm(kind).skipped += 1;
                 return Ok(());
             }
-            plan.effects
-                .push(new_opportunity(side, &r.id, json, stage, customer_ref(r)));
+            plan.effects.push(new_opportunity(
+                side,
+                &r.id,
+                json,
+                stage,
+                customer_ref(r),
+                Some(pc_hash),
+            ));
             return Ok(());
         };
         if link.pc_hash.as_deref() == Some(pc_hash.as_str()) {
@@ -1380,6 +1392,7 @@ impl Engine {
                     &json,
                     Stage::Expired,
                     customer,
+                    None,
                 ));
             }
             for link in links {
@@ -1406,12 +1419,14 @@ impl Engine {
 /// An opportunity for a referral no CRM record holds yet, upserted by the
 /// referral id in the stage the referral is in. A closed stage a CRM cannot
 /// create directly (Dataverse) is closed right after (see `crm_success`).
+/// `pc_hash`: the referral's projection hash when the caller has it already.
 fn new_opportunity(
     side: &CrmSide,
     referral_id: &str,
     json: &Value,
     stage: Stage,
     customer: Option<CustomerRef>,
+    pc_hash: Option<String>,
 ) -> Effect {
     let m = &side.mapping;
     Effect::CrmUpsert {
@@ -1423,7 +1438,7 @@ fn new_opportunity(
             customer,
         },
         referral_id: Some(referral_id.to_owned()),
-        pc_hash: Some(m.pc_projection_hash(json)),
+        pc_hash: Some(pc_hash.unwrap_or_else(|| m.pc_projection_hash(json))),
     }
 }
 
