@@ -461,7 +461,9 @@ pub(crate) struct Cycle {
     /// Set when this cycle's Partner Center listing completed: the time its
     /// data is fresh as of (recorded in the store too, except in a dry run).
     pub pc_fresh_as_of: Option<DateTime<Utc>>,
-    /// Referrals this cycle's listing read (their expiry is decided from them).
+    /// Referrals this cycle's listing read (their expiry is decided from
+    /// them) whose stored copy was due to expire; other reads cannot be
+    /// picked up by the expiry check, so they are not kept.
     pub pc_read: HashSet<String>,
 }
 
@@ -625,8 +627,7 @@ impl Engine {
                 self.execute(&*pc, &mut cycle)
                     .instrument(tracing::info_span!("execute"))
                     .await?;
-                cycle.summary.pending_effects =
-                    self.read_db(|r| r.pending_effects()).await?.len() as u64;
+                cycle.summary.pending_effects = self.read_db(|r| r.pending_effect_count()).await?;
                 // The first cycle reads everything: it starts the schedule.
                 let first = self
                     .read_db(|r| r.kv_get(FULL_RECONCILE_KEY))

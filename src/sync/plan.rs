@@ -1013,7 +1013,17 @@ impl Engine {
             }
             for r in &page.referrals {
                 cycle.summary.partner_center.read += 1;
-                cycle.pc_read.insert(r.id.clone());
+                // Only a stored copy the expiry check could pick up needs
+                // to be remembered (so that the set stays small): one read
+                // now is planned from this fresh copy, and a received one
+                // past its deadline is expired by that plan already.
+                if rows.snapshot(&r.id).is_some_and(|old| {
+                    !old.locally_expired
+                        && old.stage == Some(Stage::Received)
+                        && old.deadline.is_some_and(|d| d <= cycle.now)
+                }) {
+                    cycle.pc_read.insert(r.id.clone());
+                }
                 if let Some(u) = r.updated_date_time {
                     high_water = Some(high_water.map_or(u, |h| h.max(u)));
                 }
