@@ -129,13 +129,21 @@ pub fn render_table(r: &BenchReport) -> String {
                 format!("{:.2}", b.wall_secs),
                 format!("{:.0}", b.referrals_per_sec),
                 format!("{:.2}", b.cpu_secs),
+                format!("{:.3}", b.cpu_secs * 1000.0 / z.referrals.max(1) as f64),
                 format!("{:.1}", b.peak_rss_mib),
             ]
         })
         .collect();
     table(
         &mut o,
-        &["N", "wall s", "referrals/s", "CPU s", "peak RSS MiB"],
+        &[
+            "N",
+            "wall s",
+            "referrals/s",
+            "CPU s (user+sys)",
+            "CPU ms per referral",
+            "peak RSS MiB",
+        ],
         &rows,
     );
 
