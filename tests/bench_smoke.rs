@@ -36,6 +36,16 @@ async fn the_smoke_benchmark_meets_the_count_targets() {
         "backfill peak RSS {} MiB, budget {budget} MiB",
         size.backfill.peak_rss_mib,
     );
+    // The echo-read cycle after it runs in its own process too and writes
+    // nothing. Its peak RSS is reported, not yet held to the budget: it is
+    // over it (BENCHMARKS.md, issue 17).
+    let echo = size
+        .backfill
+        .echo
+        .as_ref()
+        .expect("the echo-read cycle ran");
+    assert!(echo.peak_rss_mib > 0.0, "{echo:?}");
+    assert_eq!(echo.calls.writes, 0, "{:?}", echo.calls);
     // The customers of a write call are looked up in one query per CRM, and
     // no create is preceded by a listing: the only Partner Center reads are
     // the listing pages.

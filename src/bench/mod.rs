@@ -323,9 +323,22 @@ pub struct BackfillReport {
     pub peak_rss_scope: String,
     /// Opportunities created per CRM, from the cycle's summary.
     pub created: BTreeMap<String, u64>,
-    /// Cycles after the backfill until one wrote nothing, and their calls.
+    /// Cycles after the backfill (after the echo-read cycle, when that ran
+    /// in its own process) until one wrote nothing, and their calls.
     pub follow_up_cycles: usize,
     pub follow_up_calls: Calls,
+    /// The cycle right after the backfill, which reads back the echo of its
+    /// writes, run in its own process (`sync --once`); none in process mode.
+    pub echo: Option<EchoReport>,
+}
+
+/// The echo-read cycle after a backfill, in its own process.
+#[derive(Debug, Clone, Serialize)]
+pub struct EchoReport {
+    pub calls: Calls,
+    pub wall_secs: f64,
+    pub cpu_secs: f64,
+    pub peak_rss_mib: f64,
 }
 
 /// One measured cycle.
@@ -613,12 +626,12 @@ pub async fn run(opts: BenchOptions, mut say: impl FnMut(&str)) -> Result<BenchR
     let mut bench_settings = None;
     // Launchers for the child backfills, started while this process is small
     // (see `measure::Launcher`).
+    // Two per size: the backfill and the echo-read cycle after it.
     let mut launchers = Vec::new();
     if opts.engine_binary.is_some() {
         for _ in &opts.sizes {
-            launchers.push(Some(
-                measure::Launcher::spawn().map_err(io("starting /bin/sh"))?,
-            ));
+            let spawn = || measure::Launcher::spawn().map_err(io("starting /bin/sh"));
+            launchers.push(Some((spawn()?, spawn()?)));
         }
     }
     for (i, &n) in opts.sizes.iter().enumerate() {
@@ -691,7 +704,7 @@ fn ceil_div(n: u64, d: u64) -> u64 {
 async fn run_size(
     opts: &BenchOptions,
     n: usize,
-    launcher: Option<measure::Launcher>,
+    launcher: Option<(measure::Launcher, measure::Launcher)>,
     say: &mut impl FnMut(&str),
     bench_settings: &mut Option<BenchSettings>,
 ) -> Result<SizeReport, BenchError> {
@@ -704,11 +717,31 @@ async fn run_size(
 
     say(&format!("size {n}: backfill"));
     st.reset_counters();
+    let (launcher, echo_launcher) = match launcher {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
     let (wall, cpu, peak_kib, scope, created) = match (&opts.engine_binary, launcher) {
         (Some(bin), Some(launcher)) => backfill_in_child(&rig, bin, launcher).await?,
         _ => backfill_in_process(&rig).await?,
     };
     let calls = Calls::of(&st.counters());
+    // The next cycle reads back the echo of the backfill's writes: in its
+    // own process too, so that its peak RSS is the engine's alone.
+    let echo = match (&opts.engine_binary, echo_launcher) {
+        (Some(bin), Some(launcher)) => {
+            say(&format!("size {n}: echo-read cycle"));
+            st.reset_counters();
+            let (wall, cpu, peak_kib, _, _) = backfill_in_child(&rig, bin, launcher).await?;
+            Some(EchoReport {
+                calls: Calls::of(&st.counters()),
+                wall_secs: round3(wall.as_secs_f64()),
+                cpu_secs: round3(cpu.as_secs_f64()),
+                peak_rss_mib: round3(peak_kib as f64 / 1024.0),
+            })
+        }
+        _ => None,
+    };
     let nn = n as u64;
     let pc_min = ceil_div(nn, settings.partner_center_page_size);
     let sf_min = ceil_div(nn, settings.salesforce_collection_size);
@@ -743,6 +776,7 @@ async fn run_size(
         calls,
         follow_up_cycles: 0,
         follow_up_calls: Calls::default(),
+        echo,
     };
 
     // The daemon from here on: one long-lived engine.
@@ -1134,6 +1168,16 @@ fn targets(r: &BenchReport) -> Vec<TargetCheck> {
                 ),
                 measured: format!("{:.2} s", s.backfill.cpu_secs),
                 held: s.backfill.cpu_secs <= BACKFILL_10K_CPU_SECS,
+            });
+        }
+        if let Some(e) = &s.backfill.echo {
+            out.push(TargetCheck {
+                target: format!(
+                    "echo-read cycle after the backfill of {}: peak RSS under {RSS_BUDGET_MIB} MiB",
+                    s.referrals
+                ),
+                measured: format!("{:.1} MiB (its own process)", e.peak_rss_mib),
+                held: e.peak_rss_mib < RSS_BUDGET_MIB,
             });
         }
         out.push(TargetCheck {
