@@ -118,6 +118,10 @@ impl PageRows {
     }
 }
 
+/// A CRM page's record as its rows are read: CRM id, the referral id it
+/// holds with its projection hash, and whether it was upserted (not deleted).
+type CrmPageKey = (String, Option<(String, String)>, bool);
+
 /// The referral id a CRM record holds, from the mapped field or the adapter.
 fn referral_id_of(m: &Mapping, record: &CrmRecord) -> Option<String> {
     m.referral_id(&record.fields)
@@ -603,14 +607,16 @@ impl Engine {
                 }
             };
             self.beat(page.changes.len() as u64);
-            // The keys of the page's records: (CRM id, referral id held, upserted).
-            let keys: Vec<(String, Option<String>, bool)> = page
+            // The keys of the page's records: (CRM id, referral id held and
+            // projection hash, upserted).
+            let keys: Vec<CrmPageKey> = page
                 .changes
                 .iter()
                 .map(|change| match change {
                     CrmChange::Upserted(record) => (
                         record.crm_id.clone(),
-                        referral_id_of(&side.mapping, record),
+                        referral_id_of(&side.mapping, record)
+                            .map(|rid| (rid, side.mapping.crm_projection_hash(&record.fields))),
                         true,
                     ),
                     CrmChange::Deleted { crm_id } => (crm_id.clone(), None, false),
@@ -625,9 +631,19 @@ impl Engine {
                         if !upserted {
                             continue;
                         }
-                        if let Some(rid) = rid {
+                        if let Some((rid, crm_hash)) = rid {
                             rows.add_link_by_referral(r, kind, rid)?;
-                            rows.add_referral(r, rid)?;
+                            // A record read back exactly as last seen (the
+                            // echo of our own write) is skipped before its
+                            // referral is needed (see plan_crm_record): its
+                            // snapshot is not loaded.
+                            let as_seen = rows
+                                .link_by_crm_id(kind, crm_id)
+                                .or(rows.link_by_referral(kind, rid))
+                                .is_some_and(|l| l.crm_hash.as_deref() == Some(crm_hash.as_str()));
+                            if !as_seen {
+                                rows.add_referral(r, rid)?;
+                            }
                         } else if let Some(linked) = rows
                             .link_by_crm_id(kind, crm_id)
                             .and_then(|l| l.referral_id.clone())
