@@ -22,6 +22,32 @@ async fn the_smoke_benchmark_meets_the_count_targets() {
         assert!(m.ratio <= 1.1, "{m:?}");
     }
     assert!(size.backfill.peak_rss_mib > 0.0);
+    // The engine's own process stays within the memory budget. An
+    // unoptimised build (`cargo test`'s) maps twice the code and runs an
+    // unoptimised allocator: 12.6 MiB at startup against 6 MiB, 41 to 48 MiB
+    // at this size across this round's builds (48.1 once: a 16 MiB margin
+    // made the check flaky); it gets 24 MiB more. The release figures per
+    // size are BENCHMARKS.md's.
+    let budget = if cfg!(debug_assertions) {
+        bench::RSS_BUDGET_MIB + 24.0
+    } else {
+        bench::RSS_BUDGET_MIB
+    };
+    assert!(
+        size.backfill.peak_rss_mib < budget,
+        "backfill peak RSS {} MiB, budget {budget} MiB",
+        size.backfill.peak_rss_mib,
+    );
+    // The echo-read cycle after it runs in its own process too and writes
+    // nothing. Its peak RSS is reported, not yet held to the budget: it is
+    // over it (BENCHMARKS.md, issue 17).
+    let echo = size
+        .backfill
+        .echo
+        .as_ref()
+        .expect("the echo-read cycle ran");
+    assert!(echo.peak_rss_mib > 0.0, "{echo:?}");
+    assert_eq!(echo.calls.writes, 0, "{:?}", echo.calls);
     // The customers of a write call are looked up in one query per CRM, and
     // no create is preceded by a listing: the only Partner Center reads are
     // the listing pages.
@@ -45,7 +71,8 @@ async fn the_smoke_benchmark_meets_the_count_targets() {
     );
     assert!(size.backfill.overhead_calls <= 12, "{calls:?}");
 
-    // Steady state: no writes, one listing call per source.
+    // Steady state, past the overlap: no writes, one listing call (one
+    // page) per source; more is a regression.
     assert_eq!(size.steady.writes, 0, "{:?}", size.steady);
     assert_eq!(size.steady.calls.writes, 0, "{:?}", size.steady.calls);
     assert_eq!(size.steady.listing_calls.len(), 3);

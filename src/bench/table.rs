@@ -129,15 +129,46 @@ pub fn render_table(r: &BenchReport) -> String {
                 format!("{:.2}", b.wall_secs),
                 format!("{:.0}", b.referrals_per_sec),
                 format!("{:.2}", b.cpu_secs),
+                format!("{:.3}", b.cpu_secs * 1000.0 / z.referrals.max(1) as f64),
                 format!("{:.1}", b.peak_rss_mib),
             ]
         })
         .collect();
     table(
         &mut o,
-        &["N", "wall s", "referrals/s", "CPU s", "peak RSS MiB"],
+        &[
+            "N",
+            "wall s",
+            "referrals/s",
+            "CPU s (user+sys)",
+            "CPU ms per referral",
+            "peak RSS MiB",
+        ],
         &rows,
     );
+
+    let echo: Vec<Vec<String>> = r
+        .sizes
+        .iter()
+        .filter_map(|z| {
+            let e = z.backfill.echo.as_ref()?;
+            Some(vec![
+                z.referrals.to_string(),
+                calls_cell(&e.calls),
+                format!("{:.2}", e.wall_secs),
+                format!("{:.2}", e.cpu_secs),
+                format!("{:.1}", e.peak_rss_mib),
+            ])
+        })
+        .collect();
+    if !echo.is_empty() {
+        o.push_str("### Echo read: the cycle after the backfill, in its own process\n\n");
+        table(
+            &mut o,
+            &["N", "calls", "wall s", "CPU s (user+sys)", "peak RSS MiB"],
+            &echo,
+        );
+    }
 
     o.push_str("### Steady state: nothing changed\n\n");
     let rows: Vec<Vec<String>> = r

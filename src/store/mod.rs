@@ -205,6 +205,14 @@ impl Store {
             ));
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        // Plans do not depend on bound values: a cached statement is not
+        // prepared again each time it is bound to new values (the bundled
+        // SQLite is built with STAT4, which otherwise re-plans the outbox
+        // queries on every call).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         Ok(())
     }
 

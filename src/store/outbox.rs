@@ -95,6 +95,12 @@ impl Repo<'_> {
         all(&mut stmt, params![target, ts(now), limit as i64])
     }
 
+    /// How many effects are pending (without reading them).
+    pub fn pending_effect_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Every pending effect, oldest first.
     pub fn pending_effects(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut stmt = self.conn.prepare(&format!(

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::effects::{Effect, PARTNER_CENTER, StageAction};
@@ -249,7 +250,7 @@ impl Engine {
             let due: Vec<(OutboxEntry, Result<Effect, serde_json::Error>)> = due
                 .into_iter()
                 .map(|entry| {
-                    let effect = serde_json::from_value(entry.payload.clone());
+                    let effect = Effect::deserialize(&entry.payload);
                     (entry, effect)
                 })
                 .collect();
@@ -927,7 +928,7 @@ impl Engine {
                 Vec::new();
             let mut closes = Vec::new();
             for entry in due {
-                match serde_json::from_value::<Effect>(entry.payload.clone()) {
+                match Effect::deserialize(&entry.payload) {
                     Ok(Effect::CrmUpsert {
                         write,
                         referral_id,
@@ -1152,7 +1153,8 @@ impl Engine {
             }
             link.updated_at = now;
             if is_new {
-                super::plan::upsert_link(r, &link)?;
+                // Neither this CRM id nor this referral is linked yet.
+                r.insert_link(&link)?;
             } else {
                 r.update_link(&link)?;
             }

@@ -134,6 +134,10 @@ impl PageRows {
     }
 }
 
+/// A CRM page's record as its rows are read: CRM id, the referral id it
+/// holds with its projection hash, and whether it was upserted (not deleted).
+type CrmPageKey = (String, Option<(String, String)>, bool);
+
 /// The referral id a CRM record holds, from the mapped field or the adapter.
 fn referral_id_of(m: &Mapping, record: &CrmRecord) -> Option<String> {
     m.referral_id(&record.fields)
@@ -653,14 +657,16 @@ impl Engine {
                 }
             };
             self.beat(page.changes.len() as u64);
-            // The keys of the page's records: (CRM id, referral id held, upserted).
-            let keys: Vec<(String, Option<String>, bool)> = page
+            // The keys of the page's records: (CRM id, referral id held and
+            // projection hash, upserted).
+            let keys: Vec<CrmPageKey> = page
                 .changes
                 .iter()
                 .map(|change| match change {
                     CrmChange::Upserted(record) => (
                         record.crm_id.clone(),
-                        referral_id_of(&side.mapping, record),
+                        referral_id_of(&side.mapping, record)
+                            .map(|rid| (rid, side.mapping.crm_projection_hash(&record.fields))),
                         true,
                     ),
                     CrmChange::Deleted { crm_id } => (crm_id.clone(), None, false),
@@ -675,9 +681,19 @@ impl Engine {
                         if !upserted {
                             continue;
                         }
-                        if let Some(rid) = rid {
+                        if let Some((rid, crm_hash)) = rid {
                             rows.add_link_by_referral(r, kind, rid)?;
-                            rows.add_referral(r, rid)?;
+                            // A record read back exactly as last seen (the
+                            // echo of our own write) is skipped before its
+                            // referral is needed (see plan_crm_record): its
+                            // snapshot is not loaded.
+                            let as_seen = rows
+                                .link_by_crm_id(kind, crm_id)
+                                .or(rows.link_by_referral(kind, rid))
+                                .is_some_and(|l| l.crm_hash.as_deref() == Some(crm_hash.as_str()));
+                            if !as_seen {
+                                rows.add_referral(r, rid)?;
+                            }
                         } else if let Some(linked) = rows
                             .link_by_crm_id(kind, crm_id)
                             .and_then(|l| l.referral_id.clone())
@@ -1082,7 +1098,17 @@ impl Engine {
             }
             for r in &page.referrals {
                 cycle.summary.partner_center.read += 1;
-                cycle.pc_read.insert(r.id.clone());
+                // Only a stored copy the expiry check could pick up needs
+                // to be remembered (so that the set stays small): one read
+                // now is planned from this fresh copy, and a received one
+                // past its deadline is expired by that plan already.
+                if rows.snapshot(&r.id).is_some_and(|old| {
+                    !old.locally_expired
+                        && old.stage == Some(Stage::Received)
+                        && old.deadline.is_some_and(|d| d <= cycle.now)
+                }) {
+                    cycle.pc_read.insert(r.id.clone());
+                }
                 if let Some(u) = r.updated_date_time {
                     high_water = Some(high_water.map_or(u, |h| h.max(u)));
                 }
@@ -1194,9 +1220,6 @@ impl Engine {
             json["statusReason"] = Value::String(reason);
         }
         self.add_engagement_of(r, &mut json, rows, plan);
-        if !unchanged {
-            plan.snapshots.push(snap.clone());
-        }
         let Some(stage) = stage else {
             cycle.summary.partner_center.skipped += 1;
             plan.event(
@@ -1208,17 +1231,26 @@ impl Engine {
                     snap.status, snap.substatus
                 ),
             );
+            if !unchanged {
+                plan.snapshots.push(snap);
+            }
             return Ok(());
         };
         // The referral that invites Microsoft into a co-sell engagement is the
         // other half of the partner's own deal, not an opportunity of its own.
         if r.is_outbound() && r.target.iter().flatten().any(|t| t.is_microsoft()) {
             cycle.summary.partner_center.skipped += 1;
+            if !unchanged {
+                plan.snapshots.push(snap);
+            }
             return self.plan_microsoft_half(r, Some(stage), rows, plan);
         }
         for side in &self.crms {
             let link = rows.link_by_referral(side.kind, &r.id).cloned();
             self.plan_referral_for(side, r, link, &json, stage, &snap, cycle, plan)?;
+        }
+        if !unchanged {
+            plan.snapshots.push(snap);
         }
         Ok(())
     }
@@ -1248,8 +1280,14 @@ impl Engine {
                 cycle.summary.crm(kind).skipped += 1;
                 return Ok(());
             }
-            plan.effects
-                .push(new_opportunity(side, &r.id, json, stage, customer_ref(r)));
+            plan.effects.push(new_opportunity(
+                side,
+                &r.id,
+                json,
+                stage,
+                customer_ref(r),
+                Some(pc_hash),
+            ));
             return Ok(());
         };
         if link.pc_hash.as_deref() == Some(pc_hash.as_str()) {
@@ -1478,6 +1516,7 @@ impl Engine {
                     &json,
                     Stage::Expired,
                     customer,
+                    None,
                 ));
             }
             for link in links {
@@ -1504,12 +1543,14 @@ impl Engine {
 /// An opportunity for a referral no CRM record holds yet, upserted by the
 /// referral id in the stage the referral is in. A closed stage a CRM cannot
 /// create directly (Dataverse) is closed right after (see `crm_success`).
+/// `pc_hash`: the referral's projection hash when the caller has it already.
 fn new_opportunity(
     side: &CrmSide,
     referral_id: &str,
     json: &Value,
     stage: Stage,
     mut customer: Option<CustomerRef>,
+    pc_hash: Option<String>,
 ) -> Effect {
     let m = &side.mapping;
     if m.status.customer_contact != crate::mapping::ContactMode::Record
@@ -1526,7 +1567,7 @@ fn new_opportunity(
             customer,
         },
         referral_id: Some(referral_id.to_owned()),
-        pc_hash: Some(m.pc_projection_hash(json)),
+        pc_hash: Some(pc_hash.unwrap_or_else(|| m.pc_projection_hash(json))),
     }
 }
 

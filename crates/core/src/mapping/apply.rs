@@ -14,7 +14,7 @@ use super::path::FieldPath;
 use super::schema;
 use super::stages::StageReading;
 use super::transform::ConvertError;
-use super::value::{is_empty, loosely_same, same, stable_hash};
+use super::value::{is_empty, loosely_same, same, stable_hash, stable_hash_of_pairs};
 use super::{CrmRecord, EmptyPolicy, FieldDirection, FieldRule, Mapping, Owner};
 
 /// CRM fields to write, and the values that could not be converted (left out).
@@ -677,7 +677,27 @@ impl Mapping {
 
     /// Stable hash of [`Mapping::crm_projection`].
     pub fn crm_projection_hash(&self, crm: &CrmRecord) -> String {
-        stable_hash(&Value::Object(self.crm_projection(crm)))
+        // The projection's fields, hashed without copying their values.
+        let mut fields: Vec<&str> = vec![self.external_id.as_str()];
+        fields.extend(self.sync_flag.as_deref());
+        for rule in self
+            .fields
+            .iter()
+            .filter(|r| r.direction.writes_partner_center())
+        {
+            fields.extend(rule.crm.as_deref());
+            if let Some(t) = rule.template() {
+                fields.extend(t.fields());
+            }
+        }
+        fields.extend(self.stages.fields());
+        let mut seen = std::collections::HashSet::new();
+        let pairs: Vec<(&str, &Value)> = fields
+            .into_iter()
+            .filter(|f| seen.insert(*f))
+            .map(|f| (f, crm.get(f).unwrap_or(&Value::Null)))
+            .collect();
+        stable_hash_of_pairs(&pairs)
     }
 
     /// Settles fields that differ after edits on both sides. `both` fields

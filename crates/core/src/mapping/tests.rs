@@ -1168,6 +1168,13 @@ fn unmapped_noise_never_changes_a_projection_hash() {
     assert_eq!(m.crm_projection_hash(&noisy), h);
     noisy.insert("StageName".into(), json!("Closed Won"));
     assert_ne!(m.crm_projection_hash(&noisy), h);
+    // The hash is that of the projection, computed without copying it.
+    for record in [&crm, &noisy] {
+        assert_eq!(
+            m.crm_projection_hash(record),
+            crate::mapping::value::stable_hash(&Value::Object(m.crm_projection(record)))
+        );
+    }
 }
 
 // ---------- conflicts ----------

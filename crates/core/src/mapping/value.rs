@@ -94,10 +94,108 @@ pub fn canonical(v: &Value) -> Value {
 }
 
 /// SHA-256 (hex) of the canonical JSON text: the same on every run and platform.
+/// The text is fed to the hash as it is written, without building the
+/// canonical tree or the text first (same bytes as `canonical(v).to_string()`).
 pub fn stable_hash(v: &Value) -> String {
-    let text = canonical(v).to_string();
-    let digest = Sha256::digest(text.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut hasher = Sha256::new();
+    write_canonical(&mut hasher, v);
+    hex(&hasher.finalize())
+}
+
+/// [`stable_hash`] of an object given as its map.
+pub fn stable_hash_of_map(m: &Map<String, Value>) -> String {
+    let mut hasher = Sha256::new();
+    write_canonical_object(&mut hasher, m);
+    hex(&hasher.finalize())
+}
+
+/// [`stable_hash`] of the object with these entries (keys distinct).
+pub fn stable_hash_of_pairs(pairs: &[(&str, &Value)]) -> String {
+    let mut entries: Vec<(&str, &Value)> = pairs
+        .iter()
+        .copied()
+        .filter(|(_, v)| !v.is_null())
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut hasher = Sha256::new();
+    write_sorted_entries(&mut hasher, entries);
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Feeds written bytes to the hash.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes a scalar or string as serde_json writes it (hashing cannot fail).
+fn write_json<T: serde::Serialize + ?Sized>(h: &mut Sha256, v: &T) {
+    let _ = serde_json::to_writer(HashWriter(h), v);
+}
+
+fn write_canonical(h: &mut Sha256, v: &Value) {
+    match v {
+        Value::Null => h.update(b"null"),
+        Value::Bool(true) => h.update(b"true"),
+        Value::Bool(false) => h.update(b"false"),
+        Value::Number(n) => match n.as_f64().and_then(number) {
+            Some(c) => write_json(h, &c),
+            None => write_json(h, n),
+        },
+        Value::String(s) => write_json(h, s.as_str()),
+        Value::Array(a) => {
+            h.update(b"[");
+            for (i, item) in a.iter().enumerate() {
+                if i > 0 {
+                    h.update(b",");
+                }
+                write_canonical(h, item);
+            }
+            h.update(b"]");
+        }
+        Value::Object(m) => write_canonical_object(h, m),
+    }
+}
+
+fn write_canonical_object(h: &mut Sha256, m: &Map<String, Value>) {
+    let mut entries: Vec<(&str, &Value)> = m
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    write_sorted_entries(h, entries);
+}
+
+fn write_sorted_entries(h: &mut Sha256, entries: Vec<(&str, &Value)>) {
+    h.update(b"{");
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            h.update(b",");
+        }
+        write_json(h, k);
+        h.update(b":");
+        write_canonical(h, v);
+    }
+    h.update(b"}");
 }
 
 #[cfg(test)]
@@ -112,6 +210,27 @@ mod tests {
         assert!(same(&json!({"a": 1, "b": null}), &json!({"a": 1.0})));
         assert!(is_empty(Some(&json!("  "))));
         assert!(!is_empty(Some(&json!(0))));
+    }
+
+    #[test]
+    fn the_streamed_hash_is_the_hash_of_the_canonical_text() {
+        let samples = [
+            json!(null),
+            json!({"b": [1.0, {"z": null, "y": "é\"\n\u{1}"}], "a": 18446744073709551615u64, "c": -0.5, "d": null, "e": true}),
+            json!([null, 1e300, 12345678901234567.0, "x", {}, []]),
+            json!({"Amount": 5000.0, "Name": "Contoso \\ Ltd", "Ü": false}),
+        ];
+        for v in samples {
+            let text = canonical(&v).to_string();
+            let digest = Sha256::digest(text.as_bytes());
+            let expected: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(stable_hash(&v), expected, "{text}");
+            if let Value::Object(m) = &v {
+                assert_eq!(stable_hash_of_map(m), expected);
+                let pairs: Vec<(&str, &Value)> = m.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                assert_eq!(stable_hash_of_pairs(&pairs), expected);
+            }
+        }
     }
 
     #[test]
