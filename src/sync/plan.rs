@@ -46,8 +46,11 @@ pub(crate) struct Plan {
 #[derive(Default)]
 pub(crate) struct PageRows {
     snapshots: HashMap<String, ReferralSnapshot>,
-    links_by_referral: HashMap<(CrmKind, String), Link>,
-    links_by_crm_id: HashMap<(CrmKind, String), Link>,
+    /// Each link once, by CRM record; a page reads most links by both keys.
+    links: HashMap<(CrmKind, String), Link>,
+    /// (CRM, referral id) → the CRM record id of its link (one per referral
+    /// and CRM: the store's unique key).
+    link_of_referral: HashMap<(CrmKind, String), String>,
     /// (target, record) of effects already queued.
     pending: HashSet<(String, String)>,
     /// kv rows the page's decisions read (Microsoft's answers and the
@@ -71,13 +74,22 @@ impl PageRows {
         crm: CrmKind,
         referral_id: &str,
     ) -> Result<(), StoreError> {
-        let key = (crm, referral_id.to_owned());
-        if !self.links_by_referral.contains_key(&key)
+        if !self
+            .link_of_referral
+            .contains_key(&(crm, referral_id.to_owned()))
             && let Some(link) = r.link_by_referral(crm, referral_id)?
         {
-            self.links_by_referral.insert(key, link);
+            self.keep_link(link);
         }
         Ok(())
+    }
+
+    fn keep_link(&mut self, link: Link) {
+        if let Some(referral_id) = &link.referral_id {
+            self.link_of_referral
+                .insert((link.crm, referral_id.clone()), link.crm_id.clone());
+        }
+        self.links.insert((link.crm, link.crm_id.clone()), link);
     }
 
     fn add_link_by_crm_id(
@@ -86,11 +98,10 @@ impl PageRows {
         crm: CrmKind,
         crm_id: &str,
     ) -> Result<(), StoreError> {
-        let key = (crm, crm_id.to_owned());
-        if !self.links_by_crm_id.contains_key(&key)
+        if !self.links.contains_key(&(crm, crm_id.to_owned()))
             && let Some(link) = r.link_by_crm_id(crm, crm_id)?
         {
-            self.links_by_crm_id.insert(key, link);
+            self.keep_link(link);
         }
         Ok(())
     }
@@ -126,11 +137,12 @@ impl PageRows {
     }
 
     pub(crate) fn link_by_referral(&self, crm: CrmKind, referral_id: &str) -> Option<&Link> {
-        self.links_by_referral.get(&(crm, referral_id.to_owned()))
+        let crm_id = self.link_of_referral.get(&(crm, referral_id.to_owned()))?;
+        self.links.get(&(crm, crm_id.clone()))
     }
 
     fn link_by_crm_id(&self, crm: CrmKind, crm_id: &str) -> Option<&Link> {
-        self.links_by_crm_id.get(&(crm, crm_id.to_owned()))
+        self.links.get(&(crm, crm_id.to_owned()))
     }
 }
 
