@@ -7,22 +7,21 @@
 //! contact.
 //!
 //! Outbound: the `parentcontactid` of a flagged opportunity is read into
-//! the record under [`CONTACT_KEY`] for the mapping to fall back on.
+//! the record under [`CONTACT_KEY`](crate::mapping::CONTACT_KEY) for the mapping to fall back on.
 
 use std::collections::{HashMap, HashSet};
 
 use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::batch::BatchOperation;
 use super::client::Call;
 use super::customer::ACCOUNT_SET;
 use super::{DynamicsCrm, odata, protocol};
 use crate::config::AccountMatch;
-use crate::crm::accounts::{AccountResults, cache_key, folded};
+use crate::crm::accounts::{AccountResults, attach_contacts, cache_key, contact_entry, folded};
 use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordWrite};
 use crate::http::HttpError;
-use crate::mapping::CONTACT_KEY;
 
 /// The contact table's entity set (a standard table).
 pub const CONTACT_SET: &str = "contacts";
@@ -274,7 +273,7 @@ impl DynamicsCrm {
 
     /// Outbound: every opportunity of the page flagged for Partner Center (or
     /// still without a referral id)
-    /// gets its `parentcontactid` contact (if any) under [`CONTACT_KEY`].
+    /// gets its `parentcontactid` contact (if any) under [`CONTACT_KEY`](crate::mapping::CONTACT_KEY).
     pub(super) async fn attach_contacts(
         &self,
         set_name: &str,
@@ -336,27 +335,18 @@ impl DynamicsCrm {
                 let Some(id) = row.get("contactid").and_then(Value::as_str) else {
                     continue;
                 };
-                let get = |c: &str| row.get(c).cloned().unwrap_or(Value::Null);
-                contacts.insert(
-                    id.to_ascii_lowercase(),
-                    json!({
-                        "firstName": get("firstname"),
-                        "lastName": get("lastname"),
-                        "email": get("emailaddress1"),
-                        "phoneNumber": get("telephone1"),
-                    }),
+                let entry = contact_entry(
+                    &row,
+                    ["firstname", "lastname", "emailaddress1", "telephone1"],
                 );
+                contacts.insert(id.to_ascii_lowercase(), entry);
             }
         }
-        for change in changes.iter_mut() {
-            if let CrmChange::Upserted(r) = change
-                && let Some(contact) = linked
-                    .get(&r.crm_id.to_ascii_lowercase())
-                    .and_then(|c| contacts.get(c))
-            {
-                r.fields.insert(CONTACT_KEY.into(), contact.clone());
-            }
-        }
+        attach_contacts(changes, |crm_id| {
+            linked
+                .get(&crm_id.to_ascii_lowercase())
+                .and_then(|c| contacts.get(c))
+        });
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! second contact or role.
 //!
 //! Outbound: the primary contact role of a flagged opportunity is read into
-//! the record under [`CONTACT_KEY`] for the mapping to fall back on.
+//! the record under [`CONTACT_KEY`](crate::mapping::CONTACT_KEY) for the mapping to fall back on.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,9 +17,8 @@ use super::api::{ApiError, CollectionItem, classify_code};
 use super::soql::quote;
 use super::{SalesforceCrm, decode, protocol};
 use crate::config::AccountMatch;
-use crate::crm::accounts::{AccountResults, cache_key, folded};
+use crate::crm::accounts::{AccountResults, cache_key, contact_entry, folded};
 use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordKey, RecordWrite};
-use crate::mapping::CONTACT_KEY;
 
 /// Contacts (or opportunities) named in one lookup query: the URL stays
 /// well under 8 KB.
@@ -221,7 +220,7 @@ impl SalesforceCrm {
 
     /// Outbound: every opportunity of the page flagged for Partner Center (or
     /// still without a referral id)
-    /// gets its primary contact (if any) under [`CONTACT_KEY`].
+    /// gets its primary contact (if any) under [`CONTACT_KEY`](crate::mapping::CONTACT_KEY).
     pub(super) async fn attach_contacts(&self, changes: &mut [CrmChange]) -> Result<(), CrmError> {
         if !self.contact_records {
             return Ok(());
@@ -269,25 +268,13 @@ impl SalesforceCrm {
                 let Some(id) = r.get("Id").and_then(Value::as_str) else {
                     continue;
                 };
-                let get = |f: &str| r.get(f).cloned().unwrap_or(Value::Null);
-                contacts.insert(
-                    id.to_owned(),
-                    json!({
-                        "firstName": get("FirstName"),
-                        "lastName": get("LastName"),
-                        "email": get("Email"),
-                        "phoneNumber": get("Phone"),
-                    }),
-                );
+                let entry = contact_entry(&r, ["FirstName", "LastName", "Email", "Phone"]);
+                contacts.insert(id.to_owned(), entry);
             }
         }
-        for change in changes.iter_mut() {
-            if let CrmChange::Upserted(r) = change
-                && let Some(contact) = primary.get(&r.crm_id).and_then(|c| contacts.get(c))
-            {
-                r.fields.insert(CONTACT_KEY.into(), contact.clone());
-            }
-        }
+        crate::crm::accounts::attach_contacts(changes, |crm_id| {
+            primary.get(crm_id).and_then(|c| contacts.get(c))
+        });
         Ok(())
     }
 
