@@ -400,6 +400,27 @@ async fn a_cycle_with_nothing_changed_makes_zero_writes() {
     assert_eq!(c.operation(Api::Dynamics, "GET opportunities"), 1, "{c:?}");
 }
 
+/// The cycle after a backfill reads back what it wrote. What the writes did
+/// not carry, the new records' ids, is news for Partner Center
+/// (`externalReferenceId`): that echo is decided, not skipped as seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_of_a_create_brings_the_crm_id_to_partner_center() {
+    let h = harness(options(12, 0)).await;
+    let engine = h.engine();
+    let first = engine.run_cycle(&CycleOptions::default()).await.unwrap();
+    assert!(first.crms["salesforce"].created > 0, "{first:?}");
+    let ids = h.sim.state().referral_ids();
+    let has_crm_id = |h: &Harness| {
+        ids.iter()
+            .filter(|i| !h.referral(i)["externalReferenceId"].is_null())
+            .count()
+    };
+    assert_eq!(has_crm_id(&h), 0, "not yet known to Partner Center");
+    let echo = engine.run_cycle(&CycleOptions::default()).await.unwrap();
+    assert!(echo.partner_center.updated > 0, "{echo:?}");
+    assert_eq!(has_crm_id(&h), echo.partner_center.updated as usize);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrent_edit_is_read_again_and_decided_again() {
     let h = harness(options(8, 0)).await;

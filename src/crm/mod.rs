@@ -404,6 +404,12 @@ pub trait Crm: Send + Sync {
     /// Checks that every mapped field, the external id and every stage value
     /// exist in the org (`config validate --online`).
     async fn check_metadata(&self) -> Result<Vec<MetadataProblem>, CrmError>;
+
+    /// Turns the fields of a write that succeeded into what a read of the
+    /// record will show: its id field filled in, fields the org lacks left
+    /// out, values in the CRM's own spelling. The engine keeps this as the
+    /// record last seen, so the echo of its own write is known as such.
+    fn as_read_back(&self, _crm_id: &str, _written: &mut CrmFields) {}
 }
 
 #[cfg(test)]

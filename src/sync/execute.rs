@@ -1142,8 +1142,19 @@ impl Engine {
             if referral_id.is_some() {
                 link.referral_id = referral_id.clone();
             }
-            let merged = merge_fields(&link.crm_fields, fields);
-            link.crm_hash = Some(side.mapping.crm_projection_hash(&merged));
+            let mut merged = merge_fields(&link.crm_fields, fields);
+            let written: Vec<String> = merged.keys().cloned().collect();
+            side.crm.as_read_back(&ok.crm_id, &mut merged);
+            // A field the write did not carry (a new record's id) that the
+            // mapping sends to Partner Center is news there: its echo is
+            // decided, not skipped as seen.
+            let news = merged
+                .keys()
+                .any(|k| !written.contains(k) && side.mapping.sends_to_partner_center(k));
+            if news {
+                merged.retain(|k, _| written.contains(k));
+            }
+            link.crm_hash = (!news).then(|| side.mapping.crm_projection_hash(&merged));
             link.crm_fields = Some(Value::Object(merged));
             if ok.version.is_some() {
                 link.crm_version = ok.version.clone();

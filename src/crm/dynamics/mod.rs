@@ -965,6 +965,14 @@ impl Crm for DynamicsCrm {
     async fn check_metadata(&self) -> Result<Vec<MetadataProblem>, CrmError> {
         self.check(self.duns_usable.load(Ordering::Relaxed)).await
     }
+
+    fn as_read_back(&self, crm_id: &str, written: &mut Map<String, Value>) {
+        if let Some(entity) = self.entity.get()
+            && self.spec.select_fields().contains(&entity.primary_key)
+        {
+            written.insert(entity.primary_key.clone(), Value::String(crm_id.to_owned()));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -788,6 +788,19 @@ impl Crm for SalesforceCrm {
     async fn check_metadata(&self) -> Result<Vec<MetadataProblem>, CrmError> {
         self.metadata_problems().await
     }
+
+    fn as_read_back(&self, crm_id: &str, written: &mut Map<String, Value>) {
+        if self.spec.select_fields().iter().any(|f| f == "Id") {
+            written.insert("Id".into(), Value::String(crm_id.to_owned()));
+        }
+        // The describe is cached by the write that just succeeded; while
+        // another task holds it, the fields are kept as written.
+        if let Ok(described) = self.described.try_lock()
+            && let Some(org) = described.get(&self.spec.object)
+        {
+            org.as_read_back(written);
+        }
+    }
 }
 
 #[cfg(test)]

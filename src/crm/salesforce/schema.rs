@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use reqwest::Method;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use super::{SalesforceCrm, decode};
 use crate::crm::CrmError;
@@ -44,6 +45,8 @@ pub(super) struct DescribeField {
 pub struct ObjectFields {
     pub object: String,
     names: HashSet<String>,
+    /// Fields of type `datetime` (lower case).
+    datetimes: HashSet<String>,
 }
 
 impl ObjectFields {
@@ -51,6 +54,30 @@ impl ObjectFields {
         ObjectFields {
             object: object.to_owned(),
             names: fields.iter().map(|f| f.name.to_ascii_lowercase()).collect(),
+            datetimes: fields
+                .iter()
+                .filter(|f| f.sf_type.eq_ignore_ascii_case("datetime"))
+                .map(|f| f.name.to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// Written fields as a query returns them: fields the org lacks are
+    /// gone, date-times are spelt as Salesforce spells them
+    /// (`2026-12-17T07:06:58.000+0000`).
+    pub fn as_read_back(&self, written: &mut Map<String, Value>) {
+        written.retain(|name, _| self.has(name));
+        for (name, value) in written.iter_mut() {
+            if !self.datetimes.contains(&name.to_ascii_lowercase()) {
+                continue;
+            }
+            if let Some(t) = value
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            {
+                let utc = t.with_timezone(&chrono::Utc);
+                *value = Value::String(utc.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string());
+            }
         }
     }
 
@@ -202,6 +229,33 @@ impl SalesforceCrm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_reads_back_without_absent_fields_and_with_salesforce_date_times() {
+        let f: Vec<DescribeField> = serde_json::from_value(serde_json::json!([
+            {"name": "Name", "type": "string"},
+            {"name": "Answer_By__c", "type": "datetime"},
+            {"name": "CloseDate", "type": "date"},
+        ]))
+        .unwrap();
+        let fields = ObjectFields::new("Opportunity", &f);
+        let mut written = serde_json::json!({
+            "Name": "2026-12-17T07:06:58Z",
+            "answer_by__c": "2026-12-17T08:06:58.5+01:00",
+            "CloseDate": "2026-12-31",
+            "CurrencyIsoCode": "USD",
+        });
+        let map = written.as_object_mut().unwrap();
+        fields.as_read_back(map);
+        assert_eq!(
+            written,
+            serde_json::json!({
+                "Name": "2026-12-17T07:06:58Z",
+                "answer_by__c": "2026-12-17T07:06:58.500+0000",
+                "CloseDate": "2026-12-31",
+            })
+        );
+    }
 
     #[test]
     fn fields_compare_case_insensitively_and_paths_are_left_to_the_query() {

@@ -675,9 +675,9 @@ impl Mapping {
         out
     }
 
-    /// Stable hash of [`Mapping::crm_projection`].
-    pub fn crm_projection_hash(&self, crm: &CrmRecord) -> String {
-        // The projection's fields, hashed without copying their values.
+    /// The CRM fields whose values can reach Partner Center: the external
+    /// id, the sync flag, every field a rule sends there, the stage fields.
+    fn crm_fields_for_partner_center(&self) -> Vec<&str> {
         let mut fields: Vec<&str> = vec![self.external_id.as_str()];
         fields.extend(self.sync_flag.as_deref());
         for rule in self
@@ -691,6 +691,18 @@ impl Mapping {
             }
         }
         fields.extend(self.stages.fields());
+        fields
+    }
+
+    /// Whether a value of this CRM field can reach Partner Center.
+    pub fn sends_to_partner_center(&self, crm_field: &str) -> bool {
+        self.crm_fields_for_partner_center().contains(&crm_field)
+    }
+
+    /// Stable hash of [`Mapping::crm_projection`].
+    pub fn crm_projection_hash(&self, crm: &CrmRecord) -> String {
+        // The projection's fields, hashed without copying their values.
+        let fields = self.crm_fields_for_partner_center();
         let mut seen = std::collections::HashSet::new();
         let pairs: Vec<(&str, &Value)> = fields
             .into_iter()
