@@ -1162,7 +1162,7 @@ async fn one_query_finds_the_accounts_of_every_customer_of_a_call() {
 }
 
 #[tokio::test]
-async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
+async fn lookups_fill_the_longest_url_and_creates_fill_one_batch() {
     let server = MockServer::start().await;
     let crm = crm(&server).await;
     let next = format!("{}{API}/accounts?$skiptoken=page2", server.uri());
@@ -1170,7 +1170,7 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
         .and(path(format!("{API}/accounts")))
         .and(query_param("$skiptoken", "page2"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
-            {"accountid": "00000000-0000-0000-0000-000000000119", "name": "C119"}
+            {"accountid": "00000000-0000-0000-0000-000000000119", "name": "C0119"}
         ]})))
         .expect(1)
         .mount(&server)
@@ -1178,9 +1178,9 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
     Mock::given(method("GET"))
         .and(path(format!("{API}/accounts")))
         .and(query_param_is_missing("$skiptoken"))
-        .and(query_param_contains("$filter", "'C119'"))
+        .and(query_param_contains("$filter", "'C0119'"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "value": [],
+            "value": [{"accountid": "00000000-0000-0000-0000-000000000000", "name": "C0000"}],
             "@odata.nextLink": next
         })))
         .with_priority(1)
@@ -1190,22 +1190,14 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
     Mock::given(method("GET"))
         .and(path(format!("{API}/accounts")))
         .and(query_param_is_missing("$skiptoken"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "value": [{"accountid": "00000000-0000-0000-0000-000000000000", "name": "C000"}]
-        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{API}/accounts")))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000a"})),
-        )
-        .mount(&server)
-        .await;
-    mount_ok_batch(&server, 100).await;
-    let writes: Vec<RecordWrite> = (0..120)
-        .map(|i| with_customer(&format!("r{i}"), &named(&format!("C{i:03}"), None)))
+    mount_ok_batch(&server, 1100).await;
+    // A thousand and a hundred writes in one call (as the engine hands them
+    // over), each of its own customer.
+    let writes: Vec<RecordWrite> = (0..1100)
+        .map(|i| with_customer(&format!("r{i}"), &named(&format!("C{i:04}"), None)))
         .collect();
     crm.upsert(writes).await.unwrap();
 
@@ -1214,19 +1206,30 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
         .into_iter()
         .filter(|r| query_of(r, "$skiptoken").is_none())
         .collect();
-    assert_eq!(lookups.len(), 2, "100 customers, then 20");
+    // Each lookup as long as the Web API's 32 KB URL allows (less a margin):
+    // 1,100 customers in three queries, not eleven.
+    assert_eq!(lookups.len(), 3);
+    let mut seen = vec![0; 1100];
     for (i, r) in lookups.iter().enumerate() {
+        let len = r.url.as_str().len();
+        assert!(len <= 32 * 1024, "lookup {i}: {len}");
+        if i < 2 {
+            assert!(len > 32 * 1024 - 400, "lookup {i} is not full: {len}");
+        }
         let filter = query_of(r, "$filter").unwrap();
-        let range = if i == 0 { 0..100 } else { 100..120 };
-        for n in 0..120 {
-            let named = filter.contains(&format!("'C{n:03}'"));
-            assert_eq!(named, range.contains(&n), "customer {n} in lookup {i}");
+        for (n, count) in seen.iter_mut().enumerate() {
+            if filter.contains(&format!("'C{n:04}'")) {
+                *count += 1;
+            }
         }
     }
-    // Both pages of the second lookup were read: two customers were found;
-    // the other 118 are created in two $batch calls (100 + 18), none alone.
+    assert!(seen.iter().all(|c| *c == 1), "every customer in one lookup");
+    // Both pages of the lookup naming C0119 were read: two accounts found;
+    // the other 1,098 are created in $batch calls of 1,000 (the most one
+    // carries), none alone.
     assert_eq!(account_creations(&all).len(), 0);
-    let creates: Vec<usize> = requests_to(&all, &format!("{API}/$batch"))
+    let batches = requests_to(&all, &format!("{API}/$batch"));
+    let creates: Vec<usize> = batches
         .iter()
         .map(|r| {
             String::from_utf8_lossy(&r.body)
@@ -1235,42 +1238,21 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
         })
         .filter(|n| *n > 0)
         .collect();
-    assert_eq!(creates, vec![100, 18]);
-
-    // Long names: as many customers as fit in 8 KB of URL.
-    let server = MockServer::start().await;
-    let crm = self::crm(&server).await;
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/accounts")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{API}/accounts")))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000a"})),
-        )
-        .mount(&server)
-        .await;
-    mount_ok_batch(&server, 60).await;
-    let long = |n: usize| format!("{n:03} {}", "Long Customer Name ".repeat(7));
-    let writes: Vec<RecordWrite> = (0..60)
-        .map(|i| with_customer(&format!("r{i}"), &named(&long(i), Some("98052"))))
+    assert_eq!(creates, vec![1000, 98]);
+    // The opportunities still go in batches of `batch_size` (100).
+    let upserts: Vec<usize> = batches
+        .iter()
+        .map(|r| bound_accounts(r).len())
+        .filter(|n| *n > 0)
         .collect();
-    crm.upsert(writes).await.unwrap();
-    let all = server.received_requests().await.unwrap();
-    let lookups = account_lookups(&all);
-    assert!(lookups.len() > 1 && lookups.len() < 4, "{}", lookups.len());
-    let mut seen = 0;
-    for r in &lookups {
-        assert!(r.url.as_str().len() <= 8 * 1024, "{}", r.url.as_str().len());
-        let filter = query_of(r, "$filter").unwrap();
-        seen += (0..60)
-            .filter(|n| filter.contains(&format!("'{n:03} ")))
-            .count();
-    }
-    assert_eq!(seen, 60, "every customer in exactly one lookup");
+    assert_eq!(upserts, vec![100; 11]);
+    assert!(
+        batches
+            .iter()
+            .flat_map(|r| bound_accounts(r))
+            .all(|a| a.is_some()),
+        "every opportunity bound to its account"
+    );
 }
 
 #[tokio::test]

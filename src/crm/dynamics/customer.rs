@@ -1,6 +1,7 @@
 //! The customer accounts of a write call: found by DUNS number or by name +
-//! postal code (as configured) in as few queries as the URL length allows,
-//! created when missing, then bound to the opportunities with
+//! postal code (as configured) in as few queries as the Web API's longest
+//! URL (32 KB) allows, created when missing (up to 1,000 per `$batch`, each
+//! in its own change set), then bound to the opportunities with
 //! `customerid_account@odata.bind`.
 
 use std::collections::HashSet;
@@ -11,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::batch::{BatchOperation, OperationResponse};
 use super::client::Call;
-use super::{DynamicsCrm, odata, protocol};
+use super::{DynamicsCrm, MAX_BATCH_OPERATIONS, odata, protocol};
 use crate::config::AccountMatch;
 use crate::crm::accounts::{AccountResults, Identity, MissingPostal, folded, plan_creations};
 use crate::crm::{CrmError, CustomerRef, RecordWrite};
@@ -19,11 +20,15 @@ use crate::http::HttpError;
 
 /// The account table's entity set (a standard table).
 pub const ACCOUNT_SET: &str = "accounts";
-/// Most customers looked up in one query.
-pub const LOOKUP_CUSTOMERS: usize = 100;
-/// Longest percent-encoded `$filter` of one lookup; with the rest of the
-/// URL it stays under 8 KB, far below the Web API's URL limit.
-pub const LOOKUP_FILTER_BYTES: usize = 7 * 1024;
+/// The longest URL the Web API accepts: 32 KB (Microsoft, "Compose HTTP
+/// requests and handle errors"; 64 KB only inside a `$batch` body).
+pub const MAX_URL_CHARS: usize = 32 * 1024;
+/// Most customers looked up in one query, whatever the URL allows: each
+/// brings up to three parameters to the SQL query behind it, which SQL
+/// Server caps at 2,100.
+pub const LOOKUP_CUSTOMERS: usize = 500;
+/// Room left in a lookup URL for what the client or a proxy may add.
+const URL_MARGIN: usize = 256;
 
 fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
@@ -55,7 +60,13 @@ impl DynamicsCrm {
         let mut start = 0;
         while start < pending.len() {
             let use_duns = self.use_duns();
-            let (count, filter) = self.lookup_filter(&pending[start..], use_duns);
+            let fixed = self
+                .lookup_url(String::new(), use_duns)
+                .map_or(0, |u| u.as_str().len());
+            let budget = MAX_URL_CHARS
+                .saturating_sub(fixed)
+                .saturating_sub(URL_MARGIN);
+            let (count, filter) = self.lookup_filter(&pending[start..], use_duns, budget);
             let end = start + count;
             match self.find_accounts(filter, use_duns).await {
                 Ok(rows) => {
@@ -129,12 +140,14 @@ impl DynamicsCrm {
         out
     }
 
-    /// The `$filter` finding the first customers of `customers` that fit in
-    /// one URL, and how many they are (at least one).
+    /// The `$filter` finding the first customers of `customers` whose terms
+    /// fit in `budget` percent-encoded bytes, and how many they are (at
+    /// least one).
     fn lookup_filter(
         &self,
         customers: &[(String, CustomerRef)],
         use_duns: bool,
+        budget: usize,
     ) -> (usize, String) {
         const OR: &str = " or ";
         let or_len = odata::encoded_len(OR);
@@ -160,7 +173,7 @@ impl DynamicsCrm {
             ));
             mine.retain(|p| !seen.contains(p));
             let added: usize = mine.iter().map(|p| odata::encoded_len(p) + or_len).sum();
-            if count > 0 && len + added > LOOKUP_FILTER_BYTES {
+            if count > 0 && len + added > budget {
                 break;
             }
             len += added;
@@ -173,22 +186,27 @@ impl DynamicsCrm {
         (count, parts.join(OR))
     }
 
-    /// Every account matching `filter`, oldest first, following `@odata.nextLink`.
-    async fn find_accounts(&self, filter: String, use_duns: bool) -> Result<Vec<Found>, CrmError> {
+    /// The lookup URL for `filter`.
+    fn lookup_url(&self, filter: String, use_duns: bool) -> Result<url::Url, CrmError> {
         let mut select = String::from("accountid,name,address1_postalcode");
         if use_duns {
             select.push(',');
             select.push_str(&self.duns_column);
         }
         select.push_str(",createdon");
-        let mut url = self.url(
+        self.url(
             ACCOUNT_SET,
             &[
                 ("$select", select),
                 ("$filter", filter),
                 ("$orderby", "createdon asc".into()),
             ],
-        )?;
+        )
+    }
+
+    /// Every account matching `filter`, oldest first, following `@odata.nextLink`.
+    async fn find_accounts(&self, filter: String, use_duns: bool) -> Result<Vec<Found>, CrmError> {
+        let mut url = self.lookup_url(filter, use_duns)?;
         let mut rows = Vec::new();
         loop {
             let call = Call::get(url);
@@ -224,15 +242,16 @@ impl DynamicsCrm {
     }
 
     /// Creates the accounts, one result per customer in order: one POST for
-    /// a single account, else `$batch` calls of `batch_size` creates (each in
-    /// its own change set, so one refused account fails only its own).
+    /// a single account, else `$batch` calls of up to 1,000 creates (the most
+    /// one `$batch` carries), each in its own change set, so one refused
+    /// account fails only its own customer's deals.
     async fn create_accounts(&self, customers: &[&CustomerRef]) -> Vec<Result<String, CrmError>> {
         if let [one] = customers {
             return vec![self.create_account(one).await];
         }
         let path = format!("{}{ACCOUNT_SET}?$select=accountid", self.api_root.path());
         let mut results = Vec::with_capacity(customers.len());
-        for chunk in customers.chunks(self.batch_size.max(1)) {
+        for chunk in customers.chunks(MAX_BATCH_OPERATIONS) {
             let ops: Vec<BatchOperation> = chunk
                 .iter()
                 .map(|c| BatchOperation {

@@ -51,6 +51,10 @@ use crate::http::{
 
 /// Most operations Dataverse accepts in one `$batch`.
 pub const MAX_BATCH_OPERATIONS: usize = 1000;
+/// Records the engine hands over per write call: a thousand, so that one
+/// call's customers fill whole account lookups and one `$batch` of account
+/// creates; the opportunities still go in `$batch` calls of `batch_size`.
+pub const WRITES_PER_CALL: usize = MAX_BATCH_OPERATIONS;
 /// The account column holding the DUNS number, unless told otherwise.
 pub const DEFAULT_DUNS_COLUMN: &str = "new_dunsnumber";
 /// The longest `opportunityclose.subject`.
@@ -488,7 +492,7 @@ impl DynamicsCrm {
         &self,
         entity: &EntityInfo,
         write: &RecordWrite,
-        body: &Map<String, Value>,
+        body: Map<String, Value>,
     ) -> Result<BatchOperation, CrmError> {
         let path = format!(
             "{}{}?$select={}",
@@ -507,7 +511,7 @@ impl DynamicsCrm {
             method: Method::PATCH,
             path_and_query: path,
             headers,
-            body: Some(Value::Object(body.clone()).to_string().into_bytes()),
+            body: Some(Value::Object(body).to_string().into_bytes()),
         })
     }
 
@@ -578,29 +582,30 @@ impl DynamicsCrm {
         Ok(by_index)
     }
 
-    /// Sends one batch of prepared writes; one result per write, in order.
+    /// Sends one batch of prepared writes (the key each operation writes);
+    /// one result per write, in order.
     async fn send_batch(
         &self,
         entity: &EntityInfo,
-        writes: &[(RecordWrite, BatchOperation)],
+        keys: &[&RecordKey],
+        ops: &[BatchOperation],
     ) -> Vec<Result<WriteOk, CrmError>> {
-        let ops: Vec<BatchOperation> = writes.iter().map(|(_, op)| op.clone()).collect();
         // Every operation is an upsert: resending the batch is harmless.
-        let by_index = match self.batch_call(&ops, true).await {
+        let by_index = match self.batch_call(ops, true).await {
             Ok(r) => r,
-            Err(e) => return writes.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
         };
-        let mut results = Vec::with_capacity(writes.len());
-        for ((write, _), response) in writes.iter().zip(by_index) {
+        let mut results = Vec::with_capacity(keys.len());
+        for (key, response) in keys.iter().zip(by_index) {
             let result = match response {
                 None => Err(CrmError::Record {
-                    key: write.key.clone(),
+                    key: (*key).clone(),
                     code: "NotProcessed".into(),
                     message: "the $batch answer has no response for this operation".into(),
                     fields: Vec::new(),
                     directive: RetryDirective::Backoff,
                 }),
-                Some(r) => self.operation_outcome(entity, &write.key, r).await,
+                Some(r) => self.operation_outcome(entity, key, r).await,
             };
             results.push(result);
         }
@@ -872,7 +877,8 @@ impl Crm for DynamicsCrm {
         let entity = self.entity().await?;
         let mut outcomes: Vec<Option<Result<WriteOk, CrmError>>> =
             writes.iter().map(|_| None).collect();
-        let mut prepared: Vec<(usize, RecordWrite, BatchOperation)> = Vec::new();
+        // The writes to send, with the account and contact they bind.
+        let mut ready: Vec<(usize, Vec<(&'static str, String)>)> = Vec::new();
         let accounts = if self.account_match == AccountMatch::None {
             HashMap::new()
         } else {
@@ -880,28 +886,25 @@ impl Crm for DynamicsCrm {
         };
         let contacts = self.resolve_contacts(&writes, &accounts).await;
         for (i, write) in writes.iter().enumerate() {
-            let mut body = self.write_body(write);
+            let mut binds = Vec::new();
             if let (Some(customer), true) =
                 (&write.customer, self.account_match != AccountMatch::None)
             {
                 match accounts.get(&crate::crm::accounts::cache_key(customer)) {
                     Some(Ok(account_id)) => {
-                        body.insert(
-                            "customerid_account@odata.bind".into(),
-                            Value::String(format!("/{}({account_id})", customer::ACCOUNT_SET)),
-                        );
+                        binds.push((
+                            "customerid_account@odata.bind",
+                            format!("/{}({account_id})", customer::ACCOUNT_SET),
+                        ));
                         let email = customer.contact.as_ref().and_then(|c| c.match_email());
                         match email
                             .and_then(|e| contacts.get(&contacts::contact_key(account_id, &e)))
                         {
                             Some(Ok(contact_id)) => {
-                                body.insert(
-                                    "parentcontactid@odata.bind".into(),
-                                    Value::String(format!(
-                                        "/{}({contact_id})",
-                                        contacts::CONTACT_SET
-                                    )),
-                                );
+                                binds.push((
+                                    "parentcontactid@odata.bind",
+                                    format!("/{}({contact_id})", contacts::CONTACT_SET),
+                                ));
                             }
                             Some(Err(e)) => {
                                 outcomes[i] = Some(Err(e.clone()));
@@ -917,19 +920,34 @@ impl Crm for DynamicsCrm {
                     None => {}
                 }
             }
-            match self.operation(entity, write, &body) {
-                Ok(op) => prepared.push((i, write.clone(), op)),
-                Err(e) => outcomes[i] = Some(Err(e)),
-            }
+            ready.push((i, binds));
         }
-        for chunk in prepared.chunks(self.batch_size) {
-            let pairs: Vec<(RecordWrite, BatchOperation)> = chunk
-                .iter()
-                .map(|(_, w, op)| (w.clone(), op.clone()))
-                .collect();
-            let results = self.send_batch(entity, &pairs).await;
-            for ((i, _, _), result) in chunk.iter().zip(results) {
-                outcomes[*i] = Some(result);
+        // Operations are built one `$batch` at a time: a call may carry a
+        // thousand writes, a batch only `batch_size`.
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let mut sent: Vec<usize> = Vec::with_capacity(self.batch_size);
+            let mut ops = Vec::with_capacity(self.batch_size);
+            for (i, binds) in ready.by_ref().take(self.batch_size) {
+                let mut body = self.write_body(&writes[i]);
+                for (field, target) in binds {
+                    body.insert(field.into(), Value::String(target));
+                }
+                match self.operation(entity, &writes[i], body) {
+                    Ok(op) => {
+                        sent.push(i);
+                        ops.push(op);
+                    }
+                    Err(e) => outcomes[i] = Some(Err(e)),
+                }
+            }
+            if ops.is_empty() {
+                continue;
+            }
+            let keys: Vec<&RecordKey> = sent.iter().map(|i| &writes[*i].key).collect();
+            let results = self.send_batch(entity, &keys, &ops).await;
+            for (i, result) in sent.into_iter().zip(results) {
+                outcomes[i] = Some(result);
             }
         }
         Ok(writes
