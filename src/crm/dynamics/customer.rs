@@ -4,7 +4,7 @@
 //! in its own change set), then bound to the opportunities with
 //! `customerid_account@odata.bind`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use reqwest::Method;
@@ -14,7 +14,9 @@ use super::batch::{BatchOperation, OperationResponse};
 use super::client::Call;
 use super::{DynamicsCrm, MAX_BATCH_OPERATIONS, odata, protocol};
 use crate::config::AccountMatch;
-use crate::crm::accounts::{AccountResults, Identity, MissingPostal, folded, plan_creations};
+use crate::crm::accounts::{
+    AccountResults, Identity, MissingPostal, cache_key, folded, plan_creations,
+};
 use crate::crm::{CrmError, CustomerRef, RecordWrite};
 use crate::http::HttpError;
 
@@ -50,7 +52,15 @@ impl DynamicsCrm {
     /// an earlier call, found (DUNS first, then name + postal code; the
     /// oldest account wins), or created. A failure concerns only the
     /// customers it names.
-    pub(super) async fn resolve_accounts(&self, writes: &[RecordWrite]) -> AccountResults {
+    ///
+    /// With `defer`, a missing account whose customer has one write in the
+    /// call is not created here but returned in the second map (by cache
+    /// key): its write creates it in its own change set.
+    pub(super) async fn resolve_accounts(
+        &self,
+        writes: &[RecordWrite],
+        defer: bool,
+    ) -> (AccountResults, HashMap<String, CustomerRef>) {
         let (mut out, pending) = self.accounts.partition(
             writes,
             "the customer has no name to find or create its account by",
@@ -114,7 +124,27 @@ impl DynamicsCrm {
             .map(|i| Identity::of(&pending[*i].1, use_duns))
             .collect();
         let plan = plan_creations(&identities, MissingPostal::MatchesNone);
-        let creators: Vec<usize> = (0..plan.len()).filter(|m| plan[*m] == *m).collect();
+        // Writes per account to create: one alone is deferred to its change set.
+        let mut writes_of: HashMap<String, usize> = HashMap::new();
+        for c in writes.iter().filter_map(|w| w.customer.as_ref()) {
+            *writes_of.entry(cache_key(c)).or_default() += 1;
+        }
+        let mut per_group = vec![0usize; plan.len()];
+        for (m, shared) in plan.iter().enumerate() {
+            per_group[*shared] += writes_of.get(&pending[missing[m]].0).copied().unwrap_or(0);
+        }
+        let mut deferred = HashMap::new();
+        let creators: Vec<usize> = (0..plan.len())
+            .filter(|m| plan[*m] == *m)
+            .filter(|m| {
+                let alone = defer && per_group[*m] == 1;
+                if alone {
+                    let (key, c) = &pending[missing[*m]];
+                    deferred.insert(key.clone(), c.clone());
+                }
+                !alone
+            })
+            .collect();
         let customers: Vec<&CustomerRef> =
             creators.iter().map(|m| &pending[missing[*m]].1).collect();
         for (m, result) in creators.iter().zip(self.create_accounts(&customers).await) {
@@ -131,13 +161,16 @@ impl DynamicsCrm {
         }
 
         for ((key, _), result) in pending.into_iter().zip(found) {
+            if result.is_none() && deferred.contains_key(&key) {
+                continue;
+            }
             let result = result.unwrap_or_else(|| Err(protocol("no account was resolved")));
             if let Ok(id) = &result {
                 self.accounts.insert(key.clone(), id.clone());
             }
             out.insert(key, result);
         }
-        out
+        (out, deferred)
     }
 
     /// The `$filter` finding the first customers of `customers` whose terms
@@ -249,18 +282,11 @@ impl DynamicsCrm {
         if let [one] = customers {
             return vec![self.create_account(one).await];
         }
-        let path = format!("{}{ACCOUNT_SET}?$select=accountid", self.api_root.path());
+        let path = self.account_create_path();
         let mut results = Vec::with_capacity(customers.len());
         for chunk in customers.chunks(MAX_BATCH_OPERATIONS) {
-            let ops: Vec<BatchOperation> = chunk
-                .iter()
-                .map(|c| BatchOperation {
-                    method: Method::POST,
-                    path_and_query: path.clone(),
-                    headers: vec![("Prefer", "return=representation".to_owned())],
-                    body: Some(Value::Object(self.account_body(c)).to_string().into_bytes()),
-                })
-                .collect();
+            let ops: Vec<BatchOperation> =
+                chunk.iter().map(|c| self.account_create_op(c)).collect();
             // A create is not idempotent: an unknown outcome is not resent.
             match self.batch_call(&ops, false).await {
                 Ok(responses) => {
@@ -277,6 +303,20 @@ impl DynamicsCrm {
             }
         }
         results
+    }
+
+    fn account_create_path(&self) -> String {
+        format!("{}{ACCOUNT_SET}?$select=accountid", self.api_root.path())
+    }
+
+    /// The `$batch` operation creating the account of `c`.
+    pub(super) fn account_create_op(&self, c: &CustomerRef) -> BatchOperation {
+        BatchOperation {
+            method: Method::POST,
+            path_and_query: self.account_create_path(),
+            headers: vec![("Prefer", "return=representation".to_owned())],
+            body: Some(Value::Object(self.account_body(c)).to_string().into_bytes()),
+        }
     }
 
     fn account_body(&self, c: &CustomerRef) -> Map<String, Value> {
@@ -338,7 +378,7 @@ fn account_from_response(
 
 /// The id of a created account: from the body (`return=representation`),
 /// else from the `OData-EntityId` header.
-fn created_account_id(body: &[u8], entity_id: Option<&str>) -> Result<String, CrmError> {
+pub(super) fn created_account_id(body: &[u8], entity_id: Option<&str>) -> Result<String, CrmError> {
     let id = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| {

@@ -32,7 +32,7 @@ use url::Url;
 pub use auth::DynamicsCredential;
 pub use batch::{
     BatchBody, BatchItem, BatchOperation, BatchParseError, OperationResponse, build_batch,
-    parse_batch_response,
+    build_change_sets, parse_batch_response,
 };
 pub use limiter::ServiceLimits;
 
@@ -41,7 +41,7 @@ use self::client::{Api, Call};
 use crate::config::{AccountMatch, DynamicsSettings};
 use crate::crm::{
     ChangePage, CloseOutcome, CloseRequest, Crm, CrmChange, CrmError, CrmObjectSpec, CrmRecord,
-    MetadataProblem, RecordKey, RecordWrite, WriteOk, WriteResult,
+    CustomerRef, MetadataProblem, RecordKey, RecordWrite, WriteOk, WriteResult,
 };
 use crate::domain::CrmKind;
 use crate::http::{
@@ -51,10 +51,11 @@ use crate::http::{
 
 /// Most operations Dataverse accepts in one `$batch`.
 pub const MAX_BATCH_OPERATIONS: usize = 1000;
-/// Records the engine hands over per write call: a thousand, so that one
-/// call's customers fill whole account lookups and one `$batch` of account
-/// creates; the opportunities still go in `$batch` calls of `batch_size`.
-pub const WRITES_PER_CALL: usize = MAX_BATCH_OPERATIONS;
+/// Records the engine hands over per write call, at least: about as many
+/// customers as one account lookup's URL carries (some 230 with DUNS, name
+/// and postal code), so that a backfill looks its customers up in full
+/// queries; the opportunities still go in `$batch` calls of `batch_size`.
+pub const WRITES_PER_CALL: usize = 200;
 /// The account column holding the DUNS number, unless told otherwise.
 pub const DEFAULT_DUNS_COLUMN: &str = "new_dunsnumber";
 /// The longest `opportunityclose.subject`.
@@ -523,7 +524,19 @@ impl DynamicsCrm {
         ops: &[BatchOperation],
         idempotent: bool,
     ) -> Result<Vec<Option<OperationResponse>>, CrmError> {
-        let built = build_batch(ops);
+        let sets: Vec<&[BatchOperation]> = ops.iter().map(std::slice::from_ref).collect();
+        self.change_sets_call(&sets, idempotent).await
+    }
+
+    /// Sends `sets` as one `$batch`, each an atomic change set; the response
+    /// of each operation, in order across the sets. The operations of a
+    /// failed change set all get its failure.
+    pub(super) async fn change_sets_call(
+        &self,
+        sets: &[&[BatchOperation]],
+        idempotent: bool,
+    ) -> Result<Vec<Option<OperationResponse>>, CrmError> {
+        let built = build_change_sets(sets);
         let url = self.url("$batch", &[])?;
         let call = Call {
             method: Method::POST,
@@ -558,7 +571,16 @@ impl DynamicsCrm {
         let items = parse_batch_response(&content_type, &body)
             .await
             .map_err(|e| protocol(e.to_string()))?;
-        let mut by_index: Vec<Option<OperationResponse>> = vec![None; ops.len()];
+        let total = built.content_ids.len();
+        // The operations of each set: `first[k]..first[k + 1]`.
+        let mut first = Vec::with_capacity(sets.len() + 1);
+        let mut at = 0;
+        for set in sets {
+            first.push(at);
+            at += set.len();
+        }
+        first.push(at);
+        let mut by_index: Vec<Option<OperationResponse>> = vec![None; total];
         for (position, item) in items.into_iter().enumerate() {
             let responses = match item {
                 BatchItem::ChangeSet(r) => r,
@@ -566,38 +588,72 @@ impl DynamicsCrm {
             };
             for r in responses {
                 // Content-ID n is the n-th operation; a failed change set
-                // answers once without one, in the change set's position.
+                // answers once, maybe without one, in the change set's position.
                 let index = r
                     .content_id
                     .as_deref()
                     .and_then(|id| built.content_ids.iter().position(|c| c == id))
-                    .unwrap_or(position);
-                if let Some(slot) = by_index.get_mut(index)
+                    .or_else(|| first.get(position).copied().filter(|i| *i < total));
+                if let Some(slot) = index.and_then(|i| by_index.get_mut(i))
                     && slot.is_none()
                 {
                     *slot = Some(r);
                 }
             }
         }
+        // A change set is all or nothing: its failure is every operation's.
+        for w in first.windows(2) {
+            let ops = &mut by_index[w[0]..w[1]];
+            let failure = ops
+                .iter()
+                .flatten()
+                .find(|r| !(200..300).contains(&r.status))
+                .cloned();
+            if let Some(f) = failure {
+                for slot in ops.iter_mut() {
+                    if slot.as_ref().is_none_or(|r| (200..300).contains(&r.status)) {
+                        *slot = Some(f.clone());
+                    }
+                }
+            }
+        }
         Ok(by_index)
     }
 
-    /// Sends one batch of prepared writes (the key each operation writes);
-    /// one result per write, in order.
+    /// Sends one batch of prepared writes, each its own change set: the
+    /// deal's upsert, after the create of its new account if it has one.
+    /// Per write, in order: its result, and the new account's id (or why it
+    /// was not created).
     async fn send_batch(
         &self,
         entity: &EntityInfo,
         keys: &[&RecordKey],
-        ops: &[BatchOperation],
-    ) -> Vec<Result<WriteOk, CrmError>> {
-        // Every operation is an upsert: resending the batch is harmless.
-        let by_index = match self.batch_call(ops, true).await {
+        sets: Vec<Vec<BatchOperation>>,
+    ) -> Vec<(Result<WriteOk, CrmError>, Option<Result<String, CrmError>>)> {
+        let refs: Vec<&[BatchOperation]> = sets.iter().map(Vec::as_slice).collect();
+        // Every deal is an upsert, and an account create travels with its
+        // deal, so a resent batch creates no account twice only if the first
+        // one failed as a whole: creates are not resent.
+        let idempotent = sets.iter().all(|s| s.len() == 1);
+        let by_index = match self.change_sets_call(&refs, idempotent).await {
             Ok(r) => r,
-            Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => {
+                return keys
+                    .iter()
+                    .zip(&sets)
+                    .map(|(_, s)| (Err(e.clone()), (s.len() > 1).then(|| Err(e.clone()))))
+                    .collect();
+            }
         };
+        let mut responses = by_index.into_iter();
         let mut results = Vec::with_capacity(keys.len());
-        for (key, response) in keys.iter().zip(by_index) {
-            let result = match response {
+        for (key, set) in keys.iter().zip(&sets) {
+            let account = if set.len() > 1 {
+                Some(responses.next().flatten())
+            } else {
+                None
+            };
+            let result = match responses.next().flatten() {
                 None => Err(CrmError::Record {
                     key: (*key).clone(),
                     code: "NotProcessed".into(),
@@ -607,7 +663,22 @@ impl DynamicsCrm {
                 }),
                 Some(r) => self.operation_outcome(entity, key, r).await,
             };
-            results.push(result);
+            let account = account.map(|a| match a {
+                Some(r) if (200..300).contains(&r.status) => customer::created_account_id(
+                    &r.body,
+                    r.headers
+                        .get("odata-entityid")
+                        .and_then(|v| v.to_str().ok()),
+                ),
+                Some(r) => Err(protocol(format!(
+                    "the account was not created (HTTP {})",
+                    r.status
+                ))),
+                None => Err(protocol(
+                    "the $batch answer has no response for the account create",
+                )),
+            });
+            results.push((result, account));
         }
         results
     }
@@ -877,12 +948,15 @@ impl Crm for DynamicsCrm {
         let entity = self.entity().await?;
         let mut outcomes: Vec<Option<Result<WriteOk, CrmError>>> =
             writes.iter().map(|_| None).collect();
-        // The writes to send, with the account and contact they bind.
-        let mut ready: Vec<(usize, Vec<(&'static str, String)>)> = Vec::new();
-        let accounts = if self.account_match == AccountMatch::None {
-            HashMap::new()
+        // The writes to send, with the account and contact they bind, and
+        // the account each creates in its own change set.
+        let mut ready: Vec<(usize, Vec<(&'static str, String)>, Option<CustomerRef>)> = Vec::new();
+        // A contact needs its account's id first: with contact records, every
+        // account is created before the deals.
+        let (accounts, mut deferred) = if self.account_match == AccountMatch::None {
+            (HashMap::new(), HashMap::new())
         } else {
-            self.resolve_accounts(&writes).await
+            self.resolve_accounts(&writes, !self.contact_records).await
         };
         let contacts = self.resolve_contacts(&writes, &accounts).await;
         for (i, write) in writes.iter().enumerate() {
@@ -890,7 +964,12 @@ impl Crm for DynamicsCrm {
             if let (Some(customer), true) =
                 (&write.customer, self.account_match != AccountMatch::None)
             {
-                match accounts.get(&crate::crm::accounts::cache_key(customer)) {
+                let key = crate::crm::accounts::cache_key(customer);
+                if let Some(new_account) = deferred.remove(&key) {
+                    ready.push((i, Vec::new(), Some(new_account)));
+                    continue;
+                }
+                match accounts.get(&key) {
                     Some(Ok(account_id)) => {
                         binds.push((
                             "customerid_account@odata.bind",
@@ -920,33 +999,51 @@ impl Crm for DynamicsCrm {
                     None => {}
                 }
             }
-            ready.push((i, binds));
+            ready.push((i, binds, None));
         }
-        // Operations are built one `$batch` at a time: a call may carry a
-        // thousand writes, a batch only `batch_size`.
+        // Operations are built one `$batch` at a time: a call may carry more
+        // writes than one batch. A write whose customer's account is new
+        // creates it in the write's own change set (the deal binds `$n`, the
+        // create's Content-ID), so a refused account fails only its deal.
         let mut ready = ready.into_iter().peekable();
         while ready.peek().is_some() {
-            let mut sent: Vec<usize> = Vec::with_capacity(self.batch_size);
-            let mut ops = Vec::with_capacity(self.batch_size);
-            for (i, binds) in ready.by_ref().take(self.batch_size) {
+            let mut sent: Vec<(usize, Option<CustomerRef>)> = Vec::with_capacity(self.batch_size);
+            let mut sets: Vec<Vec<BatchOperation>> = Vec::with_capacity(self.batch_size);
+            let mut ops_so_far = 0;
+            for (i, binds, new_account) in ready.by_ref().take(self.batch_size) {
                 let mut body = self.write_body(&writes[i]);
                 for (field, target) in binds {
                     body.insert(field.into(), Value::String(target));
                 }
+                let mut set = Vec::with_capacity(2);
+                if let Some(c) = &new_account {
+                    set.push(self.account_create_op(c));
+                    // Content-IDs number the batch's operations from 1.
+                    body.insert(
+                        "customerid_account@odata.bind".into(),
+                        Value::String(format!("${}", ops_so_far + 1)),
+                    );
+                }
                 match self.operation(entity, &writes[i], body) {
                     Ok(op) => {
-                        sent.push(i);
-                        ops.push(op);
+                        set.push(op);
+                        ops_so_far += set.len();
+                        sent.push((i, new_account));
+                        sets.push(set);
                     }
                     Err(e) => outcomes[i] = Some(Err(e)),
                 }
             }
-            if ops.is_empty() {
+            if sets.is_empty() {
                 continue;
             }
-            let keys: Vec<&RecordKey> = sent.iter().map(|i| &writes[*i].key).collect();
-            let results = self.send_batch(entity, &keys, &ops).await;
-            for (i, result) in sent.into_iter().zip(results) {
+            let keys: Vec<&RecordKey> = sent.iter().map(|(i, _)| &writes[*i].key).collect();
+            let results = self.send_batch(entity, &keys, sets).await;
+            for ((i, new_account), (result, account)) in sent.into_iter().zip(results) {
+                if let (Some(c), Some(Ok(id))) = (&new_account, account) {
+                    self.accounts
+                        .insert(crate::crm::accounts::cache_key(c), id.clone());
+                }
                 outcomes[i] = Some(result);
             }
         }
