@@ -5,7 +5,10 @@
 //! transaction, so putting several writes in one would let one bad record roll
 //! back the others; one change set per write, with
 //! `Prefer: odata.continue-on-error` on the batch, keeps every record's
-//! outcome its own while still sending up to 1,000 writes per call.
+//! outcome its own while still sending up to 1,000 requests per call. The one
+//! exception is a deal whose customer's account is new: its change set
+//! creates the account first (Content-ID *n*) and binds the deal to `$n`, so
+//! the account and its deal land or fail together, and alone.
 //!
 //! Responses are parsed with `multer` (the multipart framing) and `httparse`
 //! (the embedded `HTTP/1.1 …` responses). No crate writes `multipart/mixed`

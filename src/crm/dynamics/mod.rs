@@ -4,7 +4,8 @@
 //! tracking with delta links), upserts them by the alternate key on the
 //! referral-id column in `$batch` calls, closes them with the
 //! `WinOpportunity` / `LoseOpportunity` actions, finds or creates the
-//! customer account, and checks the org's metadata against the mapping.
+//! customer account (a new one in its deal's change set), and checks the
+//! org's metadata against the mapping.
 
 // `CrmError` (the trait's error type) is large; boxing it here would only
 // move the allocation around.
