@@ -984,9 +984,28 @@ fn bound_accounts(batch: &Request) -> Vec<Option<String>> {
     body.split("\r\nPATCH ")
         .skip(1)
         .map(|op| {
-            op.split("\"customerid_account@odata.bind\":\"/accounts(")
-                .nth(1)
-                .map(|rest| rest.split(')').next().unwrap_or_default().to_owned())
+            let value = op
+                .split("\"customerid_account@odata.bind\":\"")
+                .nth(1)?
+                .split('"')
+                .next()?;
+            // `/accounts(<id>)`, or `$n`: the account created in the change set.
+            Some(match value.strip_prefix("/accounts(") {
+                Some(rest) => rest.trim_end_matches(')').to_owned(),
+                None => value.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The bodies of the account creates inside a `$batch`, in order.
+fn batch_account_creates(batch: &Request) -> Vec<Value> {
+    let body = String::from_utf8_lossy(&batch.body).into_owned();
+    body.split("\r\nPOST /api/data/v9.2/accounts?$select=accountid HTTP/1.1\r\n")
+        .skip(1)
+        .map(|op| {
+            let json = op.split("\r\n\r\n").nth(1).unwrap();
+            serde_json::from_str(json.split("\r\n--").next().unwrap()).unwrap()
         })
         .collect()
 }
@@ -1113,14 +1132,11 @@ async fn one_query_finds_the_accounts_of_every_customer_of_a_call() {
         .await;
     Mock::given(method("POST"))
         .and(path(format!("{API}/accounts")))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000a"})),
-        )
-        .expect(1)
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
         .mount(&server)
         .await;
-    mount_ok_batch(&server, 5).await;
+    mount_ok_batch(&server, 6).await;
     let contoso_upper = named("CONTOSO", Some("98052"));
     let writes = vec![
         with_customer("r1", &contoso),
@@ -1134,35 +1150,31 @@ async fn one_query_finds_the_accounts_of_every_customer_of_a_call() {
 
     let all = server.received_requests().await.unwrap();
     assert_eq!(account_lookups(&all).len(), 1);
+    // The missing account travels with its only deal, in its change set.
+    let batches = requests_to(&all, &format!("{API}/$batch"));
+    assert_eq!(batches.len(), 1);
     assert_eq!(
-        account_creations(&all),
+        batch_account_creates(batches[0]),
         vec![json!({"name": "Northwind Traders", "address1_postalcode": "10115"})]
     );
-    let batches = requests_to(&all, &format!("{API}/$batch"));
     let c = "00000000-0000-0000-0000-00000000000c";
     assert_eq!(
         bound_accounts(batches[0]),
-        [
-            c,
-            "00000000-0000-0000-0000-00000000000f",
-            "00000000-0000-0000-0000-00000000000a",
-            c,
-            c
-        ]
-        .map(|id| Some(id.to_owned()))
-        .to_vec(),
-        "the oldest match wins; a created account is bound"
+        [c, "00000000-0000-0000-0000-00000000000f", "$3", c, c]
+            .map(|id| Some(id.to_owned()))
+            .to_vec(),
+        "the oldest match wins; a created account is bound by its Content-ID"
     );
 
     // The next call finds them all remembered.
     crm.upsert(writes).await.unwrap();
     let all = server.received_requests().await.unwrap();
     assert_eq!(account_lookups(&all).len(), 1);
-    assert_eq!(account_creations(&all).len(), 1);
+    assert_eq!(account_creations(&all).len(), 0);
 }
 
 #[tokio::test]
-async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
+async fn lookups_fill_the_longest_url_and_new_accounts_travel_with_their_deals() {
     let server = MockServer::start().await;
     let crm = crm(&server).await;
     let next = format!("{}{API}/accounts?$skiptoken=page2", server.uri());
@@ -1170,7 +1182,7 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
         .and(path(format!("{API}/accounts")))
         .and(query_param("$skiptoken", "page2"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
-            {"accountid": "00000000-0000-0000-0000-000000000119", "name": "C119"}
+            {"accountid": "00000000-0000-0000-0000-000000000119", "name": "C0119"}
         ]})))
         .expect(1)
         .mount(&server)
@@ -1178,9 +1190,9 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
     Mock::given(method("GET"))
         .and(path(format!("{API}/accounts")))
         .and(query_param_is_missing("$skiptoken"))
-        .and(query_param_contains("$filter", "'C119'"))
+        .and(query_param_contains("$filter", "'C0119'"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "value": [],
+            "value": [{"accountid": "00000000-0000-0000-0000-000000000000", "name": "C0000"}],
             "@odata.nextLink": next
         })))
         .with_priority(1)
@@ -1190,22 +1202,13 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
     Mock::given(method("GET"))
         .and(path(format!("{API}/accounts")))
         .and(query_param_is_missing("$skiptoken"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "value": [{"accountid": "00000000-0000-0000-0000-000000000000", "name": "C000"}]
-        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{API}/accounts")))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000a"})),
-        )
-        .mount(&server)
-        .await;
-    mount_ok_batch(&server, 100).await;
-    let writes: Vec<RecordWrite> = (0..120)
-        .map(|i| with_customer(&format!("r{i}"), &named(&format!("C{i:03}"), None)))
+    mount_ok_batch(&server, 1100).await;
+    // A thousand and a hundred writes in one call, each of its own customer.
+    let writes: Vec<RecordWrite> = (0..1100)
+        .map(|i| with_customer(&format!("r{i}"), &named(&format!("C{i:04}"), None)))
         .collect();
     crm.upsert(writes).await.unwrap();
 
@@ -1214,19 +1217,29 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
         .into_iter()
         .filter(|r| query_of(r, "$skiptoken").is_none())
         .collect();
-    assert_eq!(lookups.len(), 2, "100 customers, then 20");
+    // Each lookup as long as the Web API's 32 KB URL allows (less a margin):
+    // 1,100 customers in three queries, not eleven.
+    assert_eq!(lookups.len(), 3);
+    let mut seen = vec![0; 1100];
     for (i, r) in lookups.iter().enumerate() {
+        let len = r.url.as_str().len();
+        assert!(len <= 32 * 1024, "lookup {i}: {len}");
+        if i < 2 {
+            assert!(len > 32 * 1024 - 400, "lookup {i} is not full: {len}");
+        }
         let filter = query_of(r, "$filter").unwrap();
-        let range = if i == 0 { 0..100 } else { 100..120 };
-        for n in 0..120 {
-            let named = filter.contains(&format!("'C{n:03}'"));
-            assert_eq!(named, range.contains(&n), "customer {n} in lookup {i}");
+        for (n, count) in seen.iter_mut().enumerate() {
+            if filter.contains(&format!("'C{n:04}'")) {
+                *count += 1;
+            }
         }
     }
-    // Both pages of the second lookup were read: two customers were found;
-    // the other 118 are created in two $batch calls (100 + 18), none alone.
+    assert!(seen.iter().all(|c| *c == 1), "every customer in one lookup");
+    // Both pages of the lookup naming C0119 were read: two accounts found;
+    // the other 1,098 are created each in its deal's change set, none alone.
     assert_eq!(account_creations(&all).len(), 0);
-    let creates: Vec<usize> = requests_to(&all, &format!("{API}/$batch"))
+    let batches = requests_to(&all, &format!("{API}/$batch"));
+    let creates: Vec<usize> = batches
         .iter()
         .map(|r| {
             String::from_utf8_lossy(&r.body)
@@ -1235,42 +1248,25 @@ async fn lookups_are_chunked_to_short_urls_and_follow_next_links() {
         })
         .filter(|n| *n > 0)
         .collect();
-    assert_eq!(creates, vec![100, 18]);
-
-    // Long names: as many customers as fit in 8 KB of URL.
-    let server = MockServer::start().await;
-    let crm = self::crm(&server).await;
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/accounts")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{API}/accounts")))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000a"})),
-        )
-        .mount(&server)
-        .await;
-    mount_ok_batch(&server, 60).await;
-    let long = |n: usize| format!("{n:03} {}", "Long Customer Name ".repeat(7));
-    let writes: Vec<RecordWrite> = (0..60)
-        .map(|i| with_customer(&format!("r{i}"), &named(&long(i), Some("98052"))))
+    let mut expected = vec![100; 11];
+    expected[0] = 99;
+    expected[1] = 99;
+    assert_eq!(creates, expected);
+    // The opportunities still go in batches of `batch_size` (100).
+    let upserts: Vec<usize> = batches
+        .iter()
+        .map(|r| bound_accounts(r).len())
+        .filter(|n| *n > 0)
         .collect();
-    crm.upsert(writes).await.unwrap();
-    let all = server.received_requests().await.unwrap();
-    let lookups = account_lookups(&all);
-    assert!(lookups.len() > 1 && lookups.len() < 4, "{}", lookups.len());
-    let mut seen = 0;
-    for r in &lookups {
-        assert!(r.url.as_str().len() <= 8 * 1024, "{}", r.url.as_str().len());
-        let filter = query_of(r, "$filter").unwrap();
-        seen += (0..60)
-            .filter(|n| filter.contains(&format!("'{n:03} ")))
-            .count();
-    }
-    assert_eq!(seen, 60, "every customer in exactly one lookup");
+    assert_eq!(upserts, vec![100; 11]);
+    let bound: Vec<String> = batches
+        .iter()
+        .flat_map(|r| bound_accounts(r))
+        .map(Option::unwrap)
+        .collect();
+    assert_eq!(bound[0], "00000000-0000-0000-0000-000000000000");
+    assert_eq!(bound[119], "00000000-0000-0000-0000-000000000119");
+    assert_eq!(bound.iter().filter(|b| b.starts_with('$')).count(), 1098);
 }
 
 #[tokio::test]
@@ -1391,16 +1387,7 @@ async fn without_the_duns_column_accounts_are_matched_by_name_and_postal_code() 
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{API}/accounts")))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000a"})),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
-    mount_ok_batch(&server, 2).await;
+    mount_ok_batch(&server, 3).await;
     let fabrikam = CustomerRef {
         name: "Fabrikam".into(),
         duns: Some("987654321".into()),
@@ -1420,11 +1407,15 @@ async fn without_the_duns_column_accounts_are_matched_by_name_and_postal_code() 
         bound_accounts(batches[0]),
         vec![
             Some("cccccccc-34cb-ed11-b596-0022481d68cd".to_owned()),
-            Some("00000000-0000-0000-0000-00000000000a".to_owned())
+            Some("$2".to_owned())
         ]
     );
     // The account is created without the missing column.
-    assert_eq!(account_creations(&all), vec![json!({"name": "Fabrikam"})]);
+    assert_eq!(account_creations(&all), Vec::<Value>::new());
+    assert_eq!(
+        batch_account_creates(batches[0]),
+        vec![json!({"name": "Fabrikam"})]
+    );
     // Once with the DUNS column, once without.
     assert_eq!(account_lookups(&all).len(), 2);
 }
@@ -1676,16 +1667,7 @@ async fn the_metadata_check_names_every_missing_column_key_and_option() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{API}/accounts")))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(json!({"accountid": "00000000-0000-0000-0000-00000000000b"})),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
-    mount_ok_batch(&server, 1).await;
+    mount_ok_batch(&server, 2).await;
     let results = crm
         .upsert(vec![with_customer("r1", &customer())])
         .await
@@ -1693,7 +1675,8 @@ async fn the_metadata_check_names_every_missing_column_key_and_option() {
     assert!(results[0].outcome.is_ok(), "{results:?}");
     let all = server.received_requests().await.unwrap();
     assert_eq!(account_lookups(&all).len(), 1, "no lookup was refused");
-    let created = account_creations(&all);
+    let batches = requests_to(&all, &format!("{API}/$batch"));
+    let created = batch_account_creates(batches[0]);
     assert!(created[0].get("new_dunsnumber").is_none(), "{created:?}");
 }
 
@@ -1722,50 +1705,56 @@ async fn a_complete_mapping_passes_the_metadata_check() {
 }
 
 #[tokio::test]
-async fn missing_accounts_are_created_together_in_one_batch() {
+async fn a_missing_account_travels_with_its_deal_and_a_refused_one_fails_only_that_deal() {
     let server = MockServer::start().await;
     let crm = crm(&server).await;
     Mock::given(method("GET"))
         .and(path(format!("{API}/accounts")))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
-        .expect(1)
+        .expect(2)
         .mount(&server)
         .await;
     let base = server.uri();
-    let part = |id: u32, http: String| {
+    let http = |id: u32, http: String| {
         format!(
-            "--changesetresponse_{id}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: {id}\r\n\r\n{http}\r\n--changesetresponse_{id}--\r\n"
+            "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: {id}\r\n\r\n{http}\r\n"
         )
     };
-    let mut answer = String::new();
-    for (id, http) in [
-        (1, "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\r\n{\"accountid\":\"aaaaaaaa-0000-0000-0000-000000000001\"}".to_owned()),
-        (2, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n{\"error\":{\"code\":\"0x80044331\",\"message\":\"A validation error occurred.\"}}".to_owned()),
-        (3, format!("HTTP/1.1 204 No Content\r\nOData-EntityId: {base}/api/data/v9.2/accounts(aaaaaaaa-0000-0000-0000-000000000003)\r\n\r\n")),
-    ] {
-        answer.push_str(&format!(
-            "--batchresponse_a\r\nContent-Type: multipart/mixed; boundary=changesetresponse_{id}\r\n\r\n{}",
-            part(id, http)
-        ));
-    }
-    answer.push_str("--batchresponse_a--\r\n");
+    let account = |id: u32, n: u32| {
+        http(
+            id,
+            format!(
+                "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\r\n{{\"accountid\":\"aaaaaaaa-0000-0000-0000-00000000000{n}\"}}"
+            ),
+        )
+    };
+    let deal = |id: u32| {
+        http(
+            id,
+            format!(
+                "HTTP/1.1 204 No Content\r\nOData-EntityId: {base}/api/data/v9.2/opportunities(49b0be2e-d01c-ed11-b83e-00000000000{id})\r\n\r\n"
+            ),
+        )
+    };
+    let ok_set = |name: &str, parts: [String; 2]| {
+        format!(
+            "--batchresponse_a\r\nContent-Type: multipart/mixed; boundary={name}\r\n\r\n--{name}\r\n{}--{name}\r\n{}--{name}--\r\n",
+            parts[0], parts[1]
+        )
+    };
+    // Change sets 1 and 3 succeed; the second fails as a whole: one answer.
+    let answer = format!(
+        "{}--batchresponse_a\r\n{}{}--batchresponse_a--\r\n",
+        ok_set("cs1", [account(1, 1), deal(2)]),
+        "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nHTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n{\"error\":{\"code\":\"0x80044331\",\"message\":\"A validation error occurred.\"}}\r\n",
+        ok_set("cs3", [account(5, 3), deal(6)]),
+    );
     Mock::given(method("POST"))
         .and(path(format!("{API}/$batch")))
-        .and(body_string_contains("\r\nPOST "))
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_raw(answer, "multipart/mixed; boundary=batchresponse_a"),
         )
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("{API}/$batch")))
-        .and(body_string_contains("\r\nPATCH "))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            ok_batch_of(&server.uri(), 2),
-            "multipart/mixed; boundary=batchresponse_a",
-        ))
         .expect(1)
         .mount(&server)
         .await;
@@ -1793,27 +1782,65 @@ async fn missing_accounts_are_created_together_in_one_batch() {
         "no account POSTed alone"
     );
     let batches = requests_to(&all, &format!("{API}/$batch"));
-    assert_eq!(batches.len(), 2);
-    let creates = String::from_utf8_lossy(&batches[0].body).into_owned();
+    assert_eq!(batches.len(), 1, "accounts and deals in one $batch");
+    let body = String::from_utf8_lossy(&batches[0].body).into_owned();
+    // Three change sets, each the account create (Content-ID 2k-1) then
+    // the deal binding it (`$2k-1`).
+    assert_eq!(body.matches("boundary=changeset_").count(), 3, "{body}");
+    let names: Vec<Value> = batch_account_creates(batches[0])
+        .into_iter()
+        .map(|v| v["name"].clone())
+        .collect();
     assert_eq!(
-        creates
-            .matches("\r\nPOST /api/data/v9.2/accounts?$select=accountid HTTP/1.1\r\n")
-            .count(),
-        3,
-        "{creates}"
+        names,
+        [
+            json!("Alpine Ski House"),
+            json!("Bad Name"),
+            json!("Coho Winery")
+        ]
     );
-    for name in ["Alpine Ski House", "Bad Name", "Coho Winery"] {
-        assert!(
-            creates.contains(&format!("\"name\":\"{name}\"")),
-            "{creates}"
-        );
+    assert_eq!(
+        bound_accounts(batches[0]),
+        ["$1", "$3", "$5"].map(|id| Some(id.to_owned())).to_vec()
+    );
+    for k in 1..=6 {
+        assert!(body.contains(&format!("Content-ID: {k}\r\n")), "{body}");
     }
+
+    // The created accounts are remembered; the refused one is tried again.
+    Mock::given(method("POST"))
+        .and(path(format!("{API}/$batch")))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            ok_batch_of(&server.uri(), 4),
+            "multipart/mixed; boundary=batchresponse_a",
+        ))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    crm.upsert(vec![
+        with_customer("r1", &a),
+        with_customer("r2", &b),
+        with_customer("r3", &c),
+    ])
+    .await
+    .unwrap();
+    let all = server.received_requests().await.unwrap();
+    let lookups = account_lookups(&all);
+    let again = query_of(lookups[1], "$filter").unwrap();
+    assert_eq!(
+        again,
+        "(name eq 'Bad Name' and address1_postalcode eq null)"
+    );
+    let batches = requests_to(&all, &format!("{API}/$batch"));
     assert_eq!(
         bound_accounts(batches[1]),
-        vec![
-            Some("aaaaaaaa-0000-0000-0000-000000000001".to_owned()),
-            Some("aaaaaaaa-0000-0000-0000-000000000003".to_owned())
+        [
+            "aaaaaaaa-0000-0000-0000-000000000001",
+            "$2",
+            "aaaaaaaa-0000-0000-0000-000000000003"
         ]
+        .map(|id| Some(id.to_owned()))
+        .to_vec()
     );
 }
 

@@ -578,3 +578,44 @@ async fn batches_over_a_thousand_requests_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 400, "no closing delimiter");
 }
+
+#[tokio::test(start_paused = true)]
+async fn urls_over_32_kb_are_refused_and_over_64_kb_inside_a_batch() {
+    let sim = start().await;
+    let token = dynamics_token(&sim).await;
+    // `prefix` padded with an ignored parameter to exactly `len` characters.
+    let padded = |prefix: String, len: usize| {
+        let url = format!("{prefix}&pad=");
+        let url = format!("{url}{}", "a".repeat(len - url.len()));
+        assert_eq!(url.len(), len);
+        url
+    };
+    let query = "accounts?$select=accountid&$filter=name%20eq%20null";
+    let absolute = |len| padded(format!("{}/{query}", root(&sim)), len);
+    let (status, _, body) = send(client().get(absolute(32_768)).bearer_auth(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = send(client().get(absolute(32_769)).bearer_auth(&token)).await;
+    assert_eq!(status, 414, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("32768"));
+
+    // Inside a $batch an operation's URL may be 64 KB: one of 40,000
+    // characters is answered, one of 65,537 refused on its own.
+    let relative = |len| padded(query.to_owned(), len);
+    let long = http_part("GET", &relative(40_000), None, None);
+    let too_long = http_part("GET", &relative(65_537), None, None);
+    let (status, text) = post_batch(
+        &sim,
+        &token,
+        batch_body("batch_AAA", &[long, too_long]),
+        Some("odata.continue-on-error"),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let statuses: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .collect();
+    assert_eq!(statuses.len(), 2, "{text}");
+    assert!(statuses[0].starts_with("HTTP/1.1 200"), "{statuses:?}");
+    assert!(statuses[1].starts_with("HTTP/1.1 414"), "{statuses:?}");
+}

@@ -9,6 +9,7 @@
 //! cycle); once: latency (simulated latency on every call). Scaling and the
 //! comparison with Microsoft's connectors are computed from those.
 
+pub mod accounts;
 mod measure;
 mod table;
 
@@ -156,6 +157,7 @@ pub struct BenchReport {
     pub scaling: Vec<ScalingRow>,
     pub comparison: Vec<ComparisonRow>,
     pub targets: Vec<TargetCheck>,
+    pub dynamics_account_upkeep: Vec<accounts::AccountUpkeepReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -634,6 +636,7 @@ pub async fn run(opts: BenchOptions, mut say: impl FnMut(&str)) -> Result<BenchR
             launchers.push(Some((spawn()?, spawn()?)));
         }
     }
+    let upkeep_launchers = accounts::launchers(&opts)?;
     for (i, &n) in opts.sizes.iter().enumerate() {
         say(&format!("size {n}: seeding the simulator"));
         let launcher = launchers.get_mut(i).and_then(Option::take);
@@ -648,6 +651,7 @@ pub async fn run(opts: BenchOptions, mut say: impl FnMut(&str)) -> Result<BenchR
         ));
         sizes.push(report);
     }
+    let dynamics_account_upkeep = accounts::run_all(&opts, upkeep_launchers, &mut say).await?;
     say("latency: simulated latency on every call");
     let latency = run_latency(&opts).await?;
     let settings = match bench_settings {
@@ -676,8 +680,12 @@ pub async fn run(opts: BenchOptions, mut say: impl FnMut(&str)) -> Result<BenchR
         scaling,
         comparison,
         targets: Vec::new(),
+        dynamics_account_upkeep,
     };
     report.targets = targets(&report);
+    report
+        .targets
+        .extend(accounts::targets(&report.dynamics_account_upkeep));
     Ok(report)
 }
 

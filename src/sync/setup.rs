@@ -82,7 +82,8 @@ pub fn build_crms(settings: &Settings) -> Result<Vec<CrmSide>, SetupError> {
             kind: CrmKind::Dynamics,
             crm: Arc::new(crm) as Arc<dyn Crm>,
             mapping: Arc::new(mapping),
-            batch_size: settings.dynamics.batch_size as usize,
+            batch_size: (settings.dynamics.batch_size as usize)
+                .max(crate::crm::dynamics::WRITES_PER_CALL),
         });
     }
     if settings.salesforce.enabled {

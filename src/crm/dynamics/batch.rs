@@ -5,7 +5,10 @@
 //! transaction, so putting several writes in one would let one bad record roll
 //! back the others; one change set per write, with
 //! `Prefer: odata.continue-on-error` on the batch, keeps every record's
-//! outcome its own while still sending up to 1,000 writes per call.
+//! outcome its own while still sending up to 1,000 requests per call. The one
+//! exception is a deal whose customer's account is new: its change set
+//! creates the account first (Content-ID *n*) and binds the deal to `$n`, so
+//! the account and its deal land or fail together, and alone.
 //!
 //! Responses are parsed with `multer` (the multipart framing) and `httparse`
 //! (the embedded `HTTP/1.1 …` responses). No crate writes `multipart/mixed`
@@ -42,38 +45,52 @@ pub struct BatchBody {
 /// Writes `operations` as one batch, each in its own change set; the
 /// `Content-ID` of operation `i` is `i + 1`.
 pub fn build_batch(operations: &[BatchOperation]) -> BatchBody {
+    let sets: Vec<&[BatchOperation]> = operations.iter().map(std::slice::from_ref).collect();
+    build_change_sets(&sets)
+}
+
+/// Writes `sets` as one batch, each set a change set (an atomic
+/// transaction); the `Content-ID`s number the operations 1, 2, 3… across
+/// the batch, so a later operation of a set can refer to an earlier one as
+/// `$n` (in its URL or an `@odata.bind` value).
+pub fn build_change_sets(sets: &[&[BatchOperation]]) -> BatchBody {
     let batch = format!("batch_{}", uuid::Uuid::new_v4());
     let mut out: Vec<u8> = Vec::new();
-    let mut content_ids = Vec::with_capacity(operations.len());
-    for (i, op) in operations.iter().enumerate() {
-        let content_id = (i + 1).to_string();
+    let mut content_ids = Vec::new();
+    for set in sets {
         let changeset = format!("changeset_{}", uuid::Uuid::new_v4());
-        let mut part = String::new();
-        part.push_str(&format!("--{batch}{CRLF}"));
-        part.push_str(&format!(
-            "Content-Type: multipart/mixed; boundary={changeset}{CRLF}{CRLF}"
-        ));
-        part.push_str(&format!("--{changeset}{CRLF}"));
-        part.push_str(&format!("Content-Type: application/http{CRLF}"));
-        part.push_str(&format!("Content-Transfer-Encoding: binary{CRLF}"));
-        part.push_str(&format!("Content-ID: {content_id}{CRLF}{CRLF}"));
-        part.push_str(&format!(
-            "{} {} HTTP/1.1{CRLF}",
-            op.method, op.path_and_query
-        ));
-        if op.body.is_some() {
-            part.push_str(&format!("Content-Type: application/json; type=entry{CRLF}"));
+        out.extend_from_slice(
+            format!(
+                "--{batch}{CRLF}Content-Type: multipart/mixed; boundary={changeset}{CRLF}{CRLF}"
+            )
+            .as_bytes(),
+        );
+        for op in *set {
+            let content_id = (content_ids.len() + 1).to_string();
+            let mut part = String::new();
+            part.push_str(&format!("--{changeset}{CRLF}"));
+            part.push_str(&format!("Content-Type: application/http{CRLF}"));
+            part.push_str(&format!("Content-Transfer-Encoding: binary{CRLF}"));
+            part.push_str(&format!("Content-ID: {content_id}{CRLF}{CRLF}"));
+            part.push_str(&format!(
+                "{} {} HTTP/1.1{CRLF}",
+                op.method, op.path_and_query
+            ));
+            if op.body.is_some() {
+                part.push_str(&format!("Content-Type: application/json; type=entry{CRLF}"));
+            }
+            for (name, value) in &op.headers {
+                part.push_str(&format!("{name}: {value}{CRLF}"));
+            }
+            part.push_str(CRLF);
+            out.extend_from_slice(part.as_bytes());
+            if let Some(body) = &op.body {
+                out.extend_from_slice(body);
+            }
+            out.extend_from_slice(CRLF.as_bytes());
+            content_ids.push(content_id);
         }
-        for (name, value) in &op.headers {
-            part.push_str(&format!("{name}: {value}{CRLF}"));
-        }
-        part.push_str(CRLF);
-        out.extend_from_slice(part.as_bytes());
-        if let Some(body) = &op.body {
-            out.extend_from_slice(body);
-        }
-        out.extend_from_slice(format!("{CRLF}--{changeset}--{CRLF}").as_bytes());
-        content_ids.push(content_id);
+        out.extend_from_slice(format!("--{changeset}--{CRLF}").as_bytes());
     }
     out.extend_from_slice(format!("--{batch}--{CRLF}").as_bytes());
     BatchBody {

@@ -1,9 +1,10 @@
 //! The customer accounts of a write call: found by DUNS number or by name +
-//! postal code (as configured) in as few queries as the URL length allows,
-//! created when missing, then bound to the opportunities with
+//! postal code (as configured) in as few queries as the Web API's longest
+//! URL (32 KB) allows, created when missing (up to 1,000 per `$batch`, each
+//! in its own change set), then bound to the opportunities with
 //! `customerid_account@odata.bind`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use reqwest::Method;
@@ -11,19 +12,25 @@ use serde_json::{Map, Value};
 
 use super::batch::{BatchOperation, OperationResponse};
 use super::client::Call;
-use super::{DynamicsCrm, odata, protocol};
+use super::{DynamicsCrm, MAX_BATCH_OPERATIONS, odata, protocol};
 use crate::config::AccountMatch;
-use crate::crm::accounts::{AccountResults, Identity, MissingPostal, folded, plan_creations};
+use crate::crm::accounts::{
+    AccountResults, Identity, MissingPostal, cache_key, folded, plan_creations,
+};
 use crate::crm::{CrmError, CustomerRef, RecordWrite};
 use crate::http::HttpError;
 
 /// The account table's entity set (a standard table).
 pub const ACCOUNT_SET: &str = "accounts";
-/// Most customers looked up in one query.
-pub const LOOKUP_CUSTOMERS: usize = 100;
-/// Longest percent-encoded `$filter` of one lookup; with the rest of the
-/// URL it stays under 8 KB, far below the Web API's URL limit.
-pub const LOOKUP_FILTER_BYTES: usize = 7 * 1024;
+/// The longest URL the Web API accepts: 32 KB (Microsoft, "Compose HTTP
+/// requests and handle errors"; 64 KB only inside a `$batch` body).
+pub const MAX_URL_CHARS: usize = 32 * 1024;
+/// Most customers looked up in one query, whatever the URL allows: each
+/// brings up to three parameters to the SQL query behind it, which SQL
+/// Server caps at 2,100.
+pub const LOOKUP_CUSTOMERS: usize = 500;
+/// Room left in a lookup URL for what the client or a proxy may add.
+const URL_MARGIN: usize = 256;
 
 fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
@@ -45,7 +52,15 @@ impl DynamicsCrm {
     /// an earlier call, found (DUNS first, then name + postal code; the
     /// oldest account wins), or created. A failure concerns only the
     /// customers it names.
-    pub(super) async fn resolve_accounts(&self, writes: &[RecordWrite]) -> AccountResults {
+    ///
+    /// With `defer`, a missing account whose customer has one write in the
+    /// call is not created here but returned in the second map (by cache
+    /// key): its write creates it in its own change set.
+    pub(super) async fn resolve_accounts(
+        &self,
+        writes: &[RecordWrite],
+        defer: bool,
+    ) -> (AccountResults, HashMap<String, CustomerRef>) {
         let (mut out, pending) = self.accounts.partition(
             writes,
             "the customer has no name to find or create its account by",
@@ -55,7 +70,13 @@ impl DynamicsCrm {
         let mut start = 0;
         while start < pending.len() {
             let use_duns = self.use_duns();
-            let (count, filter) = self.lookup_filter(&pending[start..], use_duns);
+            let fixed = self
+                .lookup_url(String::new(), use_duns)
+                .map_or(0, |u| u.as_str().len());
+            let budget = MAX_URL_CHARS
+                .saturating_sub(fixed)
+                .saturating_sub(URL_MARGIN);
+            let (count, filter) = self.lookup_filter(&pending[start..], use_duns, budget);
             let end = start + count;
             match self.find_accounts(filter, use_duns).await {
                 Ok(rows) => {
@@ -103,7 +124,27 @@ impl DynamicsCrm {
             .map(|i| Identity::of(&pending[*i].1, use_duns))
             .collect();
         let plan = plan_creations(&identities, MissingPostal::MatchesNone);
-        let creators: Vec<usize> = (0..plan.len()).filter(|m| plan[*m] == *m).collect();
+        // Writes per account to create: one alone is deferred to its change set.
+        let mut writes_of: HashMap<String, usize> = HashMap::new();
+        for c in writes.iter().filter_map(|w| w.customer.as_ref()) {
+            *writes_of.entry(cache_key(c)).or_default() += 1;
+        }
+        let mut per_group = vec![0usize; plan.len()];
+        for (m, shared) in plan.iter().enumerate() {
+            per_group[*shared] += writes_of.get(&pending[missing[m]].0).copied().unwrap_or(0);
+        }
+        let mut deferred = HashMap::new();
+        let creators: Vec<usize> = (0..plan.len())
+            .filter(|m| plan[*m] == *m)
+            .filter(|m| {
+                let alone = defer && per_group[*m] == 1;
+                if alone {
+                    let (key, c) = &pending[missing[*m]];
+                    deferred.insert(key.clone(), c.clone());
+                }
+                !alone
+            })
+            .collect();
         let customers: Vec<&CustomerRef> =
             creators.iter().map(|m| &pending[missing[*m]].1).collect();
         for (m, result) in creators.iter().zip(self.create_accounts(&customers).await) {
@@ -120,21 +161,26 @@ impl DynamicsCrm {
         }
 
         for ((key, _), result) in pending.into_iter().zip(found) {
+            if result.is_none() && deferred.contains_key(&key) {
+                continue;
+            }
             let result = result.unwrap_or_else(|| Err(protocol("no account was resolved")));
             if let Ok(id) = &result {
                 self.accounts.insert(key.clone(), id.clone());
             }
             out.insert(key, result);
         }
-        out
+        (out, deferred)
     }
 
-    /// The `$filter` finding the first customers of `customers` that fit in
-    /// one URL, and how many they are (at least one).
+    /// The `$filter` finding the first customers of `customers` whose terms
+    /// fit in `budget` percent-encoded bytes, and how many they are (at
+    /// least one).
     fn lookup_filter(
         &self,
         customers: &[(String, CustomerRef)],
         use_duns: bool,
+        budget: usize,
     ) -> (usize, String) {
         const OR: &str = " or ";
         let or_len = odata::encoded_len(OR);
@@ -160,7 +206,7 @@ impl DynamicsCrm {
             ));
             mine.retain(|p| !seen.contains(p));
             let added: usize = mine.iter().map(|p| odata::encoded_len(p) + or_len).sum();
-            if count > 0 && len + added > LOOKUP_FILTER_BYTES {
+            if count > 0 && len + added > budget {
                 break;
             }
             len += added;
@@ -173,22 +219,27 @@ impl DynamicsCrm {
         (count, parts.join(OR))
     }
 
-    /// Every account matching `filter`, oldest first, following `@odata.nextLink`.
-    async fn find_accounts(&self, filter: String, use_duns: bool) -> Result<Vec<Found>, CrmError> {
+    /// The lookup URL for `filter`.
+    fn lookup_url(&self, filter: String, use_duns: bool) -> Result<url::Url, CrmError> {
         let mut select = String::from("accountid,name,address1_postalcode");
         if use_duns {
             select.push(',');
             select.push_str(&self.duns_column);
         }
         select.push_str(",createdon");
-        let mut url = self.url(
+        self.url(
             ACCOUNT_SET,
             &[
                 ("$select", select),
                 ("$filter", filter),
                 ("$orderby", "createdon asc".into()),
             ],
-        )?;
+        )
+    }
+
+    /// Every account matching `filter`, oldest first, following `@odata.nextLink`.
+    async fn find_accounts(&self, filter: String, use_duns: bool) -> Result<Vec<Found>, CrmError> {
+        let mut url = self.lookup_url(filter, use_duns)?;
         let mut rows = Vec::new();
         loop {
             let call = Call::get(url);
@@ -224,24 +275,18 @@ impl DynamicsCrm {
     }
 
     /// Creates the accounts, one result per customer in order: one POST for
-    /// a single account, else `$batch` calls of `batch_size` creates (each in
-    /// its own change set, so one refused account fails only its own).
+    /// a single account, else `$batch` calls of up to 1,000 creates (the most
+    /// one `$batch` carries), each in its own change set, so one refused
+    /// account fails only its own customer's deals.
     async fn create_accounts(&self, customers: &[&CustomerRef]) -> Vec<Result<String, CrmError>> {
         if let [one] = customers {
             return vec![self.create_account(one).await];
         }
-        let path = format!("{}{ACCOUNT_SET}?$select=accountid", self.api_root.path());
+        let path = self.account_create_path();
         let mut results = Vec::with_capacity(customers.len());
-        for chunk in customers.chunks(self.batch_size.max(1)) {
-            let ops: Vec<BatchOperation> = chunk
-                .iter()
-                .map(|c| BatchOperation {
-                    method: Method::POST,
-                    path_and_query: path.clone(),
-                    headers: vec![("Prefer", "return=representation".to_owned())],
-                    body: Some(Value::Object(self.account_body(c)).to_string().into_bytes()),
-                })
-                .collect();
+        for chunk in customers.chunks(MAX_BATCH_OPERATIONS) {
+            let ops: Vec<BatchOperation> =
+                chunk.iter().map(|c| self.account_create_op(c)).collect();
             // A create is not idempotent: an unknown outcome is not resent.
             match self.batch_call(&ops, false).await {
                 Ok(responses) => {
@@ -258,6 +303,20 @@ impl DynamicsCrm {
             }
         }
         results
+    }
+
+    fn account_create_path(&self) -> String {
+        format!("{}{ACCOUNT_SET}?$select=accountid", self.api_root.path())
+    }
+
+    /// The `$batch` operation creating the account of `c`.
+    pub(super) fn account_create_op(&self, c: &CustomerRef) -> BatchOperation {
+        BatchOperation {
+            method: Method::POST,
+            path_and_query: self.account_create_path(),
+            headers: vec![("Prefer", "return=representation".to_owned())],
+            body: Some(Value::Object(self.account_body(c)).to_string().into_bytes()),
+        }
     }
 
     fn account_body(&self, c: &CustomerRef) -> Map<String, Value> {
@@ -319,7 +378,7 @@ fn account_from_response(
 
 /// The id of a created account: from the body (`return=representation`),
 /// else from the `OData-EntityId` header.
-fn created_account_id(body: &[u8], entity_id: Option<&str>) -> Result<String, CrmError> {
+pub(super) fn created_account_id(body: &[u8], entity_id: Option<&str>) -> Result<String, CrmError> {
     let id = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| {

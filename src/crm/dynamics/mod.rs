@@ -4,7 +4,8 @@
 //! tracking with delta links), upserts them by the alternate key on the
 //! referral-id column in `$batch` calls, closes them with the
 //! `WinOpportunity` / `LoseOpportunity` actions, finds or creates the
-//! customer account, and checks the org's metadata against the mapping.
+//! customer account (a new one in its deal's change set), and checks the
+//! org's metadata against the mapping.
 
 // `CrmError` (the trait's error type) is large; boxing it here would only
 // move the allocation around.
@@ -32,7 +33,7 @@ use url::Url;
 pub use auth::DynamicsCredential;
 pub use batch::{
     BatchBody, BatchItem, BatchOperation, BatchParseError, OperationResponse, build_batch,
-    parse_batch_response,
+    build_change_sets, parse_batch_response,
 };
 pub use limiter::ServiceLimits;
 
@@ -41,7 +42,7 @@ use self::client::{Api, Call};
 use crate::config::{AccountMatch, DynamicsSettings};
 use crate::crm::{
     ChangePage, CloseOutcome, CloseRequest, Crm, CrmChange, CrmError, CrmObjectSpec, CrmRecord,
-    MetadataProblem, RecordKey, RecordWrite, WriteOk, WriteResult,
+    CustomerRef, MetadataProblem, RecordKey, RecordWrite, WriteOk, WriteResult,
 };
 use crate::domain::CrmKind;
 use crate::http::{
@@ -51,6 +52,11 @@ use crate::http::{
 
 /// Most operations Dataverse accepts in one `$batch`.
 pub const MAX_BATCH_OPERATIONS: usize = 1000;
+/// Records the engine hands over per write call, at least: about as many
+/// customers as one account lookup's URL carries (some 230 with DUNS, name
+/// and postal code), so that a backfill looks its customers up in full
+/// queries; the opportunities still go in `$batch` calls of `batch_size`.
+pub const WRITES_PER_CALL: usize = 200;
 /// The account column holding the DUNS number, unless told otherwise.
 pub const DEFAULT_DUNS_COLUMN: &str = "new_dunsnumber";
 /// The longest `opportunityclose.subject`.
@@ -488,7 +494,7 @@ impl DynamicsCrm {
         &self,
         entity: &EntityInfo,
         write: &RecordWrite,
-        body: &Map<String, Value>,
+        body: Map<String, Value>,
     ) -> Result<BatchOperation, CrmError> {
         let path = format!(
             "{}{}?$select={}",
@@ -507,7 +513,7 @@ impl DynamicsCrm {
             method: Method::PATCH,
             path_and_query: path,
             headers,
-            body: Some(Value::Object(body.clone()).to_string().into_bytes()),
+            body: Some(Value::Object(body).to_string().into_bytes()),
         })
     }
 
@@ -519,7 +525,19 @@ impl DynamicsCrm {
         ops: &[BatchOperation],
         idempotent: bool,
     ) -> Result<Vec<Option<OperationResponse>>, CrmError> {
-        let built = build_batch(ops);
+        let sets: Vec<&[BatchOperation]> = ops.iter().map(std::slice::from_ref).collect();
+        self.change_sets_call(&sets, idempotent).await
+    }
+
+    /// Sends `sets` as one `$batch`, each an atomic change set; the response
+    /// of each operation, in order across the sets. The operations of a
+    /// failed change set all get its failure.
+    pub(super) async fn change_sets_call(
+        &self,
+        sets: &[&[BatchOperation]],
+        idempotent: bool,
+    ) -> Result<Vec<Option<OperationResponse>>, CrmError> {
+        let built = build_change_sets(sets);
         let url = self.url("$batch", &[])?;
         let call = Call {
             method: Method::POST,
@@ -554,7 +572,16 @@ impl DynamicsCrm {
         let items = parse_batch_response(&content_type, &body)
             .await
             .map_err(|e| protocol(e.to_string()))?;
-        let mut by_index: Vec<Option<OperationResponse>> = vec![None; ops.len()];
+        let total = built.content_ids.len();
+        // The operations of each set: `first[k]..first[k + 1]`.
+        let mut first = Vec::with_capacity(sets.len() + 1);
+        let mut at = 0;
+        for set in sets {
+            first.push(at);
+            at += set.len();
+        }
+        first.push(at);
+        let mut by_index: Vec<Option<OperationResponse>> = vec![None; total];
         for (position, item) in items.into_iter().enumerate() {
             let responses = match item {
                 BatchItem::ChangeSet(r) => r,
@@ -562,47 +589,97 @@ impl DynamicsCrm {
             };
             for r in responses {
                 // Content-ID n is the n-th operation; a failed change set
-                // answers once without one, in the change set's position.
+                // answers once, maybe without one, in the change set's position.
                 let index = r
                     .content_id
                     .as_deref()
                     .and_then(|id| built.content_ids.iter().position(|c| c == id))
-                    .unwrap_or(position);
-                if let Some(slot) = by_index.get_mut(index)
+                    .or_else(|| first.get(position).copied().filter(|i| *i < total));
+                if let Some(slot) = index.and_then(|i| by_index.get_mut(i))
                     && slot.is_none()
                 {
                     *slot = Some(r);
                 }
             }
         }
+        // A change set is all or nothing: its failure is every operation's.
+        for w in first.windows(2) {
+            let ops = &mut by_index[w[0]..w[1]];
+            let failure = ops
+                .iter()
+                .flatten()
+                .find(|r| !(200..300).contains(&r.status))
+                .cloned();
+            if let Some(f) = failure {
+                for slot in ops.iter_mut() {
+                    if slot.as_ref().is_none_or(|r| (200..300).contains(&r.status)) {
+                        *slot = Some(f.clone());
+                    }
+                }
+            }
+        }
         Ok(by_index)
     }
 
-    /// Sends one batch of prepared writes; one result per write, in order.
+    /// Sends one batch of prepared writes, each its own change set: the
+    /// deal's upsert, after the create of its new account if it has one.
+    /// Per write, in order: its result, and the new account's id (or why it
+    /// was not created).
     async fn send_batch(
         &self,
         entity: &EntityInfo,
-        writes: &[(RecordWrite, BatchOperation)],
-    ) -> Vec<Result<WriteOk, CrmError>> {
-        let ops: Vec<BatchOperation> = writes.iter().map(|(_, op)| op.clone()).collect();
-        // Every operation is an upsert: resending the batch is harmless.
-        let by_index = match self.batch_call(&ops, true).await {
+        keys: &[&RecordKey],
+        sets: Vec<Vec<BatchOperation>>,
+    ) -> Vec<(Result<WriteOk, CrmError>, Option<Result<String, CrmError>>)> {
+        let refs: Vec<&[BatchOperation]> = sets.iter().map(Vec::as_slice).collect();
+        // Every deal is an upsert, and an account create travels with its
+        // deal, so a resent batch creates no account twice only if the first
+        // one failed as a whole: creates are not resent.
+        let idempotent = sets.iter().all(|s| s.len() == 1);
+        let by_index = match self.change_sets_call(&refs, idempotent).await {
             Ok(r) => r,
-            Err(e) => return writes.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => {
+                return keys
+                    .iter()
+                    .zip(&sets)
+                    .map(|(_, s)| (Err(e.clone()), (s.len() > 1).then(|| Err(e.clone()))))
+                    .collect();
+            }
         };
-        let mut results = Vec::with_capacity(writes.len());
-        for ((write, _), response) in writes.iter().zip(by_index) {
-            let result = match response {
+        let mut responses = by_index.into_iter();
+        let mut results = Vec::with_capacity(keys.len());
+        for (key, set) in keys.iter().zip(&sets) {
+            let account = if set.len() > 1 {
+                Some(responses.next().flatten())
+            } else {
+                None
+            };
+            let result = match responses.next().flatten() {
                 None => Err(CrmError::Record {
-                    key: write.key.clone(),
+                    key: (*key).clone(),
                     code: "NotProcessed".into(),
                     message: "the $batch answer has no response for this operation".into(),
                     fields: Vec::new(),
                     directive: RetryDirective::Backoff,
                 }),
-                Some(r) => self.operation_outcome(entity, &write.key, r).await,
+                Some(r) => self.operation_outcome(entity, key, r).await,
             };
-            results.push(result);
+            let account = account.map(|a| match a {
+                Some(r) if (200..300).contains(&r.status) => customer::created_account_id(
+                    &r.body,
+                    r.headers
+                        .get("odata-entityid")
+                        .and_then(|v| v.to_str().ok()),
+                ),
+                Some(r) => Err(protocol(format!(
+                    "the account was not created (HTTP {})",
+                    r.status
+                ))),
+                None => Err(protocol(
+                    "the $batch answer has no response for the account create",
+                )),
+            });
+            results.push((result, account));
         }
         results
     }
@@ -872,36 +949,42 @@ impl Crm for DynamicsCrm {
         let entity = self.entity().await?;
         let mut outcomes: Vec<Option<Result<WriteOk, CrmError>>> =
             writes.iter().map(|_| None).collect();
-        let mut prepared: Vec<(usize, RecordWrite, BatchOperation)> = Vec::new();
-        let accounts = if self.account_match == AccountMatch::None {
-            HashMap::new()
+        // The writes to send, with the account and contact they bind, and
+        // the account each creates in its own change set.
+        let mut ready: Vec<(usize, Vec<(&'static str, String)>, Option<CustomerRef>)> = Vec::new();
+        // A contact needs its account's id first: with contact records, every
+        // account is created before the deals.
+        let (accounts, mut deferred) = if self.account_match == AccountMatch::None {
+            (HashMap::new(), HashMap::new())
         } else {
-            self.resolve_accounts(&writes).await
+            self.resolve_accounts(&writes, !self.contact_records).await
         };
         let contacts = self.resolve_contacts(&writes, &accounts).await;
         for (i, write) in writes.iter().enumerate() {
-            let mut body = self.write_body(write);
+            let mut binds = Vec::new();
             if let (Some(customer), true) =
                 (&write.customer, self.account_match != AccountMatch::None)
             {
-                match accounts.get(&crate::crm::accounts::cache_key(customer)) {
+                let key = crate::crm::accounts::cache_key(customer);
+                if let Some(new_account) = deferred.remove(&key) {
+                    ready.push((i, Vec::new(), Some(new_account)));
+                    continue;
+                }
+                match accounts.get(&key) {
                     Some(Ok(account_id)) => {
-                        body.insert(
-                            "customerid_account@odata.bind".into(),
-                            Value::String(format!("/{}({account_id})", customer::ACCOUNT_SET)),
-                        );
+                        binds.push((
+                            "customerid_account@odata.bind",
+                            format!("/{}({account_id})", customer::ACCOUNT_SET),
+                        ));
                         let email = customer.contact.as_ref().and_then(|c| c.match_email());
                         match email
                             .and_then(|e| contacts.get(&contacts::contact_key(account_id, &e)))
                         {
                             Some(Ok(contact_id)) => {
-                                body.insert(
-                                    "parentcontactid@odata.bind".into(),
-                                    Value::String(format!(
-                                        "/{}({contact_id})",
-                                        contacts::CONTACT_SET
-                                    )),
-                                );
+                                binds.push((
+                                    "parentcontactid@odata.bind",
+                                    format!("/{}({contact_id})", contacts::CONTACT_SET),
+                                ));
                             }
                             Some(Err(e)) => {
                                 outcomes[i] = Some(Err(e.clone()));
@@ -917,19 +1000,52 @@ impl Crm for DynamicsCrm {
                     None => {}
                 }
             }
-            match self.operation(entity, write, &body) {
-                Ok(op) => prepared.push((i, write.clone(), op)),
-                Err(e) => outcomes[i] = Some(Err(e)),
-            }
+            ready.push((i, binds, None));
         }
-        for chunk in prepared.chunks(self.batch_size) {
-            let pairs: Vec<(RecordWrite, BatchOperation)> = chunk
-                .iter()
-                .map(|(_, w, op)| (w.clone(), op.clone()))
-                .collect();
-            let results = self.send_batch(entity, &pairs).await;
-            for ((i, _, _), result) in chunk.iter().zip(results) {
-                outcomes[*i] = Some(result);
+        // Operations are built one `$batch` at a time: a call may carry more
+        // writes than one batch. A write whose customer's account is new
+        // creates it in the write's own change set (the deal binds `$n`, the
+        // create's Content-ID), so a refused account fails only its deal.
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let mut sent: Vec<(usize, Option<CustomerRef>)> = Vec::with_capacity(self.batch_size);
+            let mut sets: Vec<Vec<BatchOperation>> = Vec::with_capacity(self.batch_size);
+            let mut ops_so_far = 0;
+            for (i, binds, new_account) in ready.by_ref().take(self.batch_size) {
+                let mut body = self.write_body(&writes[i]);
+                for (field, target) in binds {
+                    body.insert(field.into(), Value::String(target));
+                }
+                let mut set = Vec::with_capacity(2);
+                if let Some(c) = &new_account {
+                    set.push(self.account_create_op(c));
+                    // Content-IDs number the batch's operations from 1.
+                    body.insert(
+                        "customerid_account@odata.bind".into(),
+                        Value::String(format!("${}", ops_so_far + 1)),
+                    );
+                }
+                match self.operation(entity, &writes[i], body) {
+                    Ok(op) => {
+                        set.push(op);
+                        ops_so_far += set.len();
+                        sent.push((i, new_account));
+                        sets.push(set);
+                    }
+                    Err(e) => outcomes[i] = Some(Err(e)),
+                }
+            }
+            if sets.is_empty() {
+                continue;
+            }
+            let keys: Vec<&RecordKey> = sent.iter().map(|(i, _)| &writes[*i].key).collect();
+            let results = self.send_batch(entity, &keys, sets).await;
+            for ((i, new_account), (result, account)) in sent.into_iter().zip(results) {
+                if let (Some(c), Some(Ok(id))) = (&new_account, account) {
+                    self.accounts
+                        .insert(crate::crm::accounts::cache_key(c), id.clone());
+                }
+                outcomes[i] = Some(result);
             }
         }
         Ok(writes

@@ -462,6 +462,9 @@ fn run(
     ids: &HashMap<String, String>,
     undo: Option<&mut Undo>,
 ) -> DvResponse {
+    if let Some(r) = super::http::url_too_long(req.url.len(), super::http::MAX_BATCH_URL_CHARS) {
+        return r;
+    }
     let (rel, query) = match relative(&req.url, version, ids) {
         Ok(x) => x,
         Err(m) => return DvResponse::err(StatusCode::BAD_REQUEST, "0x80060888", m),

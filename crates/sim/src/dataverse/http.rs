@@ -47,6 +47,23 @@ impl DvResponse {
     }
 }
 
+/// The longest URL the Web API accepts (32 KB); inside a `$batch` body an
+/// operation's URL may be twice as long (Microsoft, "Compose HTTP requests
+/// and handle errors": Maximum URL length).
+pub(crate) const MAX_URL_CHARS: usize = 32_768;
+pub(crate) const MAX_BATCH_URL_CHARS: usize = 65_536;
+
+/// 414 for a URL of `len` characters over `max`.
+pub(crate) fn url_too_long(len: usize, max: usize) -> Option<DvResponse> {
+    (len > max).then(|| {
+        DvResponse::err(
+            StatusCode::URI_TOO_LONG,
+            "0x80060888",
+            format!("The URL is {len} characters long; the maximum is {max}."),
+        )
+    })
+}
+
 /// A Dataverse error as an HTTP response.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     to_http(DvResponse::err(status, code, message))

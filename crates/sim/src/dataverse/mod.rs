@@ -37,6 +37,7 @@ use http::{Ctx, DvResponse, auth, not_found_segment, parse_prefer, to_http};
 pub(crate) async fn dispatch(
     State(state): State<Arc<SimState>>,
     method: Method,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Path((version, rest)): Path<(String, String)>,
     RawQuery(query): RawQuery,
@@ -46,6 +47,12 @@ pub(crate) async fn dispatch(
         return to_http(not_found_segment(&version));
     }
     if let Err(r) = auth(&state, &headers) {
+        return to_http(r);
+    }
+    // The URL as sent: this origin, then the path and query as they travelled.
+    let url_len = state.urls.base.trim_end_matches('/').len()
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if let Some(r) = http::url_too_long(url_len, http::MAX_URL_CHARS) {
         return to_http(r);
     }
     let service_root = format!("{}/api/data/{version}", state.urls.dynamics);
