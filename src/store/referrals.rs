@@ -155,15 +155,47 @@ impl Repo<'_> {
         all(&mut stmt, [ts(now)])
     }
 
-    /// Received referrals still waiting for an answer, soonest deadline
-    /// first: `(id, name, deadline)`, without the raw JSON.
-    pub fn open_deadlines(&self) -> Result<Vec<OpenDeadline>, StoreError> {
+    /// How many received referrals still wait for an answer, by deadline:
+    /// before `first`, from `first` to before `second`, from `second` on.
+    /// Counted in the index, so a cycle's cost does not grow with the
+    /// referrals tracked.
+    pub fn open_deadline_counts(
+        &self,
+        first: DateTime<Utc>,
+        second: DateTime<Utc>,
+    ) -> Result<[u64; 3], StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT coalesce(sum(deadline < ?1), 0),
+                    coalesce(sum(deadline >= ?1 AND deadline < ?2), 0),
+                    coalesce(sum(deadline >= ?2), 0)
+             FROM referrals INDEXED BY referrals_open_deadline
+             WHERE stage = 'received' AND locally_expired = 0 AND deadline IS NOT NULL",
+        )?;
+        let counts = stmt.query_row(params![ts(first), ts(second)], |r| {
+            Ok([
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ])
+        })?;
+        Ok(counts.map(|n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    /// Received referrals still waiting for an answer whose deadline is
+    /// after `after` and before `before`, soonest first: `(id, name,
+    /// deadline)`, without the raw JSON.
+    pub fn open_deadlines_between(
+        &self,
+        after: DateTime<Utc>,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<OpenDeadline>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, name, deadline FROM referrals INDEXED BY referrals_open_deadline
              WHERE stage = 'received' AND locally_expired = 0 AND deadline IS NOT NULL
+               AND deadline > ?1 AND deadline < ?2
              ORDER BY deadline",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map(params![ts(after), ts(before)], |r| {
             Ok((
                 r.get::<_, String>("id")?,
                 r.get::<_, Option<String>>("name")?,

@@ -624,3 +624,59 @@ fn kv_with_prefix_returns_exactly_the_keys_under_it_through_the_index() {
         .unwrap();
     assert!(plan.contains("USING INDEX"), "{plan}");
 }
+
+#[test]
+fn open_deadlines_are_counted_by_time_left_and_listed_inside_a_window() {
+    let (_dir, store) = open();
+    // Deadlines 1 h ago, in 1 h, in 3 days, in exactly 7 days, in 10 days;
+    // one answered, one expired here: neither counts.
+    store
+        .write(|repo| {
+            for (id, hours) in [
+                ("past", -1),
+                ("h1", 1),
+                ("d3", 72),
+                ("d7", 168),
+                ("d10", 240),
+            ] {
+                let mut s = ReferralSnapshot::from_referral(
+                    &referral(id, "Incoming", "New", "Pending"),
+                    14,
+                    now(),
+                );
+                s.deadline = Some(now() + Duration::hours(hours));
+                repo.upsert_referral(&s)?;
+            }
+            let mut accepted = ReferralSnapshot::from_referral(
+                &referral("acc", "Incoming", "Active", "Accepted"),
+                14,
+                now(),
+            );
+            accepted.deadline = Some(now() + Duration::hours(1));
+            repo.upsert_referral(&accepted)?;
+            let mut expired = ReferralSnapshot::from_referral(
+                &referral("exp", "Incoming", "New", "Pending"),
+                14,
+                now(),
+            );
+            expired.deadline = Some(now() + Duration::hours(1));
+            repo.upsert_referral(&expired)?;
+            repo.mark_locally_expired("exp")
+        })
+        .unwrap();
+    let counts = store
+        .read(|r| r.open_deadline_counts(now() + Duration::hours(48), now() + Duration::days(7)))
+        .unwrap();
+    assert_eq!(
+        counts,
+        [2, 1, 2],
+        "under 48 h (past included), under 7 days, 7 days on"
+    );
+    let soon: Vec<String> = store
+        .read(|r| r.open_deadlines_between(now(), now() + Duration::hours(48)))
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(soon, ["h1"]);
+}

@@ -355,21 +355,23 @@ impl Engine {
     /// Gauges of the two windows, and the one warning per received referral
     /// 48 hours before its deadline.
     pub(crate) async fn report_windows(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
-        let (open, engagements) = self
-            .read_db(|r| Ok((r.open_deadlines()?, r.kv_with_prefix(ENGAGEMENT_STATE)?)))
+        let now = cycle.now;
+        // The bounds of TimeLeft's buckets.
+        let (under_48h, under_7d) = (now + TimeLeft::WARN_BEFORE, now + chrono::Duration::days(7));
+        let (counts, warn, engagements) = self
+            .read_db(move |r| {
+                Ok((
+                    r.open_deadline_counts(under_48h, under_7d)?,
+                    r.open_deadlines_between(now, under_48h)?,
+                    r.kv_with_prefix(ENGAGEMENT_STATE)?,
+                ))
+            })
             .await?;
-        let mut buckets = std::collections::BTreeMap::new();
-        for b in TimeLeft::ALL {
-            buckets.insert(b.label(), 0u64);
-        }
-        let mut warn = Vec::new();
-        for (id, name, deadline) in open {
-            let bucket = TimeLeft::of(deadline, cycle.now);
-            *buckets.entry(bucket.label()).or_default() += 1;
-            if bucket == TimeLeft::Under48Hours && deadline > cycle.now {
-                warn.push((id, name, deadline));
-            }
-        }
+        let buckets: std::collections::BTreeMap<&'static str, u64> = TimeLeft::ALL
+            .iter()
+            .zip(counts)
+            .map(|(b, n)| (b.label(), n))
+            .collect();
         crate::metrics::record_answer_windows(&buckets);
 
         let mut states = std::collections::BTreeMap::new();
