@@ -1187,11 +1187,11 @@ fn comparison(sizes: &[SizeReport], latency: &LatencyReport) -> Vec<ComparisonRo
     let mut rows = Vec::new();
     // The largest size, with both CRMs when that ran.
     let largest = sizes.iter().map(|s| s.referrals).max();
-    let at_largest = sizes.iter().filter(|s| Some(s.referrals) == largest);
+    let mut at_largest = sizes.iter().filter(|s| Some(s.referrals) == largest);
     if let Some(s) = at_largest
         .clone()
         .find(|s| s.crms == Crms::Both)
-        .or(at_largest.last())
+        .or_else(|| at_largest.next_back())
     {
         let n = s.referrals.max(1) as f64;
         let b = &s.backfill;
