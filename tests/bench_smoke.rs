@@ -27,9 +27,8 @@ async fn the_smoke_benchmark_meets_the_count_targets() {
     }
     assert!(size.backfill.peak_rss_mib > 0.0);
     // Every phase of the engine ran in its own process, and each stays
-    // within the memory budget. An
-    // unoptimised build (`cargo test`'s) maps twice the code and runs an
-    // unoptimised allocator: 12.6 MiB at startup against 6 MiB, 41 to 48 MiB
+    // within the memory budget. An unoptimised build (`cargo test`'s) maps
+    // twice the code and runs an unoptimised allocator: 12.6 MiB at startup against 6 MiB, 41 to 48 MiB
     // at this size across this round's builds (48.1 once: a 16 MiB margin
     // made the check flaky); it gets 24 MiB more. The release figures per
     // size are BENCHMARKS.md's.
