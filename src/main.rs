@@ -118,10 +118,26 @@ enum Command {
         /// (peak memory then includes the simulator).
         #[arg(long)]
         in_process: bool,
-        /// Run each backfill with this binary (or wrapper script) instead of
-        /// this one, e.g. to profile the engine.
+        /// Run each engine phase with this binary (or wrapper script, which
+        /// gets the arguments to pass on) instead of this one, e.g. to profile the engine.
         #[arg(long, conflicts_with = "in_process")]
         engine: Option<PathBuf>,
+        /// CRM sets to run each size with, each on a fresh simulator:
+        /// salesforce, dynamics (the default: both of these, separately), both.
+        #[arg(long, value_delimiter = ',', value_parser = parse_crms)]
+        crms: Option<Vec<cosell_sync::bench::Crms>>,
+    },
+    #[cfg(feature = "sim")]
+    #[command(hide = true)]
+    /// One engine cycle for `bench`, in its own process: what `sync --once`
+    /// runs, on the simulator's clock. Prints the cycle's summary as JSON.
+    BenchCycle {
+        /// How far the simulator's clock is ahead of this machine's, in ms.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        clock_offset_ms: i64,
+        /// A full reconcile.
+        #[arg(long)]
+        full: bool,
     },
     #[cfg(feature = "sim")]
     #[command(
@@ -274,6 +290,12 @@ enum FailuresCommand {
     },
 }
 
+#[cfg(feature = "sim")]
+fn parse_crms(s: &str) -> Result<cosell_sync::bench::Crms, String> {
+    cosell_sync::bench::Crms::parse(s)
+        .ok_or_else(|| format!("{s:?}: expected salesforce, dynamics or both"))
+}
+
 fn parse_stage(s: &str) -> Result<Stage, String> {
     Stage::parse(s).ok_or_else(|| {
         format!(
@@ -379,13 +401,26 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
             smoke,
             in_process,
             engine,
+            crms,
         } => {
-            commands::bench(sizes, &out, smoke, in_process, engine, |text| {
+            let run = commands::BenchRun {
+                sizes,
+                crms,
+                smoke,
+                in_process,
+                engine,
+            };
+            commands::bench(run, &out, |text| {
                 println!("{text}");
                 let _ = std::io::stdout().flush();
             })
             .await
         }
+        #[cfg(feature = "sim")]
+        Command::BenchCycle {
+            clock_offset_ms,
+            full,
+        } => commands::bench_cycle(&settings, full, clock_offset_ms).await,
         #[cfg(feature = "sim")]
         Command::Demo => {
             cosell_sync::demo::run(|text| {

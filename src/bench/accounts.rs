@@ -22,11 +22,11 @@
 use serde::Serialize;
 use serde_json::json;
 
+use super::phases::Phase;
 use super::{
-    BenchError, BenchOptions, Calls, MinimumCheck, Rig, TargetCheck, backfill_in_child,
-    backfill_in_process, ceil_div, io, measure, round3,
+    BenchError, BenchOptions, Calls, Crms, MinimumCheck, Rig, TargetCheck, backfill_in_process,
+    ceil_div, io, measure, phases, round3,
 };
-use crate::config::{self, Sources};
 use crate::sim::{Api, PatchOp};
 
 /// The Web API's longest URL (Microsoft: "Compose HTTP requests", 32 KB).
@@ -111,15 +111,8 @@ async fn run(
     launcher: Option<measure::Launcher>,
     say: &mut impl FnMut(&str),
 ) -> Result<AccountUpkeepReport, BenchError> {
-    let mut rig = Rig::new(opts.seed).await?;
     // Dynamics alone: the figures are Dataverse's and Partner Center's.
-    rig.env
-        .insert("COSELL_SYNC__SALESFORCE__ENABLED".into(), "false".into());
-    rig.settings = config::load(&Sources {
-        file: Some(rig.config_file.clone()),
-        env: rig.env.clone(),
-        credentials_dir: None,
-    })?;
+    let rig = Rig::new(opts.seed, Crms::Dynamics).await?;
     let st = rig.handle().state().clone();
     say(&format!(
         "dynamics account upkeep {n}: seeding referrals of new customers"
@@ -151,7 +144,16 @@ async fn run(
     say(&format!("dynamics account upkeep {n}: backfill"));
     st.reset_counters();
     let (wall, cpu, peak_kib, scope, _) = match (&opts.engine_binary, launcher) {
-        (Some(bin), Some(launcher)) => backfill_in_child(&rig, bin, launcher).await?,
+        (Some(bin), Some(launcher)) => {
+            let run = phases::run_child(&rig, bin, launcher, Phase::Backfill).await?;
+            (
+                run.wall,
+                run.cpu,
+                run.max_rss_kib,
+                "the engine process alone (its own process, ru_maxrss)".to_owned(),
+                run.created(),
+            )
+        }
         _ => backfill_in_process(&rig).await?,
     };
     let calls = Calls::of(&st.counters());

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{BenchReport, Calls};
+use super::{BenchReport, Calls, SizeReport};
 
 fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
     let _ = writeln!(out, "| {} |", head.join(" | "));
@@ -38,6 +38,18 @@ fn ops_cell(c: &Calls) -> String {
         .join("; ")
 }
 
+fn listings_cell(l: &std::collections::BTreeMap<String, u64>) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The first two cells of a row about one size: its N and its CRMs.
+fn key(z: &SizeReport) -> Vec<String> {
+    vec![z.referrals.to_string(), z.crms.label().to_owned()]
+}
+
 /// Every figure of the report, counts and ratios first, times second.
 pub fn render_table(r: &BenchReport) -> String {
     let mut o = String::new();
@@ -68,6 +80,7 @@ pub fn render_table(r: &BenchReport) -> String {
         for m in &z.backfill.minimum {
             rows.push(vec![
                 z.referrals.to_string(),
+                z.crms.label().to_owned(),
                 m.what.clone(),
                 m.minimum.to_string(),
                 m.measured.to_string(),
@@ -77,7 +90,7 @@ pub fn render_table(r: &BenchReport) -> String {
     }
     table(
         &mut o,
-        &["N", "calls", "minimum", "measured", "ratio"],
+        &["N", "CRMs", "calls", "minimum", "measured", "ratio"],
         &rows,
     );
     let rows: Vec<Vec<String>> = r
@@ -85,8 +98,8 @@ pub fn render_table(r: &BenchReport) -> String {
         .iter()
         .map(|z| {
             let b = &z.backfill;
-            vec![
-                z.referrals.to_string(),
+            let mut row = key(z);
+            row.extend([
                 calls_cell(&b.calls),
                 b.overhead_calls.to_string(),
                 b.created
@@ -99,13 +112,15 @@ pub fn render_table(r: &BenchReport) -> String {
                     b.follow_up_cycles,
                     calls_cell(&b.follow_up_calls)
                 ),
-            ]
+            ]);
+            row
         })
         .collect();
     table(
         &mut o,
         &[
             "N",
+            "CRMs",
             "calls (first cycle)",
             "outside the formula",
             "created",
@@ -116,28 +131,38 @@ pub fn render_table(r: &BenchReport) -> String {
     let rows: Vec<Vec<String>> = r
         .sizes
         .iter()
-        .map(|z| vec![z.referrals.to_string(), ops_cell(&z.backfill.calls)])
+        .map(|z| {
+            let mut row = key(z);
+            row.push(ops_cell(&z.backfill.calls));
+            row
+        })
         .collect();
-    table(&mut o, &["N", "calls per operation (first cycle)"], &rows);
+    table(
+        &mut o,
+        &["N", "CRMs", "calls per operation (first cycle)"],
+        &rows,
+    );
     let rows: Vec<Vec<String>> = r
         .sizes
         .iter()
         .map(|z| {
             let b = &z.backfill;
-            vec![
-                z.referrals.to_string(),
+            let mut row = key(z);
+            row.extend([
                 format!("{:.2}", b.wall_secs),
                 format!("{:.0}", b.referrals_per_sec),
                 format!("{:.2}", b.cpu_secs),
                 format!("{:.3}", b.cpu_secs * 1000.0 / z.referrals.max(1) as f64),
                 format!("{:.1}", b.peak_rss_mib),
-            ]
+            ]);
+            row
         })
         .collect();
     table(
         &mut o,
         &[
             "N",
+            "CRMs",
             "wall s",
             "referrals/s",
             "CPU s (user+sys)",
@@ -147,26 +172,43 @@ pub fn render_table(r: &BenchReport) -> String {
         &rows,
     );
 
-    let echo: Vec<Vec<String>> = r
-        .sizes
-        .iter()
-        .filter_map(|z| {
-            let e = z.backfill.echo.as_ref()?;
-            Some(vec![
-                z.referrals.to_string(),
-                calls_cell(&e.calls),
-                format!("{:.2}", e.wall_secs),
-                format!("{:.2}", e.cpu_secs),
-                format!("{:.1}", e.peak_rss_mib),
-            ])
-        })
-        .collect();
-    if !echo.is_empty() {
-        o.push_str("### Echo read: the cycle after the backfill, in its own process\n\n");
+    let mut phases = Vec::new();
+    for z in &r.sizes {
+        for p in &z.phases {
+            let mut row = key(z);
+            row.extend([
+                p.phase.label().to_owned(),
+                calls_cell(&p.calls),
+                listings_cell(&p.listing_calls),
+                p.writes.to_string(),
+                format!("{:.2}", p.wall_secs),
+                format!("{:.2}", p.cpu_secs),
+                p.cpu_ms_per_referral
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.3}")),
+                format!("{:.1}", p.peak_rss_mib),
+                format!("{:.2}", p.simulator_cpu_secs),
+            ]);
+            phases.push(row);
+        }
+    }
+    if !phases.is_empty() {
+        o.push_str("### Phases: each cycle in its own engine process\n\n");
         table(
             &mut o,
-            &["N", "calls", "wall s", "CPU s (user+sys)", "peak RSS MiB"],
-            &echo,
+            &[
+                "N",
+                "CRMs",
+                "phase",
+                "calls",
+                "listing calls",
+                "writes",
+                "wall s",
+                "CPU s (user+sys)",
+                "CPU ms per referral",
+                "peak RSS MiB",
+                "simulator CPU s",
+            ],
+            &phases,
         );
     }
 
@@ -176,25 +218,23 @@ pub fn render_table(r: &BenchReport) -> String {
         .iter()
         .map(|z| {
             let c = &z.steady;
-            vec![
-                c.tracked.to_string(),
+            let mut row = key(z);
+            row.extend([
                 calls_cell(&c.calls),
                 c.calls.writes.to_string(),
-                c.listing_calls
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                listings_cell(&c.listing_calls),
                 format!("{:.1}", c.wall_ms),
                 format!("{:.1}", c.engine_cpu_ms),
                 format!("{:.1}", c.process_cpu_ms),
-            ]
+            ]);
+            row
         })
         .collect();
     table(
         &mut o,
         &[
             "tracked",
+            "CRMs",
             "calls",
             "write calls",
             "listing calls",
@@ -209,10 +249,10 @@ pub fn render_table(r: &BenchReport) -> String {
     let mut rows = Vec::new();
     for z in &r.sizes {
         for (i, c) in z.churn.iter().enumerate() {
-            rows.push(vec![
-                z.referrals.to_string(),
+            let mut row = key(z);
+            row.extend([
                 (i + 1).to_string(),
-                format!("{} x 3", c.cycle.changed_per_side),
+                format!("{} x {}", c.cycle.changed_per_side, z.crms.sides()),
                 calls_cell(&c.cycle.calls),
                 c.cycle.calls.writes.to_string(),
                 format!(
@@ -224,12 +264,14 @@ pub fn render_table(r: &BenchReport) -> String {
                 format!("{:.1}", c.cycle.wall_ms),
                 format!("{:.1}", c.cycle.engine_cpu_ms),
             ]);
+            rows.push(row);
         }
     }
     table(
         &mut o,
         &[
             "tracked",
+            "CRMs",
             "cycle",
             "changed",
             "calls",
@@ -244,12 +286,14 @@ pub fn render_table(r: &BenchReport) -> String {
     let mut rows = Vec::new();
     for z in &r.sizes {
         if let Some(c) = z.churn.first() {
-            rows.push(vec![z.referrals.to_string(), ops_cell(&c.cycle.calls)]);
+            let mut row = key(z);
+            row.push(ops_cell(&c.cycle.calls));
+            rows.push(row);
         }
     }
     table(
         &mut o,
-        &["tracked", "calls per operation (first churn cycle)"],
+        &["tracked", "CRMs", "calls per operation (first churn cycle)"],
         &rows,
     );
 
@@ -260,6 +304,7 @@ pub fn render_table(r: &BenchReport) -> String {
         .map(|s| {
             vec![
                 s.tracked.to_string(),
+                s.crms.label().to_owned(),
                 s.steady_calls.to_string(),
                 format!("{:.1}", s.steady_wall_ms),
                 format!("{:.1}", s.steady_engine_cpu_ms),
@@ -276,6 +321,7 @@ pub fn render_table(r: &BenchReport) -> String {
         &mut o,
         &[
             "tracked",
+            "CRMs",
             "steady calls",
             "steady wall ms",
             "steady CPU ms",

@@ -27,7 +27,7 @@ pub use operate::{
 };
 pub use probe::{health, health_address};
 #[cfg(feature = "sim")]
-pub use simulator::{bench, simulate};
+pub use simulator::{BenchRun, bench, bench_cycle, simulate};
 pub use tenant::{check_tenant, tenant_of};
 
 /// Process exit codes (DESIGN.md "Command line").

@@ -3,26 +3,36 @@
 
 use super::CommandError;
 
+/// What `bench` runs (its command-line options).
+#[derive(Debug, Clone, Default)]
+pub struct BenchRun {
+    pub sizes: Option<Vec<usize>>,
+    pub crms: Option<Vec<crate::bench::Crms>>,
+    pub smoke: bool,
+    pub in_process: bool,
+    pub engine: Option<std::path::PathBuf>,
+}
+
 /// `bench`: the benchmark scenarios against the in-process simulator; the
 /// tables are printed and the JSON result written to `out`.
 pub async fn bench(
-    sizes: Option<Vec<usize>>,
+    run: BenchRun,
     out: &std::path::Path,
-    smoke: bool,
-    in_process: bool,
-    engine: Option<std::path::PathBuf>,
     say: impl FnMut(&str),
 ) -> Result<String, CommandError> {
-    let mut opts = if smoke {
+    let mut opts = if run.smoke {
         crate::bench::BenchOptions::smoke()
     } else {
         crate::bench::BenchOptions::standard()
     };
-    if let Some(sizes) = sizes {
+    if let Some(sizes) = run.sizes {
         opts.sizes = sizes;
     }
-    if !in_process {
-        opts.engine_binary = engine.or_else(|| std::env::current_exe().ok());
+    if let Some(crms) = run.crms {
+        opts.crms = crms;
+    }
+    if !run.in_process {
+        opts.engine_binary = run.engine.or_else(|| std::env::current_exe().ok());
     }
     let report = crate::bench::run(opts, say)
         .await
@@ -34,6 +44,23 @@ pub async fn bench(
         "{}\nresult written to {}\n",
         crate::bench::render_table(&report),
         out.display()
+    ))
+}
+
+/// `bench-cycle` (hidden): one engine cycle in the benchmark's child
+/// process, on the simulator's clock; prints the summary as JSON.
+pub async fn bench_cycle(
+    settings: &crate::config::Settings,
+    full: bool,
+    clock_offset_ms: i64,
+) -> Result<String, CommandError> {
+    let offset = chrono::TimeDelta::milliseconds(clock_offset_ms);
+    let summary = crate::bench::engine_cycle(settings, full, offset)
+        .await
+        .map_err(|e| CommandError::Failed(format!("benchmark cycle: {e}")))?;
+    Ok(format!(
+        "{:#}\n",
+        serde_json::to_value(&summary).unwrap_or(serde_json::Value::Null)
     ))
 }
 

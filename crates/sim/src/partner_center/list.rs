@@ -292,7 +292,13 @@ fn project(v: Value, select: &Option<Vec<String>>) -> Value {
 }
 
 impl PcState {
-    fn list(&self, q: &ListQuery) -> (Vec<Value>, Option<String>, Option<usize>) {
+    /// The index keys a listing reads, in its order: the range of the
+    /// `updatedDateTime` (or `createdDateTime`) index its filter's bounds on
+    /// that field and its `$skiptoken` allow, never the whole store.
+    fn keys<'a>(
+        &'a self,
+        q: &ListQuery,
+    ) -> Box<dyn Iterator<Item = &'a (DateTime<Utc>, String)> + 'a> {
         let field = if q.order_updated {
             "updatedDateTime"
         } else {
@@ -321,14 +327,18 @@ impl PcState {
         }
         if matches!((&lo_k, &hi_k), (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) if a > b)
         {
-            return (Vec::new(), None, q.count.then_some(0));
+            return Box::new(std::iter::empty());
         }
         let range = index.range((lo_k, hi_k));
-        let iter: Box<dyn Iterator<Item = &(DateTime<Utc>, String)>> = if q.desc {
+        if q.desc {
             Box::new(range.rev())
         } else {
             Box::new(range)
-        };
+        }
+    }
+
+    fn list(&self, q: &ListQuery) -> (Vec<Value>, Option<String>, Option<usize>) {
+        let iter = self.keys(q);
         let matches = |id: &String| -> Option<&StoredReferral> {
             let r = self.by_id.get(id)?;
             match &q.filter {
@@ -523,6 +533,119 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["r4", "r0"]
         );
+        assert!(next.is_none());
+    }
+
+    /// Pages through a change listing (`updatedDateTime ge`, ascending, two
+    /// per page) while referrals change under it. The reference says only
+    /// that the next page is at `@odata.nextLink`, which is opaque; it
+    /// promises no snapshot. What a keyset continuation does, and what the
+    /// engine relies on: a referral present throughout is never skipped; one
+    /// changed before the listing reached it is returned once, changed; one
+    /// changed after it was returned is returned again at the end, changed
+    /// (the only repeat); a new one is returned at the end.
+    #[test]
+    fn a_change_listing_loses_nothing_while_referrals_change() {
+        let t0 = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let mut pc = state_with(
+            (0..6)
+                .map(|i| {
+                    referral(
+                        &format!("r{i}"),
+                        "Active",
+                        "Accepted",
+                        t0 + TimeDelta::minutes(i),
+                    )
+                })
+                .collect(),
+        );
+        let ids = |page: &[Value]| -> Vec<(String, String)> {
+            page.iter()
+                .map(|v| (str_of(v, "id").to_owned(), str_of(v, "name").to_owned()))
+                .collect()
+        };
+        let first = format!(
+            "$filter=updatedDateTime ge {}&$orderby=updatedDateTime asc&$top=2",
+            fmt_time(t0)
+        );
+        let (page, mut next, _) = pc.list(&parse_query(Some(&first)).unwrap());
+        let mut seen = ids(&page);
+        let later = t0 + TimeDelta::hours(1);
+        let change = |pc: &mut PcState, id: &str, at: DateTime<Utc>| {
+            let mut v = pc.get(id).unwrap();
+            v["name"] = json!(format!("{id} changed"));
+            v["updatedDateTime"] = json!(fmt_time(at));
+            pc.put(v);
+        };
+        // r3 changes before the listing reaches it, r1 after it was returned.
+        change(&mut pc, "r3", later);
+        change(&mut pc, "r1", later + TimeDelta::seconds(1));
+        let mut pages = 1;
+        while let Some(tok) = next.take() {
+            let (page, n, _) = pc.list(&parse_query(Some(&format!("$skiptoken={tok}"))).unwrap());
+            seen.extend(ids(&page));
+            next = n;
+            pages += 1;
+            if pages == 2 {
+                // A referral created mid-listing comes at the end.
+                let mut r6 = referral("r6", "New", "Pending", later + TimeDelta::seconds(2));
+                r6["name"] = json!("r6 new");
+                pc.put(r6);
+            }
+        }
+        let names: Vec<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "r0",
+                "r1",
+                "r2",
+                "r4",
+                "r5",
+                "r3 changed",
+                "r1 changed",
+                "r6 new"
+            ]
+        );
+        // Every referral's last appearance is its latest version.
+        for (id, _) in &seen {
+            let last = seen.iter().rev().find(|(i, _)| i == id).unwrap();
+            assert_eq!(last.1, str_of(&pc.get(id).unwrap(), "name"), "{id}");
+        }
+    }
+
+    #[test]
+    fn a_listing_reads_only_its_range_of_the_index() {
+        // 20,000 referrals older than the listing's `ge` bound and two newer:
+        // the listing reads the two from the index, not the 20,002 stored,
+        // and its token resumes after the last one returned.
+        let t0 = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let mut pc = state_with(
+            (0..20_000)
+                .map(|i| referral(&format!("old{i}"), "Active", "Accepted", t0))
+                .collect(),
+        );
+        let t1 = t0 + TimeDelta::days(1);
+        for id in ["new1", "new2"] {
+            pc.put(referral(id, "Active", "Accepted", t1));
+        }
+        let raw = format!(
+            "$filter=updatedDateTime ge {}&$orderby=updatedDateTime asc&$top=1",
+            fmt_time(t1)
+        );
+        let q = parse_query(Some(&raw)).unwrap();
+        assert_eq!(pc.keys(&q).count(), 2);
+        let (page, next, _) = pc.list(&q);
+        assert_eq!(str_of(&page[0], "id"), "new1");
+        let tok = decode_token(&next.unwrap()).unwrap();
+        assert_eq!(
+            tok.k,
+            (t1.timestamp_nanos_opt().unwrap(), "new1".to_owned())
+        );
+        let q = parse_query(Some(&format!("$skiptoken={}", encode_token(&tok)))).unwrap();
+        assert_eq!(pc.keys(&q).count(), 1);
+        let (page, next, _) = pc.list(&q);
+        assert_eq!(str_of(&page[0], "id"), "new2");
         assert!(next.is_none());
     }
 
