@@ -328,7 +328,7 @@ fn dynamics_read_and_account_settings_are_typed_and_checked() {
         s.dynamics.account_match,
         AccountMatch::DunsThenNamePostalCode
     );
-    assert_eq!(s.dynamics.page_size, 500);
+    assert_eq!(s.dynamics.page_size, 200);
 
     let (_dir, sources) = with_file(
         "[dynamics]\nchange_tracking = true\naccount_match = \"name_postal_code\"\npage_size = 5000\n",
