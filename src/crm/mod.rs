@@ -73,6 +73,17 @@ impl CrmObjectSpec {
         }
         out
     }
+
+    /// Whether `field` is among [`select_fields`](Self::select_fields),
+    /// without building the list.
+    pub fn selects(&self, field: &str) -> bool {
+        !field.is_empty()
+            && (self.external_id_field == field
+                || self.sync_flag_field.as_deref() == Some(field)
+                || self.error_field.as_deref() == Some(field)
+                || self.fields.iter().any(|f| f == field)
+                || self.stage_values.iter().any(|(f, _)| f == field))
+    }
 }
 
 /// An opportunity as read from the CRM.
@@ -409,7 +420,10 @@ pub trait Crm: Send + Sync {
     /// record will show: its id field filled in, fields the org lacks left
     /// out, values in the CRM's own spelling. The engine keeps this as the
     /// record last seen, so the echo of its own write is known as such.
-    fn as_read_back(&self, _crm_id: &str, _written: &mut CrmFields) {}
+    /// Returns the fields it added (the id field, when it is read).
+    fn as_read_back(&self, _crm_id: &str, _written: &mut CrmFields) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

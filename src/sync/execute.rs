@@ -1143,16 +1143,17 @@ impl Engine {
                 link.referral_id = referral_id.clone();
             }
             let mut merged = merge_fields(&link.crm_fields, fields);
-            let written: Vec<String> = merged.keys().cloned().collect();
-            side.crm.as_read_back(&ok.crm_id, &mut merged);
+            let added = side.crm.as_read_back(&ok.crm_id, &mut merged);
             // A field the write did not carry (a new record's id) that the
             // mapping sends to Partner Center is news there: its echo is
             // decided, not skipped as seen.
-            let news = merged
-                .keys()
-                .any(|k| !written.contains(k) && side.mapping.sends_to_partner_center(k));
+            let news = added
+                .iter()
+                .any(|k| side.mapping.sends_to_partner_center(k));
             if news {
-                merged.retain(|k, _| written.contains(k));
+                for k in &added {
+                    merged.remove(k);
+                }
             }
             link.crm_hash = (!news).then(|| side.mapping.crm_projection_hash(&merged));
             link.crm_fields = Some(Value::Object(merged));

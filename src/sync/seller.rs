@@ -357,7 +357,7 @@ impl Engine {
     pub(crate) async fn report_windows(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
         let now = cycle.now;
         // The bounds of TimeLeft's buckets.
-        let (under_48h, under_7d) = (now + TimeLeft::WARN_BEFORE, now + chrono::Duration::days(7));
+        let (under_48h, under_7d) = (now + TimeLeft::WARN_BEFORE, now + TimeLeft::WEEK);
         let (counts, warn, engagements) = self
             .read_db(move |r| {
                 Ok((

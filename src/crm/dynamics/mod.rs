@@ -1082,12 +1082,16 @@ impl Crm for DynamicsCrm {
         self.check(self.duns_usable.load(Ordering::Relaxed)).await
     }
 
-    fn as_read_back(&self, crm_id: &str, written: &mut Map<String, Value>) {
-        if let Some(entity) = self.entity.get()
-            && self.spec.select_fields().contains(&entity.primary_key)
-        {
-            written.insert(entity.primary_key.clone(), Value::String(crm_id.to_owned()));
-        }
+    fn as_read_back(&self, crm_id: &str, written: &mut Map<String, Value>) -> Vec<String> {
+        let Some(entity) = self.entity.get() else {
+            return Vec::new();
+        };
+        let key = &entity.primary_key;
+        let new = self.spec.selects(key)
+            && written
+                .insert(key.clone(), Value::String(crm_id.to_owned()))
+                .is_none();
+        if new { vec![key.clone()] } else { Vec::new() }
     }
 }
 

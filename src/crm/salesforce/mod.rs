@@ -789,9 +789,14 @@ impl Crm for SalesforceCrm {
         self.metadata_problems().await
     }
 
-    fn as_read_back(&self, crm_id: &str, written: &mut Map<String, Value>) {
-        if self.spec.select_fields().iter().any(|f| f == "Id") {
-            written.insert("Id".into(), Value::String(crm_id.to_owned()));
+    fn as_read_back(&self, crm_id: &str, written: &mut Map<String, Value>) -> Vec<String> {
+        let mut added = Vec::new();
+        if self.spec.selects("Id")
+            && written
+                .insert("Id".into(), Value::String(crm_id.to_owned()))
+                .is_none()
+        {
+            added.push("Id".to_owned());
         }
         // The describe is cached by the write that just succeeded; while
         // another task holds it, the fields are kept as written.
@@ -800,6 +805,7 @@ impl Crm for SalesforceCrm {
         {
             org.as_read_back(written);
         }
+        added
     }
 }
 

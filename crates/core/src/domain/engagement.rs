@@ -101,11 +101,14 @@ impl TimeLeft {
     /// When a warning is logged: this much before the deadline.
     pub const WARN_BEFORE: Duration = Duration::hours(48);
 
+    /// Where `Under7Days` ends.
+    pub const WEEK: Duration = Duration::days(7);
+
     pub fn of(deadline: DateTime<Utc>, now: DateTime<Utc>) -> TimeLeft {
         let left = deadline - now;
         if left < Self::WARN_BEFORE {
             TimeLeft::Under48Hours
-        } else if left < Duration::days(7) {
+        } else if left < Self::WEEK {
             TimeLeft::Under7Days
         } else {
             TimeLeft::AtLeast7Days
