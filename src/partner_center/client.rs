@@ -226,7 +226,7 @@ impl PartnerCenterClient {
             next,
         };
         for value in values {
-            match Referral::from_json(value) {
+            match Referral::from_json_text(value.get()) {
                 Ok(r) => page.referrals.push(r),
                 Err(e) => {
                     tracing::warn!(referral_id = e.id.as_deref().unwrap_or(""), reason = %e.reason, "unreadable referral in page");
@@ -761,27 +761,41 @@ impl PartnerCenterClient {
     }
 }
 
-/// `{"value": [...], "@odata.nextLink": "..."}`.
-fn parse_collection(body: &[u8]) -> Result<(Vec<Value>, Option<String>), PartnerCenterError> {
+/// `{"value": [...], "@odata.nextLink": "..."}`: each item's JSON text (read
+/// into a referral straight from the text, without a JSON tree of the page).
+fn parse_collection(
+    body: &[u8],
+) -> Result<(Vec<&serde_json::value::RawValue>, Option<String>), PartnerCenterError> {
+    use serde_json::value::RawValue;
     let unexpected = |reason: String| PartnerCenterError::UnexpectedResponse {
         what: "the referral list".into(),
         reason,
     };
-    let mut doc: serde_json::Map<String, Value> =
+    let mut doc: std::collections::HashMap<String, &RawValue> =
         serde_json::from_slice(body).map_err(|e| unexpected(format!("not a JSON object: {e}")))?;
     let values = match doc.remove("value") {
-        Some(Value::Array(items)) => items,
-        Some(Value::Null) | None => return Err(unexpected("no `value` array".into())),
-        Some(other) => return Err(unexpected(format!("`value` is not an array but {other}"))),
+        Some(v) if v.get().starts_with('[') => serde_json::from_str::<Vec<&RawValue>>(v.get())
+            .map_err(|e| unexpected(format!("`value` is not an array: {e}")))?,
+        Some(v) if v.get() != "null" => {
+            return Err(unexpected(format!(
+                "`value` is not an array but {}",
+                v.get()
+            )));
+        }
+        _ => return Err(unexpected("no `value` array".into())),
     };
-    let next_link = match doc.remove("@odata.nextLink") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
-        Some(Value::String(_)) | Some(Value::Null) | None => None,
-        Some(other) => {
+    let next_link = match doc
+        .remove("@odata.nextLink")
+        .map(|v| serde_json::from_str::<Value>(v.get()))
+    {
+        Some(Ok(Value::String(s))) if !s.trim().is_empty() => Some(s),
+        Some(Ok(Value::String(_))) | Some(Ok(Value::Null)) | None => None,
+        Some(Ok(other)) => {
             return Err(unexpected(format!(
                 "@odata.nextLink is not a string but {other}"
             )));
         }
+        Some(Err(e)) => return Err(unexpected(format!("@odata.nextLink: {e}"))),
     };
     Ok((values, next_link))
 }

@@ -2,10 +2,61 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::sync::OnceLock;
+
 use serde_json::Value;
 
 use crate::domain::deadline::expiry_deadline;
 use crate::domain::{Referral, Stage};
+
+/// A referral's JSON as stored: its text, made into a tree only when a
+/// decision reads it (a re-read that changed nothing compares texts).
+#[derive(Debug, Clone)]
+pub struct RawJson {
+    text: String,
+    tree: OnceLock<Value>,
+}
+
+impl RawJson {
+    pub fn from_value(value: Value) -> RawJson {
+        let tree = OnceLock::new();
+        let text = value.to_string();
+        let _ = tree.set(value);
+        RawJson { text, tree }
+    }
+
+    /// Stored text, checked to be JSON without building its tree (so that
+    /// reading it later cannot fail).
+    pub fn from_text(text: String) -> Result<RawJson, serde_json::Error> {
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
+        Ok(RawJson {
+            text,
+            tree: OnceLock::new(),
+        })
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn value(&self) -> &Value {
+        // The text was checked to be JSON when this was made.
+        self.tree
+            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or(Value::Null))
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &RawJson) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(s)
+    }
+}
 
 /// What we last saw of a Partner Center referral.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,7 +77,7 @@ pub struct ReferralSnapshot {
     /// Hash of the mapped fields, for echo suppression.
     pub projection_hash: Option<String>,
     /// The referral exactly as last read, unknown fields included.
-    pub raw: Value,
+    pub raw: RawJson,
     pub favorite: bool,
     /// Expired here by the 14-day rule before Partner Center said so.
     pub locally_expired: bool,
@@ -59,7 +110,7 @@ impl ReferralSnapshot {
             updated_at: r.updated_date_time,
             deadline: expiry_deadline(r, stage, expiry_days),
             projection_hash: None,
-            raw: r.to_json(),
+            raw: RawJson::from_value(r.to_json()),
             favorite: r.is_favorite(),
             locally_expired: false,
             first_seen: now,
@@ -69,7 +120,7 @@ impl ReferralSnapshot {
 
     /// The referral this snapshot holds.
     pub fn referral(&self) -> Result<Referral, crate::domain::ReferralParseError> {
-        Referral::from_json(self.raw.clone())
+        Referral::from_json_text(self.raw.text())
     }
 
     /// The tab Partner Center shows it under.

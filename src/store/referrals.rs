@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Row, params};
 
-use super::repo::{FromRow, Repo, all, json, opt_ts_col};
-use super::{ReferralFilter, ReferralSnapshot, StoreError, classify, parse_ts, ts};
+use super::repo::{FromRow, Repo, all, opt_ts_col};
+use super::{RawJson, ReferralFilter, ReferralSnapshot, StoreError, classify, parse_ts, ts};
 use crate::domain::Stage;
 
 impl FromRow for ReferralSnapshot {
@@ -35,7 +35,12 @@ impl FromRow for ReferralSnapshot {
             updated_at: opt_ts_col(row, "updated_at")?,
             deadline: opt_ts_col(row, "deadline")?,
             projection_hash: row.get("projection_hash")?,
-            raw: json(&required("raw_json", "referral JSON")?, "referral JSON")?,
+            raw: RawJson::from_text(required("raw_json", "referral JSON")?).map_err(|e| {
+                StoreError::Corrupt {
+                    what: "referral JSON",
+                    detail: e.to_string(),
+                }
+            })?,
             favorite: row.get::<_, i64>("favorite")? == 1,
             locally_expired: row.get::<_, i64>("locally_expired")? == 1,
             first_seen: parse_ts(&required("first_seen", "first_seen")?)?,
@@ -84,7 +89,7 @@ impl Repo<'_> {
                     s.updated_at.map(ts),
                     s.deadline.map(ts),
                     s.projection_hash,
-                    s.raw.to_string(),
+                    s.raw.text(),
                     s.favorite,
                     s.locally_expired,
                     ts(s.first_seen),

@@ -143,7 +143,7 @@ fn snapshots_round_trip_and_keep_first_seen_and_flags() {
         back.locally_expired,
         "a local expiry is never undone by a re-read"
     );
-    assert_eq!(back.raw["futureField"], json!({"kept": true}));
+    assert_eq!(back.raw.value()["futureField"], json!({"kept": true}));
     assert_eq!(back.referral().unwrap(), r);
 }
 

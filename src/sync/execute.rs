@@ -1272,6 +1272,7 @@ impl Engine {
             };
             let engagement = snap
                 .raw
+                .value()
                 .get("engagementId")
                 .and_then(Value::as_str)
                 .unwrap_or_default()

@@ -185,7 +185,7 @@ impl Plan {
 /// The referral JSON as the CRM should see it: a referral expired here is
 /// shown as Closed/Expired even while Partner Center still says New.
 pub(crate) fn effective_json(snapshot: &ReferralSnapshot) -> (Value, Option<Stage>) {
-    let mut json = snapshot.raw.clone();
+    let mut json = snapshot.raw.value().clone();
     if snapshot.locally_expired
         && snapshot.stage != Some(Stage::Accepted)
         && !snapshot.stage.is_some_and(Stage::is_archived)
@@ -362,16 +362,15 @@ fn same_value(a: Option<&Value>, b: Option<&Value>) -> bool {
     (empty(a) && empty(b)) || a == b
 }
 
-/// Keeps only patch operations a CRM edit asked for: fields whose CRM value
-/// changed since the record was last seen (`previous`), so a value Partner
-/// Center changed meanwhile is not overwritten by the CRM's older copy.
-fn only_changed_fields(
+/// The referral paths a CRM edit did not ask for: those of fields whose CRM
+/// value is unchanged since the record was last seen (`previous`), so a value
+/// Partner Center changed meanwhile is not overwritten by the CRM's older copy.
+fn unchanged_paths(
     mapping: &Mapping,
-    ops: Vec<crate::domain::PatchOp>,
     current: &CrmFields,
     previous: Option<&CrmFields>,
     referral: &Value,
-) -> Vec<crate::domain::PatchOp> {
+) -> Vec<String> {
     let mut stale: Vec<String> = Vec::new();
     if let Some(prev) = previous {
         for rule in mapping
@@ -379,15 +378,12 @@ fn only_changed_fields(
             .iter()
             .filter(|r| r.direction.writes_partner_center())
         {
-            let fields: Vec<&str> = match (&rule.crm, rule.template()) {
-                (Some(f), _) => vec![f.as_str()],
-                (None, Some(t)) => t.fields().collect(),
-                (None, None) => Vec::new(),
+            let unchanged = match (&rule.crm, rule.template()) {
+                (Some(f), _) => same_value(current.get(f), prev.get(f)),
+                (None, Some(t)) => t.fields().all(|f| same_value(current.get(f), prev.get(f))),
+                (None, None) => true,
             };
-            if fields
-                .iter()
-                .all(|f| same_value(current.get(*f), prev.get(*f)))
-            {
+            if unchanged {
                 stale.push(pointer_prefix(&rule.path));
             }
         }
@@ -401,12 +397,21 @@ fn only_changed_fields(
     if has_reference {
         stale.push("/externalReferenceId".into());
     }
+    stale
+}
+
+/// Keeps only patch operations a CRM edit asked for: none under `stale`
+/// (see [`unchanged_paths`]).
+fn only_changed_fields(
+    ops: Vec<crate::domain::PatchOp>,
+    stale: &[String],
+) -> Vec<crate::domain::PatchOp> {
+    let under = |path: &str, p: &str| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     ops.into_iter()
-        .filter(|op| {
-            !stale
-                .iter()
-                .any(|p| !p.is_empty() && (op.path == *p || op.path.starts_with(&format!("{p}/"))))
-        })
+        .filter(|op| !stale.iter().any(|p| !p.is_empty() && under(&op.path, p)))
         .collect()
 }
 
@@ -436,15 +441,10 @@ pub(crate) fn decide_from_crm(
     } else {
         Vec::new()
     };
-    let mut ops = only_changed_fields(mapping, proposal.patch, crm_fields, previous, referral);
+    let stale = unchanged_paths(mapping, crm_fields, previous, referral);
+    let mut ops = only_changed_fields(proposal.patch, &stale);
     ops.extend(upgrade_ops);
-    proposal.withheld = only_changed_fields(
-        mapping,
-        std::mem::take(&mut proposal.withheld),
-        crm_fields,
-        previous,
-        referral,
-    );
+    proposal.withheld = only_changed_fields(std::mem::take(&mut proposal.withheld), &stale);
     let mut d = CrmDecision {
         action: None,
         // An empty CRM field never erases a Partner Center value.
@@ -717,11 +717,12 @@ impl Engine {
                             rows.add_pending(r, PARTNER_CENTER, &crm_record_key(kind, crm_id))?;
                         }
                     }
-                    Ok(rows)
+                    Ok((rows, keys))
                 })
                 .await?;
+            let (rows, keys) = rows;
             let mut plan = Plan::default();
-            for change in &page.changes {
+            for (change, (_, held, _)) in page.changes.iter().zip(&keys) {
                 cycle.summary.crm(side.kind).read += 1;
                 match change {
                     CrmChange::Upserted(record) => {
@@ -730,7 +731,8 @@ impl Engine {
                         }
                         let span = tracing::debug_span!("record", crm = side.kind.as_str(), crm_id = %record.crm_id);
                         let _g = span.enter();
-                        self.plan_crm_record(side, record, &rows, cycle, &mut plan)?;
+                        let crm_hash = held.as_ref().map(|(_, hash)| hash.as_str());
+                        self.plan_crm_record(side, record, crm_hash, &rows, cycle, &mut plan)?;
                     }
                     CrmChange::Deleted { crm_id } => {
                         if let Some(link) = rows.link_by_crm_id(side.kind, crm_id)
@@ -767,10 +769,12 @@ impl Engine {
         Ok(())
     }
 
+    /// `crm_hash`: the record's projection hash, when the page's keys hold it.
     fn plan_crm_record(
         &self,
         side: &CrmSide,
         record: &CrmRecord,
+        crm_hash: Option<&str>,
         rows: &PageRows,
         cycle: &mut Cycle,
         plan: &mut Plan,
@@ -790,7 +794,7 @@ impl Engine {
         };
         // Read back exactly as last seen (our own write, a re-read through the
         // overlap): nothing to do, and no need to load the referral.
-        let crm_hash = m.crm_projection_hash(fields);
+        let crm_hash = crm_hash.map_or_else(|| m.crm_projection_hash(fields), str::to_owned);
         if link.crm_hash.as_deref() == Some(crm_hash.as_str()) {
             cycle.summary.crm(kind).skipped += 1;
             return Ok(());
@@ -1281,7 +1285,6 @@ impl Engine {
     ) -> Result<(), SyncError> {
         let kind = side.kind;
         let m = &side.mapping;
-        let pc_hash = m.pc_projection_hash(json);
         let Some(mut link) = link else {
             // Archived deals are not brought into the CRM (unless asked:
             // `resync --include-archived`), except one expired here that
@@ -1292,16 +1295,11 @@ impl Engine {
                 cycle.summary.crm(kind).skipped += 1;
                 return Ok(());
             }
-            plan.effects.push(new_opportunity(
-                side,
-                &r.id,
-                json,
-                stage,
-                customer_ref(r),
-                Some(pc_hash),
-            ));
+            plan.effects
+                .push(new_opportunity(side, &r.id, json, stage, customer_ref(r)));
             return Ok(());
         };
+        let pc_hash = m.pc_projection_hash(json);
         if link.pc_hash.as_deref() == Some(pc_hash.as_str()) {
             cycle.summary.crm(kind).skipped += 1;
             return Ok(());
@@ -1528,7 +1526,6 @@ impl Engine {
                     &json,
                     Stage::Expired,
                     customer,
-                    None,
                 ));
             }
             for link in links {
@@ -1562,7 +1559,6 @@ fn new_opportunity(
     json: &Value,
     stage: Stage,
     mut customer: Option<CustomerRef>,
-    pc_hash: Option<String>,
 ) -> Effect {
     let m = &side.mapping;
     if m.status.customer_contact != crate::mapping::ContactMode::Record
@@ -1570,16 +1566,17 @@ fn new_opportunity(
     {
         c.contact = None;
     }
+    let (fields, pc_hash) = m.to_crm_with_pc_hash(json, stage);
     Effect::CrmUpsert {
         crm: side.kind,
         write: RecordWrite {
             key: RecordKey::Referral(referral_id.to_owned()),
-            fields: m.to_crm(json, stage),
+            fields,
             if_match: None,
             customer,
         },
         referral_id: Some(referral_id.to_owned()),
-        pc_hash: Some(pc_hash.unwrap_or_else(|| m.pc_projection_hash(json))),
+        pc_hash: Some(pc_hash),
     }
 }
 

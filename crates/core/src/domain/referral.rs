@@ -395,11 +395,30 @@ impl Referral {
 
     /// Reads one referral from raw bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Referral, ReferralParseError> {
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(v) => Referral::from_json(v),
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Referral::from_json_text(text),
             Err(e) => Err(ReferralParseError {
                 id: None,
                 raw: String::from_utf8_lossy(bytes).into_owned(),
+                reason: format!("not JSON: {e}"),
+            }),
+        }
+    }
+
+    /// Reads one referral from its JSON text, typed straight from the text
+    /// (no JSON tree first). A text the typed read refuses is read as
+    /// [`Referral::from_json`] reads a tree, so both accept and refuse the
+    /// same records, for the same reasons (a duplicated key, which the typed
+    /// read refuses, is taken as the tree takes it: the last one wins).
+    pub fn from_json_text(text: &str) -> Result<Referral, ReferralParseError> {
+        if let Ok(r) = serde_json::from_str::<Referral>(text) {
+            return Ok(r);
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) => Referral::from_json(v),
+            Err(e) => Err(ReferralParseError {
+                id: None,
+                raw: text.to_owned(),
                 reason: format!("not JSON: {e}"),
             }),
         }
@@ -506,6 +525,37 @@ mod lenient_number {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_text_and_the_tree_read_the_same_referral_or_refuse_it_alike() {
+        let texts = [
+            r#"{"id":"r1","status":"Active","substatus":"Engaged","brandNew":{"x":1},"customerProfile":{"name":"Contoso","address":{"country":"DE","plusCode":"9F4M"}},"details":{"dealValue":100000,"requirements":{"solutions":[{"id":"S","type":"Name","price":null}]}},"team":[{"firstName":"A","title":"CTO"}]}"#,
+            r#"{"id":"r2","createdDateTime":"2022-02-25T17:54:36.1961744Z","updatedDateTime":"2022-02-25T18:08:51","expirationDateTime":null,"details":{"closingDateTime":"2018-11-14","dealValue":"1500.50"}}"#,
+            r#"{"id":"r3","name":"Caf\u00e9 \"Nord\"","n\u0061me2":"escaped key","eTag":"\"abc\""}"#,
+            r#"{"id":"r4","status":"New","status":"Closed","substatus":"Won"}"#,
+            r#"{"id":"r5","createdDateTime":"yesterday"}"#,
+            r#"{"id":"r6","status":42}"#,
+            r#"["not","an","object"]"#,
+            r#"{"name":"no id"}"#,
+            r#"{"id":"r7","favorite":true,"type":"Independent","direction":"Incoming","target":[{"type":"BusinessProfileLocation","id":"x"}]}"#,
+        ];
+        for text in texts {
+            let tree: Value = serde_json::from_str(text).unwrap();
+            let (from_text, from_tree) =
+                (Referral::from_json_text(text), Referral::from_json(tree));
+            match (&from_text, &from_tree) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+                (Err(a), Err(b)) => {
+                    assert_eq!((&a.id, &a.reason), (&b.id, &b.reason), "{text}");
+                }
+                _ => panic!("{text}: text {from_text:?}, tree {from_tree:?}"),
+            }
+        }
+        // Bytes that are not JSON are refused with the text kept.
+        let bad = Referral::from_slice(b"{\"id\": ").unwrap_err();
+        assert!(bad.reason.starts_with("not JSON"), "{}", bad.reason);
+        assert_eq!(bad.raw, "{\"id\": ");
+    }
 
     #[test]
     fn unknown_fields_survive_a_round_trip_at_every_level() {

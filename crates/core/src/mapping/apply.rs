@@ -14,7 +14,9 @@ use super::path::FieldPath;
 use super::schema;
 use super::stages::StageReading;
 use super::transform::ConvertError;
-use super::value::{is_empty, loosely_same, same, stable_hash, stable_hash_of_pairs};
+use super::value::{
+    is_empty, loosely_same, same, stable_hash, stable_hash_of_map, stable_hash_of_pairs,
+};
 use super::{CrmRecord, EmptyPolicy, FieldDirection, FieldRule, Mapping, Owner};
 
 /// CRM fields to write, and the values that could not be converted (left out).
@@ -647,6 +649,19 @@ impl Mapping {
     /// Stable hash of [`Mapping::pc_projection`]: unmapped fields never change it.
     pub fn pc_projection_hash(&self, referral: &Value) -> String {
         stable_hash(&Value::Object(self.pc_projection(referral)))
+    }
+
+    /// [`Mapping::to_crm`] and [`Mapping::pc_projection_hash`] of one
+    /// referral, mapped once: when the referral's own status gives `stage`,
+    /// its projection is that record.
+    pub fn to_crm_with_pc_hash(&self, referral: &Value, stage: Stage) -> (CrmRecord, String) {
+        let record = self.to_crm(referral, stage);
+        let hash = if stage_of(referral) == Some(stage) {
+            stable_hash_of_map(&record)
+        } else {
+            self.pc_projection_hash(referral)
+        };
+        (record, hash)
     }
 
     /// The values of a CRM record that matter to Partner Center: the fields

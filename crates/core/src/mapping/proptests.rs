@@ -119,6 +119,17 @@ proptest! {
         }
     }
 
+    /// Mapped once for a new deal, the record and its hash are what mapping
+    /// and hashing apart give, whichever stage the write asks for.
+    #[test]
+    fn a_record_and_its_hash_mapped_once_are_those_mapped_apart(r in referral(), s in prop::sample::select(Stage::ALL.to_vec())) {
+        for m in mappings() {
+            let (record, hash) = m.to_crm_with_pc_hash(&r, s);
+            prop_assert_eq!(&record, &m.to_crm(&r, s));
+            prop_assert_eq!(&hash, &m.pc_projection_hash(&r));
+        }
+    }
+
     /// A local midnight in any real offset, written with that offset or in
     /// UTC, is read as its own calendar date; a CRM date comes back unchanged.
     #[test]
