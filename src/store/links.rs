@@ -3,9 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Row, params};
-use serde_json::Value;
 
-use super::repo::{FromRow, Repo, all, opt_json_col, opt_ts_col, ts_col};
+use super::repo::{FromRow, Repo, all, json_text, opt_json_col, opt_ts_col, ts_col};
 use super::{CrmKind, Link, StoreError, classify, ts};
 
 impl FromRow for Link {
@@ -52,7 +51,7 @@ impl Repo<'_> {
                 l.pc_version,
                 ts(l.created_at),
                 ts(l.updated_at),
-                l.crm_fields.as_ref().map(Value::to_string),
+                l.crm_fields.as_ref().map(json_text),
                 l.help_requested_at.map(ts),
             ],
         )
@@ -76,7 +75,7 @@ impl Repo<'_> {
                     l.pc_hash,
                     l.pc_version,
                     ts(l.updated_at),
-                    l.crm_fields.as_ref().map(Value::to_string),
+                    l.crm_fields.as_ref().map(json_text),
                     l.help_requested_at.map(ts),
                 ],
             )

@@ -20,7 +20,7 @@ pub struct RawJson {
 impl RawJson {
     pub fn from_value(value: Value) -> RawJson {
         let tree = OnceLock::new();
-        let text = value.to_string();
+        let text = super::repo::json_text(&value);
         let _ = tree.set(value);
         RawJson { text, tree }
     }
@@ -206,7 +206,8 @@ pub struct OutboxEntry {
     pub operation: String,
     /// The record it is about (referral id or CRM id).
     pub record_key: String,
-    pub payload: Value,
+    /// The effect as JSON text, read into an effect straight from the text.
+    pub payload: RawJson,
     pub attempts: u32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::repo::{FromRow, Repo, all, json, opt_ts_col, ts_col};
-use super::{NewEffect, OutboxEntry, StoreError, ts};
+use super::repo::{FromRow, Repo, all, json_text, opt_ts_col, ts_col};
+use super::{NewEffect, OutboxEntry, RawJson, StoreError, ts};
 
 impl FromRow for OutboxEntry {
     const COLUMNS: &'static str = "id, target, operation, record_key, payload, attempts, next_attempt_at, last_error, created_at, sent_at";
@@ -16,7 +16,12 @@ impl FromRow for OutboxEntry {
             target: row.get("target")?,
             operation: row.get("operation")?,
             record_key: row.get("record_key")?,
-            payload: json(&row.get::<_, String>("payload")?, "outbox payload")?,
+            payload: RawJson::from_text(row.get::<_, String>("payload")?).map_err(|e| {
+                StoreError::Corrupt {
+                    what: "outbox payload",
+                    detail: e.to_string(),
+                }
+            })?,
             attempts: row.get("attempts")?,
             next_attempt_at: ts_col(row, "next_attempt_at")?,
             last_error: row.get("last_error")?,
@@ -31,7 +36,7 @@ impl Repo<'_> {
         self.exec(
             "INSERT INTO outbox (target, operation, record_key, payload, next_attempt_at, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![e.target, e.operation, e.record_key, e.payload.to_string(), ts(now)],
+            params![e.target, e.operation, e.record_key, json_text(&e.payload), ts(now)],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -50,7 +55,7 @@ impl Repo<'_> {
             Some(id) => {
                 self.exec(
                     "UPDATE outbox SET payload = ?2 WHERE id = ?1",
-                    params![id, e.payload.to_string()],
+                    params![id, json_text(&e.payload)],
                 )?;
                 Ok(id)
             }

@@ -100,6 +100,12 @@ pub(super) fn opt_json_col(
         .transpose()
 }
 
+/// A JSON value's text, for a TEXT column (written straight into a buffer,
+/// not through `Display`'s formatter).
+pub(crate) fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
+}
+
 pub(super) fn json(s: &str, what: &'static str) -> Result<Value, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
         what,

@@ -335,7 +335,7 @@ fn the_outbox_hands_out_due_effects_and_counts_attempts() {
         .unwrap();
     let due = store.read(|r| r.due_effects(now(), 10)).unwrap();
     assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a, b]);
-    assert_eq!(due[0].payload, json!({"name": "a"}));
+    assert_eq!(due[0].payload.value(), &json!({"name": "a"}));
 
     let later = now() + Duration::minutes(5);
     let attempts = store
@@ -485,7 +485,7 @@ fn upserting_an_effect_keeps_its_attempts() {
     assert_eq!(again, id);
     let pending = store.read(|r| r.pending_effects()).unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].payload, json!({ "n": 2 }));
+    assert_eq!(pending[0].payload.value(), &json!({ "n": 2 }));
     assert_eq!(
         pending[0].attempts, 1,
         "a replaced effect keeps counting toward quarantine"

@@ -174,7 +174,7 @@ impl Harness {
             .unwrap()
             .into_iter()
             .filter(|e| e.target == target)
-            .map(|e| serde_json::from_value(e.payload).unwrap())
+            .map(|e| serde_json::from_str(e.payload.text()).unwrap())
             .collect()
     }
 

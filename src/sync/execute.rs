@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::effects::{Effect, PARTNER_CENTER, StageAction};
@@ -250,7 +249,7 @@ impl Engine {
             let due: Vec<(OutboxEntry, Result<Effect, serde_json::Error>)> = due
                 .into_iter()
                 .map(|entry| {
-                    let effect = Effect::deserialize(&entry.payload);
+                    let effect = serde_json::from_str::<Effect>(entry.payload.text());
                     (entry, effect)
                 })
                 .collect();
@@ -928,7 +927,7 @@ impl Engine {
                 Vec::new();
             let mut closes = Vec::new();
             for entry in due {
-                match Effect::deserialize(&entry.payload) {
+                match serde_json::from_str::<Effect>(entry.payload.text()) {
                     Ok(Effect::CrmUpsert {
                         write,
                         referral_id,
