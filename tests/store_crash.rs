@@ -61,8 +61,8 @@ fn an_aborted_process_loses_nothing_committed() {
     let effects = store.read(|r| r.pending_effects()).unwrap();
     assert_eq!(effects.len(), COMMITTED);
     assert_eq!(
-        effects[COMMITTED - 1].payload.value(),
-        &json!({ "n": COMMITTED - 1 })
+        *effects[COMMITTED - 1].payload.value(),
+        json!({ "n": COMMITTED - 1 })
     );
     assert_eq!(
         store

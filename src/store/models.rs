@@ -2,47 +2,47 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::sync::OnceLock;
+use std::borrow::Cow;
 
 use serde_json::Value;
 
 use crate::domain::deadline::expiry_deadline;
 use crate::domain::{Referral, Stage};
 
-/// A referral's JSON as stored: its text, made into a tree only when a
-/// decision reads it (a re-read that changed nothing compares texts).
+/// JSON as stored: its text, made into a tree only when something reads it
+/// (a re-read that changed nothing compares texts). A tree it was made from
+/// is kept; a tree read from the text is not (the reader owns it).
 #[derive(Debug, Clone)]
 pub struct RawJson {
     text: String,
-    tree: OnceLock<Value>,
+    tree: Option<Value>,
 }
 
 impl RawJson {
     pub fn from_value(value: Value) -> RawJson {
-        let tree = OnceLock::new();
-        let text = super::repo::json_text(&value);
-        let _ = tree.set(value);
-        RawJson { text, tree }
+        RawJson {
+            text: super::repo::json_text(&value),
+            tree: Some(value),
+        }
     }
 
     /// Stored text, checked to be JSON without building its tree (so that
     /// reading it later cannot fail).
     pub fn from_text(text: String) -> Result<RawJson, serde_json::Error> {
         serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
-        Ok(RawJson {
-            text,
-            tree: OnceLock::new(),
-        })
+        Ok(RawJson { text, tree: None })
     }
 
     pub fn text(&self) -> &str {
         &self.text
     }
 
-    pub fn value(&self) -> &Value {
-        // The text was checked to be JSON when this was made.
-        self.tree
-            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or(Value::Null))
+    pub fn value(&self) -> Cow<'_, Value> {
+        match &self.tree {
+            Some(v) => Cow::Borrowed(v),
+            // The text was checked to be JSON when this was made.
+            None => Cow::Owned(serde_json::from_str(&self.text).unwrap_or(Value::Null)),
+        }
     }
 }
 

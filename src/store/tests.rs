@@ -148,6 +148,38 @@ fn snapshots_round_trip_and_keep_first_seen_and_flags() {
 }
 
 #[test]
+fn a_stored_referral_whose_json_is_damaged_is_named_when_read() {
+    let (_dir, store) = open();
+    let r = referral("r1", "Incoming", "New", "Pending");
+    let snap = ReferralSnapshot::from_referral(&r, 14, now());
+    store.write(|repo| repo.upsert_referral(&snap)).unwrap();
+    let back = store.read(|repo| repo.get_referral("r1")).unwrap().unwrap();
+    assert_eq!(back.raw, snap.raw, "the same text reads back");
+    assert_eq!(*back.raw.value(), r.to_json());
+    store
+        .write(|repo| {
+            repo.conn
+                .execute(
+                    "UPDATE referrals SET raw_json = '{\"id\": \"r1\"' WHERE id = 'r1'",
+                    [],
+                )
+                .map_err(StoreError::from)
+        })
+        .unwrap();
+    let err = store.read(|repo| repo.get_referral("r1")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                what: "referral JSON",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn lists_filter_by_tab_and_stage() {
     let (_dir, store) = open();
     store
@@ -335,7 +367,7 @@ fn the_outbox_hands_out_due_effects_and_counts_attempts() {
         .unwrap();
     let due = store.read(|r| r.due_effects(now(), 10)).unwrap();
     assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a, b]);
-    assert_eq!(due[0].payload.value(), &json!({"name": "a"}));
+    assert_eq!(*due[0].payload.value(), json!({"name": "a"}));
 
     let later = now() + Duration::minutes(5);
     let attempts = store
@@ -485,7 +517,7 @@ fn upserting_an_effect_keeps_its_attempts() {
     assert_eq!(again, id);
     let pending = store.read(|r| r.pending_effects()).unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].payload.value(), &json!({ "n": 2 }));
+    assert_eq!(*pending[0].payload.value(), json!({ "n": 2 }));
     assert_eq!(
         pending[0].attempts, 1,
         "a replaced effect keeps counting toward quarantine"

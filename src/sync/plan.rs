@@ -185,7 +185,7 @@ impl Plan {
 /// The referral JSON as the CRM should see it: a referral expired here is
 /// shown as Closed/Expired even while Partner Center still says New.
 pub(crate) fn effective_json(snapshot: &ReferralSnapshot) -> (Value, Option<Stage>) {
-    let mut json = snapshot.raw.value().clone();
+    let mut json = snapshot.raw.value().into_owned();
     if snapshot.locally_expired
         && snapshot.stage != Some(Stage::Accepted)
         && !snapshot.stage.is_some_and(Stage::is_archived)
