@@ -85,7 +85,6 @@ pub(super) fn launchers(opts: &BenchOptions) -> Result<Vec<measure::Launcher>, B
         Some(_) => opts
             .sizes
             .iter()
-            .filter(|&&n| n <= MAX_SIZE)
             .map(|_| measure::Launcher::spawn().map_err(io("starting /bin/sh")))
             .collect(),
         None => Ok(Vec::new()),
@@ -101,20 +100,10 @@ pub(super) async fn run_all(
     let mut launchers = launchers.into_iter();
     let mut out = Vec::new();
     for &n in &opts.sizes {
-        if n > MAX_SIZE {
-            say(&format!(
-                "dynamics account upkeep {n}: skipped (the simulator matches account look-ups by scanning every account; above {MAX_SIZE} it, not the engine, would be measured)"
-            ));
-            continue;
-        }
         out.push(run(opts, n, launchers.next(), say).await?);
     }
     Ok(out)
 }
-
-/// The largest backfill the scenario runs: the simulator's account filter
-/// reads every account for each look-up, so its cost grows with N squared.
-const MAX_SIZE: usize = 10_000;
 
 async fn run(
     opts: &BenchOptions,
