@@ -1,6 +1,9 @@
 //! Reads: OData `$filter`/`$select`/`$orderby`/`$top`, `odata.maxpagesize`
 //! paging with `@odata.nextLink` cookies, get by key, and change tracking
-//! (delta links).
+//! (delta links). A `$filter` that is an `or` of equality look-ups on
+//! indexed columns (an account look-up) reads only the rows the index names.
+
+use std::collections::BTreeSet;
 
 use axum::http::{StatusCode, header};
 use base64::Engine;
@@ -8,12 +11,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::odata::{self, Expr, Literal, Resolver};
+use crate::odata::{self, CmpOp, Expr, Literal, Resolver};
 
 use super::http::{Ctx, DvResponse, bad, param};
 use super::key::KeySpec;
 use super::schema::{ColType, Column, TableDef};
-use super::store::{DvState, Row, etag_of};
+use super::store::{DvState, Row, Table, etag_of};
 
 pub(super) const MAX_PAGE: usize = 5000;
 
@@ -144,6 +147,40 @@ pub(super) fn check_filter(def: &TableDef, e: &mut Expr) -> Result<(), String> {
                 ))
             }
         }
+    }
+}
+
+/// The rows `f` can match, from the table's text index: `Some` when `f` is
+/// an `or` of terms each of which `and`s (at least) an `eq` of an indexed
+/// column with a string, as an account look-up is; `None` when only a scan
+/// can tell. A superset of the matches, in id order (the order of a scan):
+/// the filter still decides each row.
+pub(super) fn indexed_candidates<'a>(table: &'a Table, f: &Expr) -> Option<BTreeSet<&'a String>> {
+    let mut out = BTreeSet::new();
+    let mut terms = vec![f];
+    while let Some(term) = terms.pop() {
+        match term {
+            Expr::Or(a, b) => terms.extend([&**a, &**b]),
+            _ => out.extend(term_hits(table, term)?),
+        }
+    }
+    Some(out)
+}
+
+/// The smallest set of ids an indexed `eq` among the `and`-ed parts of
+/// `e` allows.
+fn term_hits<'a>(table: &'a Table, e: &Expr) -> Option<&'a BTreeSet<String>> {
+    match e {
+        Expr::And(a, b) => match (term_hits(table, a), term_hits(table, b)) {
+            (Some(x), Some(y)) => Some(if x.len() <= y.len() { x } else { y }),
+            (x, y) => x.or(y),
+        },
+        Expr::Cmp {
+            path,
+            op: CmpOp::Eq,
+            value: Literal::String(v),
+        } if path.len() == 1 => table.text_hits(&path[0], v),
+        _ => None,
     }
 }
 
@@ -386,6 +423,14 @@ impl DvState {
         {
             return bad("0x80060888", m);
         }
+        // Rows an indexed look-up names; otherwise every row is read.
+        let hits = filter.as_ref().and_then(|f| indexed_candidates(table, f));
+        let scan = || -> Box<dyn Iterator<Item = (&String, &Row)> + '_> {
+            match &hits {
+                Some(h) => Box::new(h.iter().filter_map(|id| table.rows.get_key_value(*id))),
+                None => Box::new(table.rows.iter()),
+            }
+        };
         let order = match param(params, "$orderby") {
             Some(o) => match odata::parse_orderby(o) {
                 Ok(items) => {
@@ -457,22 +502,26 @@ impl DvState {
                         lo = std::ops::Bound::Included((*t, String::new()));
                     }
                 }
+                let narrowed: BTreeSet<(DateTime<Utc>, String)>;
+                let by_modified = match &hits {
+                    Some(_) => {
+                        narrowed = scan().map(|(id, r)| (r.modified, id.clone())).collect();
+                        &narrowed
+                    }
+                    None => &table.by_modified,
+                };
                 let iter: Box<dyn Iterator<Item = &(DateTime<Utc>, String)>> = match (desc, after) {
                     (false, Some(a)) => Box::new(
-                        table
-                            .by_modified
+                        by_modified
                             .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
                     ),
-                    (false, None) => {
-                        Box::new(table.by_modified.range((lo, std::ops::Bound::Unbounded)))
-                    }
+                    (false, None) => Box::new(by_modified.range((lo, std::ops::Bound::Unbounded))),
                     (true, Some(a)) => Box::new(
-                        table
-                            .by_modified
+                        by_modified
                             .range((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(a)))
                             .rev(),
                     ),
-                    (true, None) => Box::new(table.by_modified.iter().rev()),
+                    (true, None) => Box::new(by_modified.iter().rev()),
                 };
                 for (_, id) in iter {
                     if let Some((id, r)) = table.rows.get_key_value(id)
@@ -486,12 +535,14 @@ impl DvState {
                 }
             } else {
                 let after = cookie.as_ref().and_then(|c| c.id.clone());
-                let range = match &after {
-                    Some(a) => table.rows.range::<String, _>((
+                let range: Box<dyn Iterator<Item = (&String, &Row)>> = match (&hits, &after) {
+                    (Some(_), Some(a)) => Box::new(scan().filter(move |(id, _)| *id > a)),
+                    (Some(_), None) => scan(),
+                    (None, Some(a)) => Box::new(table.rows.range::<String, _>((
                         std::ops::Bound::Excluded(a),
                         std::ops::Bound::Unbounded,
-                    )),
-                    None => table.rows.range::<String, _>(..),
+                    ))),
+                    (None, None) => Box::new(table.rows.range::<String, _>(..)),
                 };
                 for (id, r) in range {
                     if keep(r) {
@@ -507,8 +558,7 @@ impl DvState {
                 picked.truncate(page_size);
             }
         } else {
-            let mut all: Vec<(&String, &Row)> =
-                table.rows.iter().filter(|(_, r)| keep(r)).collect();
+            let mut all: Vec<(&String, &Row)> = scan().filter(|(_, r)| keep(r)).collect();
             all.sort_by(|a, b| {
                 for o in &order {
                     let va = a.1.values.get(&o.field).unwrap_or(&Value::Null);
@@ -533,7 +583,7 @@ impl DvState {
         let mut body = Map::new();
         body.insert("@odata.context".into(), json!(ctx_url("")));
         if param(params, "$count").is_some_and(|c| c.eq_ignore_ascii_case("true")) {
-            let n = table.rows.values().filter(|r| keep(r)).count().min(5000);
+            let n = scan().filter(|(_, r)| keep(r)).count().min(5000);
             body.insert("@odata.count".into(), json!(n));
         }
         body.insert(
@@ -712,6 +762,296 @@ impl DvState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SimOptions;
+    use crate::dataverse::http::Prefer;
+    use crate::dataverse::store::Undo;
+    use axum::http::{HeaderMap, Method};
+    use std::collections::{BTreeMap, HashMap};
+
+    const ROOT: &str = "http://sim/api/data/v9.2";
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_750_000_000 + minute * 60, 0).unwrap()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        dv: &mut DvState,
+        now: DateTime<Utc>,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Value,
+        page: Option<usize>,
+        undo: Option<&mut Undo>,
+    ) -> DvResponse {
+        let headers = HeaderMap::new();
+        let ctx = Ctx {
+            service_root: ROOT,
+            now,
+            prefer: Prefer {
+                maxpagesize: page,
+                ..Prefer::default()
+            },
+            headers: &headers,
+        };
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let r = dv.execute(&ctx, &method, path, query, &body, undo);
+        assert!(r.is_success(), "{method} {path}?{query}: {:?}", r.body);
+        r
+    }
+
+    /// Every row a query returns, following `@odata.nextLink`, and its
+    /// `@odata.count`.
+    fn read_all(dv: &mut DvState, query: &str, page: Option<usize>) -> (Vec<Value>, Value) {
+        let mut q = query.to_owned();
+        let mut rows = Vec::new();
+        let mut count = Value::Null;
+        for _ in 0..100 {
+            let r = call(
+                dv,
+                at(1000),
+                Method::GET,
+                "accounts",
+                &q,
+                Value::Null,
+                page,
+                None,
+            );
+            let body = r.body.unwrap();
+            if count.is_null() {
+                count = body.get("@odata.count").cloned().unwrap_or(Value::Null);
+            }
+            rows.extend(body["value"].as_array().unwrap().iter().cloned());
+            match body.get("@odata.nextLink").and_then(Value::as_str) {
+                Some(next) => {
+                    q = next
+                        .strip_prefix(&format!("{ROOT}/accounts?"))
+                        .unwrap()
+                        .to_owned()
+                }
+                None => return (rows, count),
+            }
+        }
+        panic!("paging did not end: {query}");
+    }
+
+    fn enc_q(filter: &str, rest: &str) -> String {
+        format!("$filter={}{rest}", enc(filter))
+    }
+
+    fn table(dv: &DvState) -> &Table {
+        dv.table("accounts").unwrap()
+    }
+
+    /// The text index rebuilt from the rows must equal the maintained one.
+    fn assert_index_fresh(dv: &DvState) {
+        let table = dv.table("accounts").unwrap();
+        let mut rebuilt: HashMap<&str, HashMap<String, BTreeSet<String>>> = HashMap::new();
+        for col in &table.def.indexed {
+            let idx = rebuilt.entry(*col).or_default();
+            for (id, row) in &table.rows {
+                if let Some(Value::String(v)) = row.values.get(*col) {
+                    idx.entry(v.to_ascii_lowercase())
+                        .or_default()
+                        .insert(id.clone());
+                }
+            }
+        }
+        assert_eq!(rebuilt, table.by_text);
+    }
+
+    #[test]
+    fn indexed_account_lookups_answer_as_the_scan_does() {
+        let mut dv = DvState::new(&SimOptions::default());
+        let mut minute = 0;
+        let mut put = |dv: &mut DvState, key: &str, body: Value, undo: Option<&mut Undo>| {
+            minute += 1;
+            // Two writes a minute: createdon and modifiedon ties.
+            let path = format!("accounts(accountnumber='{key}')");
+            call(
+                dv,
+                at(minute / 2),
+                Method::PATCH,
+                &path,
+                "",
+                body,
+                None,
+                undo,
+            );
+        };
+        let accounts = [
+            (
+                "A1",
+                json!({"name": "Contoso", "address1_postalcode": "98052", "new_dunsnumber": "111"}),
+            ),
+            (
+                "A2",
+                json!({"name": "CONTOSO", "address1_postalcode": "98052"}),
+            ),
+            (
+                "A3",
+                json!({"name": "contoso", "address1_postalcode": "10115", "new_dunsnumber": "111"}),
+            ),
+            ("A4", json!({"name": "Fabrikam", "new_dunsnumber": "222"})),
+            (
+                "A5",
+                json!({"name": "fabrikam", "address1_postalcode": "98052"}),
+            ),
+            ("A6", json!({"name": "Old Name", "new_dunsnumber": "333"})),
+            ("A7", json!({"name": "Deleted Co", "new_dunsnumber": "444"})),
+            (
+                "A8",
+                json!({"name": "Contoso", "address1_postalcode": "98052", "statecode": 1}),
+            ),
+            ("A9", json!({"name": "Kept Name", "new_dunsnumber": "555"})),
+        ];
+        for (key, body) in accounts {
+            put(&mut dv, key, body, None);
+        }
+        // A plain POST creates too.
+        call(
+            &mut dv,
+            at(3),
+            Method::POST,
+            "accounts",
+            "",
+            json!({"name": "Contoso", "address1_postalcode": "98052", "accountnumber": "P1"}),
+            None,
+            None,
+        );
+        // Updates change the indexed columns; a delete removes a row.
+        put(
+            &mut dv,
+            "A6",
+            json!({"name": "Renamed Ltd", "new_dunsnumber": "666"}),
+            None,
+        );
+        put(&mut dv, "A4", json!({"new_dunsnumber": null}), None);
+        put(&mut dv, "A5", json!({"name": "FABRIKAM"}), None);
+        call(
+            &mut dv,
+            at(9),
+            Method::DELETE,
+            "accounts(accountnumber='A7')",
+            "",
+            Value::Null,
+            None,
+            None,
+        );
+        // A failed change set: its create, rename and delete are undone.
+        let mut undo = Undo::default();
+        put(
+            &mut dv,
+            "U1",
+            json!({"name": "Contoso", "address1_postalcode": "98052"}),
+            Some(&mut undo),
+        );
+        put(
+            &mut dv,
+            "A9",
+            json!({"name": "Renamed In Vain"}),
+            Some(&mut undo),
+        );
+        call(
+            &mut dv,
+            at(9),
+            Method::DELETE,
+            "accounts(accountnumber='A1')",
+            "",
+            Value::Null,
+            None,
+            Some(&mut undo),
+        );
+        dv.rollback(undo);
+        assert_index_fresh(&dv);
+
+        // (filter, the account numbers it matches)
+        let lookups: &[(&str, &[&str])] = &[
+            (
+                "new_dunsnumber eq '111' or (name eq 'contoso' and address1_postalcode eq '98052') \
+                 or (name eq 'Fabrikam' and address1_postalcode eq null)",
+                &["A1", "A2", "A3", "A4", "A8", "P1"],
+            ),
+            ("name eq 'CONTOSO'", &["A1", "A2", "A3", "A8", "P1"]),
+            (
+                "name eq 'fabrikam' and address1_postalcode eq null",
+                &["A4"],
+            ),
+            ("name eq 'Renamed Ltd' or name eq 'Old Name'", &["A6"]),
+            (
+                "new_dunsnumber eq '333' or new_dunsnumber eq '666'",
+                &["A6"],
+            ),
+            ("new_dunsnumber eq '222'", &[]),
+            ("name eq 'Deleted Co' or new_dunsnumber eq '444'", &[]),
+            ("name eq 'Kept Name' or name eq 'Renamed In Vain'", &["A9"]),
+            (
+                "(name eq 'Contoso' and statecode eq 0) or name eq 'kept name'",
+                &["A1", "A2", "A3", "A9", "P1"],
+            ),
+            ("name eq 'nobody'", &[]),
+        ];
+        let mut shapes = vec![
+            ("&$select=accountid,name,address1_postalcode,new_dunsnumber,createdon,accountnumber&$orderby=createdon asc".to_owned(), None),
+            ("&$select=accountnumber&$orderby=createdon asc".to_owned(), Some(2)),
+            ("&$select=name,accountnumber".to_owned(), None),
+            ("&$select=accountnumber".to_owned(), Some(1)),
+            ("&$orderby=modifiedon desc&$count=true".to_owned(), Some(2)),
+            ("&$select=accountnumber&$orderby=modifiedon".to_owned(), Some(1)),
+            ("&$select=accountnumber&$orderby=name desc,createdon&$top=3".to_owned(), None),
+            ("&$select=accountnumber&$top=2".to_owned(), None),
+        ];
+        shapes.push(("&$count=true".to_owned(), None));
+        for (filter, want) in lookups {
+            let parsed = odata::parse_filter(filter).unwrap();
+            assert!(
+                indexed_candidates(table(&dv), &parsed).is_some(),
+                "{filter}"
+            );
+            // The same filter wrapped in `not (not …)`: the general evaluation.
+            let scanned = format!("not (not ({filter}))");
+            let parsed = odata::parse_filter(&scanned).unwrap();
+            assert!(
+                indexed_candidates(table(&dv), &parsed).is_none(),
+                "{scanned}"
+            );
+            let mut matched: BTreeMap<String, ()> = BTreeMap::new();
+            for (rest, page) in &shapes {
+                let (index_rows, index_count) = read_all(&mut dv, &enc_q(filter, rest), *page);
+                let (scan_rows, scan_count) = read_all(&mut dv, &enc_q(&scanned, rest), *page);
+                assert_eq!(index_rows, scan_rows, "{filter} {rest} {page:?}");
+                assert_eq!(index_count, scan_count, "{filter} {rest}");
+                if !rest.contains("$top") {
+                    for r in &index_rows {
+                        matched.insert(r["accountnumber"].as_str().unwrap_or("").to_owned(), ());
+                    }
+                    if let Some(n) = index_count.as_u64() {
+                        assert_eq!(n as usize, want.len(), "{filter}");
+                    }
+                }
+            }
+            let matched: Vec<&str> = matched.keys().map(String::as_str).collect();
+            assert_eq!(&matched, want, "{filter}");
+        }
+        // Not an `or` of indexed equalities: answered by the scan.
+        for filter in [
+            "name eq 'Contoso' or address1_city eq 'Paris'",
+            "contains(name,'onto')",
+            "name ne 'Contoso'",
+            "name eq null",
+        ] {
+            let parsed = odata::parse_filter(filter).unwrap();
+            assert!(
+                indexed_candidates(table(&dv), &parsed).is_none(),
+                "{filter}"
+            );
+        }
+    }
 
     #[test]
     fn cookies_round_trip() {

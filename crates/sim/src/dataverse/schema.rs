@@ -65,6 +65,9 @@ pub(crate) struct TableDef {
     pub(crate) columns: Vec<Column>,
     /// Alternate keys: (key name, column).
     pub(super) keys: Vec<(String, String)>,
+    /// Text columns whose `eq` look-ups are answered from an index (the
+    /// columns an account look-up names: DUNS number, name).
+    pub(super) indexed: Vec<&'static str>,
     pub(super) nav: Vec<NavProp>,
     pub(super) change_tracking: bool,
 }
@@ -268,6 +271,7 @@ pub(crate) fn table_defs(opts: &SimOptions) -> Vec<TableDef> {
             primary_name: "name",
             columns: opp,
             keys: vec![(format!("{key}_key"), key.clone())],
+            indexed: vec![],
             nav: vec![
                 NavProp {
                     name: "parentaccountid",
@@ -309,6 +313,7 @@ pub(crate) fn table_defs(opts: &SimOptions) -> Vec<TableDef> {
             primary_name: "name",
             columns: account,
             keys: vec![("accountnumber_key".into(), "accountnumber".into())],
+            indexed: vec!["name", "new_dunsnumber"],
             nav: vec![NavProp {
                 name: "primarycontactid",
                 column: "_primarycontactid_value",
@@ -324,6 +329,7 @@ pub(crate) fn table_defs(opts: &SimOptions) -> Vec<TableDef> {
             primary_name: "fullname",
             columns: contact,
             keys: vec![],
+            indexed: vec![],
             nav: vec![
                 NavProp {
                     name: "parentcustomerid_account",
@@ -347,6 +353,7 @@ pub(crate) fn table_defs(opts: &SimOptions) -> Vec<TableDef> {
             primary_name: "currencyname",
             columns: currency,
             keys: vec![],
+            indexed: vec![],
             nav: vec![],
             change_tracking: false,
         },

@@ -1,5 +1,6 @@
-//! The rows of every table, with the undo log a change set rolls back, and
-//! a row rendered as the Web API returns it.
+//! The rows of every table and their indexes (alternate keys, modifiedon,
+//! version, the text of look-up columns), with the undo log a change set
+//! rolls back, and a row rendered as the Web API returns it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -23,6 +24,9 @@ pub(crate) struct Table {
     pub(crate) def: TableDef,
     pub(super) rows: BTreeMap<String, Row>,
     pub(super) by_key: HashMap<String, HashMap<String, String>>,
+    /// Per column of `TableDef::indexed`: its text, ASCII-lowercased (a
+    /// string `eq` ignores ASCII case), → the ids of the rows holding it.
+    pub(super) by_text: HashMap<&'static str, HashMap<String, BTreeSet<String>>>,
     pub(super) by_modified: BTreeSet<(DateTime<Utc>, String)>,
     pub(super) by_version: BTreeMap<u64, String>,
     pub(super) deleted: Vec<(u64, String)>,
@@ -35,10 +39,12 @@ impl Table {
             .iter()
             .map(|(_, c)| (c.clone(), HashMap::new()))
             .collect();
+        let by_text = def.indexed.iter().map(|c| (*c, HashMap::new())).collect();
         Table {
             def,
             rows: BTreeMap::new(),
             by_key,
+            by_text,
             by_modified: BTreeSet::new(),
             by_version: BTreeMap::new(),
             deleted: Vec::new(),
@@ -54,6 +60,17 @@ impl Table {
                 idx.remove(&k.to_ascii_lowercase());
             }
         }
+        for (colname, idx) in self.by_text.iter_mut() {
+            if let Some(Value::String(k)) = old.values.get(*colname) {
+                let k = k.to_ascii_lowercase();
+                if let Some(ids) = idx.get_mut(&k) {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        idx.remove(&k);
+                    }
+                }
+            }
+        }
         Some(old)
     }
 
@@ -65,6 +82,13 @@ impl Table {
                 idx.insert(k.to_ascii_lowercase(), id.clone());
             }
         }
+        for (colname, idx) in self.by_text.iter_mut() {
+            if let Some(Value::String(k)) = row.values.get(*colname) {
+                idx.entry(k.to_ascii_lowercase())
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
         self.rows.insert(id, row);
     }
 
@@ -73,6 +97,14 @@ impl Table {
             .get(column)?
             .get(&value.to_ascii_lowercase())
             .cloned()
+    }
+
+    /// The ids of the rows whose `column` holds `value` (ASCII case
+    /// ignored), in id order; `None` when `column` is not indexed.
+    pub(super) fn text_hits(&self, column: &str, value: &str) -> Option<&BTreeSet<String>> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        let idx = self.by_text.get(column)?;
+        Some(idx.get(&value.to_ascii_lowercase()).unwrap_or(&NONE))
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<&Row> {
