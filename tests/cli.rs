@@ -343,7 +343,7 @@ fn failures_retry_puts_the_quarantined_effect_back_and_ignore_silences_it() {
     let store = Store::open(&db).unwrap();
     let pending = store.read(|r| r.pending_effects()).unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(*pending[0].payload.value(), effect);
+    assert_eq!(pending[0].payload.value(), effect);
     assert_eq!(pending[0].record_key, "r-9");
     drop(store);
 

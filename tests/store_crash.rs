@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use chrono::Utc;
-use cosell_sync::store::{NewEffect, Store};
+use cosell_sync::store::{NewEffect, RawJson, Store};
 use serde_json::json;
 
 const CHILD_ENV: &str = "COSELL_SYNC_TEST_CRASH_CHILD_DB";
@@ -24,7 +24,7 @@ fn child_commits_then_aborts() {
                         target: "salesforce".into(),
                         operation: "upsert".into(),
                         record_key: format!("r{i}"),
-                        payload: json!({ "n": i }),
+                        payload: RawJson::of(&json!({ "n": i })),
                     },
                     Utc::now(),
                 )?;
@@ -61,7 +61,7 @@ fn an_aborted_process_loses_nothing_committed() {
     let effects = store.read(|r| r.pending_effects()).unwrap();
     assert_eq!(effects.len(), COMMITTED);
     assert_eq!(
-        *effects[COMMITTED - 1].payload.value(),
+        effects[COMMITTED - 1].payload.value(),
         json!({ "n": COMMITTED - 1 })
     );
     assert_eq!(

@@ -34,7 +34,7 @@ pub fn failures_retry(settings: &Settings, id: i64) -> Result<String, CommandErr
                         target,
                         operation,
                         record_key: f.record.clone(),
-                        payload: v["effect"].clone(),
+                        payload: crate::store::RawJson::of(&v["effect"]),
                     },
                     now,
                 )?;

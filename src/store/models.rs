@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::borrow::Cow;
 
 use serde_json::Value;
 
@@ -10,19 +9,18 @@ use crate::domain::deadline::expiry_deadline;
 use crate::domain::{Referral, Stage};
 
 /// JSON as stored: its text, made into a tree only when something reads it
-/// (a re-read that changed nothing compares texts). A tree it was made from
-/// is kept; a tree read from the text is not (the reader owns it).
+/// (a re-read that changed nothing compares texts; the reader owns the tree).
 #[derive(Debug, Clone)]
 pub struct RawJson {
     text: String,
-    tree: Option<Value>,
 }
 
 impl RawJson {
-    pub fn from_value(value: Value) -> RawJson {
+    /// The JSON text of `value`, serialised straight to text (no tree).
+    pub fn of<T: Serialize>(value: &T) -> RawJson {
         RawJson {
-            text: super::repo::json_text(&value),
-            tree: Some(value),
+            // Plain data with string keys serialises without error.
+            text: serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned()),
         }
     }
 
@@ -30,19 +28,16 @@ impl RawJson {
     /// reading it later cannot fail).
     pub fn from_text(text: String) -> Result<RawJson, serde_json::Error> {
         serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
-        Ok(RawJson { text, tree: None })
+        Ok(RawJson { text })
     }
 
     pub fn text(&self) -> &str {
         &self.text
     }
 
-    pub fn value(&self) -> Cow<'_, Value> {
-        match &self.tree {
-            Some(v) => Cow::Borrowed(v),
-            // The text was checked to be JSON when this was made.
-            None => Cow::Owned(serde_json::from_str(&self.text).unwrap_or(Value::Null)),
-        }
+    /// The JSON as a tree (the text was checked to be JSON when this was made).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
     }
 }
 
@@ -110,7 +105,7 @@ impl ReferralSnapshot {
             updated_at: r.updated_date_time,
             deadline: expiry_deadline(r, stage, expiry_days),
             projection_hash: None,
-            raw: RawJson::from_value(r.to_json()),
+            raw: RawJson::of(r),
             favorite: r.is_favorite(),
             locally_expired: false,
             first_seen: now,
@@ -223,7 +218,8 @@ pub struct NewEffect {
     pub target: String,
     pub operation: String,
     pub record_key: String,
-    pub payload: Value,
+    /// The effect as JSON text (serialised straight from the typed effect).
+    pub payload: RawJson,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

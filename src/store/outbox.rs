@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::repo::{FromRow, Repo, all, json_text, opt_ts_col, ts_col};
+use super::repo::{FromRow, Repo, all, opt_ts_col, ts_col};
 use super::{NewEffect, OutboxEntry, RawJson, StoreError, ts};
 
 impl FromRow for OutboxEntry {
@@ -36,7 +36,7 @@ impl Repo<'_> {
         self.exec(
             "INSERT INTO outbox (target, operation, record_key, payload, next_attempt_at, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![e.target, e.operation, e.record_key, json_text(&e.payload), ts(now)],
+            params![e.target, e.operation, e.record_key, e.payload.text(), ts(now)],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -55,7 +55,7 @@ impl Repo<'_> {
             Some(id) => {
                 self.exec(
                     "UPDATE outbox SET payload = ?2 WHERE id = ?1",
-                    params![id, json_text(&e.payload)],
+                    params![id, e.payload.text()],
                 )?;
                 Ok(id)
             }

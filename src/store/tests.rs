@@ -155,7 +155,7 @@ fn a_stored_referral_whose_json_is_damaged_is_named_when_read() {
     store.write(|repo| repo.upsert_referral(&snap)).unwrap();
     let back = store.read(|repo| repo.get_referral("r1")).unwrap().unwrap();
     assert_eq!(back.raw, snap.raw, "the same text reads back");
-    assert_eq!(*back.raw.value(), r.to_json());
+    assert_eq!(back.raw.value(), r.to_json());
     store
         .write(|repo| {
             repo.conn
@@ -329,7 +329,7 @@ fn a_failed_transaction_leaves_nothing_behind() {
                 target: "salesforce".into(),
                 operation: "upsert".into(),
                 record_key: "r1".into(),
-                payload: json!({"Name": "x"}),
+                payload: RawJson::of(&json!({"Name": "x"})),
             },
             now(),
         )?;
@@ -355,7 +355,7 @@ fn the_outbox_hands_out_due_effects_and_counts_attempts() {
         target: "dynamics".into(),
         operation: "upsert".into(),
         record_key: key.into(),
-        payload: json!({"name": key}),
+        payload: RawJson::of(&json!({"name": key})),
     };
     let (a, b) = store
         .write(|r| {
@@ -367,7 +367,7 @@ fn the_outbox_hands_out_due_effects_and_counts_attempts() {
         .unwrap();
     let due = store.read(|r| r.due_effects(now(), 10)).unwrap();
     assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a, b]);
-    assert_eq!(*due[0].payload.value(), json!({"name": "a"}));
+    assert_eq!(due[0].payload.value(), json!({"name": "a"}));
 
     let later = now() + Duration::minutes(5);
     let attempts = store
@@ -507,7 +507,7 @@ fn upserting_an_effect_keeps_its_attempts() {
         target: "salesforce".into(),
         operation: "upsert".into(),
         record_key: "r1".into(),
-        payload: json!({ "n": n }),
+        payload: RawJson::of(&json!({ "n": n })),
     };
     let id = store.write(|r| r.upsert_effect(&effect(1), now())).unwrap();
     store
@@ -517,7 +517,7 @@ fn upserting_an_effect_keeps_its_attempts() {
     assert_eq!(again, id);
     let pending = store.read(|r| r.pending_effects()).unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(*pending[0].payload.value(), json!({ "n": 2 }));
+    assert_eq!(pending[0].payload.value(), json!({ "n": 2 }));
     assert_eq!(
         pending[0].attempts, 1,
         "a replaced effect keeps counting toward quarantine"

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::crm::{CloseRequest, CrmFields, RecordWrite};
 use crate::domain::{LifecycleAction, PatchOp};
-use crate::store::{CrmKind, NewEffect};
+use crate::store::{CrmKind, NewEffect, RawJson};
 
 /// The outbox target of Partner Center effects.
 pub const PARTNER_CENTER: &str = "partner_center";
@@ -162,7 +162,7 @@ impl Effect {
             target: self.target().to_owned(),
             operation: self.operation().to_owned(),
             record_key: self.record_key(),
-            payload: serde_json::to_value(self).unwrap_or(Value::Null),
+            payload: RawJson::of(self),
         }
     }
 
@@ -279,7 +279,10 @@ mod tests {
             ("partner_center", "update")
         );
         assert_eq!(row.record_key, "r1");
-        let back: Effect = serde_json::from_value(row.payload).unwrap();
+        let back: Effect = serde_json::from_str(row.payload.text()).unwrap();
+        // The text is what the JSON tree of the effect would print.
+        let tree = serde_json::to_value(&e).unwrap();
+        assert_eq!(row.payload.text(), serde_json::to_string(&tree).unwrap());
         assert_eq!(back, e);
 
         let w = Effect::CrmUpsert {

@@ -185,7 +185,11 @@ impl Plan {
 /// The referral JSON as the CRM should see it: a referral expired here is
 /// shown as Closed/Expired even while Partner Center still says New.
 pub(crate) fn effective_json(snapshot: &ReferralSnapshot) -> (Value, Option<Stage>) {
-    let mut json = snapshot.raw.value().into_owned();
+    effective(snapshot.raw.value(), snapshot)
+}
+
+/// [`effective_json`] of `json`, the snapshot's referral as a tree.
+fn effective(mut json: Value, snapshot: &ReferralSnapshot) -> (Value, Option<Stage>) {
     if snapshot.locally_expired
         && snapshot.stage != Some(Stage::Accepted)
         && !snapshot.stage.is_some_and(Stage::is_archived)
@@ -297,7 +301,7 @@ fn quarantined(r: &Repo<'_>, effect: &Effect) -> Result<bool, StoreError> {
         .as_deref()
         .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
         .and_then(|v| v.get("effect").cloned());
-    Ok(held.as_ref() == Some(&effect.to_new().payload))
+    Ok(held.is_some() && held == serde_json::to_value(effect).ok())
 }
 
 /// What a CRM record asks of Partner Center, decided against the referral.
@@ -1231,7 +1235,8 @@ impl Engine {
             plan.expire.push(r.id.clone());
             plan.event(&r.id, PARTNER_CENTER, "expired", reason.clone());
         }
-        let (mut json, stage) = effective_json(&snap);
+        // The referral made a tree once (the snapshot keeps only its text).
+        let (mut json, stage) = effective(r.to_json(), &snap);
         if let Some(reason) = reason {
             json["statusReason"] = Value::String(reason);
         }
