@@ -136,6 +136,20 @@ impl Repo<'_> {
         Ok(())
     }
 
+    /// Removes the queued effects of one operation on a record (a later
+    /// decision overruled them); returns how many there were.
+    pub fn withdraw_effect(
+        &self,
+        target: &str,
+        operation: &str,
+        record_key: &str,
+    ) -> Result<usize, StoreError> {
+        Ok(self.exec(
+            "DELETE FROM outbox WHERE target = ?1 AND operation = ?2 AND record_key = ?3",
+            params![target, operation, record_key],
+        )?)
+    }
+
     /// Removes an effect that is done.
     pub fn complete_effect(&self, id: i64) -> Result<(), StoreError> {
         self.exec("DELETE FROM outbox WHERE id = ?1", [id])?;

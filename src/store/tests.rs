@@ -712,3 +712,46 @@ fn open_deadlines_are_counted_by_time_left_and_listed_inside_a_window() {
         .collect();
     assert_eq!(soon, ["h1"]);
 }
+
+#[test]
+fn a_cycles_crm_changes_are_private_to_the_connection_and_cleared() {
+    let (dir, store) = open();
+    let other = Store::open(&dir.path().join("state").join("cosell-sync.db")).unwrap();
+    // Noted outside any transaction, as a dry run does (no write lock).
+    store
+        .read(|r| {
+            r.note_cycle_crm_change(CrmKind::Salesforce, "r1", Some(now()))?;
+            r.note_cycle_crm_change(CrmKind::Dynamics, "r1", None)
+        })
+        .unwrap();
+    // Inside a write that rolls back, nothing stays.
+    let failed: Result<(), StoreError> = store.write(|r| {
+        r.note_cycle_crm_change(CrmKind::Salesforce, "r2", None)?;
+        Err(StoreError::NotFound {
+            what: "test",
+            key: "rollback".into(),
+        })
+    });
+    assert!(failed.is_err());
+    let seen = |s: &Store, crm, id: &'static str| s.read(|r| r.cycle_crm_change(crm, id)).unwrap();
+    assert_eq!(seen(&store, CrmKind::Salesforce, "r1"), Some(Some(now())));
+    assert_eq!(seen(&store, CrmKind::Dynamics, "r1"), Some(None));
+    assert_eq!(seen(&store, CrmKind::Salesforce, "r2"), None);
+    // Another process's connection (a dry run beside the daemon) sees none.
+    assert_eq!(seen(&other, CrmKind::Salesforce, "r1"), None);
+    other.read(|r| r.clear_cycle_crm_changes()).unwrap();
+    assert_eq!(seen(&store, CrmKind::Salesforce, "r1"), Some(Some(now())));
+    // Nothing of it reaches the store's file.
+    let tables: i64 = store
+        .read(|r| {
+            Ok(r.conn.query_row(
+                "SELECT count(*) FROM main.sqlite_schema WHERE name = 'cycle_crm_changes'",
+                [],
+                |row| row.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(tables, 0);
+    store.read(|r| r.clear_cycle_crm_changes()).unwrap();
+    assert_eq!(seen(&store, CrmKind::Salesforce, "r1"), None);
+}

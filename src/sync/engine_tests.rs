@@ -327,6 +327,74 @@ async fn moving_out_of_on_hold_accepts_with_exactly_the_lifecycle_patch() {
     assert!(h.pending(PARTNER_CENTER).is_empty());
 }
 
+/// The deal value of `r1` on both sides after a conflict over it: the CRM
+/// edit made at `crm_edit` (minutes after t0), the Partner Center edit at
+/// `pc_edit`, read by the same cycle. Also whether a conflict was recorded.
+async fn deal_value_after_a_conflict(
+    crm_edit: i64,
+    pc_edit: i64,
+    dry_run_first: bool,
+) -> (Value, Value, bool) {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.pc.edit("r1", |v| {
+        v["status"] = json!("Active");
+        v["substatus"] = json!("Accepted");
+    });
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+
+    h.set_now(t0() + minutes(5));
+    h.sf.edit_at(&crm_id, &[("Amount", json!(555))], t0() + minutes(crm_edit));
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(777);
+        v["updatedDateTime"] = json!((t0() + minutes(pc_edit)).to_rfc3339());
+    });
+    if dry_run_first {
+        let opts = CycleOptions {
+            dry_run: true,
+            ..CycleOptions::default()
+        };
+        h.engine.run_cycle(&opts).await.unwrap();
+        // A dry run reads the changes again next time, as a daemon would.
+        h.sf.edit_at(&crm_id, &[("Amount", json!(555))], t0() + minutes(crm_edit));
+    }
+    h.cycle().await;
+    h.cycle().await;
+    let pc = h.pc.referral("r1").unwrap().to_json()["details"]["dealValue"].clone();
+    let crm = h.sf.record_of("r1").unwrap().fields["Amount"].clone();
+    let conflict = h
+        .store
+        .read(|r| r.events_for("r1"))
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == "conflict");
+    (pc, crm, conflict)
+}
+
+#[tokio::test]
+async fn an_edit_on_both_sides_in_one_cycle_is_a_conflict_the_newer_edit_wins() {
+    // Without the conflict both edits cross (each side gets the other's
+    // value): the deal ends with two amounts.
+    let (pc, crm, conflict) = deal_value_after_a_conflict(3, 2, false).await;
+    assert!(conflict, "a conflict is recorded");
+    assert_eq!((pc, crm), (json!(555), json!(555)), "the CRM edit is newer");
+    let (pc, crm, conflict) = deal_value_after_a_conflict(2, 3, false).await;
+    assert!(conflict, "a conflict is recorded");
+    assert_eq!(
+        (pc, crm),
+        (json!(777), json!(777)),
+        "the Partner Center edit is newer"
+    );
+    // A dry run in between changes nothing of it.
+    let (pc, crm, _) = deal_value_after_a_conflict(3, 2, true).await;
+    assert_eq!((pc, crm), (json!(555), json!(555)));
+}
+
 #[tokio::test]
 async fn a_late_acceptance_is_refused_and_nothing_is_queued() {
     let h = Harness::new();

@@ -453,6 +453,15 @@ impl FakeCrm {
 
     /// A seller's edit: the record is returned by the next `read_changes`.
     pub fn edit(&self, crm_id: &str, fields: &[(&str, Value)]) {
+        self.edit_with_time(crm_id, fields, None);
+    }
+
+    /// [`FakeCrm::edit`], last modified at `at`.
+    pub fn edit_at(&self, crm_id: &str, fields: &[(&str, Value)], at: DateTime<Utc>) {
+        self.edit_with_time(crm_id, fields, Some(at));
+    }
+
+    fn edit_with_time(&self, crm_id: &str, fields: &[(&str, Value)], at: Option<DateTime<Utc>>) {
         let mut s = lock(&self.state);
         s.seq += 1;
         let version = format!("v{}", s.seq);
@@ -461,6 +470,9 @@ impl FakeCrm {
                 r.fields.insert((*f).to_owned(), v.clone());
             }
             r.version = Some(version);
+            if at.is_some() {
+                r.modified_at = at;
+            }
         }
         s.changed.push(crm_id.to_owned());
     }

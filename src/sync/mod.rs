@@ -459,10 +459,6 @@ pub(crate) struct Cycle {
     pub now: DateTime<Utc>,
     pub dry_run: bool,
     pub summary: CycleSummary,
-    /// (crm, referral id) of CRM records changed in this cycle, for conflicts.
-    pub crm_changed: HashSet<(CrmKind, String)>,
-    /// When each changed CRM record was modified.
-    pub crm_modified: BTreeMap<(CrmKind, String), DateTime<Utc>>,
     /// Set when this cycle's Partner Center listing completed: the time its
     /// data is fresh as of (recorded in the store too, except in a dry run).
     pub pc_fresh_as_of: Option<DateTime<Utc>>,
@@ -611,8 +607,6 @@ impl Engine {
                     dry_run: opts.dry_run,
                     ..Default::default()
                 },
-                crm_changed: HashSet::new(),
-                crm_modified: BTreeMap::new(),
                 pc_fresh_as_of: None,
                 pc_read: HashSet::new(),
                 include_archived: opts.include_archived,
@@ -620,6 +614,9 @@ impl Engine {
             for side in &self.crms {
                 cycle.summary.crm(side.kind);
             }
+            // The CRM records this cycle reads changed are noted in the store
+            // (conflicts): an earlier cycle's are forgotten.
+            self.read_db(|r| r.clear_cycle_crm_changes()).await?;
 
             for side in &self.crms {
                 self.pull_crm(side, full, &mut cycle)

@@ -38,6 +38,11 @@ pub(crate) struct Plan {
     pub clear_expiry: Vec<String>,
     /// Key-value settings to record with the page (e.g. [`PC_FRESH_AS_OF`]).
     pub kv: Vec<(String, String)>,
+    /// (CRM, referral id, modified at) of CRM records read changed, for
+    /// conflicts with Partner Center changes later in the cycle.
+    pub crm_changes: Vec<(CrmKind, String, Option<DateTime<Utc>>)>,
+    /// Referrals whose queued Partner Center update a conflict overruled.
+    pub withdrawn_pc_updates: Vec<String>,
 }
 
 /// The stored rows a page's decisions need, read in one go before deciding
@@ -56,6 +61,9 @@ pub(crate) struct PageRows {
     /// kv rows the page's decisions read (Microsoft's answers and the
     /// engagements' owners); a key absent here was looked up and not found.
     kv: HashMap<String, String>,
+    /// (CRM, referral id) of linked records this cycle read changed in the
+    /// CRM, with when they were modified (conflicts).
+    crm_changes: HashMap<(CrmKind, String), Option<DateTime<Utc>>>,
 }
 
 impl PageRows {
@@ -130,6 +138,27 @@ impl PageRows {
     fn has_pending(&self, target: &str, record: &str) -> bool {
         self.pending
             .contains(&(target.to_owned(), record.to_owned()))
+    }
+
+    fn add_crm_change(
+        &mut self,
+        r: &Repo<'_>,
+        crm: CrmKind,
+        referral_id: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(modified_at) = r.cycle_crm_change(crm, referral_id)? {
+            self.crm_changes
+                .insert((crm, referral_id.to_owned()), modified_at);
+        }
+        Ok(())
+    }
+
+    /// `Some` (with when it was modified) if this cycle read the CRM record
+    /// of `referral_id` changed.
+    fn crm_change(&self, crm: CrmKind, referral_id: &str) -> Option<Option<DateTime<Utc>>> {
+        self.crm_changes
+            .get(&(crm, referral_id.to_owned()))
+            .copied()
     }
 
     fn snapshot(&self, id: &str) -> Option<&ReferralSnapshot> {
@@ -208,6 +237,17 @@ fn effective(mut json: Value, snapshot: &ReferralSnapshot) -> (Value, Option<Sta
     }
     super::seller::add_answer_by(&mut json, snapshot, snapshot.stage);
     (json, snapshot.stage)
+}
+
+/// Notes the CRM records a page read changed, for conflicts later in the cycle.
+fn note_crm_changes(
+    r: &Repo<'_>,
+    changes: &[(CrmKind, String, Option<DateTime<Utc>>)],
+) -> Result<(), StoreError> {
+    for (crm, referral_id, modified_at) in changes {
+        r.note_cycle_crm_change(*crm, referral_id, *modified_at)?;
+    }
+    Ok(())
 }
 
 pub(crate) const EXPIRED_REASON: &str = "Expired: not answered within the 14-day window";
@@ -577,6 +617,12 @@ impl Engine {
             for e in &plan.effects {
                 cycle.summary.planned.push(e.describe());
             }
+            // Conflicts are found in a dry run too (a TEMP table: nothing
+            // persists, and no write lock on the store is taken).
+            if !plan.crm_changes.is_empty() {
+                let changes = plan.crm_changes;
+                self.read_db(move |r| note_crm_changes(r, &changes)).await?;
+            }
             return Ok(());
         }
         let now = cycle.now;
@@ -593,6 +639,9 @@ impl Engine {
             }
             for l in &plan.links {
                 upsert_link(r, l)?;
+            }
+            for id in &plan.withdrawn_pc_updates {
+                r.withdraw_effect(PARTNER_CENTER, "update", id)?;
             }
             for e in &plan.effects {
                 if quarantined(r, e)? {
@@ -622,7 +671,7 @@ impl Engine {
             for (key, value) in &plan.kv {
                 r.kv_set(key, value, now)?;
             }
-            Ok(())
+            note_crm_changes(r, &plan.crm_changes)
         })
         .await?;
         Ok(())
@@ -815,10 +864,8 @@ impl Engine {
             });
             return Ok(());
         };
-        cycle.crm_changed.insert((kind, rid.clone()));
-        if let Some(t) = record.modified_at {
-            cycle.crm_modified.insert((kind, rid.clone()), t);
-        }
+        plan.crm_changes
+            .push((kind, rid.clone(), record.modified_at));
         let (json, stage) = effective_json(snapshot);
         let Some(stage) = stage else {
             plan.event(&rid, kind.as_str(), "stage", format!("Partner Center status {}/{} is not one cosell-sync knows; CRM changes are not sent", snapshot.status, snapshot.substatus));
@@ -1098,6 +1145,9 @@ impl Engine {
                         rows.add_referral(repo, id)?;
                         for kind in &kinds {
                             rows.add_link_by_referral(repo, *kind, id)?;
+                            if rows.link_by_referral(*kind, id).is_some() {
+                                rows.add_crm_change(repo, *kind, id)?;
+                            }
                         }
                     }
                     engagement_reads.load(repo, &kinds, &mut rows)?;
@@ -1268,7 +1318,8 @@ impl Engine {
         }
         for side in &self.crms {
             let link = rows.link_by_referral(side.kind, &r.id).cloned();
-            self.plan_referral_for(side, r, link, &json, stage, &snap, cycle, plan)?;
+            let crm_change = rows.crm_change(side.kind, &r.id);
+            self.plan_referral_for(side, r, link, crm_change, &json, stage, &snap, cycle, plan)?;
         }
         if !unchanged {
             plan.snapshots.push(snap);
@@ -1282,6 +1333,7 @@ impl Engine {
         side: &CrmSide,
         r: &Referral,
         link: Option<Link>,
+        crm_change: Option<Option<DateTime<Utc>>>,
         json: &Value,
         stage: Stage,
         snap: &ReferralSnapshot,
@@ -1364,9 +1416,8 @@ impl Engine {
             return Ok(());
         }
 
-        if cycle.crm_changed.contains(&(kind, r.id.clone())) {
+        if let Some(crm_modified) = crm_change {
             // Edited on both sides since the last cycle: the mapping's owners decide.
-            let crm_modified = cycle.crm_modified.get(&(kind, r.id.clone())).copied();
             let res = m.resolve_conflict(json, stage, &current, r.updated_date_time, crm_modified);
             for d in &res.decisions {
                 let (kept, overruled) = match d.winner {
@@ -1405,6 +1456,12 @@ impl Engine {
                 version: link.crm_version.clone(),
                 modified_at: crm_modified,
             };
+            // This decision replaces the update the CRM's change queued
+            // earlier in the cycle; one that sends nothing withdraws it (or
+            // the CRM's overruled values would still reach Partner Center).
+            if d.action.is_none() && d.ops.is_empty() && !d.upgrade_to_co_sell {
+                plan.withdrawn_pc_updates.push(r.id.clone());
+            }
             self.plan_decision(side, &record, &r.id, d, plan, cycle);
             if !res.crm_updates.is_empty() {
                 plan.effects.push(Effect::CrmUpsert {
