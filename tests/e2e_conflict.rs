@@ -1,0 +1,121 @@
+//! A field edited on both sides before one cycle, against the simulator:
+//! the deal value of an accepted referral is changed by a seller in
+//! Salesforce (`Amount`) and in Partner Center (`details.dealValue`). The
+//! shipped mapping leaves the owner to `newest`: the later edit must end up
+//! on both sides, and the earlier one nowhere.
+//!
+//! The mapping here is the shipped one without its fields that only go to
+//! Partner Center (the Opportunity's id, the partner contact): those differ
+//! from Partner Center for an inbound referral (held while it was received,
+//! and not sent until they change again), and a conflict would send them
+//! too, so the deal value would not be the only thing decided.
+
+mod sync_support;
+
+use std::time::Duration;
+
+use cosell_sync::sim::PatchOp;
+use serde_json::json;
+use sync_support::*;
+
+/// The shipped Salesforce mapping without its `to_partner_center` fields.
+fn deal_value_mapping() -> String {
+    let shipped = cosell_sync::mapping::DEFAULT_SALESFORCE;
+    let kept: Vec<&str> = shipped
+        .lines()
+        .filter(|l| !(l.starts_with('"') && l.contains(r#"direction = "to_partner_center""#)))
+        .collect();
+    assert!(
+        kept.len() + 5 <= shipped.lines().count(),
+        "the to-Partner-Center rules are gone"
+    );
+    kept.join("\n")
+}
+
+/// A received inbound referral accepted from Salesforce (so that its deal
+/// value travels both ways), edited once more and settled: (referral id,
+/// Opportunity id).
+async fn accepted_deal(h: &Harness) -> (String, String) {
+    h.settle(6).await;
+    let id = h
+        .received_inbound()
+        .into_iter()
+        .find(|id| h.sf(id).is_some())
+        .expect("a received referral linked in Salesforce");
+    let opp = h.sf(&id).unwrap()["Id"].as_str().unwrap().to_owned();
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.sim.state().set_sf_stage(&opp, "Qualification").unwrap();
+    h.settle(6).await;
+    assert_eq!(h.status(&id).0, "Active", "accepted");
+    // A seller's edit once accepted brings the fields held while the
+    // referral was received (the Opportunity's id, the partner contact) to
+    // Partner Center: afterwards only the deal value below differs.
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.sim
+        .state()
+        .edit_salesforce(&opp, json!({ "Description": "Scoped with the customer." }))
+        .unwrap();
+    h.settle(6).await;
+    (id, opp)
+}
+
+/// Edits the deal value on both sides, the Salesforce edit first when
+/// `crm_first`, ten minutes apart; then cycles until nothing is left to do.
+/// Returns (Partner Center's deal value, Salesforce's Amount, whether a
+/// conflict was recorded).
+async fn both_sides_edit(crm_first: bool) -> (f64, f64, bool) {
+    let h = harness(options(4, 0)).await;
+    let dir = h.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("salesforce.toml"), deal_value_mapping()).unwrap();
+    let (id, opp) = accepted_deal(&h).await;
+    h.sim.clock().advance(Duration::from_secs(3600));
+    let edit_crm = || {
+        h.sim
+            .state()
+            .edit_salesforce(&opp, json!({ "Amount": 555 }))
+            .unwrap();
+    };
+    let edit_pc = || {
+        h.sim
+            .state()
+            .edit_referral(&id, &[PatchOp::replace("/details/dealValue", 777)])
+            .unwrap();
+    };
+    if crm_first {
+        edit_crm();
+        h.sim.clock().advance(Duration::from_secs(600));
+        edit_pc();
+    } else {
+        edit_pc();
+        h.sim.clock().advance(Duration::from_secs(600));
+        edit_crm();
+    }
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.settle(6).await;
+    let pc = h.referral(&id)["details"]["dealValue"].as_f64().unwrap();
+    let crm = h.sim.state().salesforce_opportunity(&opp).unwrap()["Amount"]
+        .as_f64()
+        .unwrap();
+    let conflict = h
+        .store
+        .read(|r| r.events_for(&id))
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == "conflict");
+    (pc, crm, conflict)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_partner_center_edit_wins_on_both_sides() {
+    let (pc, crm, conflict) = both_sides_edit(true).await;
+    assert!(conflict, "a conflict is recorded");
+    assert_eq!((pc, crm), (777.0, 777.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_salesforce_edit_wins_on_both_sides() {
+    let (pc, crm, conflict) = both_sides_edit(false).await;
+    assert!(conflict, "a conflict is recorded");
+    assert_eq!((pc, crm), (555.0, 555.0));
+}
