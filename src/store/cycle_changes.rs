@@ -1,10 +1,15 @@
-//! The CRM records changed in the running cycle, for conflicts: a Partner
-//! Center change the same cycle reads for the same referral was made on
-//! both sides. A TEMP table, private to this connection and emptied when a
-//! cycle starts: the set grows with the records a cycle reads (every one in
-//! a full reconcile), so it is kept in the store (spilling to a temporary
-//! file past SQLite's page cache), not in memory; and a dry run in another
-//! process can neither see nor clear the running daemon's.
+//! CRM records read changed whose Partner Center side has not been read
+//! since, for conflicts: a Partner Center change read for the same referral
+//! before the next complete listing was made on both sides.
+//!
+//! Kept in the store, not in memory: the set grows with the records a cycle
+//! reads (every one in a full reconcile), and a crash between the CRM's
+//! listing and Partner Center's must not forget it (the next cycle would
+//! send both sides' values across). The rows are written with the CRM page
+//! they come from and removed with the complete Partner Center listing that
+//! has matched them. A dry run writes nothing: it notes its rows in a TEMP
+//! copy of the table, private to its connection, which shadows the stored
+//! one until the next cycle that is not a dry run.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -12,47 +17,60 @@ use rusqlite::{OptionalExtension, params};
 use super::repo::Repo;
 use super::{CrmKind, StoreError, parse_ts, ts};
 
-/// Made on every connection (a TEMP table lives as long as its connection).
-pub(super) const CREATE: &str = "CREATE TEMP TABLE IF NOT EXISTS cycle_crm_changes (
+/// The columns and key of the stored table (schema migration 5, which is
+/// never edited), for the dry run's copy; the copy is filled from the
+/// stored table with `SELECT *`, so a difference fails the dry run.
+const COLUMNS: &str = "(
         crm          TEXT NOT NULL,
         referral_id  TEXT NOT NULL,
         modified_at  TEXT,
+        noted_at     TEXT NOT NULL,
         PRIMARY KEY (crm, referral_id)
-    ) WITHOUT ROWID";
+    ) STRICT, WITHOUT ROWID";
 
 impl Repo<'_> {
-    /// Forgets the changes of an earlier cycle.
-    pub fn clear_cycle_crm_changes(&self) -> Result<(), StoreError> {
-        self.exec("DELETE FROM temp.cycle_crm_changes", [])?;
+    /// Starts a cycle's view of the table: a dry run gets a private copy
+    /// (TEMP, no write to the store and no write lock), any other cycle the
+    /// stored table again.
+    pub fn begin_crm_changes(&self, dry_run: bool) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("DROP TABLE IF EXISTS temp.pending_crm_changes")?;
+        if dry_run {
+            self.conn.execute_batch(&format!(
+                "CREATE TEMP TABLE pending_crm_changes {COLUMNS};
+                 INSERT INTO temp.pending_crm_changes SELECT * FROM main.pending_crm_changes;"
+            ))?;
+        }
         Ok(())
     }
 
-    /// Notes that the CRM record of `referral_id` changed this cycle (last
-    /// modified at `modified_at`, when the CRM says).
-    pub fn note_cycle_crm_change(
+    /// Notes that the CRM record of `referral_id` was read changed at `now`
+    /// (last modified at `modified_at`, when the CRM says).
+    pub fn note_crm_change(
         &self,
         crm: CrmKind,
         referral_id: &str,
         modified_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.exec(
-            "INSERT OR REPLACE INTO temp.cycle_crm_changes (crm, referral_id, modified_at)
-             VALUES (?1, ?2, ?3)",
-            params![crm.as_str(), referral_id, modified_at.map(ts)],
+            "INSERT OR REPLACE INTO pending_crm_changes (crm, referral_id, modified_at, noted_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![crm.as_str(), referral_id, modified_at.map(ts), ts(now)],
         )?;
         Ok(())
     }
 
-    /// Whether the CRM record of `referral_id` changed this cycle: `Some`
-    /// with when it was modified (`None` inside when the CRM did not say).
-    pub fn cycle_crm_change(
+    /// `Some` (with when it was modified, if the CRM said) if the CRM record
+    /// of `referral_id` was read changed and Partner Center not read since.
+    pub fn pending_crm_change(
         &self,
         crm: CrmKind,
         referral_id: &str,
     ) -> Result<Option<Option<DateTime<Utc>>>, StoreError> {
         let found: Option<Option<String>> = self
             .row(
-                "SELECT modified_at FROM temp.cycle_crm_changes WHERE crm = ?1 AND referral_id = ?2",
+                "SELECT modified_at FROM pending_crm_changes WHERE crm = ?1 AND referral_id = ?2",
                 params![crm.as_str(), referral_id],
                 |r| r.get(0),
             )
@@ -60,5 +78,15 @@ impl Repo<'_> {
         found
             .map(|m| m.map(|s| parse_ts(&s)).transpose())
             .transpose()
+    }
+
+    /// Forgets the changes noted at or before `listed_from`: a complete
+    /// Partner Center listing that began then has matched them.
+    pub fn forget_crm_changes(&self, listed_from: DateTime<Utc>) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM pending_crm_changes WHERE noted_at <= ?1",
+            params![ts(listed_from)],
+        )?;
+        Ok(())
     }
 }

@@ -206,7 +206,6 @@ impl Store {
             ));
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
-        conn.execute_batch(cycle_changes::CREATE)?;
         // Plans do not depend on bound values: a cached statement is not
         // prepared again each time it is bound to new values (the bundled
         // SQLite is built with STAT4, which otherwise re-plans the outbox

@@ -123,4 +123,15 @@ pub const MIGRATIONS: &[&str] = &[
     -- that may have been made already is looked up before it is sent again.
     ALTER TABLE outbox ADD COLUMN sent_at TEXT;
     "#,
+    // 5: CRM records read changed and not yet matched by a complete Partner
+    // Center listing (conflicts), kept across a crash and out of memory.
+    r#"
+    CREATE TABLE pending_crm_changes (
+        crm          TEXT NOT NULL,
+        referral_id  TEXT NOT NULL,
+        modified_at  TEXT,
+        noted_at     TEXT NOT NULL,
+        PRIMARY KEY (crm, referral_id)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];

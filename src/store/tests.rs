@@ -714,44 +714,61 @@ fn open_deadlines_are_counted_by_time_left_and_listed_inside_a_window() {
 }
 
 #[test]
-fn a_cycles_crm_changes_are_private_to_the_connection_and_cleared() {
+fn pending_crm_changes_outlive_the_process_and_a_dry_runs_stay_private() {
     let (dir, store) = open();
-    let other = Store::open(&dir.path().join("state").join("cosell-sync.db")).unwrap();
-    // Noted outside any transaction, as a dry run does (no write lock).
+    let path = dir.path().join("state").join("cosell-sync.db");
+    let at = |m: i64| now() + Duration::minutes(m);
     store
-        .read(|r| {
-            r.note_cycle_crm_change(CrmKind::Salesforce, "r1", Some(now()))?;
-            r.note_cycle_crm_change(CrmKind::Dynamics, "r1", None)
+        .write(|r| {
+            r.begin_crm_changes(false)?;
+            r.note_crm_change(CrmKind::Salesforce, "r1", Some(at(-5)), at(0))?;
+            r.note_crm_change(CrmKind::Dynamics, "r1", None, at(0))
         })
         .unwrap();
     // Inside a write that rolls back, nothing stays.
     let failed: Result<(), StoreError> = store.write(|r| {
-        r.note_cycle_crm_change(CrmKind::Salesforce, "r2", None)?;
+        r.note_crm_change(CrmKind::Salesforce, "r2", None, at(0))?;
         Err(StoreError::NotFound {
             what: "test",
             key: "rollback".into(),
         })
     });
     assert!(failed.is_err());
-    let seen = |s: &Store, crm, id: &'static str| s.read(|r| r.cycle_crm_change(crm, id)).unwrap();
-    assert_eq!(seen(&store, CrmKind::Salesforce, "r1"), Some(Some(now())));
+    let seen =
+        |s: &Store, crm, id: &'static str| s.read(|r| r.pending_crm_change(crm, id)).unwrap();
+    drop(store);
+
+    // Kept across the process (a crash before Partner Center was read).
+    let store = Store::open(&path).unwrap();
+    assert_eq!(seen(&store, CrmKind::Salesforce, "r1"), Some(Some(at(-5))));
     assert_eq!(seen(&store, CrmKind::Dynamics, "r1"), Some(None));
     assert_eq!(seen(&store, CrmKind::Salesforce, "r2"), None);
-    // Another process's connection (a dry run beside the daemon) sees none.
-    assert_eq!(seen(&other, CrmKind::Salesforce, "r1"), None);
-    other.read(|r| r.clear_cycle_crm_changes()).unwrap();
-    assert_eq!(seen(&store, CrmKind::Salesforce, "r1"), Some(Some(now())));
-    // Nothing of it reaches the store's file.
-    let tables: i64 = store
-        .read(|r| {
-            Ok(r.conn.query_row(
-                "SELECT count(*) FROM main.sqlite_schema WHERE name = 'cycle_crm_changes'",
-                [],
-                |row| row.get(0),
-            )?)
+
+    // A dry run beside it (another connection) reads them, notes its own
+    // and forgets them in its private copy only.
+    let dry = Store::open(&path).unwrap();
+    dry.read(|r| {
+        r.begin_crm_changes(true)?;
+        r.note_crm_change(CrmKind::Salesforce, "r3", None, at(1))?;
+        r.forget_crm_changes(at(0))
+    })
+    .unwrap();
+    assert_eq!(seen(&dry, CrmKind::Salesforce, "r3"), Some(None));
+    assert_eq!(seen(&dry, CrmKind::Salesforce, "r1"), None);
+    assert_eq!(seen(&store, CrmKind::Salesforce, "r3"), None);
+    assert_eq!(seen(&store, CrmKind::Salesforce, "r1"), Some(Some(at(-5))));
+    // Its next cycle that is not a dry run sees the stored table again.
+    dry.read(|r| r.begin_crm_changes(false)).unwrap();
+    assert_eq!(seen(&dry, CrmKind::Salesforce, "r1"), Some(Some(at(-5))));
+    assert_eq!(seen(&dry, CrmKind::Salesforce, "r3"), None);
+
+    // A complete listing forgets what was noted up to its start.
+    store
+        .write(|r| {
+            r.note_crm_change(CrmKind::Salesforce, "r4", None, at(2))?;
+            r.forget_crm_changes(at(1))
         })
         .unwrap();
-    assert_eq!(tables, 0);
-    store.read(|r| r.clear_cycle_crm_changes()).unwrap();
     assert_eq!(seen(&store, CrmKind::Salesforce, "r1"), None);
+    assert_eq!(seen(&store, CrmKind::Salesforce, "r4"), Some(None));
 }

@@ -396,6 +396,36 @@ async fn an_edit_on_both_sides_in_one_cycle_is_a_conflict_the_newer_edit_wins() 
 }
 
 #[tokio::test]
+async fn a_conflict_survives_a_crash_between_the_crm_and_partner_center_listings() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.pc.edit("r1", |v| {
+        v["status"] = json!("Active");
+        v["substatus"] = json!("Accepted");
+    });
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    h.set_now(t0() + minutes(5));
+    h.sf.edit_at(&crm_id, &[("Amount", json!(555))], t0() + minutes(2));
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(777);
+        v["updatedDateTime"] = json!((t0() + minutes(3)).to_rfc3339());
+    });
+    // The CRM page is committed; the process dies before Partner Center is read.
+    h.cycle_crashing_at("partner_center.before_listing").await;
+    h.set_now(t0() + minutes(6));
+    h.cycle().await;
+    h.cycle().await;
+    let pc = h.pc.referral("r1").unwrap().to_json()["details"]["dealValue"].clone();
+    let crm = h.sf.record_of("r1").unwrap().fields["Amount"].clone();
+    assert_eq!((pc, crm), (json!(777), json!(777)), "as without the crash");
+}
+
+#[tokio::test]
 async fn a_late_acceptance_is_refused_and_nothing_is_queued() {
     let h = Harness::new();
     // Deadline one day after t0.

@@ -614,9 +614,10 @@ impl Engine {
             for side in &self.crms {
                 cycle.summary.crm(side.kind);
             }
-            // The CRM records this cycle reads changed are noted in the store
-            // (conflicts): an earlier cycle's are forgotten.
-            self.read_db(|r| r.clear_cycle_crm_changes()).await?;
+            // A dry run notes the CRM records it reads changed in a private
+            // copy (conflicts); any other cycle in the stored table.
+            let dry_run = opts.dry_run;
+            self.read_db(move |r| r.begin_crm_changes(dry_run)).await?;
 
             for side in &self.crms {
                 self.pull_crm(side, full, &mut cycle)

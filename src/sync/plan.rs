@@ -43,6 +43,9 @@ pub(crate) struct Plan {
     pub crm_changes: Vec<(CrmKind, String, Option<DateTime<Utc>>)>,
     /// Referrals whose queued Partner Center update a conflict overruled.
     pub withdrawn_pc_updates: Vec<String>,
+    /// A complete Partner Center listing that began then has matched the
+    /// CRM changes noted up to then.
+    pub forget_crm_changes: Option<DateTime<Utc>>,
 }
 
 /// The stored rows a page's decisions need, read in one go before deciding
@@ -146,7 +149,7 @@ impl PageRows {
         crm: CrmKind,
         referral_id: &str,
     ) -> Result<(), StoreError> {
-        if let Some(modified_at) = r.cycle_crm_change(crm, referral_id)? {
+        if let Some(modified_at) = r.pending_crm_change(crm, referral_id)? {
             self.crm_changes
                 .insert((crm, referral_id.to_owned()), modified_at);
         }
@@ -243,9 +246,10 @@ fn effective(mut json: Value, snapshot: &ReferralSnapshot) -> (Value, Option<Sta
 fn note_crm_changes(
     r: &Repo<'_>,
     changes: &[(CrmKind, String, Option<DateTime<Utc>>)],
+    now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     for (crm, referral_id, modified_at) in changes {
-        r.note_cycle_crm_change(*crm, referral_id, *modified_at)?;
+        r.note_crm_change(*crm, referral_id, *modified_at, now)?;
     }
     Ok(())
 }
@@ -617,11 +621,12 @@ impl Engine {
             for e in &plan.effects {
                 cycle.summary.planned.push(e.describe());
             }
-            // Conflicts are found in a dry run too (a TEMP table: nothing
+            // Conflicts are found in a dry run too (in its TEMP copy: nothing
             // persists, and no write lock on the store is taken).
             if !plan.crm_changes.is_empty() {
-                let changes = plan.crm_changes;
-                self.read_db(move |r| note_crm_changes(r, &changes)).await?;
+                let (changes, now) = (plan.crm_changes, cycle.now);
+                self.read_db(move |r| note_crm_changes(r, &changes, now))
+                    .await?;
             }
             return Ok(());
         }
@@ -671,7 +676,10 @@ impl Engine {
             for (key, value) in &plan.kv {
                 r.kv_set(key, value, now)?;
             }
-            note_crm_changes(r, &plan.crm_changes)
+            if let Some(listed_from) = plan.forget_crm_changes {
+                r.forget_crm_changes(listed_from)?;
+            }
+            note_crm_changes(r, &plan.crm_changes, now)
         })
         .await?;
         Ok(())
@@ -1081,6 +1089,7 @@ impl Engine {
         since_override: Option<DateTime<Utc>>,
         cycle: &mut Cycle,
     ) -> Result<(), SyncError> {
+        self.hit("partner_center.before_listing")?;
         if pc.paused_for_login() {
             cycle
                 .summary
@@ -1199,6 +1208,7 @@ impl Engine {
             let mut plan = Plan::default();
             let position = high_water.filter(|h| *h >= cycle.now).unwrap_or(cycle.now);
             plan.cursors.push((PC_CURSOR.into(), ts(position)));
+            plan.forget_crm_changes = Some(cycle.now);
             if no_gap {
                 plan.kv.push((PC_FRESH_AS_OF.into(), ts(cycle.now)));
                 cycle.pc_fresh_as_of = Some(cycle.now);
