@@ -113,6 +113,9 @@ pub enum Effect {
     },
 }
 
+/// The outbox operation of a Partner Center update ([`Effect::PcUpdate`]).
+pub(crate) const PC_UPDATE: &str = "update";
+
 impl Effect {
     /// The outbox target.
     pub fn target(&self) -> &'static str {
@@ -129,7 +132,7 @@ impl Effect {
         match self {
             Effect::CrmUpsert { .. } => "upsert",
             Effect::CrmClose { .. } => "close",
-            Effect::PcUpdate { .. } => "update",
+            Effect::PcUpdate { .. } => PC_UPDATE,
             Effect::PcCreate { .. } => "create",
             Effect::PcInviteMicrosoft { .. } => "invite_microsoft",
         }

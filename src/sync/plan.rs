@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use super::effects::{Effect, PARTNER_CENTER, StageAction, crm_record_key};
+use super::effects::{Effect, PARTNER_CENTER, PC_UPDATE, StageAction, crm_record_key};
 use super::{
     CrmSide, Cycle, Engine, PC_CURSOR, Paused, Side, SideError, SideErrorKind, SyncError,
     beginning_of_time, crm_cursor,
@@ -646,7 +646,7 @@ impl Engine {
                 upsert_link(r, l)?;
             }
             for id in &plan.withdrawn_pc_updates {
-                r.withdraw_effect(PARTNER_CENTER, "update", id)?;
+                r.withdraw_effect(PARTNER_CENTER, PC_UPDATE, id)?;
             }
             for e in &plan.effects {
                 if quarantined(r, e)? {
