@@ -26,11 +26,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Sets the value at a JSON Pointer, creating objects on the way.
+/// Sets the value at a JSON Pointer, creating objects on the way (an index
+/// into an existing array, e.g. `/team/0/email`, stays in the array).
 fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
     let mut at = doc;
     let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
     for (i, part) in parts.iter().enumerate() {
+        let index = part
+            .parse::<usize>()
+            .ok()
+            .filter(|n| at.as_array().is_some_and(|a| *n < a.len()));
+        if let Some(index) = index {
+            if i + 1 == parts.len() {
+                at[index] = value;
+                return;
+            }
+            at = &mut at[index];
+            continue;
+        }
         if !at.is_object() {
             *at = Value::Object(Default::default());
         }
