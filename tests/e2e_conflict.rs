@@ -5,10 +5,8 @@
 //! on both sides, and the earlier one nowhere.
 //!
 //! The mapping here is the shipped one without its fields that only go to
-//! Partner Center (the Opportunity's id, the partner contact): those differ
-//! from Partner Center for an inbound referral (held while it was received,
-//! and not sent until they change again), and a conflict would send them
-//! too, so the deal value would not be the only thing decided.
+//! Partner Center (the Opportunity's id, the partner contact), so that the
+//! deal value is the only thing a conflict decides.
 
 mod sync_support;
 
@@ -47,9 +45,8 @@ async fn accepted_deal(h: &Harness) -> (String, String) {
     h.sim.state().set_sf_stage(&opp, "Qualification").unwrap();
     h.settle(6).await;
     assert_eq!(h.status(&id).0, "Active", "accepted");
-    // A seller's edit once accepted brings the fields held while the
-    // referral was received (the Opportunity's id, the partner contact) to
-    // Partner Center: afterwards only the deal value below differs.
+    // A seller's edit once accepted, settled: afterwards only the deal value
+    // below differs.
     h.sim.clock().advance(Duration::from_secs(60));
     h.sim
         .state()

@@ -82,6 +82,13 @@ pub enum Effect {
         invitation: Option<Value>,
         /// The CRM record the decision came from (to decide again after a 412).
         crm_fields: CrmFields,
+        /// The follow-up of an acceptance: the fields the mapping sends only
+        /// to Partner Center whose CRM values it does not hold yet (held
+        /// while the referral was received), queued with the acceptance's
+        /// success. Its own outbox operation, so that a later decision about
+        /// the record queues beside it instead of replacing it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        after_acceptance: bool,
     },
     /// Create an outbound deal from a flagged CRM opportunity.
     PcCreate {
@@ -116,6 +123,10 @@ pub enum Effect {
 /// The outbox operation of a Partner Center update ([`Effect::PcUpdate`]).
 pub(crate) const PC_UPDATE: &str = "update";
 
+/// The outbox operation of the update that follows an acceptance
+/// ([`Effect::PcUpdate`] with `after_acceptance`).
+pub(crate) const PC_UPDATE_AFTER_ACCEPTANCE: &str = "update_after_acceptance";
+
 impl Effect {
     /// The outbox target.
     pub fn target(&self) -> &'static str {
@@ -132,6 +143,10 @@ impl Effect {
         match self {
             Effect::CrmUpsert { .. } => "upsert",
             Effect::CrmClose { .. } => "close",
+            Effect::PcUpdate {
+                after_acceptance: true,
+                ..
+            } => PC_UPDATE_AFTER_ACCEPTANCE,
             Effect::PcUpdate { .. } => PC_UPDATE,
             Effect::PcCreate { .. } => "create",
             Effect::PcInviteMicrosoft { .. } => "invite_microsoft",
@@ -195,9 +210,13 @@ impl Effect {
                 action,
                 ops,
                 upgrade_to_co_sell,
+                after_acceptance,
                 ..
             } => {
                 let mut parts = Vec::new();
+                if *after_acceptance {
+                    parts.push("after the acceptance".to_owned());
+                }
                 if let Some(a) = action {
                     parts.push(a.describe().to_owned());
                 }
@@ -275,6 +294,7 @@ mod tests {
             upgrade_to_co_sell: false,
             invitation: None,
             crm_fields: CrmFields::new(),
+            after_acceptance: false,
         };
         let row = e.to_new();
         assert_eq!(
@@ -287,6 +307,30 @@ mod tests {
         let tree = serde_json::to_value(&e).unwrap();
         assert_eq!(row.payload.text(), serde_json::to_string(&tree).unwrap());
         assert_eq!(back, e);
+        assert!(
+            !row.payload.text().contains("after_acceptance"),
+            "an update queued before the follow-up existed reads the same"
+        );
+
+        // The follow-up of an acceptance queues beside a later update.
+        let follow_up = Effect::PcUpdate {
+            referral_id: "r1".into(),
+            crm: CrmKind::Salesforce,
+            crm_id: "006A".into(),
+            action: None,
+            ops: vec![PatchOp::replace("/externalReferenceId", "006A")],
+            upgrade_to_co_sell: false,
+            invitation: None,
+            crm_fields: CrmFields::new(),
+            after_acceptance: true,
+        };
+        let row = follow_up.to_new();
+        assert_eq!(
+            (row.operation.as_str(), row.record_key.as_str()),
+            ("update_after_acceptance", "r1")
+        );
+        let back: Effect = serde_json::from_str(row.payload.text()).unwrap();
+        assert_eq!(back, follow_up);
 
         let w = Effect::CrmUpsert {
             crm: CrmKind::Dynamics,

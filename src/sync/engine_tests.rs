@@ -327,6 +327,201 @@ async fn moving_out_of_on_hold_accepts_with_exactly_the_lifecycle_patch() {
     assert!(h.pending(PARTNER_CENTER).is_empty());
 }
 
+/// What a read of the opportunity shows while the referral is on hold that
+/// the mapping sends to Partner Center only (`to_partner_center`): the
+/// Opportunity's id (a real read holds it; the fake's records do not until
+/// told) and the partner contact the seller filled in.
+fn held_on_hold(crm_id: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        ("Id", json!(crm_id)),
+        ("Partner_Contact_First_Name__c", json!("Ada")),
+        ("Partner_Contact_Last_Name__c", json!("Lovelace")),
+        (
+            "Partner_Contact_Email__c",
+            json!("ada@contoso-partner.example"),
+        ),
+        ("Partner_Contact_Phone__c", json!("+353 1 555 0100")),
+    ]
+}
+
+/// The follow-up patch of [`held_on_hold`] after the acceptance: the CRM id
+/// and the partner contact, as `replace`/`add` operations only.
+fn held_ops(crm_id: &str) -> Vec<PatchOp> {
+    vec![
+        PatchOp::add("/externalReferenceId", crm_id),
+        PatchOp::replace("/team/0/firstName", "Ada"),
+        PatchOp::replace("/team/0/lastName", "Lovelace"),
+        PatchOp::replace("/team/0/email", "ada@contoso-partner.example"),
+        PatchOp::replace("/team/0/phoneNumber", "+353 1 555 0100"),
+    ]
+}
+
+/// `r1` received and on hold in Salesforce, with [`held_on_hold`] read
+/// from its opportunity (and not sent); returns the opportunity's id.
+async fn on_hold_with_held_fields(h: &Harness) -> String {
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(&crm_id, &held_on_hold(&crm_id));
+    h.cycle().await;
+    assert!(
+        h.pc.writes().is_empty(),
+        "edits on hold are not sent: {:?}",
+        h.pc.writes()
+    );
+    crm_id
+}
+
+#[tokio::test]
+async fn fields_held_on_hold_follow_the_acceptance_in_a_patch_of_their_own() {
+    let h = Harness::new();
+    let crm_id = on_hold_with_held_fields(&h).await;
+
+    h.set_now(t0() + minutes(2));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.cycle().await;
+    assert_eq!(
+        h.pc.writes(),
+        vec![
+            PcCall::ChangeStage {
+                id: "r1".into(),
+                ops: accept_ops()
+            },
+            PcCall::Patch {
+                id: "r1".into(),
+                ops: held_ops(&crm_id)
+            },
+        ],
+        "the acceptance alone, then what was held"
+    );
+    let r = h.pc.referral("r1").unwrap().to_json();
+    assert_eq!(r["status"], "Active");
+    assert_eq!(r["externalReferenceId"], json!(crm_id));
+    assert_eq!(r["team"][0]["email"], "ada@contoso-partner.example");
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+
+    // Sent once: later cycles send nothing more, and settle to no write.
+    h.pc.clear_calls();
+    let mut last = None;
+    for i in 3..7 {
+        h.set_now(t0() + minutes(i));
+        h.sf.reread_all();
+        last = Some(h.cycle().await);
+    }
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+    let last = last.unwrap();
+    assert_eq!(last.writes(), 0, "{}", last.one_line());
+}
+
+#[tokio::test]
+async fn a_decline_or_an_expiry_sends_no_held_field() {
+    // Declined: the lifecycle patch (with its reason) and nothing after it.
+    let h = Harness::new();
+    let crm_id = on_hold_with_held_fields(&h).await;
+    h.set_now(t0() + minutes(2));
+    h.sf.edit(
+        &crm_id,
+        &[
+            ("StageName", json!("Closed Lost")),
+            ("Loss_Reason__c", json!("No budget this year")),
+        ],
+    );
+    h.cycle().await;
+    h.set_now(t0() + minutes(3));
+    h.cycle().await;
+    assert_eq!(
+        h.pc.writes(),
+        vec![PcCall::ChangeStage {
+            id: "r1".into(),
+            ops: vec![
+                PatchOp::replace("/status", "Closed"),
+                PatchOp::replace("/substatus", "Declined"),
+                PatchOp::replace("/statusReason", "No budget this year"),
+            ]
+        }]
+    );
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+
+    // Expired here: closed in the CRM, nothing sent to Partner Center.
+    let h = Harness::new();
+    on_hold_with_held_fields(&h).await;
+    h.set_now(t0() + chrono::Duration::days(14));
+    let s = h.cycle().await;
+    assert_eq!(s.expired, 1, "{}", s.one_line());
+    h.set_now(t0() + chrono::Duration::days(14) + minutes(1));
+    h.cycle().await;
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+}
+
+/// The process dies once the acceptance is sent, before it is recorded;
+/// with `listing_fails`, the next cycle cannot list Partner Center either
+/// (the stored copy still says received: the acceptance is refused as
+/// stale, read again and found done). Either way the held fields follow,
+/// once, and the acceptance is not sent again.
+async fn held_fields_after_a_crash_once_accepted(listing_fails: bool) {
+    let h = Harness::new();
+    let crm_id = on_hold_with_held_fields(&h).await;
+
+    h.set_now(t0() + minutes(2));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.cycle_crashing_at("pc_update.before_commit").await;
+    assert_eq!(
+        h.pc.writes(),
+        vec![PcCall::ChangeStage {
+            id: "r1".into(),
+            ops: accept_ops()
+        }]
+    );
+    h.pc.clear_calls();
+
+    h.set_now(t0() + minutes(3));
+    if listing_fails {
+        h.pc.fail_next("list", http_error(503, None));
+    }
+    h.cycle().await;
+    let writes = h.pc.writes();
+    let sent_again = writes
+        .iter()
+        .filter(|c| matches!(c, PcCall::ChangeStage { ops, .. } if *ops == accept_ops()))
+        .count();
+    let patches: Vec<&PcCall> = writes
+        .iter()
+        .filter(|c| matches!(c, PcCall::Patch { .. }))
+        .collect();
+    assert_eq!(
+        patches,
+        vec![&PcCall::Patch {
+            id: "r1".into(),
+            ops: held_ops(&crm_id)
+        }],
+        "{writes:?}"
+    );
+    // A resent acceptance is refused as stale (412) and never applied twice.
+    assert!(sent_again <= usize::from(listing_fails), "{writes:?}");
+    let r = h.pc.referral("r1").unwrap().to_json();
+    assert_eq!(r["externalReferenceId"], json!(crm_id));
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+
+    h.pc.clear_calls();
+    for i in 4..7 {
+        h.set_now(t0() + minutes(i));
+        h.cycle().await;
+    }
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+}
+
+#[tokio::test]
+async fn held_fields_follow_an_acceptance_interrupted_before_it_was_recorded() {
+    held_fields_after_a_crash_once_accepted(false).await;
+    held_fields_after_a_crash_once_accepted(true).await;
+}
+
 /// The deal value of `r1` on both sides after a conflict over it: the CRM
 /// edit made at `crm_edit` (minutes after t0), the Partner Center edit at
 /// `pc_edit`, read by the same cycle. Also whether a conflict was recorded.

@@ -9,13 +9,13 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::effects::{Effect, PARTNER_CENTER, StageAction};
-use super::plan::{decide_from_crm, effective_json};
+use super::plan::{decide_from_crm, effective_json, held_until_accepted};
 use super::{CrmSide, Cycle, Engine, Paused, Side, SideError, SideErrorKind, SyncError};
 use crate::crm::{CrmError, CrmFields, RecordKey, RecordWrite, WriteOk};
 use crate::domain::{DealKind, Referral, Stage};
 use crate::http::{RetryDirective, Retryable};
 use crate::partner_center::{PartnerCenter, PartnerCenterError, PriorDeal};
-use crate::store::{Link, NewFailure, OutboxEntry, ReferralSnapshot};
+use crate::store::{Link, NewEffect, NewFailure, OutboxEntry, ReferralSnapshot};
 
 /// How long a look-up for a deal we may already have created reaches back
 /// before the recorded intent (clock skew between us and Partner Center).
@@ -282,6 +282,7 @@ impl Engine {
                         upgrade_to_co_sell,
                         invitation,
                         crm_fields,
+                        after_acceptance,
                     } => {
                         use tracing::Instrument;
                         let decided = Decided {
@@ -289,6 +290,7 @@ impl Engine {
                             ops,
                             upgrade: upgrade_to_co_sell,
                             invitation,
+                            after_acceptance,
                         };
                         self.exec_pc_update(
                             pc,
@@ -528,7 +530,12 @@ impl Engine {
             mut ops,
             mut upgrade,
             mut invitation,
+            after_acceptance,
         } = decided;
+        // Once accepted, the fields held while the referral was received
+        // follow (see `held_until_accepted`), also when the acceptance was
+        // found done already (sent before an interruption).
+        let accepting = action == Some(StageAction::Accept);
         let mut decided_again = false;
         let updated = loop {
             match self.apply_update(pc, &referral, &action, &ops).await {
@@ -583,13 +590,35 @@ impl Engine {
                     );
                     // Decide again only about what the CRM asked for.
                     d.ops.retain(|op| ops.iter().any(|o| o.path == op.path));
+                    if after_acceptance {
+                        d.action = None;
+                        d.upgrade_to_co_sell = false;
+                    }
                     // An upgrade whose patch already landed (our own earlier
                     // attempt) reads as co-sell now: Microsoft is still to be
                     // invited (looked up first).
                     let still_upgrading = d.upgrade_to_co_sell || (upgrade && !stage.is_archived());
                     if d.action.is_none() && d.ops.is_empty() && !still_upgrading {
-                        let id = entry.id;
-                        self.write_db(move |r| r.complete_effect(id)).await?;
+                        let follow_up = (accepting && stage == Stage::Accepted)
+                            .then(|| {
+                                update_after_acceptance(
+                                    side,
+                                    referral_id,
+                                    crm_id,
+                                    crm_fields,
+                                    &json,
+                                )
+                            })
+                            .flatten();
+                        let (id, now) = (entry.id, cycle.now);
+                        self.write_db(move |r| {
+                            r.complete_effect(id)?;
+                            if let Some(f) = &follow_up {
+                                r.upsert_effect(f, now)?;
+                            }
+                            Ok(())
+                        })
+                        .await?;
                         return Ok(Flow::Continue);
                     }
                     action = d.action;
@@ -612,7 +641,18 @@ impl Engine {
             snap.first_seen = old.first_seen;
             snap.locally_expired = old.locally_expired;
         }
+        let follow_up = if accepting && snap.stage == Some(Stage::Accepted) {
+            let json = updated.to_json();
+            side.as_ref().and_then(|side| {
+                update_after_acceptance(side, referral_id, crm_id, crm_fields, &json)
+            })
+        } else {
+            None
+        };
         let mut message = Vec::new();
+        if after_acceptance {
+            message.push("after the acceptance".to_owned());
+        }
         if let Some(a) = &action {
             message.push(format!(
                 "{}ed in Partner Center",
@@ -664,6 +704,9 @@ impl Engine {
             r.complete_effect(entry_id)?;
             if let Some(invite) = &invite {
                 r.upsert_effect(invite, now)?;
+            }
+            if let Some(follow_up) = &follow_up {
+                r.upsert_effect(follow_up, now)?;
             }
             r.resolve_failure(&referral_id, PARTNER_CENTER)?;
             r.append_event(&referral_id, now, PARTNER_CENTER, "updated", &event, None)?;
@@ -1329,6 +1372,36 @@ struct Decided {
     ops: Vec<crate::domain::PatchOp>,
     upgrade: bool,
     invitation: Option<Value>,
+    after_acceptance: bool,
+}
+
+/// The update that follows an acceptance: what the CRM record holds for
+/// Partner Center only and the accepted `referral` lacks (see
+/// [`held_until_accepted`]); `None` when it lacks nothing. Queued in the
+/// transaction that records the acceptance, so a crash cannot lose it.
+fn update_after_acceptance(
+    side: &CrmSide,
+    referral_id: &str,
+    crm_id: &str,
+    crm_fields: &CrmFields,
+    referral: &Value,
+) -> Option<NewEffect> {
+    let ops = held_until_accepted(&side.mapping, crm_fields, referral);
+    if ops.is_empty() {
+        return None;
+    }
+    let effect = Effect::PcUpdate {
+        referral_id: referral_id.to_owned(),
+        crm: side.kind,
+        crm_id: crm_id.to_owned(),
+        action: None,
+        ops,
+        upgrade_to_co_sell: false,
+        invitation: None,
+        crm_fields: crm_fields.clone(),
+        after_acceptance: true,
+    };
+    Some(effect.to_new())
 }
 
 /// A queued invitation of Microsoft into a co-sell engagement.

@@ -610,6 +610,30 @@ pub(crate) fn decide_from_crm(
     d
 }
 
+/// What an accepted referral still lacks of its CRM record: the fields the
+/// mapping sends only to Partner Center (`to_partner_center`: the CRM id,
+/// the partner contact…) whose CRM values differ from the referral's. While
+/// the referral was received they were held (edits on hold are not sent),
+/// and the acceptance is the lifecycle patch alone, so that no field value
+/// can make it fail; these follow it, as a patch of their own. A CRM id
+/// another CRM already set is left alone, as for any edit, and so is the
+/// co-sell request (`inviteContext`: Microsoft's, on a received referral).
+pub(crate) fn held_until_accepted(
+    mapping: &Mapping,
+    crm_fields: &CrmFields,
+    referral: &Value,
+) -> Vec<crate::domain::PatchOp> {
+    let mut only = mapping.clone();
+    only.fields
+        .retain(|r| r.direction == crate::mapping::FieldDirection::ToPartnerCenter);
+    let proposal = only.proposed_changes(crm_fields, referral, Stage::Accepted);
+    let stale = unchanged_paths(&only, crm_fields, None, referral);
+    only_changed_fields(proposal.patch, &stale)
+        .into_iter()
+        .filter(|op| !op.value.is_null() && !crate::mapping::is_upgrade_path(&op.path))
+        .collect()
+}
+
 impl Engine {
     // ---- committing ------------------------------------------------------------
 
@@ -936,6 +960,7 @@ impl Engine {
                 upgrade_to_co_sell: d.upgrade_to_co_sell,
                 invitation: d.invitation.clone().filter(|_| d.upgrade_to_co_sell),
                 crm_fields: record.fields.clone(),
+                after_acceptance: false,
             });
         }
         self.plan_error_field(side, record, Some(rid), &d.problems, plan, cycle);
@@ -1775,6 +1800,34 @@ mod tests {
         let d = decide(&m, &now, &seen, &r);
         assert!(matches!(d.action, Some(StageAction::Decline { .. })));
         assert!(d.ops.is_empty(), "{:?}", d.ops);
+    }
+
+    #[test]
+    fn what_follows_an_acceptance_is_only_what_the_crm_alone_sends_and_partner_center_lacks() {
+        let (m, mut r, mut crm) = synced();
+        r["status"] = json!("Active");
+        r["substatus"] = json!("Accepted");
+        crm.insert("StageName".into(), json!("Qualification"));
+        crm.insert("Id".into(), json!("006A"));
+        crm.insert("Partner_Contact_First_Name__c".into(), json!("Ada"));
+        crm.insert("Partner_Contact_Email__c".into(), Value::Null);
+        crm.insert(
+            "How_can_Microsoft_help__c".into(),
+            json!("Proof of concept or demo"),
+        );
+        // A value both sides hold, edited on hold: not this update's business.
+        crm.insert("Amount".into(), json!(4242));
+        assert_eq!(
+            held_until_accepted(&m, &crm, &r),
+            vec![
+                PatchOp::replace("/externalReferenceId", "006A"),
+                PatchOp::replace("/team/0/firstName", "Ada"),
+            ]
+        );
+        // Another CRM's id stays; in step, nothing follows.
+        r["externalReferenceId"] = json!("other-crm-id");
+        r["team"][0]["firstName"] = json!("Ada");
+        assert!(held_until_accepted(&m, &crm, &r).is_empty());
     }
 
     #[test]
