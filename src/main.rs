@@ -19,6 +19,25 @@ use cosell_sync::store::ReferralFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (its position in `mi_option_t`, the same
+/// in mimalloc 2 and 3; the Rust bindings do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long mimalloc keeps freed pages before it returns them to the kernel,
+/// in milliseconds. Its default (1 s) keeps a whole batch's freed pages
+/// resident while the next batch allocates anew (1 to 2 MiB more peak RSS
+/// in the benchmark's phases); 10 ms saved 2 MiB more but cost CPU in
+/// purges and page faults. `MIMALLOC_PURGE_DELAY` in the environment wins.
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+/// Allocator options, set before any other thread starts.
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one process-wide option; no other thread exists yet.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cosell-sync",
@@ -499,8 +518,22 @@ async fn run(cli: Cli) -> Result<String, CommandError> {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    tune_allocator();
+    // What `#[tokio::main]` builds, after the allocator is tuned.
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(cli_main()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+async fn cli_main() -> ExitCode {
     // clap prints help/version with exit 0 and usage errors with exit 2.
     let cli = Cli::parse();
     match run(cli).await {
@@ -529,5 +562,26 @@ async fn main() -> ExitCode {
             }
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    use super::*;
+
+    /// The option index is mimalloc's purge delay: its documented default
+    /// (1 s) before, ours after.
+    #[test]
+    fn the_purge_delay_is_the_option_tuned() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads one process-wide option.
+        let before = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(before, 1000, "mimalloc's default purge delay");
+        tune_allocator();
+        // SAFETY: as above.
+        let after = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(after, PURGE_DELAY_MS);
     }
 }
