@@ -63,6 +63,21 @@ impl Repo<'_> {
         }
     }
 
+    /// The pending effect of one operation on a record, if any (the one
+    /// [`Repo::upsert_effect`] would change).
+    pub fn pending_effect(
+        &self,
+        target: &str,
+        operation: &str,
+        record_key: &str,
+    ) -> Result<Option<OutboxEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {} FROM outbox WHERE target = ?1 AND operation = ?2 AND record_key = ?3 ORDER BY id LIMIT 1",
+            OutboxEntry::COLUMNS
+        ))?;
+        Ok(all(&mut stmt, params![target, operation, record_key])?.pop())
+    }
+
     /// Whether an effect is pending for a record on a target.
     pub fn has_pending_effect(&self, target: &str, record_key: &str) -> Result<bool, StoreError> {
         let n: i64 = self.row(

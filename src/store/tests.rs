@@ -513,6 +513,20 @@ fn upserting_an_effect_keeps_its_attempts() {
     store
         .write(|r| r.retry_effect_later(id, "503", now() + Duration::minutes(1)))
         .unwrap();
+    // What a new decision is merged into: the pending row of the operation.
+    let found = store
+        .read(|r| r.pending_effect("salesforce", "upsert", "r1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.id, found.payload.value()), (id, json!({ "n": 1 })));
+    for (operation, record) in [("close", "r1"), ("upsert", "r2")] {
+        assert!(
+            store
+                .read(|r| r.pending_effect("salesforce", operation, record))
+                .unwrap()
+                .is_none()
+        );
+    }
     let again = store.write(|r| r.upsert_effect(&effect(2), now())).unwrap();
     assert_eq!(again, id);
     let pending = store.read(|r| r.pending_effects()).unwrap();

@@ -259,6 +259,170 @@ impl Effect {
     }
 }
 
+/// Whether a JSON Pointer is `parent` or lies under it.
+fn under(path: &str, parent: &str) -> bool {
+    path.strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+impl Effect {
+    /// Whether a Partner Center update has nothing left to send.
+    pub(crate) fn sends_nothing(&self) -> bool {
+        matches!(
+            self,
+            Effect::PcUpdate {
+                action: None,
+                ops,
+                upgrade_to_co_sell: false,
+                ..
+            } if ops.is_empty()
+        )
+    }
+
+    /// This effect, decided after `queued` (the pending effect of the same
+    /// target, operation and record, not confirmed done), as one effect that
+    /// loses neither: a decision made from the link's base sends only what
+    /// changed since the last decision, so replacing what still waits would
+    /// drop the earlier edits on both sides.
+    ///
+    /// - A Partner Center update takes the union of both patches, in order,
+    ///   an operation of this one replacing the queued one on the same path
+    ///   or on a path under it (a later `/team/0` supersedes `/team/0/email`;
+    ///   a later `/team/0/email` applies after an earlier `/team/0`). The
+    ///   lifecycle action is this one's when set; when this one has none, the
+    ///   queued one stays unless this decision read the same CRM record again:
+    ///   an action is decided from the record's whole stage, not from what
+    ///   changed, so a new decision without one means the stage now agrees
+    ///   with Partner Center, was moved back, or cannot move (a decline
+    ///   without reason, a late acceptance): sending the older action would
+    ///   archive a deal the seller reopened. Only notes go with a decline.
+    ///   The co-sell upgrade is ORed (its operations may be queued already),
+    ///   its invitation this one's when set, the CRM record this one's.
+    /// - A CRM upsert takes the union of both field sets, this one's value
+    ///   winning; the projection hash and referral id are this one's when it
+    ///   has them (an engagement write has no hash: the queued one's stays).
+    /// - Any other effect is decided whole: this one replaces the queued one.
+    pub(crate) fn merged_after(self, queued: Effect) -> Effect {
+        match (self, queued) {
+            (
+                Effect::PcUpdate {
+                    referral_id,
+                    crm,
+                    crm_id,
+                    action,
+                    ops,
+                    upgrade_to_co_sell,
+                    invitation,
+                    crm_fields,
+                    after_acceptance,
+                },
+                Effect::PcUpdate {
+                    crm: queued_crm,
+                    crm_id: queued_crm_id,
+                    action: queued_action,
+                    ops: queued_ops,
+                    upgrade_to_co_sell: queued_upgrade,
+                    invitation: queued_invitation,
+                    ..
+                },
+            ) => {
+                let same_record = crm == queued_crm && crm_id == queued_crm_id;
+                let action = if same_record {
+                    action
+                } else {
+                    action.or(queued_action)
+                };
+                let mut merged: Vec<PatchOp> = queued_ops
+                    .into_iter()
+                    .filter(|q| !ops.iter().any(|o| under(&q.path, &o.path)))
+                    .collect();
+                merged.extend(ops);
+                if matches!(action, Some(StageAction::Decline { .. })) {
+                    merged.retain(super::plan::sets_notes);
+                }
+                let upgrade_to_co_sell = upgrade_to_co_sell || queued_upgrade;
+                Effect::PcUpdate {
+                    referral_id,
+                    crm,
+                    crm_id,
+                    action,
+                    ops: merged,
+                    upgrade_to_co_sell,
+                    invitation: invitation
+                        .or(queued_invitation)
+                        .filter(|_| upgrade_to_co_sell),
+                    crm_fields,
+                    after_acceptance,
+                }
+            }
+            (
+                Effect::CrmUpsert {
+                    crm,
+                    write,
+                    referral_id,
+                    pc_hash,
+                },
+                Effect::CrmUpsert {
+                    write: queued_write,
+                    referral_id: queued_referral_id,
+                    pc_hash: queued_pc_hash,
+                    ..
+                },
+            ) => {
+                let mut fields = queued_write.fields;
+                fields.extend(write.fields);
+                Effect::CrmUpsert {
+                    crm,
+                    write: RecordWrite {
+                        key: write.key,
+                        fields,
+                        if_match: write.if_match,
+                        customer: write.customer.or(queued_write.customer),
+                    },
+                    referral_id: referral_id.or(queued_referral_id),
+                    pc_hash: pc_hash.or(queued_pc_hash),
+                }
+            }
+            (later, _) => later,
+        }
+    }
+
+    /// A queued Partner Center update a conflict resolution decided afresh:
+    /// without its operations on `overruled` paths (the resolution kept
+    /// Partner Center's values there), and without its lifecycle action when
+    /// `drop_action` (the resolution read the same CRM record's stage and
+    /// found nothing to send).
+    pub(crate) fn overruled(self, overruled: &[String], drop_action: bool) -> Effect {
+        match self {
+            Effect::PcUpdate {
+                referral_id,
+                crm,
+                crm_id,
+                action,
+                mut ops,
+                upgrade_to_co_sell,
+                invitation,
+                crm_fields,
+                after_acceptance,
+            } => {
+                ops.retain(|op| !overruled.iter().any(|p| under(&op.path, p)));
+                Effect::PcUpdate {
+                    referral_id,
+                    crm,
+                    crm_id,
+                    action: action.filter(|_| !drop_action),
+                    ops,
+                    upgrade_to_co_sell,
+                    invitation,
+                    crm_fields,
+                    after_acceptance,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// The record key of a CRM record with no referral.
 pub fn crm_record_key(crm: CrmKind, crm_id: &str) -> String {
     format!("{crm}:{crm_id}")
@@ -345,5 +509,148 @@ mod tests {
         };
         assert_eq!(w.record_key(), "dynamics:guid");
         assert_eq!(w.target(), "dynamics");
+    }
+
+    fn update(crm_id: &str, action: Option<StageAction>, ops: Vec<PatchOp>) -> Effect {
+        Effect::PcUpdate {
+            referral_id: "r1".into(),
+            crm: CrmKind::Salesforce,
+            crm_id: crm_id.into(),
+            action,
+            ops,
+            upgrade_to_co_sell: false,
+            invitation: None,
+            crm_fields: CrmFields::new(),
+            after_acceptance: false,
+        }
+    }
+
+    fn parts(e: &Effect) -> (Option<StageAction>, Vec<PatchOp>) {
+        match e {
+            Effect::PcUpdate { action, ops, .. } => (action.clone(), ops.clone()),
+            other => panic!("not an update: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_later_update_merges_into_the_queued_one_the_later_op_winning_per_path() {
+        let queued = update(
+            "006A",
+            Some(StageAction::Win),
+            vec![
+                PatchOp::replace("/details/dealValue", 1),
+                PatchOp::replace("/team/0/email", "old@x"),
+                PatchOp::replace("/customerProfile/address", serde_json::json!({"city": "A"})),
+                PatchOp::replace("/name", "Old"),
+            ],
+        );
+        let later = update(
+            "006A",
+            None,
+            vec![
+                PatchOp::replace("/details/notes", "n"),
+                PatchOp::replace("/team/0", serde_json::json!({"email": "new@x"})),
+                PatchOp::replace("/customerProfile/address/city", "B"),
+                PatchOp::replace("/name", "New"),
+            ],
+        );
+        let (action, ops) = parts(&later.merged_after(queued.clone()));
+        assert_eq!(
+            ops,
+            vec![
+                PatchOp::replace("/details/dealValue", 1),
+                // An earlier parent stays, its later child applies after it.
+                PatchOp::replace("/customerProfile/address", serde_json::json!({"city": "A"})),
+                PatchOp::replace("/details/notes", "n"),
+                // A later parent supersedes an earlier child.
+                PatchOp::replace("/team/0", serde_json::json!({"email": "new@x"})),
+                PatchOp::replace("/customerProfile/address/city", "B"),
+                PatchOp::replace("/name", "New"),
+            ]
+        );
+        assert_eq!(
+            action, None,
+            "the same record read again: its stage decides"
+        );
+
+        // Another record's decision does not speak for the queued action.
+        let other = update("006B", None, vec![PatchOp::replace("/name", "New")]);
+        assert_eq!(
+            parts(&other.merged_after(queued.clone())).0,
+            Some(StageAction::Win)
+        );
+        // A later action wins; only notes go with a decline.
+        let decline = update(
+            "006A",
+            Some(StageAction::Decline {
+                reason: "No budget".into(),
+            }),
+            vec![],
+        );
+        let queued = update(
+            "006A",
+            Some(StageAction::Accept),
+            vec![
+                PatchOp::replace("/details/notes", "why"),
+                PatchOp::replace("/name", "x"),
+            ],
+        );
+        assert_eq!(
+            parts(&decline.merged_after(queued)),
+            (
+                Some(StageAction::Decline {
+                    reason: "No budget".into()
+                }),
+                vec![PatchOp::replace("/details/notes", "why")]
+            )
+        );
+    }
+
+    #[test]
+    fn a_later_upsert_merges_into_the_queued_one_the_later_value_winning() {
+        let upsert = |fields: serde_json::Value, pc_hash: Option<&str>| Effect::CrmUpsert {
+            crm: CrmKind::Dynamics,
+            write: RecordWrite {
+                key: RecordKey::CrmId("guid".into()),
+                fields: fields.as_object().unwrap().clone(),
+                if_match: None,
+                customer: None,
+            },
+            referral_id: Some("r1".into()),
+            pc_hash: pc_hash.map(str::to_owned),
+        };
+        let queued = upsert(serde_json::json!({"a": 1, "b": 1}), Some("h1"));
+        let later = upsert(serde_json::json!({"b": 2, "c": 2}), None);
+        assert_eq!(
+            later.merged_after(queued),
+            upsert(serde_json::json!({"a": 1, "b": 2, "c": 2}), Some("h1"))
+        );
+    }
+
+    #[test]
+    fn a_conflict_withdraws_only_the_overruled_paths() {
+        let queued = update(
+            "006A",
+            Some(StageAction::Win),
+            vec![
+                PatchOp::replace("/details/dealValue", 1),
+                PatchOp::replace("/details/notes", "n"),
+            ],
+        );
+        let left = queued
+            .clone()
+            .overruled(&["/details/dealValue".to_owned()], false);
+        assert_eq!(
+            parts(&left),
+            (
+                Some(StageAction::Win),
+                vec![PatchOp::replace("/details/notes", "n")]
+            )
+        );
+        let left = queued.overruled(
+            &["/details/dealValue".to_owned(), "/details/notes".to_owned()],
+            true,
+        );
+        assert!(left.sends_nothing());
     }
 }

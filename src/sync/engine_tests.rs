@@ -1001,3 +1001,176 @@ async fn the_blocking_pool_cannot_be_told_apart_by_the_runtime_handle() {
         .unwrap();
     assert!(on_pool);
 }
+
+/// An accepted referral `r1` in step with its opportunity; returns the
+/// opportunity's id.
+async fn accepted_in_step(h: &Harness) -> String {
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.pc.edit("r1", |v| {
+        v["status"] = json!("Active");
+        v["substatus"] = json!("Accepted");
+    });
+    h.cycle().await;
+    h.sf.clear_calls();
+    h.pc.clear_calls();
+    h.sf_id_of("r1")
+}
+
+/// Two seller edits decided one cycle apart while Partner Center refuses
+/// writes (the update waits, then is decided again with the second edit);
+/// then Partner Center takes writes again. Returns the PATCHes sent once it
+/// does, and the queued Partner Center effects after the next, quiet cycle.
+async fn two_edits_while_partner_center_refuses(
+    h: &Harness,
+    first: (&str, Value),
+    second: (&str, Value),
+) -> Vec<PcCall> {
+    let crm_id = accepted_in_step(h).await;
+    h.set_now(t0() + minutes(5));
+    h.sf.edit(&crm_id, &[(first.0, first.1)]);
+    h.pc.fail_next("patch", http_error(503, None));
+    h.cycle().await;
+    assert_eq!(h.pending(PARTNER_CENTER).len(), 1, "the first edit waits");
+
+    h.set_now(t0() + minutes(6));
+    h.sf.edit(&crm_id, &[(second.0, second.1)]);
+    h.pc.fail_next("patch", http_error(429, None));
+    h.cycle().await;
+    assert_eq!(h.pending(PARTNER_CENTER).len(), 1, "one update waits");
+
+    // Past any back-off: Partner Center takes the update.
+    h.pc.clear_calls();
+    h.set_now(t0() + minutes(30));
+    h.cycle().await;
+    let sent = h.pc.writes();
+    assert!(h.pending(PARTNER_CENTER).is_empty(), "{sent:?}");
+
+    // Both sides in step: the next cycles write nothing.
+    h.sf.clear_calls();
+    h.pc.clear_calls();
+    h.set_now(t0() + minutes(31));
+    let s = h.cycle().await;
+    assert_eq!(s.writes(), 0, "{} {:?}", s.one_line(), h.sf.upserts());
+    h.set_now(t0() + minutes(32));
+    let s = h.cycle().await;
+    assert_eq!(s.writes(), 0, "{}", s.one_line());
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+    assert!(h.sf.upserts().is_empty(), "{:?}", h.sf.upserts());
+    assert!(h.pending(PARTNER_CENTER).is_empty() && h.pending("salesforce").is_empty());
+    sent
+}
+
+#[tokio::test]
+async fn two_edits_decided_while_partner_center_refuses_writes_both_reach_it() {
+    let h = Harness::new();
+    let sent = two_edits_while_partner_center_refuses(
+        &h,
+        ("Amount", json!(555)),
+        ("Description", json!("Second call booked")),
+    )
+    .await;
+    // One PATCH carries both edits (the queued update took in the second).
+    assert_eq!(
+        sent,
+        vec![PcCall::Patch {
+            id: "r1".into(),
+            ops: vec![
+                PatchOp::replace("/details/dealValue", 555),
+                PatchOp::replace("/details/notes", "Second call booked"),
+            ]
+        }]
+    );
+    let pc = h.pc.referral("r1").unwrap().to_json();
+    assert_eq!(pc["details"]["dealValue"], json!(555));
+    assert_eq!(pc["details"]["notes"], json!("Second call booked"));
+}
+
+#[tokio::test]
+async fn one_field_edited_twice_while_partner_center_refuses_writes_sends_the_later_value_once() {
+    let h = Harness::new();
+    let sent =
+        two_edits_while_partner_center_refuses(&h, ("Amount", json!(555)), ("Amount", json!(666)))
+            .await;
+    assert_eq!(
+        sent,
+        vec![PcCall::Patch {
+            id: "r1".into(),
+            ops: vec![PatchOp::replace("/details/dealValue", 666)]
+        }]
+    );
+    assert_eq!(
+        h.pc.referral("r1").unwrap().to_json()["details"]["dealValue"],
+        json!(666)
+    );
+    assert_eq!(h.sf.record_of("r1").unwrap().fields["Amount"], json!(666));
+
+    // Edited back to what Partner Center still holds: the queued value must
+    // not reach Partner Center (and from there overwrite the CRM's).
+    let h = Harness::new();
+    let sent = two_edits_while_partner_center_refuses(
+        &h,
+        ("Amount", json!(555)),
+        ("Amount", json!(50000)),
+    )
+    .await;
+    // (Partner Center is sent the value it holds: the queued one is gone.)
+    assert_eq!(
+        sent,
+        vec![PcCall::Patch {
+            id: "r1".into(),
+            ops: vec![PatchOp::replace("/details/dealValue", 50000)]
+        }]
+    );
+    assert_eq!(
+        h.pc.referral("r1").unwrap().to_json()["details"]["dealValue"],
+        json!(50000)
+    );
+    assert_eq!(h.sf.record_of("r1").unwrap().fields["Amount"], json!(50000));
+}
+
+#[tokio::test]
+async fn a_conflict_withdraws_of_a_waiting_update_only_what_it_overrules() {
+    for crm_newer in [true, false] {
+        let h = Harness::new();
+        let crm_id = accepted_in_step(&h).await;
+        // An edit of the notes waits: Partner Center refuses writes.
+        h.set_now(t0() + minutes(5));
+        h.sf.edit(&crm_id, &[("Description", json!("Second call booked"))]);
+        h.pc.fail_next("patch", http_error(503, None));
+        h.cycle().await;
+        assert_eq!(h.pending(PARTNER_CENTER).len(), 1, "the notes wait");
+
+        // Then the deal value is edited on both sides before one cycle.
+        h.set_now(t0() + minutes(10));
+        let (crm_at, pc_at) = if crm_newer { (8, 7) } else { (7, 8) };
+        h.sf.edit_at(&crm_id, &[("Amount", json!(555))], t0() + minutes(crm_at));
+        h.pc.edit("r1", |v| {
+            v["details"]["dealValue"] = json!(777);
+            v["updatedDateTime"] = json!((t0() + minutes(pc_at)).to_rfc3339());
+        });
+        h.cycle().await;
+        h.set_now(t0() + minutes(30));
+        h.cycle().await;
+        h.cycle().await;
+        assert!(h.pending(PARTNER_CENTER).is_empty() && h.pending("salesforce").is_empty());
+
+        let newer = if crm_newer { json!(555) } else { json!(777) };
+        let pc = h.pc.referral("r1").unwrap().to_json();
+        let crm = h.sf.record_of("r1").unwrap().fields;
+        assert_eq!(
+            (&pc["details"]["dealValue"], &crm["Amount"]),
+            (&newer, &newer),
+            "the newer deal value on both sides (CRM newer: {crm_newer})"
+        );
+        // The notes were never edited in Partner Center: no conflict of theirs.
+        assert_eq!(
+            (&pc["details"]["notes"], &crm["Description"]),
+            (&json!("Second call booked"), &json!("Second call booked")),
+            "the waiting edit reaches Partner Center (CRM newer: {crm_newer})"
+        );
+    }
+}

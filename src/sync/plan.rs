@@ -41,11 +41,24 @@ pub(crate) struct Plan {
     /// (CRM, referral id, modified at) of CRM records read changed, for
     /// conflicts with Partner Center changes later in the cycle.
     pub crm_changes: Vec<(CrmKind, String, Option<DateTime<Utc>>)>,
-    /// Referrals whose queued Partner Center update a conflict overruled.
-    pub withdrawn_pc_updates: Vec<String>,
+    /// Queued Partner Center updates a conflict resolution decided afresh.
+    pub overruled_pc_updates: Vec<OverruledUpdate>,
     /// A complete Partner Center listing that began then has matched the
     /// CRM changes noted up to then.
     pub forget_crm_changes: Option<DateTime<Utc>>,
+}
+
+/// What a conflict resolution overruled of the Partner Center update queued
+/// for a referral (see [`Effect::overruled`]).
+pub(crate) struct OverruledUpdate {
+    pub referral_id: String,
+    /// The CRM record the resolution read.
+    pub crm: CrmKind,
+    pub crm_id: String,
+    /// Where Partner Center's value was kept (JSON Pointers).
+    pub paths: Vec<String>,
+    /// The resolution sends no lifecycle action.
+    pub no_action: bool,
 }
 
 /// The stored rows a page's decisions need, read in one go before deciding
@@ -67,6 +80,9 @@ pub(crate) struct PageRows {
     /// (CRM, referral id) of linked records this cycle read changed in the
     /// CRM, with when they were modified (conflicts).
     crm_changes: HashMap<(CrmKind, String), Option<DateTime<Utc>>>,
+    /// Referral id → the patch of its Partner Center update queued and not
+    /// sent yet (see [`with_queued`]).
+    queued_ops: HashMap<String, Vec<crate::domain::PatchOp>>,
 }
 
 impl PageRows {
@@ -123,6 +139,27 @@ impl PageRows {
             self.pending.insert(key);
         }
         Ok(())
+    }
+
+    fn add_queued_update(&mut self, r: &Repo<'_>, referral_id: &str) -> Result<(), StoreError> {
+        if self.queued_ops.contains_key(referral_id) {
+            return Ok(());
+        }
+        if let Some(entry) = r.pending_effect(PARTNER_CENTER, PC_UPDATE, referral_id)?
+            && let Ok(Effect::PcUpdate { ops, .. }) =
+                serde_json::from_str::<Effect>(entry.payload.text())
+            && !ops.is_empty()
+        {
+            self.queued_ops.insert(referral_id.to_owned(), ops);
+        }
+        Ok(())
+    }
+
+    fn queued_ops(&self, referral_id: &str) -> &[crate::domain::PatchOp] {
+        self.queued_ops
+            .get(referral_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     pub(crate) fn add_kv(&mut self, r: &Repo<'_>, key: String) -> Result<(), StoreError> {
@@ -368,11 +405,86 @@ pub(crate) struct CrmDecision {
     pub held: Vec<String>,
 }
 
+/// Sets the value at a JSON Pointer, making the objects on the way (an index
+/// into an existing array stays in it); a path that cannot be set is left.
+fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
+    let Some(rest) = pointer.strip_prefix('/') else {
+        if pointer.is_empty() {
+            *doc = value;
+        }
+        return;
+    };
+    let parts: Vec<String> = rest
+        .split('/')
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return;
+    };
+    let mut at = doc;
+    for part in parents {
+        at = match at {
+            Value::Array(items) => {
+                match part.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    Some(item) => item,
+                    None => return,
+                }
+            }
+            other => {
+                if !other.is_object() {
+                    *other = Value::Object(Map::new());
+                }
+                let Value::Object(map) = other else { return };
+                map.entry(part.clone()).or_insert(Value::Null)
+            }
+        };
+    }
+    match at {
+        Value::Array(items) => {
+            if let Some(slot) = last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                *slot = value;
+            } else if last == "-" {
+                items.push(value);
+            }
+        }
+        other => {
+            if !other.is_object() {
+                *other = Value::Object(Map::new());
+            }
+            if let Value::Object(map) = other {
+                map.insert(last.clone(), value);
+            }
+        }
+    }
+}
+
+/// The referral as Partner Center will hold it once its queued update lands
+/// (`queued`: that update's patch). Decisions about the referral are made
+/// against it, as they would have been had the update gone out at once: a
+/// CRM value edited back to what Partner Center still holds is sent again
+/// (the queued value must not reach Partner Center), and the CRM is not
+/// written the values it is about to send. An operation on a path Partner
+/// Center changed since `before` (the referral's last stored copy) is not
+/// applied: Partner Center's newer value stands for the conflict it makes.
+fn with_queued(
+    mut json: Value,
+    queued: &[crate::domain::PatchOp],
+    before: Option<&Value>,
+) -> Value {
+    for op in queued {
+        if before.is_some_and(|b| b.pointer(&op.path) != json.pointer(&op.path)) {
+            continue;
+        }
+        set_pointer(&mut json, &op.path, op.value.clone());
+    }
+    json
+}
+
 /// Where Partner Center keeps a referral's notes (JSON Pointer).
 const NOTES_POINTER: &str = "/details/notes";
 
 /// Whether a patch operation sets the referral's notes.
-fn sets_notes(op: &crate::domain::PatchOp) -> bool {
+pub(crate) fn sets_notes(op: &crate::domain::PatchOp) -> bool {
     op.path == NOTES_POINTER || op.path.starts_with(&format!("{NOTES_POINTER}/"))
 }
 
@@ -669,14 +781,14 @@ impl Engine {
             for l in &plan.links {
                 upsert_link(r, l)?;
             }
-            for id in &plan.withdrawn_pc_updates {
-                r.withdraw_effect(PARTNER_CENTER, PC_UPDATE, id)?;
+            for o in &plan.overruled_pc_updates {
+                overrule_queued_update(r, o, now)?;
             }
             for e in &plan.effects {
                 if quarantined(r, e)? {
                     continue;
                 }
-                r.upsert_effect(&e.to_new(), now)?;
+                queue_effect(r, e, now)?;
             }
             for ev in &plan.events {
                 r.append_event(
@@ -790,6 +902,7 @@ impl Engine {
                                 .is_some_and(|l| l.crm_hash.as_deref() == Some(crm_hash.as_str()));
                             if !as_seen {
                                 rows.add_referral(r, rid)?;
+                                rows.add_queued_update(r, rid)?;
                             }
                         } else if let Some(linked) = rows
                             .link_by_crm_id(kind, crm_id)
@@ -899,6 +1012,7 @@ impl Engine {
         plan.crm_changes
             .push((kind, rid.clone(), record.modified_at));
         let (json, stage) = effective_json(snapshot);
+        let json = with_queued(json, rows.queued_ops(&rid), None);
         let Some(stage) = stage else {
             plan.event(&rid, kind.as_str(), "stage", format!("Partner Center status {}/{} is not one cosell-sync knows; CRM changes are not sent", snapshot.status, snapshot.substatus));
             cycle.summary.crm(kind).skipped += 1;
@@ -1177,11 +1291,16 @@ impl Engine {
                     let mut rows = PageRows::default();
                     for id in &ids {
                         rows.add_referral(repo, id)?;
+                        let mut linked = false;
                         for kind in &kinds {
                             rows.add_link_by_referral(repo, *kind, id)?;
                             if rows.link_by_referral(*kind, id).is_some() {
                                 rows.add_crm_change(repo, *kind, id)?;
+                                linked = true;
                             }
+                        }
+                        if linked {
+                            rows.add_queued_update(repo, id)?;
                         }
                     }
                     engagement_reads.load(repo, &kinds, &mut rows)?;
@@ -1351,6 +1470,11 @@ impl Engine {
             }
             return self.plan_microsoft_half(r, Some(stage), rows, plan);
         }
+        let queued = rows.queued_ops(&r.id);
+        if !queued.is_empty() {
+            let before = old.map(|o| effective_json(o).0);
+            json = with_queued(json, queued, before.as_ref());
+        }
         for side in &self.crms {
             let link = rows.link_by_referral(side.kind, &r.id).cloned();
             let crm_change = rows.crm_change(side.kind, &r.id);
@@ -1491,12 +1615,23 @@ impl Engine {
                 version: link.crm_version.clone(),
                 modified_at: crm_modified,
             };
-            // This decision replaces the update the CRM's change queued
-            // earlier in the cycle; one that sends nothing withdraws it (or
-            // the CRM's overruled values would still reach Partner Center).
-            if d.action.is_none() && d.ops.is_empty() && !d.upgrade_to_co_sell {
-                plan.withdrawn_pc_updates.push(r.id.clone());
-            }
+            // The queued update (the CRM's change read earlier in the cycle,
+            // with any earlier edit still waiting) loses what the resolution
+            // kept of Partner Center, or the CRM's overruled values would
+            // still reach it; this decision is then merged into what is left.
+            plan.overruled_pc_updates.push(OverruledUpdate {
+                referral_id: r.id.clone(),
+                crm: kind,
+                crm_id: link.crm_id.clone(),
+                paths: res
+                    .decisions
+                    .iter()
+                    .filter(|d| d.winner == crate::mapping::Side::PartnerCenter)
+                    .filter_map(|d| crate::mapping::FieldPath::parse(&d.path).ok())
+                    .map(|p| pointer_prefix(&p))
+                    .collect(),
+                no_action: d.action.is_none(),
+            });
             self.plan_decision(side, &record, &r.id, d, plan, cycle);
             if !res.crm_updates.is_empty() {
                 plan.effects.push(Effect::CrmUpsert {
@@ -1675,6 +1810,67 @@ fn new_opportunity(
         referral_id: Some(referral_id.to_owned()),
         pc_hash: Some(pc_hash),
     }
+}
+
+/// Queues a decided effect in the page's transaction. A pending effect of the
+/// same target, operation and record that is not done yet is merged with it
+/// ([`Effect::merged_after`]), never replaced: read and written in this one
+/// transaction, so a crash leaves either both decisions or the earlier one
+/// with the page's cursor unmoved. The merged row keeps its attempts and its
+/// next attempt time: the back-off of a side that refuses writes, or of a
+/// value it rejects, still holds (a new edit does not make the record retried
+/// at once), and a record that keeps failing is still quarantined in time.
+pub(crate) fn queue_effect(r: &Repo<'_>, e: &Effect, now: DateTime<Utc>) -> Result<(), StoreError> {
+    if !matches!(e, Effect::PcUpdate { .. } | Effect::CrmUpsert { .. }) {
+        r.upsert_effect(&e.to_new(), now)?;
+        return Ok(());
+    }
+    let row = e.to_new();
+    let Some(pending) = r.pending_effect(&row.target, &row.operation, &row.record_key)? else {
+        if !e.sends_nothing() {
+            r.enqueue(&row, now)?;
+        }
+        return Ok(());
+    };
+    let merged = match serde_json::from_str::<Effect>(pending.payload.text()) {
+        Ok(queued) => e.clone().merged_after(queued),
+        Err(err) => {
+            tracing::warn!(outbox_id = pending.id, error = %err, "a queued effect cannot be read; the new decision replaces it");
+            e.clone()
+        }
+    };
+    if merged.sends_nothing() {
+        r.withdraw_effect(&row.target, &row.operation, &row.record_key)?;
+    } else {
+        r.upsert_effect(&merged.to_new(), now)?;
+    }
+    Ok(())
+}
+
+/// Withdraws from a referral's queued Partner Center update what a conflict
+/// resolution overruled (see [`Effect::overruled`]); the whole row when
+/// nothing is left to send.
+fn overrule_queued_update(
+    r: &Repo<'_>,
+    o: &OverruledUpdate,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let Some(pending) = r.pending_effect(PARTNER_CENTER, PC_UPDATE, &o.referral_id)? else {
+        return Ok(());
+    };
+    let Ok(queued) = serde_json::from_str::<Effect>(pending.payload.text()) else {
+        // Unreadable: withdrawn, as before updates were merged.
+        r.withdraw_effect(PARTNER_CENTER, PC_UPDATE, &o.referral_id)?;
+        return Ok(());
+    };
+    let same_record = matches!(&queued, Effect::PcUpdate { crm, crm_id, .. } if *crm == o.crm && *crm_id == o.crm_id);
+    let left = queued.overruled(&o.paths, o.no_action && same_record);
+    if left.sends_nothing() {
+        r.withdraw_effect(PARTNER_CENTER, PC_UPDATE, &o.referral_id)?;
+    } else {
+        r.upsert_effect(&left.to_new(), now)?;
+    }
+    Ok(())
 }
 
 /// Inserts or updates a link.

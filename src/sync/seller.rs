@@ -345,7 +345,7 @@ impl Engine {
         self.write_db(move |r| {
             r.kv_set(&key, &value, now)?;
             for e in &effects {
-                r.upsert_effect(&e.to_new(), now)?;
+                super::plan::queue_effect(r, e, now)?;
             }
             Ok(())
         })
