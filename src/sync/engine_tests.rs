@@ -1275,3 +1275,36 @@ async fn a_crm_edit_still_waiting_for_partner_center_conflicts_with_a_later_part
     // is sent, and only to the side that lacks it.
     assert_eq!(got, want);
 }
+
+#[tokio::test]
+async fn a_conflict_survives_a_crash_after_partner_center_took_a_waiting_update() {
+    let h = Harness::new();
+    let crm_id = accepted_in_step(&h).await;
+    h.set_now(t0() + minutes(5));
+    h.sf.edit_at(&crm_id, &[("Amount", json!(555))], t0() + minutes(4));
+    // Partner Center takes the update; the process dies before it is recorded.
+    h.cycle_crashing_at("pc_update.before_commit").await;
+    assert_eq!(h.pending(PARTNER_CENTER).len(), 1, "not recorded as sent");
+    // Then someone edits the deal value in Partner Center.
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(777);
+        v["updatedDateTime"] = json!((t0() + minutes(8)).to_rfc3339());
+    });
+    h.set_now(t0() + minutes(10));
+    h.cycle().await;
+    h.set_now(t0() + minutes(30));
+    h.cycle().await;
+    assert!(h.pending(PARTNER_CENTER).is_empty() && h.pending("salesforce").is_empty());
+    let pc = h.pc.referral("r1").unwrap().to_json()["details"]["dealValue"].clone();
+    let crm = h.sf.record_of("r1").unwrap().fields["Amount"].clone();
+    assert_eq!(
+        (pc, crm),
+        (json!(777), json!(777)),
+        "the newer edit on both sides"
+    );
+    h.sf.clear_calls();
+    h.pc.clear_calls();
+    h.set_now(t0() + minutes(31));
+    let s = h.cycle().await;
+    assert_eq!(s.writes(), 0, "{}", s.one_line());
+}
