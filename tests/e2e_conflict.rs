@@ -2,7 +2,9 @@
 //! the deal value of an accepted referral is changed by a seller in
 //! Salesforce (`Amount`) and in Partner Center (`details.dealValue`). The
 //! shipped mapping leaves the owner to `newest`: the later edit must end up
-//! on both sides, and the earlier one nowhere.
+//! on both sides, and the earlier one nowhere. The same holds when the
+//! Salesforce edit is still waiting to reach Partner Center (it refuses
+//! writes) by the time Partner Center's edit is read.
 //!
 //! The mapping here is the shipped one without its fields that only go to
 //! Partner Center (the Opportunity's id, the partner contact), so that the
@@ -12,7 +14,7 @@ mod sync_support;
 
 use std::time::Duration;
 
-use cosell_sync::sim::PatchOp;
+use cosell_sync::sim::{Api, FaultKind, FaultRule, PatchOp};
 use serde_json::json;
 use sync_support::*;
 
@@ -115,4 +117,71 @@ async fn a_newer_salesforce_edit_wins_on_both_sides() {
     let (pc, crm, conflict) = both_sides_edit(false).await;
     assert!(conflict, "a conflict is recorded");
     assert_eq!((pc, crm), (555.0, 555.0));
+}
+
+/// The Salesforce edit first, while Partner Center refuses writes: its
+/// update waits past a cycle that lists Partner Center completely. Then the
+/// deal value is edited in Partner Center, and Partner Center takes writes
+/// again. The waiting edit is still an edit on the Salesforce side: the
+/// Partner Center edit, newer, wins on both sides, and the waiting value
+/// never reaches Partner Center (sent, it would overwrite the newer edit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_partner_center_edit_wins_over_a_salesforce_edit_still_waiting_to_be_sent() {
+    let h = harness(options(4, 0)).await;
+    let dir = h.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("salesforce.toml"), deal_value_mapping()).unwrap();
+    let (id, opp) = accepted_deal(&h).await;
+
+    let refusing = h.sim.state().add_fault(
+        FaultRule::new(
+            Api::PartnerCenter,
+            FaultKind::ServiceUnavailable {
+                retry_after_secs: None,
+            },
+        )
+        .operation("PATCH"),
+    );
+    h.sim.clock().advance(Duration::from_secs(3600));
+    h.sim
+        .state()
+        .edit_salesforce(&opp, json!({ "Amount": 555 }))
+        .unwrap();
+    h.sim.clock().advance(Duration::from_secs(60));
+    let s = h.cycle().await;
+    assert!(s.pending_effects > 0, "the edit waits: {}", s.one_line());
+    assert_ne!(
+        h.referral(&id)["details"]["dealValue"].as_f64(),
+        Some(555.0)
+    );
+
+    h.sim.clock().advance(Duration::from_secs(600));
+    h.sim
+        .state()
+        .edit_referral(&id, &[PatchOp::replace("/details/dealValue", 777)])
+        .unwrap();
+    assert!(h.sim.state().remove_fault(refusing));
+    h.sim.clock().advance(Duration::from_secs(60));
+    let cycles = h.settle(6).await;
+    let last = cycles.last().unwrap();
+    assert!(
+        last.writes() == 0 && last.pending_effects == 0,
+        "settled: {}",
+        last.one_line()
+    );
+
+    let pc = h.referral(&id)["details"]["dealValue"].as_f64();
+    let sf = h.sim.state().salesforce_opportunity(&opp).unwrap()["Amount"].as_f64();
+    assert_eq!(
+        (pc, sf),
+        (Some(777.0), Some(777.0)),
+        "the newer edit on both sides"
+    );
+    let conflict = h
+        .store
+        .read(|r| r.events_for(&id))
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == "conflict");
+    assert!(conflict, "a conflict is recorded");
 }

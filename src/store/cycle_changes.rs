@@ -7,7 +7,8 @@
 //! listing and Partner Center's must not forget it (the next cycle would
 //! send both sides' values across). The rows are written with the CRM page
 //! they come from and removed with the complete Partner Center listing that
-//! has matched them. A dry run writes nothing: it notes its rows in a TEMP
+//! has matched them, unless the change is still on its way to Partner Center
+//! (its update queued): then with that update. A dry run writes nothing: it notes its rows in a TEMP
 //! copy of the table, private to its connection, which shadows the stored
 //! one until the next cycle that is not a dry run.
 
@@ -81,12 +82,40 @@ impl Repo<'_> {
     }
 
     /// Forgets the changes noted at or before `listed_from`: a complete
-    /// Partner Center listing that began then has matched them.
-    pub fn forget_crm_changes(&self, listed_from: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Partner Center listing that began then has matched them. A change
+    /// still on its way to Partner Center is kept: its referral has an
+    /// effect of `waiting_operation` queued for `waiting_target` (an update
+    /// refused or waiting for its retry). A Partner Center change read later
+    /// is then still an edit on both sides; the row goes with that effect
+    /// (see [`Repo::forget_crm_changes_of`]) or with the first complete
+    /// listing after it has left the outbox.
+    pub fn forget_crm_changes(
+        &self,
+        listed_from: DateTime<Utc>,
+        waiting_target: &str,
+        waiting_operation: &str,
+    ) -> Result<(), StoreError> {
         self.exec(
-            "DELETE FROM pending_crm_changes WHERE noted_at <= ?1",
-            params![ts(listed_from)],
+            "DELETE FROM pending_crm_changes WHERE noted_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM outbox
+                   WHERE outbox.target = ?2 AND outbox.record_key = pending_crm_changes.referral_id
+                     AND outbox.operation = ?3)",
+            params![ts(listed_from), waiting_target, waiting_operation],
         )?;
+        Ok(())
+    }
+
+    /// Forgets the changes noted for `referral_id` in any CRM: the update
+    /// that carried them to Partner Center is done (sent, or taken out of
+    /// the outbox), in the same transaction, so that Partner Center's echo
+    /// of our own write is not read as an edit on both sides.
+    pub fn forget_crm_changes_of(&self, referral_id: &str) -> Result<(), StoreError> {
+        for crm in CrmKind::ALL {
+            self.exec(
+                "DELETE FROM pending_crm_changes WHERE crm = ?1 AND referral_id = ?2",
+                params![crm.as_str(), referral_id],
+            )?;
+        }
         Ok(())
     }
 }

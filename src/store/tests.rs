@@ -764,7 +764,7 @@ fn pending_crm_changes_outlive_the_process_and_a_dry_runs_stay_private() {
     dry.read(|r| {
         r.begin_crm_changes(true)?;
         r.note_crm_change(CrmKind::Salesforce, "r3", None, at(1))?;
-        r.forget_crm_changes(at(0))
+        r.forget_crm_changes(at(0), "partner_center", "update")
     })
     .unwrap();
     assert_eq!(seen(&dry, CrmKind::Salesforce, "r3"), Some(None));
@@ -780,9 +780,60 @@ fn pending_crm_changes_outlive_the_process_and_a_dry_runs_stay_private() {
     store
         .write(|r| {
             r.note_crm_change(CrmKind::Salesforce, "r4", None, at(2))?;
-            r.forget_crm_changes(at(1))
+            r.forget_crm_changes(at(1), "partner_center", "update")
         })
         .unwrap();
     assert_eq!(seen(&store, CrmKind::Salesforce, "r1"), None);
     assert_eq!(seen(&store, CrmKind::Salesforce, "r4"), Some(None));
+}
+
+#[test]
+fn a_crm_change_whose_update_waits_outlives_the_listing_until_the_update_is_done() {
+    let (_dir, store) = open();
+    let at = |m: i64| now() + Duration::minutes(m);
+    let update = |key: &str, operation: &str| NewEffect {
+        target: "partner_center".into(),
+        operation: operation.into(),
+        record_key: key.into(),
+        payload: RawJson::of(&json!({})),
+    };
+    let seen = |crm, id: &'static str| store.read(|r| r.pending_crm_change(crm, id)).unwrap();
+    let update_id = store
+        .write(|r| {
+            r.begin_crm_changes(false)?;
+            for id in ["waits", "sent", "other_op"] {
+                r.note_crm_change(CrmKind::Salesforce, id, Some(at(-5)), at(0))?;
+            }
+            r.note_crm_change(CrmKind::Dynamics, "waits", None, at(0))?;
+            // Another target's effect, or another operation, keeps nothing.
+            r.enqueue(&update("other_op", "update_after_acceptance"), at(0))?;
+            r.enqueue(
+                &NewEffect {
+                    target: "salesforce".into(),
+                    ..update("sent", "update")
+                },
+                at(0),
+            )?;
+            r.enqueue(&update("waits", "update"), at(0))
+        })
+        .unwrap();
+    store
+        .write(|r| r.forget_crm_changes(at(1), "partner_center", "update"))
+        .unwrap();
+    assert_eq!(seen(CrmKind::Salesforce, "waits"), Some(Some(at(-5))));
+    assert_eq!(seen(CrmKind::Dynamics, "waits"), Some(None));
+    assert_eq!(seen(CrmKind::Salesforce, "sent"), None);
+    assert_eq!(seen(CrmKind::Salesforce, "other_op"), None);
+
+    // Done: the referral's rows go, in every CRM, and only its.
+    store
+        .write(|r| {
+            r.note_crm_change(CrmKind::Salesforce, "later", None, at(2))?;
+            r.complete_effect(update_id)?;
+            r.forget_crm_changes_of("waits")
+        })
+        .unwrap();
+    assert_eq!(seen(CrmKind::Salesforce, "waits"), None);
+    assert_eq!(seen(CrmKind::Dynamics, "waits"), None);
+    assert_eq!(seen(CrmKind::Salesforce, "later"), Some(None));
 }

@@ -1174,3 +1174,137 @@ async fn a_conflict_withdraws_of_a_waiting_update_only_what_it_overrules() {
         );
     }
 }
+
+/// The deal value of `r1` on both sides, and whether a conflict was
+/// recorded, after a seller's edit of the amount (modified at `crm_at`
+/// minutes after t0) waits because Partner Center refuses writes, and a
+/// Partner Center edit of the deal value stamped `pc_at` is read a cycle
+/// later, after the cycle that queued the update had listed Partner Center
+/// completely. Partner Center refuses `refusals` more writes after the
+/// first. The last two cycles must write nothing.
+async fn deal_value_after_a_conflict_with_a_waiting_update(
+    crm_at: i64,
+    pc_at: i64,
+    refusals: usize,
+) -> (Value, Value, bool, Vec<Value>) {
+    let h = Harness::new();
+    let crm_id = accepted_in_step(&h).await;
+    h.set_now(t0() + minutes(5));
+    h.sf.edit_at(&crm_id, &[("Amount", json!(555))], t0() + minutes(crm_at));
+    h.pc.fail_next("patch", http_error(503, None));
+    h.cycle().await;
+    assert_eq!(h.pending(PARTNER_CENTER).len(), 1, "the edit waits");
+    h.pc.clear_calls();
+
+    // Edited in Partner Center since; read by the next cycle.
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(777);
+        v["updatedDateTime"] = json!((t0() + minutes(pc_at)).to_rfc3339());
+    });
+    for _ in 0..refusals {
+        h.pc.fail_next("patch", http_error(429, None));
+    }
+    h.set_now(t0() + minutes(10));
+    h.cycle().await;
+    // Past any back-off: Partner Center takes writes.
+    h.set_now(t0() + minutes(30));
+    h.cycle().await;
+    assert!(
+        h.pending(PARTNER_CENTER).is_empty() && h.pending("salesforce").is_empty(),
+        "{:?} {:?}",
+        h.pending(PARTNER_CENTER),
+        h.pending("salesforce")
+    );
+    // Every deal value sent either way since the edits.
+    let mut sent: Vec<Value> =
+        h.pc.writes()
+            .into_iter()
+            .filter_map(|c| match c {
+                PcCall::Patch { ops, .. } => Some(ops),
+                _ => None,
+            })
+            .flatten()
+            .filter(|op| op.path == "/details/dealValue")
+            .map(|op| op.value)
+            .collect();
+    sent.extend(
+        h.sf.upserts()
+            .into_iter()
+            .filter_map(|w| w.fields.get("Amount").cloned()),
+    );
+
+    // In step: the next cycles write nothing.
+    h.sf.clear_calls();
+    h.pc.clear_calls();
+    for minute in [31, 32] {
+        h.set_now(t0() + minutes(minute));
+        let s = h.cycle().await;
+        assert_eq!(s.writes(), 0, "{}", s.one_line());
+    }
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+    assert!(h.sf.upserts().is_empty(), "{:?}", h.sf.upserts());
+    let pc = h.pc.referral("r1").unwrap().to_json()["details"]["dealValue"].clone();
+    let crm = h.sf.record_of("r1").unwrap().fields["Amount"].clone();
+    let conflict = h
+        .store
+        .read(|r| r.events_for("r1"))
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == "conflict");
+    (pc, crm, conflict, sent)
+}
+
+#[tokio::test]
+async fn a_crm_edit_still_waiting_for_partner_center_conflicts_with_a_later_partner_center_edit() {
+    let mut got = Vec::new();
+    let mut want = Vec::new();
+    for refusals in [0, 1] {
+        // Partner Center's edit is newer: its value wins on both sides (the
+        // waiting CRM value never reaches Partner Center).
+        got.push(deal_value_after_a_conflict_with_a_waiting_update(4, 8, refusals).await);
+        want.push((json!(777), json!(777), true, vec![json!(777)]));
+        // The CRM edit is newer (Partner Center's listing showed the older
+        // edit only after the cycle that read the CRM's): the CRM value wins.
+        got.push(deal_value_after_a_conflict_with_a_waiting_update(4, 3, refusals).await);
+        want.push((json!(555), json!(555), true, vec![json!(555); refusals + 1]));
+    }
+    // (Partner Center's value, the CRM's, a conflict recorded, the deal
+    // values sent after the first refusal, refused ones included: to Partner
+    // Center, then to the CRM), for 0 and 1 more
+    // refusals, Partner Center newer then the CRM newer. Only the newer value
+    // is sent, and only to the side that lacks it.
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn a_conflict_survives_a_crash_after_partner_center_took_a_waiting_update() {
+    let h = Harness::new();
+    let crm_id = accepted_in_step(&h).await;
+    h.set_now(t0() + minutes(5));
+    h.sf.edit_at(&crm_id, &[("Amount", json!(555))], t0() + minutes(4));
+    // Partner Center takes the update; the process dies before it is recorded.
+    h.cycle_crashing_at("pc_update.before_commit").await;
+    assert_eq!(h.pending(PARTNER_CENTER).len(), 1, "not recorded as sent");
+    // Then someone edits the deal value in Partner Center.
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(777);
+        v["updatedDateTime"] = json!((t0() + minutes(8)).to_rfc3339());
+    });
+    h.set_now(t0() + minutes(10));
+    h.cycle().await;
+    h.set_now(t0() + minutes(30));
+    h.cycle().await;
+    assert!(h.pending(PARTNER_CENTER).is_empty() && h.pending("salesforce").is_empty());
+    let pc = h.pc.referral("r1").unwrap().to_json()["details"]["dealValue"].clone();
+    let crm = h.sf.record_of("r1").unwrap().fields["Amount"].clone();
+    assert_eq!(
+        (pc, crm),
+        (json!(777), json!(777)),
+        "the newer edit on both sides"
+    );
+    h.sf.clear_calls();
+    h.pc.clear_calls();
+    h.set_now(t0() + minutes(31));
+    let s = h.cycle().await;
+    assert_eq!(s.writes(), 0, "{}", s.one_line());
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::effects::{Effect, PARTNER_CENTER, StageAction};
+use super::effects::{Effect, PARTNER_CENTER, PC_UPDATE, StageAction};
 use super::plan::{decide_from_crm, effective_json, held_until_accepted};
 use super::{CrmSide, Cycle, Engine, Paused, Side, SideError, SideErrorKind, SyncError};
 use crate::crm::{CrmError, CrmFields, RecordKey, RecordWrite, WriteOk};
@@ -40,6 +40,14 @@ enum PriorCreate {
 enum Flow {
     Continue,
     Stop,
+}
+
+/// The referral whose CRM changes an effect carries to Partner Center: they
+/// are forgotten in the transaction that takes the effect out of the outbox
+/// (see `Repo::forget_crm_changes`), not before.
+fn carries_crm_changes(entry: &OutboxEntry) -> Option<String> {
+    (entry.target == PARTNER_CENTER && entry.operation == PC_UPDATE)
+        .then(|| entry.record_key.clone())
 }
 
 fn merge_fields(base: &Option<Value>, written: &CrmFields) -> CrmFields {
@@ -202,9 +210,12 @@ impl Engine {
             entry.operation,
             entry.attempts + 1
         );
-        let id = entry.id;
+        let (id, carried) = (entry.id, carries_crm_changes(entry));
         self.write_db(move |r| {
             r.complete_effect(id)?;
+            if let Some(referral_id) = &carried {
+                r.forget_crm_changes_of(referral_id)?;
+            }
             r.record_failure(&failure, now)?;
             if r.get_referral(&failure.record)?.is_some() {
                 r.append_event(
@@ -568,14 +579,16 @@ impl Engine {
                         })
                         .await?;
                     }
-                    let Some(side) = self.side(crm) else {
-                        let id = entry.id;
-                        self.write_db(move |r| r.complete_effect(id)).await?;
-                        return Ok(Flow::Continue);
-                    };
-                    let Some(stage) = stage else {
-                        let id = entry.id;
-                        self.write_db(move |r| r.complete_effect(id)).await?;
+                    let (Some(side), Some(stage)) = (self.side(crm), stage) else {
+                        let (id, carried) = (entry.id, carries_crm_changes(entry));
+                        self.write_db(move |r| {
+                            r.complete_effect(id)?;
+                            match &carried {
+                                Some(referral_id) => r.forget_crm_changes_of(referral_id),
+                                None => Ok(()),
+                            }
+                        })
+                        .await?;
                         return Ok(Flow::Continue);
                     };
                     let mut d = decide_from_crm(
@@ -611,8 +624,12 @@ impl Engine {
                             })
                             .flatten();
                         let (id, now) = (entry.id, cycle.now);
+                        let carried = carries_crm_changes(entry);
                         self.write_db(move |r| {
                             r.complete_effect(id)?;
+                            if let Some(referral_id) = &carried {
+                                r.forget_crm_changes_of(referral_id)?;
+                            }
                             if let Some(f) = &follow_up {
                                 r.upsert_effect(f, now)?;
                             }
@@ -691,6 +708,7 @@ impl Engine {
         let (entry_id, referral_id, crm_id) = (entry.id, referral_id.to_owned(), crm_id.to_owned());
         let (has_side, e_tag) = (side.is_some(), updated.e_tag.clone());
         let event = format!("from {crm}: {}", message.join("; "));
+        let carried = carries_crm_changes(entry);
         self.write_db(move |r| {
             r.upsert_referral(&snap)?;
             if has_side && let Some(mut link) = r.link_by_crm_id(crm, &crm_id)? {
@@ -702,6 +720,11 @@ impl Engine {
                 r.update_link(&link)?;
             }
             r.complete_effect(entry_id)?;
+            // Partner Center holds the CRM's changes now: reading our own
+            // write back is no edit on both sides.
+            if let Some(referral_id) = &carried {
+                r.forget_crm_changes_of(referral_id)?;
+            }
             if let Some(invite) = &invite {
                 r.upsert_effect(invite, now)?;
             }

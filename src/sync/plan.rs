@@ -44,7 +44,8 @@ pub(crate) struct Plan {
     /// Queued Partner Center updates a conflict resolution decided afresh.
     pub overruled_pc_updates: Vec<OverruledUpdate>,
     /// A complete Partner Center listing that began then has matched the
-    /// CRM changes noted up to then.
+    /// CRM changes noted up to then (but those whose Partner Center update
+    /// still waits).
     pub forget_crm_changes: Option<DateTime<Utc>>,
 }
 
@@ -813,7 +814,9 @@ impl Engine {
                 r.kv_set(key, value, now)?;
             }
             if let Some(listed_from) = plan.forget_crm_changes {
-                r.forget_crm_changes(listed_from)?;
+                // A change whose update still waits stays an edit on this
+                // side until the update is done (see `exec_pc_update`).
+                r.forget_crm_changes(listed_from, PARTNER_CENTER, PC_UPDATE)?;
             }
             note_crm_changes(r, &plan.crm_changes, now)
         })
