@@ -8,9 +8,9 @@
 //! send both sides' values across). The rows are written with the CRM page
 //! they come from and removed with the complete Partner Center listing that
 //! has matched them, unless the change is still on its way to Partner Center
-//! (its update queued): then with that update. A dry run writes nothing: it notes its rows in a TEMP
-//! copy of the table, private to its connection, which shadows the stored
-//! one until the next cycle that is not a dry run.
+//! (its update queued): then with that update. A dry run writes nothing: it
+//! notes its rows in a TEMP copy of the table, private to its connection,
+//! which shadows the stored one until the next cycle that is not a dry run.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
