@@ -507,6 +507,24 @@ fn notes_fields(mapping: &Mapping) -> Vec<String> {
     out
 }
 
+/// The CRM fields of the fields both sides hold (`direction = "both"`, not
+/// create-only): the name, the value, the close date, the notes…
+fn both_way_fields(mapping: &Mapping) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in mapping
+        .fields
+        .iter()
+        .filter(|r| r.direction == crate::mapping::FieldDirection::Both && !r.create_only)
+    {
+        match (&rule.crm, rule.template()) {
+            (Some(f), _) => out.push(f.clone()),
+            (None, Some(t)) => out.extend(t.fields().map(str::to_owned)),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
 /// JSON Pointer prefix of a mapping path (up to its first `[*]`).
 fn pointer_prefix(path: &crate::mapping::FieldPath) -> String {
     let concrete: Vec<crate::mapping::Segment> = path
@@ -1041,6 +1059,17 @@ impl Engine {
                 Some(v) => seen.insert(f.clone(), v.clone()),
                 None => seen.remove(f),
             };
+        }
+        if stage == Stage::Received && d.action.is_none() && !d.declining {
+            // On hold: an edit of a field both sides hold is not sent, and
+            // not taken as seen either. The last seen value stays the base,
+            // so the move out of on-hold sends the edit, and Partner Center's
+            // unchanged value is never written back over it.
+            for f in both_way_fields(m) {
+                if let Some(v) = previous.as_ref().and_then(|p| p.get(&f)) {
+                    seen.insert(f, v.clone());
+                }
+            }
         }
         self.plan_decision(side, record, &rid, d, plan, cycle);
         link.crm_id = record.crm_id.clone();
