@@ -634,6 +634,49 @@ async fn deal_value_after_an_on_hold_conflict(pc_edit: i64) -> (Value, Value, bo
 }
 
 #[tokio::test]
+async fn a_partner_center_change_read_after_an_edit_held_on_hold_is_a_conflict() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(&crm_id, &[("Amount", json!(4242))]);
+    h.cycle().await;
+
+    // A later cycle reads Partner Center's own change of the same value.
+    h.set_now(t0() + minutes(3));
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(60000);
+        v["updatedDateTime"] = json!((t0() + minutes(2)).to_rfc3339());
+    });
+    h.cycle().await;
+    let events = h.store.read(|r| r.events_for("r1")).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "conflict" && e.message.contains("dealValue")),
+        "a conflict is recorded"
+    );
+    // Its time unknown, the held edit loses to Partner Center's.
+    assert_eq!(h.sf.record_of("r1").unwrap().fields["Amount"], json!(60000));
+
+    h.set_now(t0() + minutes(4));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.cycle().await;
+    h.set_now(t0() + minutes(5));
+    h.cycle().await;
+    let pc = h.pc.referral("r1").unwrap().to_json();
+    assert_eq!(pc["status"], "Active");
+    assert_eq!(pc["details"]["dealValue"], json!(60000));
+    assert_eq!(h.sf.record_of("r1").unwrap().fields["Amount"], json!(60000));
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+}
+
+#[tokio::test]
 async fn a_value_edited_on_hold_and_in_partner_center_is_a_conflict_the_owner_rule_settles() {
     // The seller's edit is newer: it reaches Partner Center once accepted.
     let (pc, crm, conflict, reverted) = deal_value_after_an_on_hold_conflict(1).await;

@@ -1553,6 +1553,18 @@ impl Engine {
             return Ok(());
         }
         let current = fields_of(&link.crm_fields);
+        // The opportunity holds an edit made on hold that is not sent yet
+        // (the record as read differs from the last seen values): a Partner
+        // Center change now is an edit on both sides, whenever it is read.
+        let crm_change = crm_change.or_else(|| {
+            let held = stage == Stage::Received
+                && m.stages.shows(&current, Stage::Received)
+                && link
+                    .crm_hash
+                    .as_deref()
+                    .is_some_and(|h| h != m.crm_projection_hash(&current));
+            held.then_some(None)
+        });
 
         if stage.is_archived() {
             // Archived deals take no edit: only make the CRM show the closed stage.
