@@ -2,8 +2,9 @@
 //! hold, against the simulator with the shipped mappings: the fields the
 //! mapping sends only to Partner Center (the opportunity's id, the partner
 //! contact) are held while the referral is received, and reach Partner
-//! Center once a stage move has accepted it. The simulator's referral is
-//! asked, not the engine's store.
+//! Center once a stage move has accepted it; so does an edit of a field both
+//! sides hold (the amount), which the opportunity keeps meanwhile. The
+//! simulator's referral is asked, not the engine's store.
 
 mod sync_support;
 
