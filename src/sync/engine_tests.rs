@@ -634,7 +634,7 @@ async fn deal_value_after_an_on_hold_conflict(pc_edit: i64) -> (Value, Value, bo
 }
 
 #[tokio::test]
-async fn a_partner_center_change_read_after_an_edit_held_on_hold_is_a_conflict() {
+async fn a_partner_center_change_read_after_an_edit_held_on_hold_is_said() {
     let h = Harness::new();
     h.pc.add(inbound(
         "r1",
@@ -661,7 +661,7 @@ async fn a_partner_center_change_read_after_an_edit_held_on_hold_is_a_conflict()
             .any(|e| e.kind == "conflict" && e.message.contains("dealValue")),
         "a conflict is recorded"
     );
-    // Its time unknown, the held edit loses to Partner Center's.
+    // Read later, Partner Center's edit is the newer one.
     assert_eq!(h.sf.record_of("r1").unwrap().fields["Amount"], json!(60000));
 
     h.set_now(t0() + minutes(4));

@@ -1553,18 +1553,6 @@ impl Engine {
             return Ok(());
         }
         let current = fields_of(&link.crm_fields);
-        // The opportunity holds an edit made on hold that is not sent yet
-        // (the record as read differs from the last seen values): a Partner
-        // Center change now is an edit on both sides, whenever it is read.
-        let crm_change = crm_change.or_else(|| {
-            let held = stage == Stage::Received
-                && m.stages.shows(&current, Stage::Received)
-                && link
-                    .crm_hash
-                    .as_deref()
-                    .is_some_and(|h| h != m.crm_projection_hash(&current));
-            held.then_some(None)
-        });
 
         if stage.is_archived() {
             // Archived deals take no edit: only make the CRM show the closed stage.
@@ -1700,6 +1688,34 @@ impl Engine {
         let write = m.crm_update(json, stage, &current);
         for p in &write.problems {
             plan.event(&r.id, kind.as_str(), "invalid", p.to_string());
+        }
+        // The opportunity holds an edit made on hold, not sent yet (the
+        // record as read differs from the last seen values), and Partner
+        // Center changed a field both sides hold: its value is written, as
+        // the newer edit, and said so.
+        let holds_edit = stage == Stage::Received
+            && m.stages.shows(&current, Stage::Received)
+            && link
+                .crm_hash
+                .as_deref()
+                .is_some_and(|h| h != m.crm_projection_hash(&current));
+        if holds_edit {
+            for rule in m
+                .fields
+                .iter()
+                .filter(|r| r.direction == crate::mapping::FieldDirection::Both && !r.create_only)
+            {
+                if let Some(f) = rule
+                    .crm
+                    .as_deref()
+                    .filter(|f| write.record.contains_key(*f))
+                {
+                    plan.event(&r.id, kind.as_str(), "conflict", format!(
+                        "{} / {f} changed in Partner Center while the opportunity holds an edit made on hold: the Partner Center value is kept, the CRM value overruled",
+                        rule.path.as_str()
+                    ));
+                }
+            }
         }
         if write.record.is_empty() {
             link.pc_hash = Some(pc_hash);
