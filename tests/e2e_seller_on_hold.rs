@@ -2,8 +2,9 @@
 //! hold, against the simulator with the shipped mappings: the fields the
 //! mapping sends only to Partner Center (the opportunity's id, the partner
 //! contact) are held while the referral is received, and reach Partner
-//! Center once a stage move has accepted it. The simulator's referral is
-//! asked, not the engine's store.
+//! Center once a stage move has accepted it; so does an edit of a field both
+//! sides hold (the amount), which the opportunity keeps meanwhile. The
+//! simulator's referral is asked, not the engine's store.
 
 mod sync_support;
 
@@ -126,4 +127,54 @@ async fn the_dynamics_opportunity_id_reaches_partner_center_after_the_acceptance
     let member = first_team_member(&h, &id);
     assert_eq!(member["email"], "grace@contoso-partner.example", "{member}");
     assert_eq!(member["lastName"], "Hopper", "{member}");
+}
+
+/// A number the simulator holds (an integer or a decimal).
+fn number(v: &Value) -> Option<f64> {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_salesforce_amount_edited_on_hold_reaches_partner_center_once_accepted() {
+    let h = harness_with(
+        options(2, 0),
+        &[("COSELL_SYNC__DYNAMICS__ENABLED", "false")],
+    )
+    .await;
+    h.settle(4).await;
+    let id = on_hold(&h, |h, id| h.sf(id)).await;
+    let opp = h.sf(&id).unwrap()["Id"].as_str().unwrap().to_owned();
+    let first = number(&h.referral(&id)["details"]["dealValue"]);
+    assert_ne!(first, Some(4242.0));
+
+    // On hold: the seller sets the amount. Not sent yet, and kept.
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.sim
+        .state()
+        .edit_salesforce(&opp, json!({"Amount": 4242}))
+        .unwrap();
+    h.settle(4).await;
+    assert_eq!(h.status(&id).0, "New");
+    assert_eq!(number(&h.referral(&id)["details"]["dealValue"]), first);
+    assert_eq!(number(&h.sf(&id).unwrap()["Amount"]), Some(4242.0));
+
+    // Moved out of on-hold: accepted, then the seller's amount follows;
+    // Salesforce keeps it.
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.sim.state().set_sf_stage(&opp, "Qualification").unwrap();
+    let cycles = h.settle(6).await;
+    assert_eq!(h.status(&id), ("Active".into(), "Accepted".into()));
+    let r = h.referral(&id);
+    assert_eq!(number(&r["details"]["dealValue"]), Some(4242.0), "{r}");
+    let o = h.sf(&id).unwrap();
+    assert_eq!(number(&o["Amount"]), Some(4242.0), "{o}");
+
+    let last = cycles.last().unwrap();
+    assert_eq!(last.writes(), 0, "{}", last.one_line());
+    h.sim.clock().advance(Duration::from_secs(60));
+    let before = write_calls(&h.counters());
+    let s = h.cycle().await;
+    assert_eq!(s.writes(), 0, "{}", s.one_line());
+    assert_eq!(write_calls(&h.counters()), before);
 }

@@ -522,6 +522,182 @@ async fn held_fields_follow_an_acceptance_interrupted_before_it_was_recorded() {
     held_fields_after_a_crash_once_accepted(true).await;
 }
 
+/// Whether the Salesforce fake was ever written `Amount` = `value`.
+fn crm_written_amount(h: &Harness, value: Value) -> bool {
+    h.sf.upserts()
+        .iter()
+        .any(|w| w.fields.get("Amount") == Some(&value))
+}
+
+#[tokio::test]
+async fn a_value_edited_on_hold_follows_the_acceptance_and_is_never_reverted() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    h.sf.clear_calls();
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(&crm_id, &[("Amount", json!(4242))]);
+    h.cycle().await;
+    assert!(
+        h.pc.writes().is_empty(),
+        "held on hold: {:?}",
+        h.pc.writes()
+    );
+
+    h.set_now(t0() + minutes(2));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.cycle().await;
+    h.set_now(t0() + minutes(3));
+    h.cycle().await;
+    assert_eq!(
+        h.pc.writes(),
+        vec![
+            PcCall::ChangeStage {
+                id: "r1".into(),
+                ops: accept_ops()
+            },
+            PcCall::Patch {
+                id: "r1".into(),
+                ops: vec![PatchOp::replace("/details/dealValue", 4242)]
+            },
+        ],
+        "the acceptance alone, then the value edited on hold"
+    );
+    let pc = h.pc.referral("r1").unwrap().to_json();
+    assert_eq!(pc["status"], "Active");
+    assert_eq!(pc["details"]["dealValue"], json!(4242));
+    assert_eq!(h.sf.record_of("r1").unwrap().fields["Amount"], json!(4242));
+    assert!(
+        !crm_written_amount(&h, json!(50000)),
+        "the old value is never written back: {:?}",
+        h.sf.upserts()
+    );
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+
+    // Settled: later cycles write nothing anywhere.
+    h.pc.clear_calls();
+    h.sf.clear_calls();
+    for i in 4..7 {
+        h.set_now(t0() + minutes(i));
+        h.sf.reread_all();
+        let s = h.cycle().await;
+        assert_eq!(s.writes(), 0, "{}", s.one_line());
+    }
+    assert!(h.pc.writes().is_empty(), "{:?}", h.pc.writes());
+    assert!(h.sf.upserts().is_empty(), "{:?}", h.sf.upserts());
+}
+
+/// The deal value on both sides once `r1`, received, is accepted from
+/// Salesforce, after the seller set Amount 4242 on hold at minute 2 and
+/// Partner Center set 60000 at minute `pc_edit` (read in the same cycle);
+/// also whether a conflict was recorded and whether the CRM was ever
+/// written the first value (50000) after the seller's edit.
+async fn deal_value_after_an_on_hold_conflict(pc_edit: i64) -> (Value, Value, bool, bool) {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    h.sf.clear_calls();
+    h.set_now(t0() + minutes(5));
+    h.sf.edit_at(&crm_id, &[("Amount", json!(4242))], t0() + minutes(2));
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(60000);
+        v["updatedDateTime"] = json!((t0() + minutes(pc_edit)).to_rfc3339());
+    });
+    h.cycle().await;
+    h.set_now(t0() + minutes(6));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.cycle().await;
+    for i in 7..10 {
+        h.set_now(t0() + minutes(i));
+        h.cycle().await;
+    }
+    let pc = h.pc.referral("r1").unwrap().to_json()["details"]["dealValue"].clone();
+    let crm = h.sf.record_of("r1").unwrap().fields["Amount"].clone();
+    let conflict = h
+        .store
+        .read(|r| r.events_for("r1"))
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == "conflict");
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+    (pc, crm, conflict, crm_written_amount(&h, json!(50000)))
+}
+
+#[tokio::test]
+async fn a_partner_center_change_read_after_an_edit_held_on_hold_is_said() {
+    let h = Harness::new();
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(&crm_id, &[("Amount", json!(4242))]);
+    h.cycle().await;
+
+    // A later cycle reads Partner Center's own change of the same value.
+    h.set_now(t0() + minutes(3));
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(60000);
+        v["updatedDateTime"] = json!((t0() + minutes(2)).to_rfc3339());
+    });
+    h.cycle().await;
+    let events = h.store.read(|r| r.events_for("r1")).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "conflict" && e.message.contains("dealValue")),
+        "a conflict is recorded"
+    );
+    // Read later, Partner Center's edit is the newer one.
+    assert_eq!(h.sf.record_of("r1").unwrap().fields["Amount"], json!(60000));
+
+    h.set_now(t0() + minutes(4));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.cycle().await;
+    h.set_now(t0() + minutes(5));
+    h.cycle().await;
+    let pc = h.pc.referral("r1").unwrap().to_json();
+    assert_eq!(pc["status"], "Active");
+    assert_eq!(pc["details"]["dealValue"], json!(60000));
+    assert_eq!(h.sf.record_of("r1").unwrap().fields["Amount"], json!(60000));
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+}
+
+#[tokio::test]
+async fn a_value_edited_on_hold_and_in_partner_center_is_a_conflict_the_owner_rule_settles() {
+    // The seller's edit is newer: it reaches Partner Center once accepted.
+    let (pc, crm, conflict, reverted) = deal_value_after_an_on_hold_conflict(1).await;
+    assert!(conflict, "a conflict is recorded");
+    assert!(!reverted, "the first value is never written back");
+    assert_eq!(
+        (pc, crm),
+        (json!(4242), json!(4242)),
+        "the CRM edit is newer"
+    );
+    // Partner Center's edit is newer: the CRM shows it.
+    let (pc, crm, conflict, reverted) = deal_value_after_an_on_hold_conflict(3).await;
+    assert!(conflict, "a conflict is recorded");
+    assert!(!reverted, "the first value is never written back");
+    assert_eq!(
+        (pc, crm),
+        (json!(60000), json!(60000)),
+        "the Partner Center edit is newer"
+    );
+}
+
 /// The deal value of `r1` on both sides after a conflict over it: the CRM
 /// edit made at `crm_edit` (minutes after t0), the Partner Center edit at
 /// `pc_edit`, read by the same cycle. Also whether a conflict was recorded.

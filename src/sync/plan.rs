@@ -507,6 +507,24 @@ fn notes_fields(mapping: &Mapping) -> Vec<String> {
     out
 }
 
+/// The CRM fields of the fields both sides hold (`direction = "both"`, not
+/// create-only): the name, the value, the close date, the notes…
+fn both_way_fields(mapping: &Mapping) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in mapping
+        .fields
+        .iter()
+        .filter(|r| r.direction == crate::mapping::FieldDirection::Both && !r.create_only)
+    {
+        match (&rule.crm, rule.template()) {
+            (Some(f), _) => out.push(f.clone()),
+            (None, Some(t)) => out.extend(t.fields().map(str::to_owned)),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
 /// JSON Pointer prefix of a mapping path (up to its first `[*]`).
 fn pointer_prefix(path: &crate::mapping::FieldPath) -> String {
     let concrete: Vec<crate::mapping::Segment> = path
@@ -1041,6 +1059,17 @@ impl Engine {
                 Some(v) => seen.insert(f.clone(), v.clone()),
                 None => seen.remove(f),
             };
+        }
+        if stage == Stage::Received && d.action.is_none() && !d.declining {
+            // On hold: an edit of a field both sides hold is not sent, and
+            // not taken as seen either. The last seen value stays the base,
+            // so the move out of on-hold sends the edit, and Partner Center's
+            // unchanged value is never written back over it.
+            for f in both_way_fields(m) {
+                if let Some(v) = previous.as_ref().and_then(|p| p.get(&f)) {
+                    seen.insert(f, v.clone());
+                }
+            }
         }
         self.plan_decision(side, record, &rid, d, plan, cycle);
         link.crm_id = record.crm_id.clone();
@@ -1659,6 +1688,34 @@ impl Engine {
         let write = m.crm_update(json, stage, &current);
         for p in &write.problems {
             plan.event(&r.id, kind.as_str(), "invalid", p.to_string());
+        }
+        // The opportunity holds an edit made on hold, not sent yet (the
+        // record as read differs from the last seen values), and Partner
+        // Center changed a field both sides hold: its value is written, as
+        // the newer edit, and said so.
+        let holds_edit = stage == Stage::Received
+            && m.stages.shows(&current, Stage::Received)
+            && link
+                .crm_hash
+                .as_deref()
+                .is_some_and(|h| h != m.crm_projection_hash(&current));
+        if holds_edit {
+            for rule in m
+                .fields
+                .iter()
+                .filter(|r| r.direction == crate::mapping::FieldDirection::Both && !r.create_only)
+            {
+                if let Some(f) = rule
+                    .crm
+                    .as_deref()
+                    .filter(|f| write.record.contains_key(*f))
+                {
+                    plan.event(&r.id, kind.as_str(), "conflict", format!(
+                        "{} / {f} changed in Partner Center while the opportunity holds an edit made on hold: the Partner Center value is kept, the CRM value overruled",
+                        rule.path.as_str()
+                    ));
+                }
+            }
         }
         if write.record.is_empty() {
             link.pc_hash = Some(pc_hash);
