@@ -36,17 +36,7 @@ fn deal_value_mapping() -> String {
 /// value travels both ways), edited once more and settled: (referral id,
 /// Opportunity id).
 async fn accepted_deal(h: &Harness) -> (String, String) {
-    h.settle(6).await;
-    let id = h
-        .received_inbound()
-        .into_iter()
-        .find(|id| h.sf(id).is_some())
-        .expect("a received referral linked in Salesforce");
-    let opp = h.sf(&id).unwrap()["Id"].as_str().unwrap().to_owned();
-    h.sim.clock().advance(Duration::from_secs(60));
-    h.sim.state().set_sf_stage(&opp, "Qualification").unwrap();
-    h.settle(6).await;
-    assert_eq!(h.status(&id).0, "Active", "accepted");
+    let (id, opp) = h.accept_a_received_deal_in_salesforce().await;
     // A seller's edit once accepted, settled: afterwards only the deal value
     // below differs.
     h.sim.clock().advance(Duration::from_secs(60));

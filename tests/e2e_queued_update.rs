@@ -14,27 +14,10 @@ use cosell_sync::sim::{Api, FaultKind, FaultRule, PatchOp};
 use serde_json::json;
 use sync_support::*;
 
-/// A received inbound referral accepted from Salesforce and settled:
-/// (referral id, Opportunity id).
-async fn accepted_deal(h: &Harness) -> (String, String) {
-    h.settle(6).await;
-    let id = h
-        .received_inbound()
-        .into_iter()
-        .find(|id| h.sf(id).is_some())
-        .expect("a received referral linked in Salesforce");
-    let opp = h.sf(&id).unwrap()["Id"].as_str().unwrap().to_owned();
-    h.sim.clock().advance(Duration::from_secs(60));
-    h.sim.state().set_sf_stage(&opp, "Qualification").unwrap();
-    h.settle(6).await;
-    assert_eq!(h.status(&id).0, "Active", "accepted");
-    (id, opp)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_edits_made_while_partner_center_refuses_writes_both_reach_it() {
     let h = harness(options(4, 0)).await;
-    let (id, opp) = accepted_deal(&h).await;
+    let (id, opp) = h.accept_a_received_deal_in_salesforce().await;
     let notes = "Second call booked with the customer.";
     assert_ne!(h.referral(&id)["details"]["notes"], json!(notes));
 

@@ -147,6 +147,27 @@ impl Harness {
             .collect()
     }
 
+    /// A received inbound referral linked in Salesforce, accepted there by a
+    /// seller's stage move a minute later and settled: (referral id,
+    /// Opportunity id).
+    pub async fn accept_a_received_deal_in_salesforce(&self) -> (String, String) {
+        self.settle(6).await;
+        let id = self
+            .received_inbound()
+            .into_iter()
+            .find(|id| self.sf(id).is_some())
+            .expect("a received referral linked in Salesforce");
+        let opp = self.sf(&id).unwrap()["Id"].as_str().unwrap().to_owned();
+        self.sim.clock().advance(std::time::Duration::from_secs(60));
+        self.sim
+            .state()
+            .set_sf_stage(&opp, "Qualification")
+            .unwrap();
+        self.settle(6).await;
+        assert_eq!(self.status(&id).0, "Active", "accepted");
+        (id, opp)
+    }
+
     pub fn link_crm_id(&self, crm: CrmKind, referral_id: &str) -> Option<String> {
         self.store
             .read(|r| r.link_by_referral(crm, referral_id))
