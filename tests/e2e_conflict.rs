@@ -14,7 +14,7 @@ mod sync_support;
 
 use std::time::Duration;
 
-use cosell_sync::sim::{Api, FaultKind, FaultRule, PatchOp};
+use cosell_sync::sim::{Api, PatchOp};
 use serde_json::json;
 use sync_support::*;
 
@@ -123,15 +123,7 @@ async fn a_newer_partner_center_edit_wins_over_a_salesforce_edit_still_waiting_t
     std::fs::write(dir.join("salesforce.toml"), deal_value_mapping()).unwrap();
     let (id, opp) = accepted_deal(&h).await;
 
-    let refusing = h.sim.state().add_fault(
-        FaultRule::new(
-            Api::PartnerCenter,
-            FaultKind::ServiceUnavailable {
-                retry_after_secs: None,
-            },
-        )
-        .operation("PATCH"),
-    );
+    let refusing = h.refuse_patches(Api::PartnerCenter);
     h.sim.clock().advance(Duration::from_secs(3600));
     h.sim
         .state()

@@ -10,7 +10,7 @@ mod sync_support;
 
 use std::time::Duration;
 
-use cosell_sync::sim::{Api, FaultKind, FaultRule, PatchOp};
+use cosell_sync::sim::{Api, PatchOp};
 use serde_json::json;
 use sync_support::*;
 
@@ -21,15 +21,7 @@ async fn two_edits_made_while_partner_center_refuses_writes_both_reach_it() {
     let notes = "Second call booked with the customer.";
     assert_ne!(h.referral(&id)["details"]["notes"], json!(notes));
 
-    let refusing = h.sim.state().add_fault(
-        FaultRule::new(
-            Api::PartnerCenter,
-            FaultKind::ServiceUnavailable {
-                retry_after_secs: None,
-            },
-        )
-        .operation("PATCH"),
-    );
+    let refusing = h.refuse_patches(Api::PartnerCenter);
     h.sim.clock().advance(Duration::from_secs(300));
     h.sim
         .state()
@@ -113,15 +105,7 @@ async fn a_partner_center_edit_waiting_for_the_crm_survives_microsoft_s_lapsed_a
     h.settle(3).await;
 
     // Salesforce refuses writes; the deal value is changed in Partner Center.
-    let refusing = h.sim.state().add_fault(
-        FaultRule::new(
-            Api::Salesforce,
-            FaultKind::ServiceUnavailable {
-                retry_after_secs: None,
-            },
-        )
-        .operation("PATCH"),
-    );
+    let refusing = h.refuse_patches(Api::Salesforce);
     h.sim.clock().advance(Duration::from_secs(60));
     h.sim
         .state()

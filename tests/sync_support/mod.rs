@@ -168,6 +168,20 @@ impl Harness {
         (id, opp)
     }
 
+    /// `api` answers every PATCH with 503 (no Retry-After) until the
+    /// returned fault is removed.
+    pub fn refuse_patches(&self, api: Api) -> u64 {
+        self.sim.state().add_fault(
+            cosell_sync::sim::FaultRule::new(
+                api,
+                cosell_sync::sim::FaultKind::ServiceUnavailable {
+                    retry_after_secs: None,
+                },
+            )
+            .operation("PATCH"),
+        )
+    }
+
     pub fn link_crm_id(&self, crm: CrmKind, referral_id: &str) -> Option<String> {
         self.store
             .read(|r| r.link_by_referral(crm, referral_id))
