@@ -47,8 +47,18 @@ macro_rules! api_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(deserializer)?;
-                Ok(Self::parse(&s))
+                struct WireVisitor;
+                impl<'de> serde::de::Visitor<'de> for WireVisitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a string")
+                    }
+                    // Read from the text in place; only an unknown value is copied.
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        Ok($name::parse(s))
+                    }
+                }
+                deserializer.deserialize_str(WireVisitor)
             }
         }
     };

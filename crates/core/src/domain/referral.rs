@@ -4,7 +4,10 @@
 //! are serialized back unchanged. Known fields that are absent stay absent.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::enums::*;
@@ -12,106 +15,86 @@ use super::enums::*;
 /// Unknown fields of one JSON object, kept in their original order.
 pub type Extra = Map<String, Value>;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Referral {
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub engagement_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub organization_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub external_reference_id: Option<String>,
-    #[serde(
-        default,
-        with = "api_datetime",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "api_datetime", skip_serializing_if = "Option::is_none")]
     pub created_date_time: Option<DateTime<Utc>>,
-    #[serde(
-        default,
-        with = "api_datetime",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "api_datetime", skip_serializing_if = "Option::is_none")]
     pub updated_date_time: Option<DateTime<Utc>>,
-    #[serde(
-        default,
-        with = "api_datetime",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "api_datetime", skip_serializing_if = "Option::is_none")]
     pub expiration_date_time: Option<DateTime<Utc>>,
-    #[serde(
-        default,
-        with = "api_datetime",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "api_datetime", skip_serializing_if = "Option::is_none")]
     pub accepted_date_time: Option<DateTime<Utc>>,
-    #[serde(
-        default,
-        with = "api_datetime",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "api_datetime", skip_serializing_if = "Option::is_none")]
     pub closed_date_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<ReferralStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub substatus: Option<ReferralSubstatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub referral_type: Option<ReferralType>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub qualification: Option<ReferralQualification>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub customer_profile: Option<CustomerProfile>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub consent: Option<Consent>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<ReferralDetails>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub team: Option<Vec<Member>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub invite_context: Option<InviteContext>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<Vec<ReferralTarget>>,
     /// Quoted ETag as the service sends it, e.g. `"\"2500ec5a-…\""`.
-    #[serde(rename = "eTag", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "eTag", skip_serializing_if = "Option::is_none")]
     pub e_tag: Option<String>,
     /// Observed as `Qualify|Develop|Propose|Close` and as `"100"`: kept as text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sales_stage: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub favorite: Option<bool>,
     /// Read-only; never sent back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub links: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerProfile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<Address>,
     /// Number of employees as a documented range string (`10to50employees`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
     /// The customer's contacts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub team: Option<Vec<Member>>,
     /// An array on the wire; documentation examples also send `{}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ids: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
@@ -138,95 +121,88 @@ impl CustomerProfile {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerProfileId {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub profile_type: Option<CustomerProfileType>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Address {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub address_line1: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub address_line2: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub city: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub postal_code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// ISO 3166 two-letter code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// A person: a partner seller in `team`, or a customer contact in `customerProfile.team`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub contact_preference: Option<ContactPreference>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ContactPreference {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disable_notifications: Option<bool>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Consent {
     /// Spelled with the double "To" on the wire.
     #[serde(
         rename = "consentToToShareInfoWithOthers",
-        default,
         skip_serializing_if = "Option::is_none"
     )]
     pub consent_to_share_info_with_others: Option<bool>,
-    #[serde(
-        rename = "consentToContact",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "consentToContact", skip_serializing_if = "Option::is_none")]
     pub consent_to_contact: Option<bool>,
     #[serde(
         rename = "consentToMicrosoftToContactSpecificPartners",
-        default,
         skip_serializing_if = "Option::is_none"
     )]
     pub consent_to_microsoft_to_contact_specific_partners: Option<bool>,
     /// `false` makes the deal private pipeline.
     #[serde(
         rename = "consentToShareReferralWithMicrosoftSellers",
-        default,
         skip_serializing_if = "Option::is_none"
     )]
     pub consent_to_share_referral_with_microsoft_sellers: Option<bool>,
@@ -234,100 +210,92 @@ pub struct Consent {
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ReferralDetails {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
-    #[serde(
-        default,
-        with = "lenient_number",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "lenient_number", skip_serializing_if = "Option::is_none")]
     pub deal_value: Option<f64>,
     /// ISO 4217 code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
-    #[serde(
-        default,
-        with = "api_datetime",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "api_datetime", skip_serializing_if = "Option::is_none")]
     pub closing_date_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub requirements: Option<Requirements>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Requirements {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub industries: Option<Vec<Tag>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub products: Option<Vec<Tag>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub services: Option<Vec<Tag>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub solutions: Option<Vec<SolutionTag>>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Tag {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SolutionTag {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub tag_type: Option<SolutionTagType>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct InviteContext {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub invited_by: Option<InvitedBy>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub assistance_request_code: Option<AssistanceRequestCode>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct InvitedBy {
     /// A GUID, or `msft` for Microsoft.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub organization_name: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ReferralTarget {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub target_type: Option<ReferralTargetType>,
     #[serde(flatten)]
     pub extra: Extra,
@@ -349,6 +317,229 @@ impl ReferralTarget {
             .is_some_and(|id| id.eq_ignore_ascii_case(MICROSOFT_ORGANIZATION_ID))
     }
 }
+
+/// `Deserialize` for an object of known keys whose other keys go to `extra`:
+/// one pass over the object, straight into the struct. (Serde's `flatten`
+/// first copies the whole object into a tree of its own, for every object
+/// of every referral.) A repeated key: the last one wins, as in a JSON tree.
+/// `required` names a field without which the object is refused.
+macro_rules! object_with_extra {
+    ($ty:ident $(required $req:ident)? {
+        $($field:ident: $key:literal $(via $via:ident)?),* $(,)?
+    }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                #[allow(non_camel_case_types)]
+                enum Key {
+                    $($field,)*
+                    Other(String),
+                }
+
+                impl Key {
+                    fn of(key: &str) -> Option<Key> {
+                        match key {
+                            $($key => Some(Key::$field),)*
+                            _ => None,
+                        }
+                    }
+                }
+
+                impl<'de> Deserialize<'de> for Key {
+                    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                        struct KeyVisitor;
+                        impl<'de> Visitor<'de> for KeyVisitor {
+                            type Value = Key;
+                            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                                f.write_str("a field name")
+                            }
+                            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                                Ok(Key::of(key).unwrap_or_else(|| Key::Other(key.to_owned())))
+                            }
+                            fn visit_string<E: de::Error>(self, key: String) -> Result<Key, E> {
+                                Ok(Key::of(&key).unwrap_or(Key::Other(key)))
+                            }
+                        }
+                        deserializer.deserialize_identifier(KeyVisitor)
+                    }
+                }
+
+                struct ObjectVisitor;
+                impl<'de> Visitor<'de> for ObjectVisitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("struct ", stringify!($ty)))
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                        let mut out = <$ty>::default();
+                        $(let mut $req = false;)?
+                        while let Some(key) = map.next_key::<Key>()? {
+                            $(if matches!(key, Key::$req) {
+                                $req = true;
+                            })?
+                            match key {
+                                $(Key::$field => {
+                                    out.$field = field_value!(map $(, $via)?);
+                                })*
+                                Key::Other(key) => {
+                                    let value: Value = map.next_value()?;
+                                    out.extra.insert(key, value);
+                                }
+                            }
+                        }
+                        $(if !$req {
+                            return Err(de::Error::missing_field(stringify!($req)));
+                        })?
+                        Ok(out)
+                    }
+                }
+
+                deserializer.deserialize_map(ObjectVisitor)
+            }
+        }
+    };
+}
+
+/// The next value of a map, read as its field's type or through a wrapper.
+macro_rules! field_value {
+    ($map:ident) => {
+        $map.next_value()?
+    };
+    ($map:ident, $via:ident) => {
+        $map.next_value::<$via>()?.0
+    };
+}
+
+/// A Partner Center date-time field ([`api_datetime`]).
+struct ApiDateTime(Option<DateTime<Utc>>);
+
+impl<'de> Deserialize<'de> for ApiDateTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        api_datetime::deserialize(d).map(ApiDateTime)
+    }
+}
+
+/// A number field that may arrive as a numeric string ([`lenient_number`]).
+struct LenientNumber(Option<f64>);
+
+impl<'de> Deserialize<'de> for LenientNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        lenient_number::deserialize(d).map(LenientNumber)
+    }
+}
+
+object_with_extra!(Referral required id {
+    id: "id",
+    engagement_id: "engagementId",
+    name: "name",
+    organization_id: "organizationId",
+    organization_name: "organizationName",
+    external_reference_id: "externalReferenceId",
+    created_date_time: "createdDateTime" via ApiDateTime,
+    updated_date_time: "updatedDateTime" via ApiDateTime,
+    expiration_date_time: "expirationDateTime" via ApiDateTime,
+    accepted_date_time: "acceptedDateTime" via ApiDateTime,
+    closed_date_time: "closedDateTime" via ApiDateTime,
+    status: "status",
+    substatus: "substatus",
+    status_reason: "statusReason",
+    referral_type: "type",
+    qualification: "qualification",
+    direction: "direction",
+    customer_profile: "customerProfile",
+    consent: "consent",
+    details: "details",
+    team: "team",
+    invite_context: "inviteContext",
+    target: "target",
+    e_tag: "eTag",
+    sales_stage: "salesStage",
+    campaign_id: "campaignId",
+    favorite: "favorite",
+    links: "links",
+});
+
+object_with_extra!(CustomerProfile {
+    name: "name",
+    address: "address",
+    size: "size",
+    team: "team",
+    ids: "ids",
+});
+
+object_with_extra!(CustomerProfileId {
+    id: "id",
+    profile_type: "profileType",
+});
+
+object_with_extra!(Address {
+    address_line1: "addressLine1",
+    address_line2: "addressLine2",
+    city: "city",
+    state: "state",
+    postal_code: "postalCode",
+    region: "region",
+    country: "country",
+});
+
+object_with_extra!(Member {
+    first_name: "firstName",
+    last_name: "lastName",
+    phone_number: "phoneNumber",
+    email: "email",
+    title: "title",
+    contact_preference: "contactPreference",
+});
+
+object_with_extra!(ContactPreference {
+    locale: "locale",
+    disable_notifications: "disableNotifications",
+});
+
+object_with_extra!(Consent {
+    consent_to_share_info_with_others: "consentToToShareInfoWithOthers",
+    consent_to_contact: "consentToContact",
+    consent_to_microsoft_to_contact_specific_partners: "consentToMicrosoftToContactSpecificPartners",
+    consent_to_share_referral_with_microsoft_sellers: "consentToShareReferralWithMicrosoftSellers",
+});
+
+object_with_extra!(ReferralDetails {
+    notes: "notes",
+    deal_value: "dealValue" via LenientNumber,
+    currency: "currency",
+    closing_date_time: "closingDateTime" via ApiDateTime,
+    requirements: "requirements",
+});
+
+object_with_extra!(Requirements {
+    industries: "industries",
+    products: "products",
+    services: "services",
+    solutions: "solutions",
+});
+
+object_with_extra!(Tag { id: "id" });
+
+object_with_extra!(SolutionTag {
+    id: "id",
+    name: "name",
+    tag_type: "type",
+});
+
+object_with_extra!(InviteContext {
+    notes: "notes",
+    invited_by: "invitedBy",
+    assistance_request_code: "assistanceRequestCode",
+});
+
+object_with_extra!(InvitedBy {
+    organization_id: "organizationId",
+    organization_name: "organizationName",
+});
+
+object_with_extra!(ReferralTarget {
+    id: "id",
+    target_type: "type",
+});
 
 /// The organization id Partner Center uses for Microsoft.
 pub const MICROSOFT_ORGANIZATION_ID: &str = "msft";
@@ -555,6 +746,84 @@ mod tests {
         let bad = Referral::from_slice(b"{\"id\": ").unwrap_err();
         assert!(bad.reason.starts_with("not JSON"), "{}", bad.reason);
         assert_eq!(bad.raw, "{\"id\": ");
+    }
+
+    #[test]
+    fn every_known_field_is_read_into_its_own_field_and_written_back_alike() {
+        // Each key this build knows, at every level: none may land in `extra`
+        // (a key spelled differently for reading and writing would).
+        let member = json!({"firstName": "A", "lastName": "B", "phoneNumber": "1", "email": "a@b.c",
+            "title": "CTO", "contactPreference": {"locale": "en-us", "disableNotifications": false}});
+        let raw = json!({
+            "id": "r1", "engagementId": "e1", "name": "Deal", "organizationId": "o1",
+            "organizationName": "Org", "externalReferenceId": "x1",
+            "createdDateTime": "2022-02-25T17:54:36.196174400Z", "updatedDateTime": "2022-02-26T00:00:00Z",
+            "expirationDateTime": "2022-03-01T00:00:00Z", "acceptedDateTime": "2022-02-27T00:00:00Z",
+            "closedDateTime": "2022-02-28T00:00:00Z", "status": "Active", "substatus": "Accepted",
+            "statusReason": "why", "type": "Shared", "qualification": "SalesQualified",
+            "direction": "Incoming",
+            "customerProfile": {"name": "Contoso", "size": "10to50employees", "team": [member.clone()],
+                "ids": [{"id": "123", "profileType": "Duns"}],
+                "address": {"addressLine1": "1", "addressLine2": "2", "city": "C", "state": "S",
+                    "postalCode": "P", "region": "R", "country": "DE"}},
+            "consent": {"consentToToShareInfoWithOthers": true, "consentToContact": true,
+                "consentToMicrosoftToContactSpecificPartners": false,
+                "consentToShareReferralWithMicrosoftSellers": true},
+            "details": {"notes": "n", "dealValue": 1500.5, "currency": "EUR",
+                "closingDateTime": "2022-06-29T23:00:00Z",
+                "requirements": {"industries": [{"id": "i"}], "products": [{"id": "p"}],
+                    "services": [{"id": "s"}], "solutions": [{"id": "S", "name": "Sol", "type": "Name"}]}},
+            "team": [member],
+            "inviteContext": {"notes": "n", "assistanceRequestCode": "GeneralOrOther",
+                "invitedBy": {"organizationId": "o2", "organizationName": "Org2"}},
+            "target": [{"id": "msft", "type": "BusinessProfileLocation"}],
+            "eTag": "\"abc\"", "salesStage": "Qualify", "campaignId": "c1", "favorite": true,
+            "links": {"self": {"uri": "u", "method": "GET"}}
+        });
+        let r = Referral::from_json_text(&raw.to_string()).unwrap();
+        let cp = r.customer_profile.as_ref().unwrap();
+        let details = r.details.as_ref().unwrap();
+        let req = details.requirements.as_ref().unwrap();
+        let invite = r.invite_context.as_ref().unwrap();
+        let ids = cp.profile_ids();
+        let members = r.team.iter().flatten().chain(cp.team.iter().flatten());
+        let extras = [&r.extra, &cp.extra, &cp.address.as_ref().unwrap().extra]
+            .into_iter()
+            .chain([
+                &r.consent.as_ref().unwrap().extra,
+                &details.extra,
+                &req.extra,
+            ])
+            .chain([&invite.extra, &invite.invited_by.as_ref().unwrap().extra])
+            .chain(members.flat_map(|m| [&m.extra, &m.contact_preference.as_ref().unwrap().extra]))
+            .chain(
+                req.industries
+                    .iter()
+                    .chain(&req.products)
+                    .chain(&req.services)
+                    .flatten()
+                    .map(|t| &t.extra),
+            )
+            .chain(req.solutions.iter().flatten().map(|t| &t.extra))
+            .chain(r.target.iter().flatten().map(|t| &t.extra))
+            .chain(ids.iter().map(|i| &i.extra));
+        for extra in extras {
+            assert!(extra.is_empty(), "read as unknown: {extra:?}");
+        }
+        assert_eq!(cp.duns().as_deref(), Some("123"));
+        assert_eq!(r.to_json(), raw);
+    }
+
+    #[test]
+    fn a_referral_without_an_id_is_refused_and_a_repeated_key_takes_the_last_value() {
+        let err = Referral::from_json_text(r#"{"name":"no id","status":"New"}"#).unwrap_err();
+        assert_eq!(err.reason, "missing field `id`");
+        let r = Referral::from_json_text(
+            r#"{"id":"r","details":{"dealValue":1,"dealValue":"2"},"x":1,"x":2}"#,
+        )
+        .unwrap();
+        assert_eq!(r.details.unwrap().deal_value, Some(2.0));
+        assert_eq!(r.extra.get("x"), Some(&json!(2)));
     }
 
     #[test]
