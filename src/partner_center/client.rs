@@ -762,42 +762,107 @@ impl PartnerCenterClient {
 }
 
 /// `{"value": [...], "@odata.nextLink": "..."}`: each item's JSON text (read
-/// into a referral straight from the text, without a JSON tree of the page).
+/// into a referral straight from the text, without a JSON tree of the page),
+/// found in one pass over the page.
 fn parse_collection(
     body: &[u8],
 ) -> Result<(Vec<&serde_json::value::RawValue>, Option<String>), PartnerCenterError> {
-    use serde_json::value::RawValue;
     let unexpected = |reason: String| PartnerCenterError::UnexpectedResponse {
         what: "the referral list".into(),
         reason,
     };
-    let mut doc: std::collections::HashMap<String, &RawValue> =
-        serde_json::from_slice(body).map_err(|e| unexpected(format!("not a JSON object: {e}")))?;
-    let values = match doc.remove("value") {
-        Some(v) if v.get().starts_with('[') => serde_json::from_str::<Vec<&RawValue>>(v.get())
-            .map_err(|e| unexpected(format!("`value` is not an array: {e}")))?,
-        Some(v) if v.get() != "null" => {
-            return Err(unexpected(format!(
-                "`value` is not an array but {}",
-                v.get()
-            )));
+    // A struct would also be read from an array: the page must be an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(unexpected(
+            "not a collection page: not a JSON object".into(),
+        ));
+    }
+    let page: CollectionPage<'_> = serde_json::from_slice(body)
+        .map_err(|e| unexpected(format!("not a collection page: {e}")))?;
+    let values = match page.value {
+        Some(Items::Array(items)) => items,
+        Some(Items::Not(what)) => {
+            return Err(unexpected(format!("`value` is not an array but {what}")));
         }
-        _ => return Err(unexpected("no `value` array".into())),
+        Some(Items::Null) | None => return Err(unexpected("no `value` array".into())),
     };
-    let next_link = match doc
-        .remove("@odata.nextLink")
-        .map(|v| serde_json::from_str::<Value>(v.get()))
-    {
-        Some(Ok(Value::String(s))) if !s.trim().is_empty() => Some(s),
-        Some(Ok(Value::String(_))) | Some(Ok(Value::Null)) | None => None,
-        Some(Ok(other)) => {
+    let next_link = match page.next_link {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+        Some(Value::String(_)) | Some(Value::Null) | None => None,
+        Some(other) => {
             return Err(unexpected(format!(
                 "@odata.nextLink is not a string but {other}"
             )));
         }
-        Some(Err(e)) => return Err(unexpected(format!("@odata.nextLink: {e}"))),
     };
     Ok((values, next_link))
+}
+
+/// A collection page as the service sends it (other members ignored).
+#[derive(serde::Deserialize)]
+struct CollectionPage<'a> {
+    #[serde(borrow, default)]
+    value: Option<Items<'a>>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next_link: Option<Value>,
+}
+
+/// A page's `value`: its items' texts, or what it was instead of an array.
+enum Items<'a> {
+    Array(Vec<&'a serde_json::value::RawValue>),
+    Null,
+    Not(String),
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Items<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ItemsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for ItemsVisitor<'a> {
+            type Value = Items<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Items<'a>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+                    items.push(item);
+                }
+                Ok(Items::Array(items))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Items<'a>, E> {
+                Ok(Items::Null)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Items<'a>, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Items::Not("an object".into()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Items<'a>, E> {
+                Ok(Items::Not(format!("the string {v:?}")))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Items<'a>, E> {
+                Ok(Items::Not(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Items<'a>, E> {
+                Ok(Items::Not(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Items<'a>, E> {
+                Ok(Items::Not(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Items<'a>, E> {
+                Ok(Items::Not(v.to_string()))
+            }
+        }
+        d.deserialize_any(ItemsVisitor(std::marker::PhantomData))
+    }
 }
 
 #[async_trait]
@@ -884,5 +949,66 @@ impl PartnerCenter for PartnerCenterClient {
 impl From<PartnerCenterClient> for Arc<dyn PartnerCenter> {
     fn from(client: PartnerCenterClient) -> Self {
         Arc::new(client)
+    }
+}
+
+#[cfg(test)]
+mod collection_tests {
+    use super::parse_collection;
+
+    fn reason(body: &str) -> String {
+        match parse_collection(body.as_bytes()) {
+            Err(super::PartnerCenterError::UnexpectedResponse { reason, .. }) => reason,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_page_yields_each_item_as_sent_and_its_next_link() {
+        let body = r#"{"@odata.count": 2, "value": [{"id": "a", "x": [1, {"y": null}]}, {"id":"b"}, 7],
+            "@odata.nextLink": "https://h/next", "totalCount": 2}"#;
+        let (items, next) = parse_collection(body.as_bytes()).unwrap();
+        let texts: Vec<&str> = items.iter().map(|i| i.get()).collect();
+        assert_eq!(
+            texts,
+            [
+                r#"{"id": "a", "x": [1, {"y": null}]}"#,
+                r#"{"id":"b"}"#,
+                "7"
+            ]
+        );
+        assert_eq!(next.as_deref(), Some("https://h/next"));
+        for last in [
+            r#"{"value": []}"#,
+            r#"{"value": [], "@odata.nextLink": null}"#,
+            r#"{"value": [], "@odata.nextLink": " "}"#,
+        ] {
+            let (items, next) = parse_collection(last.as_bytes()).unwrap();
+            assert!(items.is_empty() && next.is_none(), "{last}");
+        }
+    }
+
+    #[test]
+    fn a_page_that_is_not_a_collection_is_refused_with_what_it_was() {
+        assert_eq!(reason(r#"{"items": []}"#), "no `value` array");
+        assert_eq!(reason(r#"{"value": null}"#), "no `value` array");
+        assert_eq!(
+            reason(r#"{"value": {"id": "a"}}"#),
+            "`value` is not an array but an object"
+        );
+        assert_eq!(
+            reason(r#"{"value": "a"}"#),
+            "`value` is not an array but the string \"a\""
+        );
+        assert_eq!(
+            reason(r#"{"value": [], "@odata.nextLink": 3}"#),
+            "@odata.nextLink is not a string but 3"
+        );
+        assert!(
+            reason("[1]").starts_with("not a collection page"),
+            "{}",
+            reason("[1]")
+        );
+        assert!(reason(r#"{"value": [1"#).starts_with("not a collection page"));
     }
 }
