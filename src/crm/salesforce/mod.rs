@@ -21,7 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reqwest::Method;
-use reqwest::header::{ACCEPT, HeaderMap};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::Url;
@@ -87,6 +87,17 @@ struct Usage {
     last: Option<(u64, u64)>,
     /// The highest percentage already warned about; reset below the threshold.
     warned_percent: Option<u64>,
+}
+
+/// A JSON request body, written once for every attempt of a request.
+pub(super) struct JsonBody(bytes::Bytes);
+
+impl JsonBody {
+    pub(super) fn of<T: serde::Serialize + ?Sized>(value: &T) -> Result<JsonBody, CrmError> {
+        serde_json::to_vec(value)
+            .map(|v| JsonBody(v.into()))
+            .map_err(|e| CrmError::Invalid(format!("a request body could not be written: {e}")))
+    }
 }
 
 /// A successful answer (2xx, or the 300 of a single-record upsert).
@@ -361,7 +372,7 @@ impl SalesforceCrm {
         method: &Method,
         path: &str,
         query: &[(&str, &str)],
-        body: Option<&Value>,
+        body: Option<&JsonBody>,
     ) -> Result<Reply, CrmError> {
         let mut refreshed = false;
         loop {
@@ -392,7 +403,9 @@ impl SalesforceCrm {
                 request = request.header("Sforce-Query-Options", QUERY_BATCH);
             }
             if let Some(b) = body {
-                request = request.json(b);
+                request = request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(b.0.clone());
             }
             let started = std::time::Instant::now();
             let sent = request.send().await;
@@ -454,6 +467,27 @@ impl SalesforceCrm {
         path: &str,
         query: &[(&str, &str)],
         body: Option<&Value>,
+    ) -> Result<Reply, CrmError> {
+        let body = body.map(JsonBody::of).transpose()?;
+        self.send_with(method, path, query, body.as_ref()).await
+    }
+
+    /// [`send`](Self::send) of a body already written.
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        body: JsonBody,
+    ) -> Result<Reply, CrmError> {
+        self.send_with(method, path, &[], Some(&body)).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&JsonBody>,
     ) -> Result<Reply, CrmError> {
         let idempotent = method != Method::POST;
         self.retry

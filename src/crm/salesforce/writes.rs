@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 
 use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
+use super::JsonBody;
 use super::api::{
     ApiError, CollectionItem, SaveResult, classify_code, ids_in_message, multiple_choice_ids,
 };
@@ -32,6 +33,84 @@ struct Prepared {
     index: usize,
     key: RecordKey,
     fields: Map<String, Value>,
+}
+
+/// An sObject Collections body, `{"allOrNone": false, "records": [...]}`:
+/// each record is `attributes`, its key (the external id field, or `id`),
+/// then its fields, the key field itself not repeated when upserting by it.
+struct CollectionBody<'a> {
+    object: &'a str,
+    external_id_field: &'a str,
+    /// Upserting by the external id field (else updating by `id`).
+    by_external_id: bool,
+    chunk: &'a [Prepared],
+}
+
+impl serde::Serialize for CollectionBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut body = s.serialize_map(Some(2))?;
+        body.serialize_entry("allOrNone", &false)?;
+        body.serialize_entry("records", &CollectionRecords(self))?;
+        body.end()
+    }
+}
+
+struct CollectionRecords<'a>(&'a CollectionBody<'a>);
+
+impl serde::Serialize for CollectionRecords<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.chunk.iter().map(|p| CollectionRecord {
+            body: self.0,
+            record: p,
+        }))
+    }
+}
+
+struct CollectionRecord<'a> {
+    body: &'a CollectionBody<'a>,
+    record: &'a Prepared,
+}
+
+impl serde::Serialize for CollectionRecord<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let b = self.body;
+        let mut r = s.serialize_map(None)?;
+        r.serialize_entry("attributes", &CollectionAttributes(b.object))?;
+        let key = match &self.record.key {
+            RecordKey::Referral(id) => {
+                r.serialize_entry(b.external_id_field, id)?;
+                b.external_id_field
+            }
+            RecordKey::CrmId(id) => {
+                r.serialize_entry("id", id)?;
+                "id"
+            }
+        };
+        for (k, v) in &self.record.fields {
+            // The key is written once, first.
+            let is_key = k == "attributes"
+                || k == key
+                || (b.by_external_id && k.eq_ignore_ascii_case(b.external_id_field));
+            if !is_key {
+                r.serialize_entry(k, v)?;
+            }
+        }
+        r.end()
+    }
+}
+
+/// `{"type": "<object>"}`.
+struct CollectionAttributes<'a>(&'a str);
+
+impl serde::Serialize for CollectionAttributes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut a = s.serialize_map(Some(1))?;
+        a.serialize_entry("type", self.0)?;
+        a.end()
+    }
 }
 
 /// The error for one record refused by Salesforce.
@@ -343,31 +422,13 @@ impl SalesforceCrm {
         chunk: &[Prepared],
     ) -> Result<Vec<Result<WriteOk, CrmError>>, CrmError> {
         let object = &self.spec.object;
-        let records: Vec<Value> = chunk
-            .iter()
-            .map(|p| {
-                let mut r = Map::new();
-                r.insert("attributes".into(), json!({ "type": object }));
-                match &p.key {
-                    RecordKey::Referral(id) => {
-                        r.insert(
-                            self.spec.external_id_field.clone(),
-                            Value::String(id.clone()),
-                        );
-                    }
-                    RecordKey::CrmId(id) => {
-                        r.insert("id".into(), Value::String(id.clone()));
-                    }
-                }
-                for (k, v) in &p.fields {
-                    if !(by_external_id && k.eq_ignore_ascii_case(&self.spec.external_id_field)) {
-                        r.insert(k.clone(), v.clone());
-                    }
-                }
-                Value::Object(r)
-            })
-            .collect();
-        let body = json!({ "allOrNone": false, "records": records });
+        // Written straight from the prepared records: no tree of the body.
+        let body = CollectionBody {
+            object,
+            external_id_field: &self.spec.external_id_field,
+            by_external_id,
+            chunk,
+        };
         let path = if by_external_id {
             self.path(&format!(
                 "composite/sobjects/{object}/{}",
@@ -376,7 +437,9 @@ impl SalesforceCrm {
         } else {
             self.path("composite/sobjects")
         };
-        let reply = self.send(Method::PATCH, &path, &[], Some(&body)).await?;
+        let reply = self
+            .send_body(Method::PATCH, &path, JsonBody::of(&body)?)
+            .await?;
         let items: Vec<CollectionItem> = decode(&reply.body, "sObject Collections")?;
         if items.len() != chunk.len() {
             tracing::warn!(
@@ -603,4 +666,56 @@ fn check_close(c: &CloseRequest, stages: &[OpportunityStageInfo]) -> Result<(), 
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn prepared(key: RecordKey, fields: Value) -> Prepared {
+        let Value::Object(fields) = fields else {
+            panic!("fields are an object")
+        };
+        Prepared {
+            index: 0,
+            key,
+            fields,
+        }
+    }
+
+    #[test]
+    fn a_collection_body_is_attributes_then_the_key_then_the_fields() {
+        let chunk = [
+            prepared(
+                RecordKey::Referral("r-1".into()),
+                json!({"Name": "Deal", "Amount": 5000, "COSELL__REFERRALID__C": "r-1"}),
+            ),
+            prepared(RecordKey::Referral("r-2".into()), json!({"Name": "Other"})),
+        ];
+        let body = CollectionBody {
+            object: "Opportunity",
+            external_id_field: "cosell__ReferralId__c",
+            by_external_id: true,
+            chunk: &chunk,
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"allOrNone":false,"records":[{"attributes":{"type":"Opportunity"},"cosell__ReferralId__c":"r-1","Name":"Deal","Amount":5000},{"attributes":{"type":"Opportunity"},"cosell__ReferralId__c":"r-2","Name":"Other"}]}"#
+        );
+        let chunk = [prepared(
+            RecordKey::CrmId("006A".into()),
+            json!({"StageName": "Closed Won", "id": "other", "attributes": {}}),
+        )];
+        let body = CollectionBody {
+            object: "Opportunity",
+            external_id_field: "cosell__ReferralId__c",
+            by_external_id: false,
+            chunk: &chunk,
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"allOrNone":false,"records":[{"attributes":{"type":"Opportunity"},"id":"006A","StageName":"Closed Won"}]}"#
+        );
+    }
 }
