@@ -17,7 +17,10 @@ use super::api::{ApiError, CollectionItem, classify_code};
 use super::soql::quote;
 use super::{SalesforceCrm, decode, protocol};
 use crate::config::AccountMatch;
-use crate::crm::accounts::{AccountResults, cache_key, contact_entry, folded};
+use crate::crm::accounts::AccountResults;
+use crate::crm::contacts::{
+    AccountIds, ContactResults, Resolution, contact_entry, contact_fields, oldest, wanted,
+};
 use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordKey, RecordWrite};
 
 /// Contacts (or opportunities) named in one lookup query: the URL stays
@@ -25,14 +28,8 @@ use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordKey, Re
 pub const CONTACTS_PER_QUERY: usize = 50;
 /// Most records created in one sObject Collections call.
 const CREATES_PER_CALL: usize = 200;
-
-/// The contact id (or the error) per [`contact_key`].
-pub type ContactResults = HashMap<String, Result<String, CrmError>>;
-
-/// Identifies a contact under an account: the account id and folded email.
-pub fn contact_key(account_id: &str, email: &str) -> String {
-    format!("{account_id}\u{0}{email}")
-}
+/// Salesforce ids are case-sensitive.
+pub(super) const IDS: AccountIds = AccountIds::Exact;
 
 /// Each value once, in the order first seen (a stable query text).
 fn unique(values: impl Iterator<Item = String>) -> Vec<String> {
@@ -43,10 +40,6 @@ fn unique(values: impl Iterator<Item = String>) -> Vec<String> {
         }
     }
     out
-}
-
-fn text(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
 fn contact_error(code: &str, message: String) -> CrmError {
@@ -68,79 +61,39 @@ impl SalesforceCrm {
         writes: &[RecordWrite],
         accounts: &AccountResults,
     ) -> ContactResults {
-        let mut out = ContactResults::new();
         if !self.contact_records {
-            return out;
+            return ContactResults::new();
         }
-        let mut seen = HashSet::new();
-        let mut pending: Vec<(String, String, String, &ContactRef)> = Vec::new();
-        for c in writes.iter().filter_map(|w| w.customer.as_ref()) {
-            let (Some(contact), Some(Ok(account))) = (&c.contact, accounts.get(&cache_key(c)))
-            else {
-                continue;
-            };
-            let Some(email) = contact.match_email() else {
-                continue;
-            };
-            let key = contact_key(account, &email);
-            if seen.insert(key.clone()) {
-                pending.push((key, account.clone(), email, contact));
-            }
-        }
-        let mut missing = Vec::new();
-        for chunk in pending.chunks(CONTACTS_PER_QUERY) {
-            let accounts = unique(chunk.iter().map(|p| quote(&p.1)));
-            let emails = unique(chunk.iter().filter_map(|p| text(&p.3.email).map(quote)));
+        let wanted = wanted(writes, accounts, IDS);
+        let mut resolution = Resolution::default();
+        for chunk in wanted.chunks(CONTACTS_PER_QUERY) {
+            let accounts = unique(chunk.iter().map(|w| quote(&w.account_id)));
+            let emails = unique(chunk.iter().filter_map(|w| w.email().map(quote)));
             let soql = format!(
                 "SELECT Id, AccountId, Email, CreatedDate FROM Contact WHERE AccountId IN ({}) AND Email IN ({}) ORDER BY CreatedDate ASC",
                 accounts.join(", "),
                 emails.join(", ")
             );
-            match self.query_all(&soql).await {
-                Ok(rows) => {
-                    let mut found: HashMap<String, String> = HashMap::new();
-                    for r in rows {
-                        let (Some(id), Some(account), Some(email)) = (
-                            r.get("Id").and_then(Value::as_str),
-                            r.get("AccountId").and_then(Value::as_str),
-                            folded(r.get("Email").and_then(Value::as_str)),
-                        ) else {
-                            continue;
-                        };
-                        found
-                            .entry(contact_key(account, &email))
-                            .or_insert_with(|| id.to_owned());
-                    }
-                    for p in chunk {
-                        match found.get(&p.0) {
-                            Some(id) => {
-                                out.insert(p.0.clone(), Ok(id.clone()));
-                            }
-                            None => missing.push(p),
-                        }
-                    }
-                }
-                Err(e) => {
-                    for p in chunk {
-                        out.insert(p.0.clone(), Err(e.clone()));
-                    }
-                }
-            }
+            let found = self.query_all(&soql).await;
+            resolution.looked_up(
+                chunk,
+                found.map(|rows| oldest(&rows, ["Id", "AccountId", "Email"], IDS)),
+            );
         }
-        for chunk in missing.chunks(CREATES_PER_CALL) {
+        let mut created = Vec::new();
+        for chunk in resolution.missing().chunks(CREATES_PER_CALL) {
             let records = chunk
                 .iter()
-                .map(|p| contact_body(&p.1, p.3))
+                .map(|w| contact_body(&w.account_id, w.contact))
                 .collect::<Vec<_>>();
-            let results = self.create_records("Contact", records).await;
-            for (p, r) in chunk.iter().zip(results) {
+            for r in self.create_records("Contact", records).await {
                 if let Ok(id) = &r {
                     tracing::info!(crm = "salesforce", contact = %id, "created a Salesforce contact for the customer");
                 }
-                out.insert(p.0.clone(), r);
+                created.push(r);
             }
         }
-        out
+        resolution.created(created)
     }
 
     /// Links each `(opportunity, contact)` as the opportunity's primary
@@ -268,11 +221,11 @@ impl SalesforceCrm {
                 let Some(id) = r.get("Id").and_then(Value::as_str) else {
                     continue;
                 };
-                let entry = contact_entry(&r, ["FirstName", "LastName", "Email", "Phone"]);
+                let entry = contact_entry(&r, CONTACT_FIELDS);
                 contacts.insert(id.to_owned(), entry);
             }
         }
-        crate::crm::accounts::attach_contacts(changes, |crm_id| {
+        crate::crm::contacts::attach_contacts(changes, |crm_id| {
             primary.get(crm_id).and_then(|c| contacts.get(c))
         });
         Ok(())
@@ -394,18 +347,9 @@ fn contact_body(account_id: &str, c: &ContactRef) -> Value {
     let mut body = Map::new();
     body.insert("attributes".into(), json!({ "type": "Contact" }));
     body.insert("AccountId".into(), Value::String(account_id.to_owned()));
-    body.insert(
-        "LastName".into(),
-        Value::String(c.last_name.trim().to_owned()),
-    );
-    for (field, value) in [
-        ("FirstName", &c.first_name),
-        ("Email", &c.email),
-        ("Phone", &c.phone),
-    ] {
-        if let Some(v) = text(value) {
-            body.insert(field.into(), Value::String(v.to_owned()));
-        }
-    }
+    body.extend(contact_fields(c, CONTACT_FIELDS));
     Value::Object(body)
 }
+
+/// A Contact's first name, last name, email and phone fields.
+pub(super) const CONTACT_FIELDS: [&str; 4] = ["FirstName", "LastName", "Email", "Phone"];

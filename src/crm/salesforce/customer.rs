@@ -10,11 +10,13 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::api::{ApiError, CollectionItem, SaveResult, classify_code};
+use super::contacts::CONTACT_FIELDS;
 use super::schema::{ObjectFields, names_missing_field, org_dependent};
 use super::soql::quote;
 use super::{SalesforceCrm, decode, protocol, query_refused};
 use crate::config::AccountMatch;
 use crate::crm::accounts::{AccountResults, Identity, MissingPostal, folded, plan_creations};
+use crate::crm::contacts::contact_fields;
 use crate::crm::{CrmError, CustomerRef, RecordKey, RecordWrite};
 use crate::http::RetryDirective;
 
@@ -425,19 +427,7 @@ impl SalesforceCrm {
         }
         let mut body = Map::new();
         body.insert("AccountId".into(), Value::String(account_id.to_owned()));
-        body.insert(
-            "LastName".into(),
-            Value::String(contact.last_name.trim().to_owned()),
-        );
-        for (field, value) in [
-            ("FirstName", &contact.first_name),
-            ("Email", &contact.email),
-            ("Phone", &contact.phone),
-        ] {
-            if let Some(v) = non_empty(value) {
-                body.insert(field.into(), Value::String(v.to_owned()));
-            }
-        }
+        body.extend(contact_fields(contact, CONTACT_FIELDS));
         self.create("Contact", body).await
     }
 
