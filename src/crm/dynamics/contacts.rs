@@ -332,14 +332,7 @@ fn contact_body(account_id: &str, c: &ContactRef) -> Value {
 /// The id of a created contact: from the body (`return=representation`),
 /// else from the `OData-EntityId` header.
 fn created_contact_id(body: &[u8], entity_id: Option<&str>) -> Result<String, CrmError> {
-    let id = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("contactid")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .or_else(|| entity_id.and_then(odata::guid_from_entity_id))
+    let id = odata::created_id(body, "contactid", entity_id)
         .ok_or_else(|| protocol("a contact was created but its id was not returned"))?;
     tracing::info!(crm = "dynamics", contact_id = %id, "customer contact created");
     Ok(id)
