@@ -10,18 +10,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::api::{ApiError, CollectionItem, classify_code};
 use super::soql::quote;
-use super::{SalesforceCrm, decode, protocol};
+use super::{SalesforceCrm, protocol};
 use crate::config::AccountMatch;
 use crate::crm::accounts::AccountResults;
 use crate::crm::contacts::{
     AccountIds, ContactResults, Resolution, contact_entry, contact_fields, oldest, wanted,
 };
-use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordKey, RecordWrite};
+use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordWrite};
 
 /// Contacts (or opportunities) named in one lookup query: the URL stays
 /// well under 8 KB.
@@ -30,6 +28,14 @@ pub const CONTACTS_PER_QUERY: usize = 50;
 const CREATES_PER_CALL: usize = 200;
 /// Salesforce ids are case-sensitive.
 pub(super) const IDS: AccountIds = AccountIds::Exact;
+
+/// Ids as a SOQL `IN (…)` list.
+fn in_list(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| quote(id))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Each value once, in the order first seen (a stable query text).
 fn unique(values: impl Iterator<Item = String>) -> Vec<String> {
@@ -40,16 +46,6 @@ fn unique(values: impl Iterator<Item = String>) -> Vec<String> {
         }
     }
     out
-}
-
-fn contact_error(code: &str, message: String) -> CrmError {
-    CrmError::Record {
-        key: RecordKey::Referral(String::new()),
-        code: code.into(),
-        message,
-        fields: Vec::new(),
-        directive: classify_code(code),
-    }
 }
 
 impl SalesforceCrm {
@@ -86,7 +82,7 @@ impl SalesforceCrm {
                 .iter()
                 .map(|w| contact_body(&w.account_id, w.contact))
                 .collect::<Vec<_>>();
-            for r in self.create_records("Contact", records).await {
+            for r in self.create_records("Contact", records, |_| None).await {
                 if let Ok(id) = &r {
                     tracing::info!(crm = "salesforce", contact = %id, "created a Salesforce contact for the customer");
                 }
@@ -161,7 +157,9 @@ impl SalesforceCrm {
                     })
                 })
                 .collect();
-            let results = self.create_records("OpportunityContactRole", records).await;
+            let results = self
+                .create_records("OpportunityContactRole", records, |_| None)
+                .await;
             for (i, r) in chunk.iter().zip(results) {
                 out[*i] = Some(r.map(|_| ()));
             }
@@ -189,11 +187,7 @@ impl SalesforceCrm {
         for chunk in wanted.chunks(CONTACTS_PER_QUERY) {
             let soql = format!(
                 "SELECT OpportunityId, ContactId FROM OpportunityContactRole WHERE IsPrimary = true AND OpportunityId IN ({})",
-                chunk
-                    .iter()
-                    .map(|id| quote(id))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                in_list(chunk)
             );
             for r in self.query_all(&soql).await? {
                 if let (Some(o), Some(c)) = (
@@ -211,11 +205,7 @@ impl SalesforceCrm {
         for chunk in ids.chunks(CONTACTS_PER_QUERY) {
             let soql = format!(
                 "SELECT Id, FirstName, LastName, Email, Phone FROM Contact WHERE Id IN ({})",
-                chunk
-                    .iter()
-                    .map(|id| quote(id))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                in_list(chunk)
             );
             for r in self.query_all(&soql).await? {
                 let Some(id) = r.get("Id").and_then(Value::as_str) else {
@@ -278,67 +268,6 @@ impl SalesforceCrm {
             }
         }
         out
-    }
-
-    /// Creates records in one `POST composite/sobjects` (`allOrNone:
-    /// false`); one result per record, in order.
-    async fn create_records(
-        &self,
-        object: &str,
-        records: Vec<Value>,
-    ) -> Vec<Result<String, CrmError>> {
-        let count = records.len();
-        let all = |e: CrmError| (0..count).map(|_| Err(e.clone())).collect::<Vec<_>>();
-        let body = json!({ "allOrNone": false, "records": records });
-        let path = self.path("composite/sobjects");
-        let reply = match self.send(Method::POST, &path, &[], Some(&body)).await {
-            Ok(r) => r,
-            Err(CrmError::Http(crate::http::HttpError::Status { status, body, .. }))
-                if (400..500).contains(&status) =>
-            {
-                let errors = ApiError::parse_body(body.as_bytes()).unwrap_or_default();
-                let first = errors.first().cloned().unwrap_or_default();
-                return all(contact_error(
-                    &first.code,
-                    format!("creating the {object} failed: {}", first.message),
-                ));
-            }
-            Err(e) => return all(e),
-        };
-        let items: Vec<CollectionItem> = match decode(&reply.body, "sObject Collections") {
-            Ok(items) => items,
-            Err(e) => return all(e),
-        };
-        let mut items = items.into_iter();
-        (0..count)
-            .map(|_| match items.next() {
-                Some(CollectionItem {
-                    success: true,
-                    id: Some(id),
-                    ..
-                }) => Ok(id),
-                Some(item) if item.success => {
-                    Err(protocol(format!("creating a {object} returned no id")))
-                }
-                Some(item) => {
-                    let first = item.errors.first().cloned().unwrap_or_default();
-                    Err(contact_error(
-                        &first.code,
-                        format!(
-                            "creating the {object} failed: {}",
-                            item.errors
-                                .iter()
-                                .map(|e| e.message.as_str())
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        ),
-                    ))
-                }
-                None => Err(protocol(format!(
-                    "the {object} creation returned fewer results than records"
-                ))),
-            })
-            .collect()
     }
 }
 
