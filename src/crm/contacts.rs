@@ -1,8 +1,9 @@
 //! `customer_contact = "record"`, the part both CRMs share: which customer
 //! contacts a call's deals need (each account and email once), the oldest
 //! match per account and email among looked-up rows, what is left to create,
-//! and the contact each deal gets. No I/O: the adapters send the lookups and
-//! creates.
+//! the contact each deal gets, the fields a contact is created with, and the
+//! linked contact put on outbound deals. No I/O: the adapters send the
+//! lookups and creates.
 
 use std::collections::{HashMap, HashSet};
 
@@ -276,33 +277,18 @@ mod tests {
 
     #[test]
     fn each_account_and_email_is_wanted_once_and_unusable_contacts_are_skipped() {
+        let deal = |name: &str, last: &str, email: &str| {
+            write(customer(name, Some(contact(last, Some(email)))))
+        };
         let writes = [
-            write(customer(
-                "Contoso",
-                Some(contact("Doe", Some("Jo@X.example"))),
-            )),
-            write(customer(
-                "Contoso",
-                Some(contact("Doe", Some(" jo@x.example "))),
-            )),
-            write(customer(
-                "Contoso",
-                Some(contact("  ", Some("no-last@x.example"))),
-            )),
-            write(customer("Contoso", Some(contact("Doe", Some(" "))))),
+            deal("Contoso", "Doe", "Jo@X.example"),
+            deal("Contoso", "Doe", " jo@x.example "),
+            deal("Contoso", "  ", "no-last@x.example"),
+            deal("Contoso", "Doe", " "),
             write(customer("Contoso", None)),
-            write(customer(
-                "Fabrikam",
-                Some(contact("Roe", Some("jo@x.example"))),
-            )),
-            write(customer(
-                "Failed",
-                Some(contact("Roe", Some("f@x.example"))),
-            )),
-            write(customer(
-                "Unknown",
-                Some(contact("Roe", Some("u@x.example"))),
-            )),
+            deal("Fabrikam", "Roe", "jo@x.example"),
+            deal("Failed", "Roe", "f@x.example"),
+            deal("Unknown", "Roe", "u@x.example"),
         ];
         let mut accounts = AccountResults::new();
         accounts.insert(cache_key(&customer("Contoso", None)), Ok("A1".into()));
