@@ -171,38 +171,6 @@ pub fn plan_creations(missing: &[Identity], rule: MissingPostal) -> Vec<usize> {
     plan
 }
 
-/// A CRM contact row as the Referral's `customerProfile.team[]` entry the
-/// mapping falls back on: `columns` name first name, last name, email and
-/// phone in the CRM's row.
-pub(crate) fn contact_entry(
-    row: &serde_json::Map<String, serde_json::Value>,
-    columns: [&str; 4],
-) -> serde_json::Value {
-    let get = |c: &str| row.get(c).cloned().unwrap_or(serde_json::Value::Null);
-    serde_json::json!({
-        "firstName": get(columns[0]),
-        "lastName": get(columns[1]),
-        "email": get(columns[2]),
-        "phoneNumber": get(columns[3]),
-    })
-}
-
-/// Puts each changed opportunity's linked contact (if any) under
-/// [`crate::mapping::CONTACT_KEY`].
-pub(crate) fn attach_contacts<'a>(
-    changes: &mut [super::CrmChange],
-    contact_of: impl Fn(&str) -> Option<&'a serde_json::Value>,
-) {
-    for change in changes.iter_mut() {
-        if let super::CrmChange::Upserted(r) = change
-            && let Some(contact) = contact_of(&r.crm_id)
-        {
-            r.fields
-                .insert(crate::mapping::CONTACT_KEY.into(), contact.clone());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

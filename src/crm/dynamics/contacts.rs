@@ -19,7 +19,11 @@ use super::client::Call;
 use super::customer::ACCOUNT_SET;
 use super::{DynamicsCrm, odata, protocol};
 use crate::config::AccountMatch;
-use crate::crm::accounts::{AccountResults, attach_contacts, cache_key, contact_entry, folded};
+use crate::crm::accounts::AccountResults;
+use crate::crm::contacts::{
+    AccountIds, ContactResults, Resolution, attach_contacts, contact_entry, contact_fields, oldest,
+    wanted,
+};
 use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordWrite};
 use crate::http::HttpError;
 
@@ -28,18 +32,10 @@ pub const CONTACT_SET: &str = "contacts";
 /// Contacts (or opportunities) named in one lookup `$filter`: with the rest
 /// of the URL it stays under 8 KB.
 pub const CONTACTS_PER_QUERY: usize = 25;
-
-/// The contact id (or the error) per [`contact_key`].
-pub type ContactResults = HashMap<String, Result<String, CrmError>>;
-
-/// Identifies a contact under an account: the account id and folded email.
-pub fn contact_key(account_id: &str, email: &str) -> String {
-    format!("{}\u{0}{email}", account_id.to_ascii_lowercase())
-}
-
-fn text(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
+/// Dataverse GUIDs compare in any case.
+pub(super) const IDS: AccountIds = AccountIds::AnyCase;
+/// A contact's first name, last name, email and phone columns.
+const CONTACT_COLUMNS: [&str; 4] = ["firstname", "lastname", "emailaddress1", "telephone1"];
 
 impl DynamicsCrm {
     /// `customer_contact = "record"`: the customer contact becomes a contact
@@ -58,32 +54,17 @@ impl DynamicsCrm {
         writes: &[RecordWrite],
         accounts: &AccountResults,
     ) -> ContactResults {
-        let mut out = ContactResults::new();
         if !self.contact_records {
-            return out;
+            return ContactResults::new();
         }
-        let mut seen = HashSet::new();
-        let mut pending: Vec<(String, String, &ContactRef)> = Vec::new();
-        for c in writes.iter().filter_map(|w| w.customer.as_ref()) {
-            let (Some(contact), Some(Ok(account))) = (&c.contact, accounts.get(&cache_key(c)))
-            else {
-                continue;
-            };
-            let Some(email) = contact.match_email() else {
-                continue;
-            };
-            let key = contact_key(account, &email);
-            if seen.insert(key.clone()) {
-                pending.push((key, account.clone(), contact));
-            }
-        }
-        let mut missing = Vec::new();
-        for chunk in pending.chunks(CONTACTS_PER_QUERY) {
+        let wanted = wanted(writes, accounts, IDS);
+        let mut resolution = Resolution::default();
+        for chunk in wanted.chunks(CONTACTS_PER_QUERY) {
             let filter = chunk
                 .iter()
-                .filter_map(|p| {
-                    let account = odata::guid_segment(&p.1)?;
-                    let email = text(&p.2.email)?;
+                .filter_map(|w| {
+                    let account = odata::guid_segment(&w.account_id)?;
+                    let email = w.email()?;
                     Some(format!(
                         "(_parentcustomerid_value eq {account} and emailaddress1 eq {})",
                         odata::string_literal(email)
@@ -91,70 +72,29 @@ impl DynamicsCrm {
                 })
                 .collect::<Vec<_>>()
                 .join(" or ");
-            match self.find_contacts(filter).await {
-                Ok(found) => {
-                    for p in chunk {
-                        match found.get(&p.0) {
-                            Some(id) => {
-                                out.insert(p.0.clone(), Ok(id.clone()));
-                            }
-                            None => missing.push(p),
-                        }
-                    }
-                }
-                Err(e) => {
-                    for p in chunk {
-                        out.insert(p.0.clone(), Err(e.clone()));
-                    }
-                }
-            }
+            let found = self
+                .rows(
+                    CONTACT_SET,
+                    &[
+                        (
+                            "$select",
+                            "contactid,emailaddress1,_parentcustomerid_value,createdon".into(),
+                        ),
+                        ("$filter", filter),
+                        ("$orderby", "createdon asc".into()),
+                    ],
+                )
+                .await;
+            let columns = ["contactid", "_parentcustomerid_value", "emailaddress1"];
+            resolution.looked_up(chunk, found.map(|rows| oldest(&rows, columns, IDS)));
         }
-        let bodies: Vec<Value> = missing.iter().map(|p| contact_body(&p.1, p.2)).collect();
-        for (p, r) in missing.iter().zip(self.create_contacts(&bodies).await) {
-            out.insert(p.0.clone(), r);
-        }
-        out
-    }
-
-    /// The oldest contact per [`contact_key`] among those `filter` matches.
-    async fn find_contacts(&self, filter: String) -> Result<HashMap<String, String>, CrmError> {
-        let mut url = self.url(
-            CONTACT_SET,
-            &[
-                (
-                    "$select",
-                    "contactid,emailaddress1,_parentcustomerid_value,createdon".into(),
-                ),
-                ("$filter", filter),
-                ("$orderby", "createdon asc".into()),
-            ],
-        )?;
-        let mut found = HashMap::new();
-        loop {
-            let call = Call::get(url);
-            let v = self.api.call(&call).await?.json(&call)?;
-            let rows = v
-                .get("value")
-                .and_then(Value::as_array)
-                .ok_or_else(|| protocol("a contact lookup has no `value` array"))?;
-            for row in rows {
-                let (Some(id), Some(account), Some(email)) = (
-                    row.get("contactid").and_then(Value::as_str),
-                    row.get("_parentcustomerid_value").and_then(Value::as_str),
-                    folded(row.get("emailaddress1").and_then(Value::as_str)),
-                ) else {
-                    continue;
-                };
-                found
-                    .entry(contact_key(account, &email))
-                    .or_insert_with(|| id.to_owned());
-            }
-            match v.get("@odata.nextLink").and_then(Value::as_str) {
-                Some(next) => url = self.follow_link(next)?,
-                None => break,
-            }
-        }
-        Ok(found)
+        let bodies: Vec<Value> = resolution
+            .missing()
+            .iter()
+            .map(|w| contact_body(&w.account_id, w.contact))
+            .collect();
+        let created = self.create_contacts(&bodies).await;
+        resolution.created(created)
     }
 
     /// Creates the contacts, one result per body in order: one POST for a
@@ -300,8 +240,10 @@ impl DynamicsCrm {
             for row in self
                 .rows(
                     set_name,
-                    format!("{primary_key},_parentcontactid_value"),
-                    filter,
+                    &[
+                        ("$select", format!("{primary_key},_parentcontactid_value")),
+                        ("$filter", filter),
+                    ],
                 )
                 .await?
             {
@@ -327,18 +269,20 @@ impl DynamicsCrm {
             for row in self
                 .rows(
                     CONTACT_SET,
-                    "contactid,firstname,lastname,emailaddress1,telephone1".into(),
-                    filter,
+                    &[
+                        (
+                            "$select",
+                            "contactid,firstname,lastname,emailaddress1,telephone1".into(),
+                        ),
+                        ("$filter", filter),
+                    ],
                 )
                 .await?
             {
                 let Some(id) = row.get("contactid").and_then(Value::as_str) else {
                     continue;
                 };
-                let entry = contact_entry(
-                    &row,
-                    ["firstname", "lastname", "emailaddress1", "telephone1"],
-                );
+                let entry = contact_entry(&row, CONTACT_COLUMNS);
                 contacts.insert(id.to_ascii_lowercase(), entry);
             }
         }
@@ -354,10 +298,9 @@ impl DynamicsCrm {
     async fn rows(
         &self,
         set: &str,
-        select: String,
-        filter: String,
+        query: &[(&str, String)],
     ) -> Result<Vec<Map<String, Value>>, CrmError> {
-        let mut url = self.url(set, &[("$select", select), ("$filter", filter)])?;
+        let mut url = self.url(set, query)?;
         let mut out = Vec::new();
         loop {
             let call = Call::get(url);
@@ -378,20 +321,7 @@ impl DynamicsCrm {
 
 /// The contact to create under `account_id`.
 fn contact_body(account_id: &str, c: &ContactRef) -> Value {
-    let mut body = Map::new();
-    body.insert(
-        "lastname".into(),
-        Value::String(c.last_name.trim().to_owned()),
-    );
-    for (column, value) in [
-        ("firstname", &c.first_name),
-        ("emailaddress1", &c.email),
-        ("telephone1", &c.phone),
-    ] {
-        if let Some(v) = text(value) {
-            body.insert(column.into(), Value::String(v.to_owned()));
-        }
-    }
+    let mut body = contact_fields(c, CONTACT_COLUMNS);
     body.insert(
         "parentcustomerid_account@odata.bind".into(),
         Value::String(format!("/{ACCOUNT_SET}({account_id})")),
@@ -402,14 +332,7 @@ fn contact_body(account_id: &str, c: &ContactRef) -> Value {
 /// The id of a created contact: from the body (`return=representation`),
 /// else from the `OData-EntityId` header.
 fn created_contact_id(body: &[u8], entity_id: Option<&str>) -> Result<String, CrmError> {
-    let id = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("contactid")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .or_else(|| entity_id.and_then(odata::guid_from_entity_id))
+    let id = odata::created_id(body, "contactid", entity_id)
         .ok_or_else(|| protocol("a contact was created but its id was not returned"))?;
     tracing::info!(crm = "dynamics", contact_id = %id, "customer contact created");
     Ok(id)

@@ -379,14 +379,7 @@ fn account_from_response(
 /// The id of a created account: from the body (`return=representation`),
 /// else from the `OData-EntityId` header.
 pub(super) fn created_account_id(body: &[u8], entity_id: Option<&str>) -> Result<String, CrmError> {
-    let id = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("accountid")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .or_else(|| entity_id.and_then(odata::guid_from_entity_id))
+    let id = odata::created_id(body, "accountid", entity_id)
         .ok_or_else(|| protocol("an account was created but its id was not returned"))?;
     tracing::info!(crm = "dynamics", account_id = %id, "customer account created");
     Ok(id)

@@ -976,10 +976,7 @@ impl Crm for DynamicsCrm {
                             "customerid_account@odata.bind",
                             format!("/{}({account_id})", customer::ACCOUNT_SET),
                         ));
-                        let email = customer.contact.as_ref().and_then(|c| c.match_email());
-                        match email
-                            .and_then(|e| contacts.get(&contacts::contact_key(account_id, &e)))
-                        {
+                        match contacts::IDS.result_for(&contacts, customer, account_id) {
                             Some(Ok(contact_id)) => {
                                 binds.push((
                                     "parentcontactid@odata.bind",

@@ -74,6 +74,15 @@ pub fn guid_from_entity_id(entity_id: &str) -> Option<String> {
     guid_segment(inner)
 }
 
+/// The id of a created row: its `id_column` in the body
+/// (`return=representation`), else the GUID of its `OData-EntityId` header.
+pub fn created_id(body: &[u8], id_column: &str, entity_id: Option<&str>) -> Option<String> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get(id_column).and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| entity_id.and_then(guid_from_entity_id))
+}
+
 /// The `@odata.context` of a `$deletedEntity` row.
 fn is_deleted_entity(row: &Map<String, Value>) -> bool {
     row.get("@odata.context")
@@ -242,6 +251,22 @@ mod tests {
             guid_from_entity_id("https://org/api/data/v9.2/opportunities(new_referralid='a')"),
             None
         );
+    }
+
+    #[test]
+    fn a_created_rows_id_comes_from_the_body_else_the_entity_id() {
+        let header =
+            Some("https://org/api/data/v9.2/contacts(00000000-0000-0000-0000-00000000000b)");
+        let body = br#"{"contactid":"00000000-0000-0000-0000-00000000000a"}"#;
+        assert_eq!(
+            created_id(body, "contactid", header).as_deref(),
+            Some("00000000-0000-0000-0000-00000000000a")
+        );
+        assert_eq!(
+            created_id(b"", "contactid", header).as_deref(),
+            Some("00000000-0000-0000-0000-00000000000b")
+        );
+        assert_eq!(created_id(body, "accountid", None), None);
     }
 
     #[test]

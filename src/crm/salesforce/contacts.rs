@@ -10,28 +10,31 @@
 
 use std::collections::{HashMap, HashSet};
 
-use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::api::{ApiError, CollectionItem, classify_code};
 use super::soql::quote;
-use super::{SalesforceCrm, decode, protocol};
+use super::{SalesforceCrm, protocol};
 use crate::config::AccountMatch;
-use crate::crm::accounts::{AccountResults, cache_key, contact_entry, folded};
-use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordKey, RecordWrite};
+use crate::crm::accounts::AccountResults;
+use crate::crm::contacts::{
+    AccountIds, ContactResults, Resolution, contact_entry, contact_fields, oldest, wanted,
+};
+use crate::crm::{ContactRef, CrmChange, CrmError, MetadataProblem, RecordWrite};
 
 /// Contacts (or opportunities) named in one lookup query: the URL stays
 /// well under 8 KB.
 pub const CONTACTS_PER_QUERY: usize = 50;
 /// Most records created in one sObject Collections call.
 const CREATES_PER_CALL: usize = 200;
+/// Salesforce ids are case-sensitive.
+pub(super) const IDS: AccountIds = AccountIds::Exact;
 
-/// The contact id (or the error) per [`contact_key`].
-pub type ContactResults = HashMap<String, Result<String, CrmError>>;
-
-/// Identifies a contact under an account: the account id and folded email.
-pub fn contact_key(account_id: &str, email: &str) -> String {
-    format!("{account_id}\u{0}{email}")
+/// Ids as a SOQL `IN (…)` list.
+fn in_list(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| quote(id))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Each value once, in the order first seen (a stable query text).
@@ -45,20 +48,6 @@ fn unique(values: impl Iterator<Item = String>) -> Vec<String> {
     out
 }
 
-fn text(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
-fn contact_error(code: &str, message: String) -> CrmError {
-    CrmError::Record {
-        key: RecordKey::Referral(String::new()),
-        code: code.into(),
-        message,
-        fields: Vec::new(),
-        directive: classify_code(code),
-    }
-}
-
 impl SalesforceCrm {
     /// The Contact of every write whose customer carries a contact and whose
     /// account is known: found by email under the account (the oldest), or
@@ -68,79 +57,39 @@ impl SalesforceCrm {
         writes: &[RecordWrite],
         accounts: &AccountResults,
     ) -> ContactResults {
-        let mut out = ContactResults::new();
         if !self.contact_records {
-            return out;
+            return ContactResults::new();
         }
-        let mut seen = HashSet::new();
-        let mut pending: Vec<(String, String, String, &ContactRef)> = Vec::new();
-        for c in writes.iter().filter_map(|w| w.customer.as_ref()) {
-            let (Some(contact), Some(Ok(account))) = (&c.contact, accounts.get(&cache_key(c)))
-            else {
-                continue;
-            };
-            let Some(email) = contact.match_email() else {
-                continue;
-            };
-            let key = contact_key(account, &email);
-            if seen.insert(key.clone()) {
-                pending.push((key, account.clone(), email, contact));
-            }
-        }
-        let mut missing = Vec::new();
-        for chunk in pending.chunks(CONTACTS_PER_QUERY) {
-            let accounts = unique(chunk.iter().map(|p| quote(&p.1)));
-            let emails = unique(chunk.iter().filter_map(|p| text(&p.3.email).map(quote)));
+        let wanted = wanted(writes, accounts, IDS);
+        let mut resolution = Resolution::default();
+        for chunk in wanted.chunks(CONTACTS_PER_QUERY) {
+            let accounts = unique(chunk.iter().map(|w| quote(&w.account_id)));
+            let emails = unique(chunk.iter().filter_map(|w| w.email().map(quote)));
             let soql = format!(
                 "SELECT Id, AccountId, Email, CreatedDate FROM Contact WHERE AccountId IN ({}) AND Email IN ({}) ORDER BY CreatedDate ASC",
                 accounts.join(", "),
                 emails.join(", ")
             );
-            match self.query_all(&soql).await {
-                Ok(rows) => {
-                    let mut found: HashMap<String, String> = HashMap::new();
-                    for r in rows {
-                        let (Some(id), Some(account), Some(email)) = (
-                            r.get("Id").and_then(Value::as_str),
-                            r.get("AccountId").and_then(Value::as_str),
-                            folded(r.get("Email").and_then(Value::as_str)),
-                        ) else {
-                            continue;
-                        };
-                        found
-                            .entry(contact_key(account, &email))
-                            .or_insert_with(|| id.to_owned());
-                    }
-                    for p in chunk {
-                        match found.get(&p.0) {
-                            Some(id) => {
-                                out.insert(p.0.clone(), Ok(id.clone()));
-                            }
-                            None => missing.push(p),
-                        }
-                    }
-                }
-                Err(e) => {
-                    for p in chunk {
-                        out.insert(p.0.clone(), Err(e.clone()));
-                    }
-                }
-            }
+            let found = self.query_all(&soql).await;
+            resolution.looked_up(
+                chunk,
+                found.map(|rows| oldest(&rows, ["Id", "AccountId", "Email"], IDS)),
+            );
         }
-        for chunk in missing.chunks(CREATES_PER_CALL) {
+        let mut created = Vec::new();
+        for chunk in resolution.missing().chunks(CREATES_PER_CALL) {
             let records = chunk
                 .iter()
-                .map(|p| contact_body(&p.1, p.3))
+                .map(|w| contact_body(&w.account_id, w.contact))
                 .collect::<Vec<_>>();
-            let results = self.create_records("Contact", records).await;
-            for (p, r) in chunk.iter().zip(results) {
+            for r in self.create_records("Contact", records, |_| None).await {
                 if let Ok(id) = &r {
                     tracing::info!(crm = "salesforce", contact = %id, "created a Salesforce contact for the customer");
                 }
-                out.insert(p.0.clone(), r);
+                created.push(r);
             }
         }
-        out
+        resolution.created(created)
     }
 
     /// Links each `(opportunity, contact)` as the opportunity's primary
@@ -208,7 +157,9 @@ impl SalesforceCrm {
                     })
                 })
                 .collect();
-            let results = self.create_records("OpportunityContactRole", records).await;
+            let results = self
+                .create_records("OpportunityContactRole", records, |_| None)
+                .await;
             for (i, r) in chunk.iter().zip(results) {
                 out[*i] = Some(r.map(|_| ()));
             }
@@ -236,11 +187,7 @@ impl SalesforceCrm {
         for chunk in wanted.chunks(CONTACTS_PER_QUERY) {
             let soql = format!(
                 "SELECT OpportunityId, ContactId FROM OpportunityContactRole WHERE IsPrimary = true AND OpportunityId IN ({})",
-                chunk
-                    .iter()
-                    .map(|id| quote(id))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                in_list(chunk)
             );
             for r in self.query_all(&soql).await? {
                 if let (Some(o), Some(c)) = (
@@ -258,21 +205,17 @@ impl SalesforceCrm {
         for chunk in ids.chunks(CONTACTS_PER_QUERY) {
             let soql = format!(
                 "SELECT Id, FirstName, LastName, Email, Phone FROM Contact WHERE Id IN ({})",
-                chunk
-                    .iter()
-                    .map(|id| quote(id))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                in_list(chunk)
             );
             for r in self.query_all(&soql).await? {
                 let Some(id) = r.get("Id").and_then(Value::as_str) else {
                     continue;
                 };
-                let entry = contact_entry(&r, ["FirstName", "LastName", "Email", "Phone"]);
+                let entry = contact_entry(&r, CONTACT_FIELDS);
                 contacts.insert(id.to_owned(), entry);
             }
         }
-        crate::crm::accounts::attach_contacts(changes, |crm_id| {
+        crate::crm::contacts::attach_contacts(changes, |crm_id| {
             primary.get(crm_id).and_then(|c| contacts.get(c))
         });
         Ok(())
@@ -326,67 +269,6 @@ impl SalesforceCrm {
         }
         out
     }
-
-    /// Creates records in one `POST composite/sobjects` (`allOrNone:
-    /// false`); one result per record, in order.
-    async fn create_records(
-        &self,
-        object: &str,
-        records: Vec<Value>,
-    ) -> Vec<Result<String, CrmError>> {
-        let count = records.len();
-        let all = |e: CrmError| (0..count).map(|_| Err(e.clone())).collect::<Vec<_>>();
-        let body = json!({ "allOrNone": false, "records": records });
-        let path = self.path("composite/sobjects");
-        let reply = match self.send(Method::POST, &path, &[], Some(&body)).await {
-            Ok(r) => r,
-            Err(CrmError::Http(crate::http::HttpError::Status { status, body, .. }))
-                if (400..500).contains(&status) =>
-            {
-                let errors = ApiError::parse_body(body.as_bytes()).unwrap_or_default();
-                let first = errors.first().cloned().unwrap_or_default();
-                return all(contact_error(
-                    &first.code,
-                    format!("creating the {object} failed: {}", first.message),
-                ));
-            }
-            Err(e) => return all(e),
-        };
-        let items: Vec<CollectionItem> = match decode(&reply.body, "sObject Collections") {
-            Ok(items) => items,
-            Err(e) => return all(e),
-        };
-        let mut items = items.into_iter();
-        (0..count)
-            .map(|_| match items.next() {
-                Some(CollectionItem {
-                    success: true,
-                    id: Some(id),
-                    ..
-                }) => Ok(id),
-                Some(item) if item.success => {
-                    Err(protocol(format!("creating a {object} returned no id")))
-                }
-                Some(item) => {
-                    let first = item.errors.first().cloned().unwrap_or_default();
-                    Err(contact_error(
-                        &first.code,
-                        format!(
-                            "creating the {object} failed: {}",
-                            item.errors
-                                .iter()
-                                .map(|e| e.message.as_str())
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        ),
-                    ))
-                }
-                None => Err(protocol(format!(
-                    "the {object} creation returned fewer results than records"
-                ))),
-            })
-            .collect()
-    }
 }
 
 /// The Contact to create under `account_id`.
@@ -394,18 +276,9 @@ fn contact_body(account_id: &str, c: &ContactRef) -> Value {
     let mut body = Map::new();
     body.insert("attributes".into(), json!({ "type": "Contact" }));
     body.insert("AccountId".into(), Value::String(account_id.to_owned()));
-    body.insert(
-        "LastName".into(),
-        Value::String(c.last_name.trim().to_owned()),
-    );
-    for (field, value) in [
-        ("FirstName", &c.first_name),
-        ("Email", &c.email),
-        ("Phone", &c.phone),
-    ] {
-        if let Some(v) = text(value) {
-            body.insert(field.into(), Value::String(v.to_owned()));
-        }
-    }
+    body.extend(contact_fields(c, CONTACT_FIELDS));
     Value::Object(body)
 }
+
+/// A Contact's first name, last name, email and phone fields.
+pub(super) const CONTACT_FIELDS: [&str; 4] = ["FirstName", "LastName", "Email", "Phone"];

@@ -10,11 +10,13 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::api::{ApiError, CollectionItem, SaveResult, classify_code};
+use super::contacts::CONTACT_FIELDS;
 use super::schema::{ObjectFields, names_missing_field, org_dependent};
 use super::soql::quote;
 use super::{SalesforceCrm, decode, protocol, query_refused};
 use crate::config::AccountMatch;
 use crate::crm::accounts::{AccountResults, Identity, MissingPostal, folded, plan_creations};
+use crate::crm::contacts::contact_fields;
 use crate::crm::{CrmError, CustomerRef, RecordKey, RecordWrite};
 use crate::http::RetryDirective;
 
@@ -337,6 +339,28 @@ impl SalesforceCrm {
             .iter()
             .map(|c| Value::Object(self.account_body(c, with_duns)))
             .collect();
+        let results = self
+            .create_records("Account", records, |i| {
+                customers.get(i).map(|c| c.name.trim().to_owned())
+            })
+            .await;
+        for id in results.iter().flatten() {
+            tracing::info!(account = %id, "created a Salesforce account for the customer");
+        }
+        results
+    }
+
+    /// Creates records in one `POST composite/sobjects` (`allOrNone:
+    /// false`); one result per record, in order. `name` names the record of
+    /// an index in its error, if it has a name.
+    pub(super) async fn create_records(
+        &self,
+        object: &str,
+        records: Vec<Value>,
+        name: impl Fn(usize) -> Option<String>,
+    ) -> Vec<Result<String, CrmError>> {
+        let count = records.len();
+        let all = |e: CrmError| (0..count).map(|_| Err(e.clone())).collect::<Vec<_>>();
         let body = json!({ "allOrNone": false, "records": records });
         let path = self.path("composite/sobjects");
         let reply = match self.send(Method::POST, &path, &[], Some(&body)).await {
@@ -346,41 +370,36 @@ impl SalesforceCrm {
             {
                 let errors = ApiError::parse_body(body.as_bytes()).unwrap_or_default();
                 let first = errors.first().cloned().unwrap_or_default();
-                let e = customer_error(
+                return all(customer_error(
                     &first.code,
-                    format!("creating the Account failed: {}", first.message),
+                    format!("creating the {object} failed: {}", first.message),
                     classify_code(&first.code),
-                );
-                return customers.iter().map(|_| Err(e.clone())).collect();
+                ));
             }
-            Err(e) => return customers.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => return all(e),
         };
         let items: Vec<CollectionItem> = match decode(&reply.body, "sObject Collections") {
             Ok(items) => items,
-            Err(e) => return customers.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => return all(e),
         };
         let mut items = items.into_iter();
-        customers
-            .iter()
-            .map(|c| match items.next() {
+        (0..count)
+            .map(|i| match items.next() {
                 Some(CollectionItem {
                     success: true,
                     id: Some(id),
                     ..
-                }) => {
-                    tracing::info!(account = %id, "created a Salesforce account for the customer");
-                    Ok(id)
-                }
+                }) => Ok(id),
                 Some(item) if item.success => {
-                    Err(protocol("creating an Account returned no id".into()))
+                    Err(protocol(format!("creating the {object} returned no id")))
                 }
                 Some(item) => {
                     let first = item.errors.first().cloned().unwrap_or_default();
+                    let named = name(i).map(|n| format!(" {n:?}")).unwrap_or_default();
                     Err(customer_error(
                         &first.code,
                         format!(
-                            "creating the Account {:?} failed: {}",
-                            c.name.trim(),
+                            "creating the {object}{named} failed: {}",
                             item.errors
                                 .iter()
                                 .map(|e| e.message.as_str())
@@ -390,9 +409,9 @@ impl SalesforceCrm {
                         classify_code(&first.code),
                     ))
                 }
-                None => Err(protocol(
-                    "the Account creation returned fewer results than records".into(),
-                )),
+                None => Err(protocol(format!(
+                    "the {object} creation returned fewer results than records"
+                ))),
             })
             .collect()
     }
@@ -425,19 +444,7 @@ impl SalesforceCrm {
         }
         let mut body = Map::new();
         body.insert("AccountId".into(), Value::String(account_id.to_owned()));
-        body.insert(
-            "LastName".into(),
-            Value::String(contact.last_name.trim().to_owned()),
-        );
-        for (field, value) in [
-            ("FirstName", &contact.first_name),
-            ("Email", &contact.email),
-            ("Phone", &contact.phone),
-        ] {
-            if let Some(v) = non_empty(value) {
-                body.insert(field.into(), Value::String(v.to_owned()));
-            }
-        }
+        body.extend(contact_fields(contact, CONTACT_FIELDS));
         self.create("Contact", body).await
     }
 

@@ -11,7 +11,7 @@ use super::JsonBody;
 use super::api::{
     ApiError, CollectionItem, SaveResult, classify_code, ids_in_message, multiple_choice_ids,
 };
-use super::contacts::contact_key;
+use super::contacts::IDS;
 use super::schema::{ObjectFields, names_missing_field};
 use super::{MULTIPLE_CHOICES, OpportunityStageInfo, SalesforceCrm, decode, protocol};
 use crate::config::AccountMatch;
@@ -243,8 +243,7 @@ impl SalesforceCrm {
                     Some(Ok(account_id)) => {
                         fields.insert("AccountId".into(), Value::String(account_id.clone()));
                         attempted = true;
-                        let email = customer.contact.as_ref().and_then(|c| c.match_email());
-                        match email.and_then(|e| contacts.get(&contact_key(account_id, &e))) {
+                        match IDS.result_for(&contacts, customer, account_id) {
                             Some(Ok(contact_id)) => linking.push((index, contact_id.clone())),
                             Some(Err(e)) => {
                                 results[index] = Some(Err(rekey(e.clone(), &w.key)));
