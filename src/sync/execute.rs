@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::effects::{Effect, PARTNER_CENTER, PC_UPDATE, StageAction};
@@ -15,7 +15,10 @@ use crate::crm::{CrmError, CrmFields, RecordKey, RecordWrite, WriteOk};
 use crate::domain::{DealKind, Referral, Stage};
 use crate::http::{RetryDirective, Retryable};
 use crate::partner_center::{PartnerCenter, PartnerCenterError, PriorDeal};
-use crate::store::{Link, NewEffect, NewFailure, OutboxEntry, ReferralSnapshot};
+use crate::store::{
+    Failure, FailureState, Link, NewEffect, NewFailure, OutboxEntry, RawJson, ReferralSnapshot,
+    Repo, StoreError,
+};
 
 /// How long a look-up for a deal we may already have created reaches back
 /// before the recorded intent (clock skew between us and Partner Center).
@@ -48,6 +51,52 @@ enum Flow {
 fn carries_crm_changes(entry: &OutboxEntry) -> Option<String> {
     (entry.target == PARTNER_CENTER && entry.operation == PC_UPDATE)
         .then(|| entry.record_key.clone())
+}
+
+/// `failures retry ID`: a quarantined effect goes back in the outbox (with
+/// its attempts reset); a failure without one (a record that failed
+/// validation) is marked for another look. Returns the failure and whether
+/// an effect was put back.
+pub fn retry_failure(
+    r: &Repo<'_>,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<(Failure, bool), StoreError> {
+    let f = r.failure(id)?.ok_or(StoreError::NotFound {
+        what: "failure",
+        key: id.to_string(),
+    })?;
+    let effect = f
+        .raw
+        .as_deref()
+        .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
+        .filter(|v| v.get("effect").is_some());
+    let requeued = effect.is_some();
+    if let Some(v) = effect {
+        let target = v["target"].as_str().unwrap_or(&f.side).to_owned();
+        let operation = v["operation"].as_str().unwrap_or("retry").to_owned();
+        r.upsert_effect(
+            &NewEffect {
+                target,
+                operation,
+                record_key: f.record.clone(),
+                payload: RawJson::of(&v["effect"]),
+            },
+            now,
+        )?;
+    }
+    r.set_failure_state(id, FailureState::Retrying)?;
+    Ok((f, requeued))
+}
+
+/// `failures ignore ID`: the failure is no longer reported.
+pub fn ignore_failure(r: &Repo<'_>, id: i64) -> Result<Failure, StoreError> {
+    let f = r.failure(id)?.ok_or(StoreError::NotFound {
+        what: "failure",
+        key: id.to_string(),
+    })?;
+    r.set_failure_state(id, FailureState::Ignored)?;
+    Ok(f)
 }
 
 fn merge_fields(base: &Option<Value>, written: &CrmFields) -> CrmFields {
