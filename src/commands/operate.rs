@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::{CommandError, lock_store, lock_store_async, partner_center_client, render_summary};
 use crate::config::{ConfigError, Settings};
-use crate::store::{ReferralSnapshot, Store, StoreError};
+use crate::store::{CrmKind, ReferralSnapshot, Store, StoreError};
+use crate::sync::Retried;
 
 /// `failures retry ID`: puts a quarantined effect back in the outbox (or, for
 /// a record that failed validation, marks it for another look).
@@ -15,19 +16,34 @@ pub fn failures_retry(settings: &Settings, id: i64) -> Result<String, CommandErr
     let _lock = lock_store(settings, &format!("failures retry {id}"))?;
     let store = open_for_failures(settings, id)?;
     let now = Utc::now();
+    // A quarantined Partner Center update is decided again with its CRM's
+    // mapping before it goes back.
+    let mut mappings = Vec::new();
+    for (kind, enabled) in [
+        (CrmKind::Dynamics, settings.dynamics.enabled),
+        (CrmKind::Salesforce, settings.salesforce.enabled),
+    ] {
+        if enabled {
+            mappings.push((kind, crate::sync::setup::load_mapping(settings, kind)?));
+        }
+    }
+    let mappings: Vec<_> = mappings.iter().map(|(k, m)| (*k, m)).collect();
     store
         .write(|r| {
-            let (f, requeued) = crate::sync::retry_failure(r, id, now)?;
-            Ok(if requeued {
-                format!(
+            let (f, retried) = crate::sync::retry_failure(r, id, now, &mappings)?;
+            Ok(match retried {
+                Retried::Queued => format!(
                     "failure #{id} ({} on {}) is back in the outbox; the next sync cycle tries it again\n",
                     f.record, f.side
-                )
-            } else {
-                format!(
+                ),
+                Retried::NothingLeft => format!(
+                    "failure #{id} ({} on {}) is resolved: decided again, nothing is left to send (Partner Center holds the CRM's values, or a conflict settled since kept Partner Center's)\n",
+                    f.record, f.side
+                ),
+                Retried::Marked => format!(
                     "failure #{id} ({} on {}) is marked for retry; the record is checked again when it changes or at the next full reconcile (`cosell-sync resync` runs one now)\n",
                     f.record, f.side
-                )
+                ),
             })
         })
         .map_err(CommandError::from)
