@@ -4,7 +4,8 @@
 //! shipped mapping leaves the owner to `newest`: the later edit must end up
 //! on both sides, and the earlier one nowhere. The same holds when the
 //! Salesforce edit is still waiting to reach Partner Center (it refuses
-//! writes) by the time Partner Center's edit is read.
+//! writes) by the time Partner Center's edit is read, or was quarantined
+//! and is put back by the operator (`failures retry`) afterwards.
 //!
 //! The mapping here is the shipped one without its fields that only go to
 //! Partner Center (the Opportunity's id, the partner contact), so that the
@@ -166,4 +167,61 @@ async fn a_newer_partner_center_edit_wins_over_a_salesforce_edit_still_waiting_t
         .iter()
         .any(|e| e.kind == "conflict");
     assert!(conflict, "a conflict is recorded");
+}
+
+/// The Salesforce edit first, while Partner Center refuses writes until the
+/// update is quarantined (one attempt allowed). Then the deal value is edited
+/// in Partner Center, newer, and read: a conflict, Partner Center's value
+/// kept and written to Salesforce. Then the operator runs `failures retry`:
+/// the quarantined update is decided again and has nothing left to send
+/// (sent as stored, its older value would overwrite the newer edit on both
+/// sides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_quarantined_salesforce_edit_does_not_overwrite_a_newer_partner_center_edit() {
+    let h = harness_with(options(4, 0), &[("COSELL_SYNC__SYNC__MAX_ATTEMPTS", "1")]).await;
+    let dir = h.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("salesforce.toml"), deal_value_mapping()).unwrap();
+    let (id, opp) = accepted_deal(&h).await;
+
+    let refusing = h.refuse_patches(Api::PartnerCenter);
+    h.sim.clock().advance(Duration::from_secs(3600));
+    h.sim
+        .state()
+        .edit_salesforce(&opp, json!({ "Amount": 555 }))
+        .unwrap();
+    h.sim.clock().advance(Duration::from_secs(60));
+    let s = h.cycle().await;
+    assert_eq!(s.quarantined, 1, "{}", s.one_line());
+    assert!(h.sim.state().remove_fault(refusing));
+
+    h.sim.clock().advance(Duration::from_secs(600));
+    h.sim
+        .state()
+        .edit_referral(&id, &[PatchOp::replace("/details/dealValue", 777)])
+        .unwrap();
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.settle(6).await;
+    let failure = h
+        .store
+        .read(|r| r.failure_for(&id, "partner_center"))
+        .unwrap()
+        .expect("the update is quarantined");
+    cosell_sync::commands::failures_retry(&h.settings, failure.id).unwrap();
+
+    h.sim.clock().advance(Duration::from_secs(60));
+    let cycles = h.settle(6).await;
+    let last = cycles.last().unwrap();
+    assert!(
+        last.writes() == 0 && last.pending_effects == 0,
+        "settled: {}",
+        last.one_line()
+    );
+    let pc = h.referral(&id)["details"]["dealValue"].as_f64();
+    let sf = h.sim.state().salesforce_opportunity(&opp).unwrap()["Amount"].as_f64();
+    assert_eq!(
+        (pc, sf),
+        (Some(777.0), Some(777.0)),
+        "the newer edit on both sides"
+    );
 }

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::{CommandError, lock_store, lock_store_async, partner_center_client, render_summary};
 use crate::config::{ConfigError, Settings};
-use crate::store::{FailureState, ReferralSnapshot, Store, StoreError};
+use crate::store::{CrmKind, ReferralSnapshot, Store, StoreError};
+use crate::sync::Retried;
 
 /// `failures retry ID`: puts a quarantined effect back in the outbox (or, for
 /// a record that failed validation, marks it for another look).
@@ -15,43 +16,37 @@ pub fn failures_retry(settings: &Settings, id: i64) -> Result<String, CommandErr
     let _lock = lock_store(settings, &format!("failures retry {id}"))?;
     let store = open_for_failures(settings, id)?;
     let now = Utc::now();
-    store.write(|r| {
-        let f = r.failure(id)?.ok_or(StoreError::NotFound {
-            what: "failure",
-            key: id.to_string(),
-        })?;
-        let effect = f
-            .raw
-            .as_deref()
-            .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
-            .filter(|v| v.get("effect").is_some());
-        let message = match effect {
-            Some(v) => {
-                let target = v["target"].as_str().unwrap_or(&f.side).to_owned();
-                let operation = v["operation"].as_str().unwrap_or("retry").to_owned();
-                r.upsert_effect(
-                    &crate::store::NewEffect {
-                        target,
-                        operation,
-                        record_key: f.record.clone(),
-                        payload: crate::store::RawJson::of(&v["effect"]),
-                    },
-                    now,
-                )?;
-                format!(
+    // A quarantined Partner Center update is decided again with its CRM's
+    // mapping before it goes back.
+    let mut mappings = Vec::new();
+    for (kind, enabled) in [
+        (CrmKind::Dynamics, settings.dynamics.enabled),
+        (CrmKind::Salesforce, settings.salesforce.enabled),
+    ] {
+        if enabled {
+            mappings.push((kind, crate::sync::setup::load_mapping(settings, kind)?));
+        }
+    }
+    let mappings: Vec<_> = mappings.iter().map(|(k, m)| (*k, m)).collect();
+    store
+        .write(|r| {
+            let (f, retried) = crate::sync::retry_failure(r, id, now, &mappings)?;
+            Ok(match retried {
+                Retried::Queued => format!(
                     "failure #{id} ({} on {}) is back in the outbox; the next sync cycle tries it again\n",
                     f.record, f.side
-                )
-            }
-            None => format!(
-                "failure #{id} ({} on {}) is marked for retry; the record is checked again when it changes or at the next full reconcile (`cosell-sync resync` runs one now)\n",
-                f.record, f.side
-            ),
-        };
-        r.set_failure_state(id, FailureState::Retrying)?;
-        Ok(message)
-    })
-    .map_err(CommandError::from)
+                ),
+                Retried::NothingLeft => format!(
+                    "failure #{id} ({} on {}) is resolved: decided again, nothing is left to send (Partner Center holds the CRM's values, or a conflict settled since kept Partner Center's)\n",
+                    f.record, f.side
+                ),
+                Retried::Marked => format!(
+                    "failure #{id} ({} on {}) is marked for retry; the record is checked again when it changes or at the next full reconcile (`cosell-sync resync` runs one now)\n",
+                    f.record, f.side
+                ),
+            })
+        })
+        .map_err(CommandError::from)
 }
 
 /// `failures ignore ID`: stop reporting a failure (a new, different failure
@@ -61,11 +56,7 @@ pub fn failures_ignore(settings: &Settings, id: i64) -> Result<String, CommandEr
     let store = open_for_failures(settings, id)?;
     store
         .write(|r| {
-            let f = r.failure(id)?.ok_or(StoreError::NotFound {
-                what: "failure",
-                key: id.to_string(),
-            })?;
-            r.set_failure_state(id, FailureState::Ignored)?;
+            let f = crate::sync::ignore_failure(r, id)?;
             Ok(format!(
                 "failure #{id} ({} on {}) is ignored\n",
                 f.record, f.side

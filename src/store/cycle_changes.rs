@@ -8,9 +8,10 @@
 //! send both sides' values across). The rows are written with the CRM page
 //! they come from and removed with the complete Partner Center listing that
 //! has matched them, unless the change is still on its way to Partner Center
-//! (its update queued): then with that update. A dry run writes nothing: it
-//! notes its rows in a TEMP copy of the table, private to its connection,
-//! which shadows the stored one until the next cycle that is not a dry run.
+//! (its update queued, or quarantined and not given up): then with that
+//! update. A dry run writes nothing: it notes its rows in a TEMP copy of the
+//! table, private to its connection, which shadows the stored one until the
+//! next cycle that is not a dry run.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -85,10 +86,12 @@ impl Repo<'_> {
     /// Partner Center listing that began then has matched them. A change
     /// still on its way to Partner Center is kept: its referral has an
     /// effect of `waiting_operation` queued for `waiting_target` (an update
-    /// refused or waiting for its retry). A Partner Center change read later
-    /// is then still an edit on both sides; the row goes with that effect
-    /// (see [`Repo::forget_crm_changes_of`]) or with the first complete
-    /// listing after it has left the outbox.
+    /// refused or waiting for its retry), or such an effect was quarantined
+    /// and its failure is open (`failures retry` may send it). A Partner
+    /// Center change read later is then still an edit on both sides; the row
+    /// goes with that effect (see [`Repo::forget_crm_changes_of`]) or with
+    /// the first complete listing after it has left the outbox and its
+    /// failure, if any, is no longer open (retried, ignored or resolved).
     pub fn forget_crm_changes(
         &self,
         listed_from: DateTime<Utc>,
@@ -99,7 +102,12 @@ impl Repo<'_> {
             "DELETE FROM pending_crm_changes WHERE noted_at <= ?1
                AND NOT EXISTS (SELECT 1 FROM outbox
                    WHERE outbox.target = ?2 AND outbox.record_key = pending_crm_changes.referral_id
-                     AND outbox.operation = ?3)",
+                     AND outbox.operation = ?3)
+               AND NOT EXISTS (SELECT 1 FROM failures
+                   WHERE failures.side = ?2 AND failures.record = pending_crm_changes.referral_id
+                     AND failures.state = 'open'
+                     AND CASE WHEN json_valid(failures.raw)
+                         THEN json_extract(failures.raw, '$.operation') END = ?3)",
             params![ts(listed_from), waiting_target, waiting_operation],
         )?;
         Ok(())

@@ -837,3 +837,49 @@ fn a_crm_change_whose_update_waits_outlives_the_listing_until_the_update_is_done
     assert_eq!(seen(CrmKind::Dynamics, "waits"), None);
     assert_eq!(seen(CrmKind::Salesforce, "later"), Some(None));
 }
+
+#[test]
+fn a_crm_change_whose_update_is_quarantined_outlives_the_listing_while_the_failure_is_open() {
+    let (_dir, store) = open();
+    let at = |m: i64| now() + Duration::minutes(m);
+    let seen = |id: &'static str| {
+        store
+            .read(|r| r.pending_crm_change(CrmKind::Salesforce, id))
+            .unwrap()
+    };
+    let failure = |record: &str, raw: &str| NewFailure {
+        record: record.into(),
+        side: "partner_center".into(),
+        kind: "permanent".into(),
+        message: "HTTP 400".into(),
+        hint: "fix the value".into(),
+        raw: Some(raw.into()),
+    };
+    let update = json!({"effect": {}, "target": "partner_center", "operation": "update"});
+    let ignored = store
+        .write(|r| {
+            r.begin_crm_changes(false)?;
+            for id in ["open", "ignored", "other_op", "unreadable"] {
+                r.note_crm_change(CrmKind::Salesforce, id, None, at(0))?;
+            }
+            r.record_failure(&failure("open", &update.to_string()), at(0))?;
+            let ignored = r.record_failure(&failure("ignored", &update.to_string()), at(0))?;
+            let create = json!({"effect": {}, "target": "partner_center", "operation": "create"});
+            r.record_failure(&failure("other_op", &create.to_string()), at(0))?;
+            // A raw record that is no JSON (an unreadable referral) keeps
+            // nothing, and fails nothing.
+            r.record_failure(&failure("unreadable", "{\"id\": \"unread"), at(0))?;
+            Ok(ignored.id)
+        })
+        .unwrap();
+    store
+        .write(|r| r.set_failure_state(ignored, FailureState::Ignored))
+        .unwrap();
+    store
+        .write(|r| r.forget_crm_changes(at(1), "partner_center", "update"))
+        .unwrap();
+    assert_eq!(seen("open"), Some(None));
+    assert_eq!(seen("ignored"), None);
+    assert_eq!(seen("other_op"), None);
+    assert_eq!(seen("unreadable"), None);
+}

@@ -79,11 +79,27 @@ impl Harness {
     }
 
     fn with_sides(dynamics: bool) -> Harness {
+        Harness::with_deal_value_owner(dynamics, None)
+    }
+
+    /// `owner`: the owner rule of the deal value in every mapping (the
+    /// shipped one, `newest`, when `None`).
+    fn with_deal_value_owner(dynamics: bool, owner: Option<crate::mapping::Owner>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
         let pc = FakePartnerCenter::new();
         pc.set_now(t0());
-        let sf_mapping = Mapping::default_salesforce().unwrap();
+        let owned = |mut m: Mapping| {
+            for rule in m
+                .fields
+                .iter_mut()
+                .filter(|r| r.path.as_str() == "details.dealValue")
+            {
+                rule.owner = owner.or(rule.owner);
+            }
+            m
+        };
+        let sf_mapping = owned(Mapping::default_salesforce().unwrap());
         let sf = Arc::new(FakeCrm::new(CrmKind::Salesforce, &sf_mapping.external_id));
         let mut sides = vec![CrmSide {
             kind: CrmKind::Salesforce,
@@ -92,7 +108,7 @@ impl Harness {
             batch_size: 10,
         }];
         let dynamics = dynamics.then(|| {
-            let m = Mapping::default_dynamics().unwrap();
+            let m = owned(Mapping::default_dynamics().unwrap());
             let crm = Arc::new(FakeCrm::new(CrmKind::Dynamics, &m.external_id));
             sides.push(CrmSide {
                 kind: CrmKind::Dynamics,
@@ -1483,4 +1499,125 @@ async fn a_conflict_survives_a_crash_after_partner_center_took_a_waiting_update(
     h.set_now(t0() + minutes(31));
     let s = h.cycle().await;
     assert_eq!(s.writes(), 0, "{}", s.one_line());
+}
+
+/// The deal value of `r1` in Partner Center and in each CRM (Salesforce,
+/// then Dynamics when `dynamics`) after a seller's edit of the amount in
+/// the last CRM (modified at `crm_at` minutes after t0) is refused by
+/// Partner Center for good (400: quarantined at once), Partner Center's deal
+/// value is edited (stamped `pc_at`) and read by the next cycle, and then
+/// the operator runs `failures retry` (when `retry`, else `failures
+/// ignore`). The last two cycles must write nothing, and no CRM change is
+/// left noted as waiting for Partner Center.
+async fn deal_value_after_a_quarantined_update(
+    owner: Option<crate::mapping::Owner>,
+    dynamics: bool,
+    crm_at: i64,
+    pc_at: i64,
+    retry: bool,
+) -> Vec<Value> {
+    let h = Harness::with_deal_value_owner(dynamics, owner);
+    accepted_in_step(&h).await;
+    let (crm, field) = match &h.dynamics {
+        Some(d) => (d.clone(), "estimatedvalue"),
+        None => (h.sf.clone(), "Amount"),
+    };
+    h.set_now(t0() + minutes(5));
+    let crm_id = crm.record_of("r1").unwrap().crm_id;
+    crm.edit_at(&crm_id, &[(field, json!(555))], t0() + minutes(crm_at));
+    h.pc.fail_next("patch", http_error(400, None));
+    h.cycle().await;
+    assert!(h.pending(PARTNER_CENTER).is_empty(), "quarantined at once");
+    let failures = h
+        .store
+        .read(|r| r.list_failures(&[crate::store::FailureState::Open]))
+        .unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(777);
+        v["updatedDateTime"] = json!((t0() + minutes(pc_at)).to_rfc3339());
+    });
+    h.set_now(t0() + minutes(10));
+    h.cycle().await;
+
+    let id = failures[0].id;
+    let now = t0() + minutes(20);
+    h.store
+        .write(|r| {
+            if retry {
+                let mappings: Vec<_> = h
+                    .engine
+                    .crms
+                    .iter()
+                    .map(|s| (s.kind, &*s.mapping))
+                    .collect();
+                retry_failure(r, id, now, &mappings).map(drop)
+            } else {
+                ignore_failure(r, id).map(drop)
+            }
+        })
+        .unwrap();
+    h.set_now(t0() + minutes(30));
+    h.cycle().await;
+    h.cycle().await;
+    let waiting: Vec<Effect> = [PARTNER_CENTER, "salesforce", "dynamics"]
+        .into_iter()
+        .flat_map(|t| h.pending(t))
+        .collect();
+    assert!(waiting.is_empty(), "{waiting:?}");
+    h.sf.clear_calls();
+    h.pc.clear_calls();
+    for minute in [31, 32] {
+        h.set_now(t0() + minutes(minute));
+        let s = h.cycle().await;
+        assert_eq!(s.writes(), 0, "{}", s.one_line());
+    }
+    for kind in CrmKind::ALL {
+        let noted = h.store.read(|r| r.pending_crm_change(kind, "r1")).unwrap();
+        assert_eq!(noted, None, "{kind:?}");
+    }
+    let mut values = vec![h.pc.referral("r1").unwrap().to_json()["details"]["dealValue"].clone()];
+    values.push(h.sf.record_of("r1").unwrap().fields["Amount"].clone());
+    if let Some(d) = &h.dynamics {
+        values.push(d.record_of("r1").unwrap().fields["estimatedvalue"].clone());
+    }
+    values
+}
+
+#[tokio::test]
+async fn a_retried_quarantined_update_ends_as_the_owner_rule_says_on_both_sides() {
+    use crate::mapping::Owner;
+    let (crm, pc) = (json!(555), json!(777));
+    let mut got = Vec::new();
+    let mut want = Vec::new();
+    // (owner, edited in Dynamics, CRM edit stamped at, Partner Center's at,
+    // whether the CRM edit wins the conflict read while the update was
+    // quarantined). Retried, the winner ends on every side. Ignored, the
+    // CRM's value is never sent: a Partner Center value that wins reaches
+    // every CRM, one overruled stays in Partner Center, and the CRM that
+    // holds the ignored edit keeps it.
+    for retry in [true, false] {
+        for (owner, dynamics, crm_at, pc_at, crm_wins) in [
+            (None, false, 4, 8, false),
+            (None, false, 8, 7, true),
+            (Some(Owner::Crm), false, 4, 8, true),
+            (Some(Owner::PartnerCenter), false, 8, 7, false),
+            (None, true, 4, 8, false),
+            (None, true, 8, 7, true),
+        ] {
+            let case = (retry, owner, dynamics, crm_at);
+            let values =
+                deal_value_after_a_quarantined_update(owner, dynamics, crm_at, pc_at, retry).await;
+            got.push((case, values));
+            let sides = if dynamics { 3 } else { 2 };
+            let mut end = vec![if crm_wins { crm.clone() } else { pc.clone() }; sides];
+            if crm_wins && !retry {
+                end = vec![pc.clone(); sides];
+                end[sides - 1] = crm.clone();
+            }
+            want.push((case, end));
+        }
+    }
+    assert_eq!(got, want);
 }

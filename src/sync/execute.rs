@@ -5,17 +5,21 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::effects::{Effect, PARTNER_CENTER, PC_UPDATE, StageAction};
-use super::plan::{decide_from_crm, effective_json, held_until_accepted};
+use super::plan::{decide_from_crm, effective_json, held_until_accepted, queue_effect};
 use super::{CrmSide, Cycle, Engine, Paused, Side, SideError, SideErrorKind, SyncError};
 use crate::crm::{CrmError, CrmFields, RecordKey, RecordWrite, WriteOk};
 use crate::domain::{DealKind, Referral, Stage};
 use crate::http::{RetryDirective, Retryable};
+use crate::mapping::Mapping;
 use crate::partner_center::{PartnerCenter, PartnerCenterError, PriorDeal};
-use crate::store::{Link, NewEffect, NewFailure, OutboxEntry, ReferralSnapshot};
+use crate::store::{
+    CrmKind, Failure, FailureState, Link, NewEffect, NewFailure, OutboxEntry, RawJson,
+    ReferralSnapshot, Repo, StoreError,
+};
 
 /// How long a look-up for a deal we may already have created reaches back
 /// before the recorded intent (clock skew between us and Partner Center).
@@ -48,6 +52,173 @@ enum Flow {
 fn carries_crm_changes(entry: &OutboxEntry) -> Option<String> {
     (entry.target == PARTNER_CENTER && entry.operation == PC_UPDATE)
         .then(|| entry.record_key.clone())
+}
+
+/// What `failures retry` did with a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retried {
+    /// Its effect is back in the outbox.
+    Queued,
+    /// A quarantined Partner Center update decided again had nothing left
+    /// to send (Partner Center holds the CRM's values, or a conflict settled
+    /// meanwhile kept Partner Center's): the failure is resolved.
+    NothingLeft,
+    /// No effect to put back (a record that failed validation): marked for
+    /// another look.
+    Marked,
+}
+
+/// `failures retry ID`. A quarantined Partner Center update is decided
+/// again, as after a 412, before it goes back in the outbox: from the CRM
+/// record as last read or written (the link's fields) against Partner
+/// Center as last read, and only about what it asked for; merged with any
+/// update of the referral decided since. Sending its values as stored would
+/// write a stale edit over one made since on either side (a Partner Center
+/// edit the owner rule kept, and wrote to the CRM, while it was
+/// quarantined). Any other quarantined effect goes back as it was.
+/// `mappings`: the mapping of each enabled CRM.
+pub fn retry_failure(
+    r: &Repo<'_>,
+    id: i64,
+    now: DateTime<Utc>,
+    mappings: &[(CrmKind, &Mapping)],
+) -> Result<(Failure, Retried), StoreError> {
+    let f = r.failure(id)?.ok_or(StoreError::NotFound {
+        what: "failure",
+        key: id.to_string(),
+    })?;
+    let Some(v) = f
+        .raw
+        .as_deref()
+        .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
+        .filter(|v| v.get("effect").is_some())
+    else {
+        r.set_failure_state(id, FailureState::Retrying)?;
+        return Ok((f, Retried::Marked));
+    };
+    let target = v["target"].as_str().unwrap_or(&f.side).to_owned();
+    let operation = v["operation"].as_str().unwrap_or("retry").to_owned();
+    let update = (target == PARTNER_CENTER && operation == PC_UPDATE)
+        .then(|| serde_json::from_value::<Effect>(v["effect"].clone()).ok())
+        .flatten();
+    let Some(update) = update else {
+        r.upsert_effect(
+            &NewEffect {
+                target,
+                operation,
+                record_key: f.record.clone(),
+                payload: RawJson::of(&v["effect"]),
+            },
+            now,
+        )?;
+        r.set_failure_state(id, FailureState::Retrying)?;
+        return Ok((f, Retried::Queued));
+    };
+    let update = decided_again(r, update, now, mappings)?;
+    if update.sends_nothing() {
+        // The CRM's change is not on its way anymore.
+        r.forget_crm_changes_of(&f.record)?;
+        r.set_failure_state(id, FailureState::Retrying)?;
+        r.resolve_failure(&f.record, &f.side)?;
+        return Ok((f, Retried::NothingLeft));
+    }
+    queue_effect(r, &update, now)?;
+    r.set_failure_state(id, FailureState::Retrying)?;
+    Ok((f, Retried::Queued))
+}
+
+/// A quarantined Partner Center update decided again (see
+/// [`retry_failure`]); as it was when its CRM is not enabled or the
+/// referral is not known.
+fn decided_again(
+    r: &Repo<'_>,
+    update: Effect,
+    now: DateTime<Utc>,
+    mappings: &[(CrmKind, &Mapping)],
+) -> Result<Effect, StoreError> {
+    let Effect::PcUpdate {
+        referral_id,
+        crm,
+        crm_id,
+        action,
+        ops,
+        upgrade_to_co_sell,
+        invitation,
+        crm_fields,
+        after_acceptance: false,
+    } = update
+    else {
+        return Ok(update);
+    };
+    let mapping = mappings.iter().find(|(k, _)| *k == crm).map(|(_, m)| *m);
+    let snap = r.get_referral(&referral_id)?;
+    let (Some(mapping), Some(snap)) = (mapping, snap) else {
+        return Ok(Effect::PcUpdate {
+            referral_id,
+            crm,
+            crm_id,
+            action,
+            ops,
+            upgrade_to_co_sell,
+            invitation,
+            crm_fields,
+            after_acceptance: false,
+        });
+    };
+    let (json, stage) = effective_json(&snap);
+    let current = match r.link_by_crm_id(crm, &crm_id)?.and_then(|l| l.crm_fields) {
+        Some(Value::Object(m)) => m,
+        _ => crm_fields,
+    };
+    let Some(stage) = stage else {
+        return Ok(Effect::PcUpdate {
+            referral_id,
+            crm,
+            crm_id,
+            action: None,
+            ops: Vec::new(),
+            upgrade_to_co_sell: false,
+            invitation: None,
+            crm_fields: current,
+            after_acceptance: false,
+        });
+    };
+    let mut d = decide_from_crm(
+        mapping,
+        &current,
+        None,
+        &json,
+        stage,
+        snap.locally_expired,
+        snap.deadline,
+        now,
+    );
+    // Decide again only about what the CRM asked for.
+    d.ops.retain(|op| ops.iter().any(|o| o.path == op.path));
+    let upgrade = d.upgrade_to_co_sell || (upgrade_to_co_sell && !stage.is_archived());
+    Ok(Effect::PcUpdate {
+        referral_id,
+        crm,
+        crm_id,
+        action: d.action,
+        ops: d.ops,
+        upgrade_to_co_sell: upgrade,
+        invitation: d.invitation.or(invitation).filter(|_| upgrade),
+        crm_fields: current,
+        after_acceptance: false,
+    })
+}
+
+/// `failures ignore ID`: the failure is no longer reported. A quarantined
+/// update's CRM changes are then no longer on their way to Partner Center:
+/// the next complete listing forgets them (see `Repo::forget_crm_changes`).
+pub fn ignore_failure(r: &Repo<'_>, id: i64) -> Result<Failure, StoreError> {
+    let f = r.failure(id)?.ok_or(StoreError::NotFound {
+        what: "failure",
+        key: id.to_string(),
+    })?;
+    r.set_failure_state(id, FailureState::Ignored)?;
+    Ok(f)
 }
 
 fn merge_fields(base: &Option<Value>, written: &CrmFields) -> CrmFields {
@@ -210,12 +381,13 @@ impl Engine {
             entry.operation,
             entry.attempts + 1
         );
-        let (id, carried) = (entry.id, carries_crm_changes(entry));
+        // A quarantined update still carries its CRM changes: they stay
+        // noted while the failure is open (see `Repo::forget_crm_changes`),
+        // so that a Partner Center edit read meanwhile is a conflict the
+        // owner rule settles, not an edit written over the CRM's.
+        let id = entry.id;
         self.write_db(move |r| {
             r.complete_effect(id)?;
-            if let Some(referral_id) = &carried {
-                r.forget_crm_changes_of(referral_id)?;
-            }
             r.record_failure(&failure, now)?;
             if r.get_referral(&failure.record)?.is_some() {
                 r.append_event(

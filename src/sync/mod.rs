@@ -31,6 +31,7 @@ use crate::store::{CrmKind, Store, StoreError};
 
 pub use clock::{Clock, SystemClock};
 pub use effects::{Effect, StageAction};
+pub use execute::{Retried, ignore_failure, retry_failure};
 
 /// One CRM the engine syncs with, and its mapping.
 #[derive(Clone)]
