@@ -139,31 +139,29 @@ fn decided_again(
     let Effect::PcUpdate {
         referral_id,
         crm,
+        after_acceptance: false,
+        ..
+    } = &update
+    else {
+        return Ok(update);
+    };
+    let mapping = mappings.iter().find(|(k, _)| k == crm).map(|(_, m)| *m);
+    let snap = r.get_referral(referral_id)?;
+    let (Some(mapping), Some(snap)) = (mapping, snap) else {
+        return Ok(update);
+    };
+    let Effect::PcUpdate {
+        referral_id,
+        crm,
         crm_id,
-        action,
         ops,
         upgrade_to_co_sell,
         invitation,
         crm_fields,
-        after_acceptance: false,
+        ..
     } = update
     else {
         return Ok(update);
-    };
-    let mapping = mappings.iter().find(|(k, _)| *k == crm).map(|(_, m)| *m);
-    let snap = r.get_referral(&referral_id)?;
-    let (Some(mapping), Some(snap)) = (mapping, snap) else {
-        return Ok(Effect::PcUpdate {
-            referral_id,
-            crm,
-            crm_id,
-            action,
-            ops,
-            upgrade_to_co_sell,
-            invitation,
-            crm_fields,
-            after_acceptance: false,
-        });
     };
     let (json, stage) = effective_json(&snap);
     let current = match r.link_by_crm_id(crm, &crm_id)?.and_then(|l| l.crm_fields) {
