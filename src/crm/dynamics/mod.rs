@@ -471,29 +471,30 @@ impl DynamicsCrm {
     }
 
     /// The body of an upsert: mapped fields, minus what a PATCH must not carry.
-    fn write_body<'a>(&'a self, write: &'a RecordWrite) -> WriteBody<'a> {
+    fn write_body(&self, write: &RecordWrite) -> Map<String, Value> {
+        let mut body = write.fields.clone();
+        if matches!(write.key, RecordKey::Referral(_)) {
+            // The key is in the URL; on create a body value would win over it.
+            body.remove(&self.spec.external_id_field);
+        }
         // Won/lost are reached only through the close actions, and an open
         // state is never forced onto a row: archived deals are never reopened.
-        let closing = write
-            .fields
+        let closing = body
             .get("statecode")
             .and_then(Value::as_i64)
             .is_some_and(|s| s != 0);
-        WriteBody {
-            fields: &write.fields,
-            // The key is in the URL; on create a body value would win over it.
-            key_field: matches!(write.key, RecordKey::Referral(_))
-                .then_some(self.spec.external_id_field.as_str()),
-            closing,
-            binds: Vec::new(),
+        body.remove("statecode");
+        if closing {
+            body.remove("statuscode");
         }
+        body
     }
 
     fn operation(
         &self,
         entity: &EntityInfo,
         write: &RecordWrite,
-        body: WriteBody<'_>,
+        body: Map<String, Value>,
     ) -> Result<BatchOperation, CrmError> {
         let path = format!(
             "{}{}?$select={}",
@@ -512,9 +513,7 @@ impl DynamicsCrm {
             method: Method::PATCH,
             path_and_query: path,
             headers,
-            body: Some(serde_json::to_vec(&body).map_err(|e| {
-                CrmError::Invalid(format!("a request body could not be written: {e}"))
-            })?),
+            body: Some(Value::Object(body).to_string().into_bytes()),
         })
     }
 
@@ -1011,15 +1010,17 @@ impl Crm for DynamicsCrm {
             let mut ops_so_far = 0;
             for (i, binds, new_account) in ready.by_ref().take(self.batch_size) {
                 let mut body = self.write_body(&writes[i]);
-                body.binds.extend(binds);
+                for (field, target) in binds {
+                    body.insert(field.into(), Value::String(target));
+                }
                 let mut set = Vec::with_capacity(2);
                 if let Some(c) = &new_account {
                     set.push(self.account_create_op(c));
                     // Content-IDs number the batch's operations from 1.
-                    body.binds.push((
-                        "customerid_account@odata.bind",
-                        format!("${}", ops_so_far + 1),
-                    ));
+                    body.insert(
+                        "customerid_account@odata.bind".into(),
+                        Value::String(format!("${}", ops_so_far + 1)),
+                    );
                 }
                 match self.operation(entity, &writes[i], body) {
                     Ok(op) => {
@@ -1091,73 +1092,9 @@ impl Crm for DynamicsCrm {
     }
 }
 
-/// An upsert's JSON body, written straight from the record's fields: without
-/// the key field (it is in the URL), `statecode` (and `statuscode` when it
-/// would close the row), then the `@odata.bind` entries, each of which
-/// replaces a field of the same name.
-struct WriteBody<'a> {
-    fields: &'a Map<String, Value>,
-    key_field: Option<&'a str>,
-    closing: bool,
-    binds: Vec<(&'static str, String)>,
-}
-
-impl serde::Serialize for WriteBody<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut body = s.serialize_map(None)?;
-        for (k, v) in self.fields {
-            let left_out = Some(k.as_str()) == self.key_field
-                || k == "statecode"
-                || (self.closing && k == "statuscode")
-                || self.binds.iter().any(|(b, _)| b == k);
-            if !left_out {
-                body.serialize_entry(k, v)?;
-            }
-        }
-        for (k, v) in &self.binds {
-            body.serialize_entry(k, v)?;
-        }
-        body.end()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_upsert_body_leaves_out_the_key_and_the_state_and_binds_replace_fields() {
-        let Value::Object(fields) = serde_json::json!({
-            "name": "Deal", "new_referralid": "r-1", "statecode": 1, "statuscode": 3,
-            "parentcontactid@odata.bind": "/contacts(old)", "estimatedvalue": 5000
-        }) else {
-            unreachable!()
-        };
-        let body = WriteBody {
-            fields: &fields,
-            key_field: Some("new_referralid"),
-            closing: true,
-            binds: vec![
-                ("customerid_account@odata.bind", "/accounts(a1)".into()),
-                ("parentcontactid@odata.bind", "/contacts(c1)".into()),
-            ],
-        };
-        assert_eq!(
-            serde_json::to_string(&body).unwrap(),
-            r#"{"name":"Deal","estimatedvalue":5000,"customerid_account@odata.bind":"/accounts(a1)","parentcontactid@odata.bind":"/contacts(c1)"}"#
-        );
-        let open = WriteBody {
-            fields: &fields,
-            key_field: None,
-            closing: false,
-            binds: Vec::new(),
-        };
-        assert_eq!(
-            serde_json::to_string(&open).unwrap(),
-            r#"{"name":"Deal","new_referralid":"r-1","statuscode":3,"parentcontactid@odata.bind":"/contacts(old)","estimatedvalue":5000}"#
-        );
-    }
 
     #[test]
     fn failed_operations_are_classified() {
