@@ -16,6 +16,7 @@ mod sync_support;
 use std::time::Duration;
 
 use cosell_sync::sim::{Api, PatchOp};
+use cosell_sync::sync::CycleSummary;
 use serde_json::json;
 use sync_support::*;
 
@@ -110,6 +111,44 @@ async fn a_newer_salesforce_edit_wins_on_both_sides() {
     assert_eq!((pc, crm), (555.0, 555.0));
 }
 
+/// A deal accepted in Salesforce under the deal-value mapping, then its
+/// Amount edited to 555 in Salesforce while Partner Center refuses writes,
+/// and one cycle run: the deal's ids, the refusal (still in place) and that
+/// cycle.
+async fn a_salesforce_edit_partner_center_refuses(
+    h: &Harness,
+) -> (String, String, u64, CycleSummary) {
+    let dir = h.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("salesforce.toml"), deal_value_mapping()).unwrap();
+    let (id, opp) = accepted_deal(h).await;
+    let refusing = h.refuse_patches(Api::PartnerCenter);
+    h.sim.clock().advance(Duration::from_secs(3600));
+    h.sim
+        .state()
+        .edit_salesforce(&opp, json!({ "Amount": 555 }))
+        .unwrap();
+    h.sim.clock().advance(Duration::from_secs(60));
+    let s = h.cycle().await;
+    (id, opp, refusing, s)
+}
+
+/// The deal value edited to 777 in Partner Center ten minutes later.
+fn a_later_partner_center_edit(h: &Harness, id: &str) {
+    h.sim.clock().advance(Duration::from_secs(600));
+    h.sim
+        .state()
+        .edit_referral(id, &[PatchOp::replace("/details/dealValue", 777)])
+        .unwrap();
+}
+
+/// Partner Center's deal value and Salesforce's Amount.
+fn deal_values(h: &Harness, id: &str, opp: &str) -> (Option<f64>, Option<f64>) {
+    let pc = h.referral(id)["details"]["dealValue"].as_f64();
+    let sf = h.sim.state().salesforce_opportunity(opp).unwrap()["Amount"].as_f64();
+    (pc, sf)
+}
+
 /// The Salesforce edit first, while Partner Center refuses writes: its
 /// update waits past a cycle that lists Partner Center completely. Then the
 /// deal value is edited in Partner Center, and Partner Center takes writes
@@ -119,44 +158,17 @@ async fn a_newer_salesforce_edit_wins_on_both_sides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_partner_center_edit_wins_over_a_salesforce_edit_still_waiting_to_be_sent() {
     let h = harness(options(4, 0)).await;
-    let dir = h.dir.path().join("mappings");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("salesforce.toml"), deal_value_mapping()).unwrap();
-    let (id, opp) = accepted_deal(&h).await;
-
-    let refusing = h.refuse_patches(Api::PartnerCenter);
-    h.sim.clock().advance(Duration::from_secs(3600));
-    h.sim
-        .state()
-        .edit_salesforce(&opp, json!({ "Amount": 555 }))
-        .unwrap();
-    h.sim.clock().advance(Duration::from_secs(60));
-    let s = h.cycle().await;
+    let (id, opp, refusing, s) = a_salesforce_edit_partner_center_refuses(&h).await;
     assert!(s.pending_effects > 0, "the edit waits: {}", s.one_line());
-    assert_ne!(
-        h.referral(&id)["details"]["dealValue"].as_f64(),
-        Some(555.0)
-    );
+    assert_ne!(deal_values(&h, &id, &opp).0, Some(555.0));
 
-    h.sim.clock().advance(Duration::from_secs(600));
-    h.sim
-        .state()
-        .edit_referral(&id, &[PatchOp::replace("/details/dealValue", 777)])
-        .unwrap();
+    a_later_partner_center_edit(&h, &id);
     assert!(h.sim.state().remove_fault(refusing));
     h.sim.clock().advance(Duration::from_secs(60));
-    let cycles = h.settle(6).await;
-    let last = cycles.last().unwrap();
-    assert!(
-        last.writes() == 0 && last.pending_effects == 0,
-        "settled: {}",
-        last.one_line()
-    );
+    h.settle_quietly(6).await;
 
-    let pc = h.referral(&id)["details"]["dealValue"].as_f64();
-    let sf = h.sim.state().salesforce_opportunity(&opp).unwrap()["Amount"].as_f64();
     assert_eq!(
-        (pc, sf),
+        deal_values(&h, &id, &opp),
         (Some(777.0), Some(777.0)),
         "the newer edit on both sides"
     );
@@ -179,27 +191,11 @@ async fn a_newer_partner_center_edit_wins_over_a_salesforce_edit_still_waiting_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_quarantined_salesforce_edit_does_not_overwrite_a_newer_partner_center_edit() {
     let h = harness_with(options(4, 0), &[("COSELL_SYNC__SYNC__MAX_ATTEMPTS", "1")]).await;
-    let dir = h.dir.path().join("mappings");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("salesforce.toml"), deal_value_mapping()).unwrap();
-    let (id, opp) = accepted_deal(&h).await;
-
-    let refusing = h.refuse_patches(Api::PartnerCenter);
-    h.sim.clock().advance(Duration::from_secs(3600));
-    h.sim
-        .state()
-        .edit_salesforce(&opp, json!({ "Amount": 555 }))
-        .unwrap();
-    h.sim.clock().advance(Duration::from_secs(60));
-    let s = h.cycle().await;
+    let (id, opp, refusing, s) = a_salesforce_edit_partner_center_refuses(&h).await;
     assert_eq!(s.quarantined, 1, "{}", s.one_line());
     assert!(h.sim.state().remove_fault(refusing));
 
-    h.sim.clock().advance(Duration::from_secs(600));
-    h.sim
-        .state()
-        .edit_referral(&id, &[PatchOp::replace("/details/dealValue", 777)])
-        .unwrap();
+    a_later_partner_center_edit(&h, &id);
     h.sim.clock().advance(Duration::from_secs(60));
     h.settle(6).await;
     let failure = h
@@ -210,17 +206,9 @@ async fn a_retried_quarantined_salesforce_edit_does_not_overwrite_a_newer_partne
     cosell_sync::commands::failures_retry(&h.settings, failure.id).unwrap();
 
     h.sim.clock().advance(Duration::from_secs(60));
-    let cycles = h.settle(6).await;
-    let last = cycles.last().unwrap();
-    assert!(
-        last.writes() == 0 && last.pending_effects == 0,
-        "settled: {}",
-        last.one_line()
-    );
-    let pc = h.referral(&id)["details"]["dealValue"].as_f64();
-    let sf = h.sim.state().salesforce_opportunity(&opp).unwrap()["Amount"].as_f64();
+    h.settle_quietly(6).await;
     assert_eq!(
-        (pc, sf),
+        deal_values(&h, &id, &opp),
         (Some(777.0), Some(777.0)),
         "the newer edit on both sides"
     );

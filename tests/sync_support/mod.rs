@@ -104,6 +104,18 @@ impl Harness {
         out
     }
 
+    /// [`settle`](Self::settle), asserting that the last cycle had nothing
+    /// left to write or to send.
+    pub async fn settle_quietly(&self, max: usize) -> CycleSummary {
+        let last = self.settle(max).await.pop().expect("at least one cycle");
+        assert!(
+            last.writes() == 0 && last.pending_effects == 0,
+            "settled: {}",
+            last.one_line()
+        );
+        last
+    }
+
     pub fn referral(&self, id: &str) -> Value {
         self.sim
             .state()
