@@ -29,8 +29,9 @@ fn first_team_member(h: &Harness, id: &str) -> Value {
     h.referral(id)["team"][0].clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn salesforce_fields_held_on_hold_reach_partner_center_after_the_acceptance() {
+/// A Salesforce-only sync with one received referral on hold: the harness,
+/// the referral id and its opportunity's Id.
+async fn salesforce_deal_on_hold() -> (Harness, String, String) {
     let h = harness_with(
         options(2, 0),
         &[("COSELL_SYNC__DYNAMICS__ENABLED", "false")],
@@ -39,6 +40,12 @@ async fn salesforce_fields_held_on_hold_reach_partner_center_after_the_acceptanc
     h.settle(4).await;
     let id = on_hold(&h, |h, id| h.sf(id)).await;
     let opp = h.sf(&id).unwrap()["Id"].as_str().unwrap().to_owned();
+    (h, id, opp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salesforce_fields_held_on_hold_reach_partner_center_after_the_acceptance() {
+    let (h, id, opp) = salesforce_deal_on_hold().await;
     assert_eq!(
         h.link_crm_id(CrmKind::Salesforce, &id).as_deref(),
         Some(opp.as_str())
@@ -137,14 +144,7 @@ fn number(v: &Value) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_salesforce_amount_edited_on_hold_reaches_partner_center_once_accepted() {
-    let h = harness_with(
-        options(2, 0),
-        &[("COSELL_SYNC__DYNAMICS__ENABLED", "false")],
-    )
-    .await;
-    h.settle(4).await;
-    let id = on_hold(&h, |h, id| h.sf(id)).await;
-    let opp = h.sf(&id).unwrap()["Id"].as_str().unwrap().to_owned();
+    let (h, id, opp) = salesforce_deal_on_hold().await;
     let first = number(&h.referral(&id)["details"]["dealValue"]);
     assert_ne!(first, Some(4242.0));
 
