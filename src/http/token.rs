@@ -466,8 +466,11 @@ mod tests {
         );
         assert_eq!(r.expires_in, Some(Duration::from_secs(3600)));
         assert_eq!(
-            r.extras.keys().collect::<Vec<_>>(),
-            vec!["token_type", "expires_in", "scope"]
+            r.extras
+                .keys()
+                .map(String::as_str)
+                .collect::<std::collections::BTreeSet<_>>(),
+            ["token_type", "expires_in", "scope"].into()
         );
         assert!(!format!("{r:?}").contains("RT"));
         assert!(TokenResponse::parse(br#"{"token_type":"Bearer"}"#).is_err());

@@ -467,9 +467,12 @@ mod tests {
         );
         assert_eq!(row.record_key, "r1");
         let back: Effect = serde_json::from_str(row.payload.text()).unwrap();
-        // The text is what the JSON tree of the effect would print.
+        // The text reads as the JSON tree of the effect.
         let tree = serde_json::to_value(&e).unwrap();
-        assert_eq!(row.payload.text(), serde_json::to_string(&tree).unwrap());
+        assert_eq!(
+            serde_json::from_str::<Value>(row.payload.text()).unwrap(),
+            tree
+        );
         assert_eq!(back, e);
         assert!(
             !row.payload.text().contains("after_acceptance"),

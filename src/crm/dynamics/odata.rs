@@ -286,8 +286,11 @@ mod tests {
             "2025-03-04T10:15:22+00:00"
         );
         assert_eq!(
-            rec.fields.keys().collect::<Vec<_>>(),
-            vec!["new_referralid", "name", "estimatedvalue", "statecode"]
+            rec.fields
+                .keys()
+                .map(String::as_str)
+                .collect::<std::collections::BTreeSet<_>>(),
+            ["new_referralid", "name", "estimatedvalue", "statecode"].into()
         );
         assert!(in_scope(&rec, &spec()));
         let err = record_from_row(

@@ -700,7 +700,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&body).unwrap(),
-            r#"{"allOrNone":false,"records":[{"attributes":{"type":"Opportunity"},"cosell__ReferralId__c":"r-1","Name":"Deal","Amount":5000},{"attributes":{"type":"Opportunity"},"cosell__ReferralId__c":"r-2","Name":"Other"}]}"#
+            r#"{"allOrNone":false,"records":[{"attributes":{"type":"Opportunity"},"cosell__ReferralId__c":"r-1","Amount":5000,"Name":"Deal"},{"attributes":{"type":"Opportunity"},"cosell__ReferralId__c":"r-2","Name":"Other"}]}"#
         );
         let chunk = [prepared(
             RecordKey::CrmId("006A".into()),
