@@ -21,7 +21,45 @@ pub type AccountResults = HashMap<String, Result<String, CrmError>>;
 pub struct AccountCache {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<String, (String, Instant)>>,
+    /// When the cache was made: entries keep their age in whole seconds.
+    epoch: Instant,
+    entries: Mutex<HashMap<KeyDigest, (StoredId, u32)>>,
+}
+
+/// A customer's [`cache_key`] as 128 bits of its SHA-256: 16 bytes per
+/// entry instead of the text, with no chance of two customers meeting.
+type KeyDigest = [u8; 16];
+
+fn digest(key: &str) -> KeyDigest {
+    use sha2::Digest;
+    let full = sha2::Sha256::digest(key.as_bytes());
+    let mut d = [0; 16];
+    d.copy_from_slice(&full[..16]);
+    d
+}
+
+/// A remembered account id: a GUID (Dataverse) in 16 bytes, else its text.
+#[derive(Debug)]
+enum StoredId {
+    Guid(u128),
+    Text(Box<str>),
+}
+
+impl StoredId {
+    fn new(id: String) -> StoredId {
+        let mut buf = [0; uuid::fmt::Hyphenated::LENGTH];
+        match uuid::Uuid::try_parse(&id) {
+            Ok(u) if *u.hyphenated().encode_lower(&mut buf) == *id => StoredId::Guid(u.as_u128()),
+            _ => StoredId::Text(id.into_boxed_str()),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            StoredId::Guid(g) => uuid::Uuid::from_u128(*g).hyphenated().to_string(),
+            StoredId::Text(t) => t.to_string(),
+        }
+    }
 }
 
 impl Default for AccountCache {
@@ -35,16 +73,26 @@ impl AccountCache {
         AccountCache {
             ttl,
             capacity,
+            epoch: Instant::now(),
             entries: Mutex::new(HashMap::new()),
         }
     }
 
+    fn age_now(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn fresh(&self, now: u32, at: u32) -> bool {
+        u64::from(now.saturating_sub(at)) < self.ttl.as_secs()
+    }
+
     pub fn get(&self, key: &str) -> Option<String> {
+        let now = self.age_now();
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
-            .get(key)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(id, _)| id.clone())
+            .get(&digest(key))
+            .filter(|(_, at)| self.fresh(now, *at))
+            .map(|(id, _)| id.text())
     }
 
     /// Splits the customers of a call's writes (each [`cache_key`] once):
@@ -75,15 +123,15 @@ impl AccountCache {
     }
 
     pub fn insert(&self, key: String, account_id: String) {
+        let now = self.age_now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            entries.retain(|_, (_, at)| self.fresh(now, *at));
             if entries.len() >= self.capacity {
                 entries.clear();
             }
         }
-        entries.insert(key, (account_id, Instant::now()));
+        entries.insert(digest(&key), (StoredId::new(account_id), now));
     }
 }
 
@@ -216,12 +264,33 @@ mod tests {
     }
 
     #[test]
+    fn account_ids_come_back_exactly_as_stored() {
+        let c = AccountCache::new(Duration::from_secs(60), 10);
+        let ids = [
+            "49b0be2e-d01c-ed11-b83e-000d3a572421",
+            "49B0BE2E-D01C-ED11-B83E-000D3A572421",
+            "{49b0be2e-d01c-ed11-b83e-000d3a572421}",
+            "0015g00000N1abcAAB",
+            "",
+        ];
+        for (i, id) in ids.iter().enumerate() {
+            c.insert(format!("k{i}"), (*id).to_owned());
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(c.get(&format!("k{i}")).as_deref(), Some(*id));
+        }
+        assert!(matches!(StoredId::new(ids[0].into()), StoredId::Guid(_)));
+        assert!(matches!(StoredId::new(ids[1].into()), StoredId::Text(_)));
+    }
+
+    #[test]
     fn the_cache_stays_bounded() {
         let c = AccountCache::new(Duration::from_secs(60), 2);
         for i in 0..5 {
             c.insert(format!("k{i}"), format!("a{i}"));
         }
         assert!(c.entries.lock().unwrap().len() <= 2);
+        assert_eq!(c.get("k3"), None, "cleared when full");
         assert_eq!(c.get("k4").as_deref(), Some("a4"));
     }
 
