@@ -47,6 +47,9 @@ impl StageAction {
 }
 
 /// One remote effect.
+// An upsert is the common effect and lives only between plan and outbox:
+// boxing its write would add an allocation per referral to save stack space.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "effect")]
 pub enum Effect {
