@@ -11,8 +11,10 @@ use super::{CrmError, CustomerRef, RecordWrite};
 
 /// How long a found account id is trusted.
 pub const ACCOUNT_TTL: Duration = Duration::from_secs(5 * 60);
-/// Customers remembered at most.
-pub const ACCOUNT_CAPACITY: usize = 20_000;
+/// Customers remembered at most: a table of 16,384 slots of 48 bytes
+/// (0.75 MiB). When it is full the stale entries go, or all of them: a
+/// customer seen again after that costs a share of one more look-up query.
+pub const ACCOUNT_CAPACITY: usize = 10_000;
 
 /// The account id (or the error) of each customer of a call, by cache key.
 pub type AccountResults = HashMap<String, Result<String, CrmError>>;
@@ -27,7 +29,8 @@ pub struct AccountCache {
 }
 
 /// A customer's [`cache_key`] as 128 bits of its SHA-256: 16 bytes per
-/// entry instead of the text, with no chance of two customers meeting.
+/// entry instead of the text; two customers would need a 128-bit collision
+/// to share an entry.
 type KeyDigest = [u8; 16];
 
 fn digest(key: &str) -> KeyDigest {
