@@ -765,7 +765,7 @@ async fn upserts_go_in_one_batch_with_a_change_set_each_and_one_failure_fails_on
         },
         conflicting,
     ];
-    let results = crm.upsert(writes).await.unwrap();
+    let results = crm.upsert(&writes).await.unwrap();
     assert_eq!(results.len(), 4);
 
     let ok = results[0].outcome.as_ref().unwrap();
@@ -854,10 +854,10 @@ async fn large_upserts_are_split_into_batches_of_the_configured_size() {
         .expect(3)
         .mount(&server)
         .await;
-    let writes = (0..5)
+    let writes: Vec<RecordWrite> = (0..5)
         .map(|i| write(&format!("r{i}"), json!({"name": "x"})))
         .collect();
-    let results = crm.upsert(writes).await.unwrap();
+    let results = crm.upsert(&writes).await.unwrap();
     assert_eq!(results.len(), 5);
     for r in &results {
         assert!(
@@ -898,7 +898,7 @@ OData-EntityId: {base}/api/data/v9.2/opportunities(new_referralid='r1')\r\n\r\n\
         .mount(&server)
         .await;
     let results = crm
-        .upsert(vec![write("r1", json!({"name": "x"}))])
+        .upsert(&[write("r1", json!({"name": "x"}))])
         .await
         .unwrap();
     let ok = results[0].outcome.as_ref().unwrap();
@@ -918,7 +918,7 @@ async fn a_whole_batch_failure_is_reported_on_every_record() {
         .mount(&server)
         .await;
     let results = crm
-        .upsert(vec![write("a", json!({})), write("b", json!({}))])
+        .upsert(&[write("a", json!({})), write("b", json!({}))])
         .await
         .unwrap();
     for r in results {
@@ -1092,7 +1092,7 @@ async fn a_missing_customer_account_is_created_once_and_bound() {
     a.customer = Some(customer());
     let mut b = write("r2", json!({"name": "B"}));
     b.customer = Some(customer());
-    let results = crm.upsert(vec![a, b]).await.unwrap();
+    let results = crm.upsert(&[a, b]).await.unwrap();
     assert!(results[0].outcome.is_ok(), "{:?}", results[0].outcome);
 
     let all = server.received_requests().await.unwrap();
@@ -1145,7 +1145,7 @@ async fn one_query_finds_the_accounts_of_every_customer_of_a_call() {
         with_customer("r4", &contoso),
         with_customer("r5", &contoso_upper),
     ];
-    let results = crm.upsert(writes.clone()).await.unwrap();
+    let results = crm.upsert(&writes).await.unwrap();
     assert!(results.iter().all(|r| r.outcome.is_ok()), "{results:?}");
 
     let all = server.received_requests().await.unwrap();
@@ -1167,7 +1167,7 @@ async fn one_query_finds_the_accounts_of_every_customer_of_a_call() {
     );
 
     // The next call finds them all remembered.
-    crm.upsert(writes).await.unwrap();
+    crm.upsert(&writes).await.unwrap();
     let all = server.received_requests().await.unwrap();
     assert_eq!(account_lookups(&all).len(), 1);
     assert_eq!(account_creations(&all).len(), 0);
@@ -1210,7 +1210,7 @@ async fn lookups_fill_the_longest_url_and_new_accounts_travel_with_their_deals()
     let writes: Vec<RecordWrite> = (0..1100)
         .map(|i| with_customer(&format!("r{i}"), &named(&format!("C{i:04}"), None)))
         .collect();
-    crm.upsert(writes).await.unwrap();
+    crm.upsert(&writes).await.unwrap();
 
     let all = server.received_requests().await.unwrap();
     let lookups: Vec<&Request> = account_lookups(&all)
@@ -1293,7 +1293,7 @@ async fn a_failed_account_creation_fails_only_that_customers_records() {
     let contoso = named("Contoso", Some("98052"));
     let bad = named("Bad Name", None);
     let results = crm
-        .upsert(vec![
+        .upsert(&[
             with_customer("r1", &contoso),
             with_customer("r2", &bad),
             with_customer("r3", &contoso),
@@ -1352,7 +1352,7 @@ async fn accounts_are_found_by_duns_first_when_configured() {
         .await;
     let mut a = write("r1", json!({"name": "A"}));
     a.customer = Some(customer());
-    let results = crm.upsert(vec![a]).await.unwrap();
+    let results = crm.upsert(&[a]).await.unwrap();
     assert!(results[0].outcome.is_ok(), "{:?}", results[0].outcome);
 }
 
@@ -1394,7 +1394,7 @@ async fn without_the_duns_column_accounts_are_matched_by_name_and_postal_code() 
         ..Default::default()
     };
     let results = crm
-        .upsert(vec![
+        .upsert(&[
             with_customer("r1", &customer()),
             with_customer("r2", &fabrikam),
         ])
@@ -1437,7 +1437,7 @@ async fn with_account_match_none_no_account_is_looked_up() {
         .await;
     let mut a = write("r1", json!({"name": "A"}));
     a.customer = Some(customer());
-    crm.upsert(vec![a]).await.unwrap();
+    crm.upsert(&[a]).await.unwrap();
     let all = server.received_requests().await.unwrap();
     assert!(requests_to(&all, &format!("{API}/accounts")).is_empty());
     let batch = requests_to(&all, &format!("{API}/$batch"))[0];
@@ -1669,7 +1669,7 @@ async fn the_metadata_check_names_every_missing_column_key_and_option() {
         .await;
     mount_ok_batch(&server, 2).await;
     let results = crm
-        .upsert(vec![with_customer("r1", &customer())])
+        .upsert(&[with_customer("r1", &customer())])
         .await
         .unwrap();
     assert!(results[0].outcome.is_ok(), "{results:?}");
@@ -1764,7 +1764,7 @@ async fn a_missing_account_travels_with_its_deal_and_a_refused_one_fails_only_th
         named("Coho Winery", Some("94110")),
     );
     let results = crm
-        .upsert(vec![
+        .upsert(&[
             with_customer("r1", &a),
             with_customer("r2", &b),
             with_customer("r3", &c),
@@ -1817,7 +1817,7 @@ async fn a_missing_account_travels_with_its_deal_and_a_refused_one_fails_only_th
         .with_priority(1)
         .mount(&server)
         .await;
-    crm.upsert(vec![
+    crm.upsert(&[
         with_customer("r1", &a),
         with_customer("r2", &b),
         with_customer("r3", &c),
@@ -1916,7 +1916,7 @@ async fn contacts_are_found_by_email_under_the_account_or_created_and_bound() {
         ..named("Contoso", Some("98052"))
     };
     let results = crm
-        .upsert(vec![
+        .upsert(&[
             with_customer("r1", &contoso("jo@contoso.example", "Old")),
             with_customer("r2", &contoso("new@contoso.example", "New")),
         ])

@@ -336,7 +336,7 @@ async fn hostile_values_are_escaped_in_soql() {
         .mount(&server)
         .await;
     let results = crm
-        .upsert(vec![RecordWrite {
+        .upsert(&[RecordWrite {
             key: RecordKey::Referral("R-1".into()),
             fields: serde_json::from_value(json!({"Name": "Deal"})).unwrap(),
             if_match: None,
@@ -404,7 +404,7 @@ async fn collection_upserts_map_mixed_results_back_to_records() {
             json!({"Referral_Identifier__c": "R-NEW"}),
         ),
     );
-    let results = crm.upsert(writes).await.unwrap();
+    let results = crm.upsert(&writes).await.unwrap();
     assert_eq!(results.len(), 6);
     let keys: Vec<String> = results.iter().map(|r| r.key.to_string()).collect();
     assert_eq!(
@@ -490,10 +490,10 @@ async fn collections_are_chunked_by_batch_size() {
         .mount(&server)
         .await;
     let crm = crm(&server);
-    let writes = (0..450)
+    let writes: Vec<RecordWrite> = (0..450)
         .map(|i| write(RecordKey::Referral(format!("R-{i}")), json!({"Name": "x"})))
         .collect();
-    let results = crm.upsert(writes).await.unwrap();
+    let results = crm.upsert(&writes).await.unwrap();
     assert_eq!(results.len(), 450);
     assert!(results.iter().all(|r| r.outcome.is_ok()));
     let sizes: Vec<usize> = requests_to(&server, &upsert_path)
@@ -645,7 +645,7 @@ async fn a_stale_version_is_a_conflict_and_is_not_written() {
     a.if_match = Some("2025-03-01T10:00:00Z".into());
     let mut b = write(RecordKey::Referral("R-2".into()), json!({"Name": "b"}));
     b.if_match = Some("2025-03-01T10:00:00.000+0000".into());
-    let results = crm.upsert(vec![a, b]).await.unwrap();
+    let results = crm.upsert(&[a, b]).await.unwrap();
     assert!(results[0].outcome.is_ok());
     assert!(matches!(results[1].outcome, Err(CrmError::Conflict { .. })));
 }
@@ -751,7 +751,7 @@ async fn customers_are_found_by_duns_or_created() {
         .enumerate()
         .map(|(i, c)| customer_write(i, c))
         .collect();
-    let results = crm.upsert(writes.clone()).await.unwrap();
+    let results = crm.upsert(&writes).await.unwrap();
     assert!(results.iter().all(|r| r.outcome.is_ok()), "{results:?}");
     let created = requests_to(&server, &format!("{API}/composite/sobjects")).await;
     assert_eq!(
@@ -785,7 +785,7 @@ async fn customers_are_found_by_duns_or_created() {
         .with_priority(1)
         .mount(&server)
         .await;
-    crm.upsert(writes).await.unwrap();
+    crm.upsert(&writes).await.unwrap();
     assert_eq!(account_queries(&server).await.len(), 1);
 }
 
@@ -837,7 +837,7 @@ async fn an_ambiguous_or_uncreatable_customer_fails_only_its_records() {
         .enumerate()
         .map(|(i, c)| customer_write(i, c))
         .collect();
-    let results = crm.upsert(writes).await.unwrap();
+    let results = crm.upsert(&writes).await.unwrap();
     for i in [1, 4] {
         match &results[i].outcome {
             Err(CrmError::Record {
@@ -967,7 +967,7 @@ async fn a_stage_missing_from_the_org_stops_sync_and_is_named() {
     );
     assert!(!msg.contains("\"Prospecting\""), "{msg}");
     let err = crm
-        .upsert(vec![write(RecordKey::Referral("R".into()), json!({}))])
+        .upsert(&[write(RecordKey::Referral("R".into()), json!({}))])
         .await;
     assert!(matches!(err, Err(CrmError::Invalid(_))));
     // Nothing but the stage list was ever read.
@@ -1169,7 +1169,7 @@ async fn a_standard_org_is_described_once_and_never_asked_for_what_it_lacks() {
         postal_code: Some("98052".into()),
         ..Default::default()
     });
-    let results = crm.upsert(vec![w]).await.unwrap();
+    let results = crm.upsert(&[w]).await.unwrap();
     assert!(results[0].outcome.is_ok(), "{results:?}");
 
     let created = requests_to(&server, &format!("{API}/composite/sobjects")).await;
@@ -1227,7 +1227,7 @@ async fn without_its_external_id_field_the_org_cannot_be_synced() {
     let crm = crm(&server);
     for err in [
         crm.read_changes(None, None).await.unwrap_err(),
-        crm.upsert(vec![write(
+        crm.upsert(&[write(
             RecordKey::Referral("R-1".into()),
             json!({"Name": "x"}),
         )])
@@ -1323,7 +1323,7 @@ async fn a_refused_query_has_the_object_described_again_and_is_sent_once_more() 
         duns: Some("123456789".into()),
         ..Default::default()
     });
-    let results = crm.upsert(vec![w]).await.unwrap();
+    let results = crm.upsert(&[w]).await.unwrap();
     assert!(results[0].outcome.is_ok(), "{results:?}");
     assert_eq!(
         body_of(&requests_to(&server, &one).await[0]),
@@ -1445,7 +1445,7 @@ async fn writes_refused_for_a_removed_field_are_sent_once_more_without_it() {
         ),
     ];
     writes[0].customer = Some(customer);
-    let results = crm.upsert(writes).await.unwrap();
+    let results = crm.upsert(&writes).await.unwrap();
     assert!(results[0].outcome.is_ok(), "{results:?}");
     assert!(results[1].outcome.is_ok(), "{results:?}");
     match &results[2].outcome {
@@ -1685,7 +1685,7 @@ async fn request_limit_exceeded_pauses_salesforce_work_until_the_pause_ends() {
         Err(CrmError::Paused { .. })
     ));
     assert!(matches!(
-        crm.upsert(vec![write(RecordKey::Referral("R".into()), json!({}))])
+        crm.upsert(&[write(RecordKey::Referral("R".into()), json!({}))])
             .await,
         Err(CrmError::Paused { .. })
     ));
@@ -1960,7 +1960,7 @@ async fn contacts_of_a_call_are_looked_up_once_created_if_missing_and_linked_as_
         customer_write(0, &with_contact("jo@contoso.example", "Old")),
         customer_write(1, &with_contact("new@contoso.example", "New")),
     ];
-    let results = crm.upsert(writes).await.unwrap();
+    let results = crm.upsert(&writes).await.unwrap();
     assert!(results.iter().all(|r| r.outcome.is_ok()), "{results:?}");
     assert_eq!(
         requests_to(&server, &format!("{API}/composite/sobjects"))

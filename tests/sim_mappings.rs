@@ -259,7 +259,7 @@ async fn the_real_adapters_find_no_metadata_problem_and_upsert_a_received_referr
         assert_eq!(report.problems, vec![], "{:?}", crm.kind());
         let fields = mapping.to_crm(&referral, Stage::Received);
         let results = crm
-            .upsert(vec![RecordWrite {
+            .upsert(&[RecordWrite {
                 key: RecordKey::Referral(id.clone()),
                 fields: fields.clone(),
                 if_match: None,
@@ -437,7 +437,7 @@ async fn the_adapters_resolve_every_customer_of_a_call_in_one_query_against_the_
                 customer: Some(c.clone()),
             })
             .collect();
-        let results = crm.upsert(writes).await.unwrap();
+        let results = crm.upsert(&writes).await.unwrap();
         let queries = queries_since(&sim, before, lookup);
         assert_eq!(queries.len(), 1, "{:?}: {queries:?}", crm.kind());
         assert!(queries[0].contains("ZETA BAKERY"), "{queries:?}");

@@ -408,7 +408,8 @@ pub trait Crm: Send + Sync {
 
     /// Upserts many records in as few calls as the API allows, one result per
     /// input in the same order. `Err` only when no record could be attempted.
-    async fn upsert(&self, writes: Vec<RecordWrite>) -> Result<Vec<WriteResult>, CrmError>;
+    /// The writes are borrowed: the engine keeps their fields as the link's base.
+    async fn upsert(&self, writes: &[RecordWrite]) -> Result<Vec<WriteResult>, CrmError>;
 
     /// Closes opportunities as won or lost, one result per input in order.
     async fn close(&self, closes: Vec<CloseRequest>) -> Result<Vec<WriteResult>, CrmError>;

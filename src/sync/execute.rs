@@ -1159,8 +1159,9 @@ impl Engine {
             if due.is_empty() {
                 return Ok(());
             }
-            let mut upserts: Vec<(OutboxEntry, RecordWrite, Option<String>, Option<String>)> =
-                Vec::new();
+            // The writes apart from their entries: the call borrows them.
+            let mut upserts: Vec<(OutboxEntry, Option<String>, Option<String>)> = Vec::new();
+            let mut writes: Vec<RecordWrite> = Vec::new();
             let mut closes = Vec::new();
             for entry in due {
                 match serde_json::from_str::<Effect>(entry.payload.text()) {
@@ -1169,7 +1170,10 @@ impl Engine {
                         referral_id,
                         pc_hash,
                         ..
-                    }) => upserts.push((entry, write, referral_id, pc_hash)),
+                    }) => {
+                        upserts.push((entry, referral_id, pc_hash));
+                        writes.push(write);
+                    }
                     Ok(Effect::CrmClose {
                         close,
                         referral_id,
@@ -1189,16 +1193,15 @@ impl Engine {
                 }
             }
             if !upserts.is_empty() {
-                let writes: Vec<RecordWrite> =
-                    upserts.iter().map(|(_, w, _, _)| w.clone()).collect();
-                let result = side.crm.upsert(writes).await;
+                let result = side.crm.upsert(&writes).await;
                 let flow = self
                     .crm_results(
                         side,
                         result,
                         upserts
                             .into_iter()
-                            .map(|(e, w, rid, h)| (e, w.fields, rid, h, false))
+                            .zip(writes)
+                            .map(|((e, rid, h), w)| (e, w.fields, rid, h, false))
                             .collect(),
                         cycle,
                     )

@@ -605,14 +605,14 @@ impl Crm for FakeCrm {
         })
     }
 
-    async fn upsert(&self, writes: Vec<RecordWrite>) -> Result<Vec<WriteResult>, CrmError> {
+    async fn upsert(&self, writes: &[RecordWrite]) -> Result<Vec<WriteResult>, CrmError> {
         let mut s = lock(&self.state);
         let mut out = Vec::new();
         for w in writes {
             s.upserts.push(w.clone());
             let outcome = self.write(&mut s, &w.key, &w.fields);
             out.push(WriteResult {
-                key: w.key,
+                key: w.key.clone(),
                 outcome,
             });
         }

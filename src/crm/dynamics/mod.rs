@@ -942,7 +942,7 @@ impl Crm for DynamicsCrm {
             .map_err(|e| protocol(e.0))
     }
 
-    async fn upsert(&self, writes: Vec<RecordWrite>) -> Result<Vec<WriteResult>, CrmError> {
+    async fn upsert(&self, writes: &[RecordWrite]) -> Result<Vec<WriteResult>, CrmError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
@@ -957,9 +957,9 @@ impl Crm for DynamicsCrm {
         let (accounts, mut deferred) = if self.account_match == AccountMatch::None {
             (HashMap::new(), HashMap::new())
         } else {
-            self.resolve_accounts(&writes, !self.contact_records).await
+            self.resolve_accounts(writes, !self.contact_records).await
         };
-        let contacts = self.resolve_contacts(&writes, &accounts).await;
+        let contacts = self.resolve_contacts(writes, &accounts).await;
         for (i, write) in writes.iter().enumerate() {
             let mut binds = Vec::new();
             if let (Some(customer), true) =
@@ -1046,12 +1046,12 @@ impl Crm for DynamicsCrm {
             }
         }
         Ok(writes
-            .into_iter()
+            .iter()
             .zip(outcomes)
             .map(|(w, outcome)| WriteResult {
                 outcome: outcome
                     .unwrap_or_else(|| Err(protocol(format!("{} was not attempted", w.key)))),
-                key: w.key,
+                key: w.key.clone(),
             })
             .collect())
     }

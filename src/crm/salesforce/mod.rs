@@ -809,7 +809,7 @@ impl Crm for SalesforceCrm {
         }
     }
 
-    async fn upsert(&self, writes: Vec<RecordWrite>) -> Result<Vec<WriteResult>, CrmError> {
+    async fn upsert(&self, writes: &[RecordWrite]) -> Result<Vec<WriteResult>, CrmError> {
         self.verified_stages().await?;
         self.write_all(writes).await
     }

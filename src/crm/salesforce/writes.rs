@@ -213,7 +213,7 @@ impl SalesforceCrm {
     /// more without it.
     pub(super) async fn write_all(
         &self,
-        writes: Vec<RecordWrite>,
+        writes: &[RecordWrite],
     ) -> Result<Vec<WriteResult>, CrmError> {
         let org = self.opportunity_fields().await?;
         let total = writes.len();
@@ -226,14 +226,14 @@ impl SalesforceCrm {
         let accounts = if self.account_match == AccountMatch::None {
             HashMap::new()
         } else {
-            self.resolve_accounts(&writes).await
+            self.resolve_accounts(writes).await
         };
-        let contacts = self.resolve_contacts(&writes, &accounts).await;
+        let contacts = self.resolve_contacts(writes, &accounts).await;
         let mut linking: Vec<(usize, String)> = Vec::new();
 
-        for (index, w) in writes.into_iter().enumerate() {
+        for (index, w) in writes.iter().enumerate() {
             keys.push(w.key.clone());
-            let mut fields = w.fields;
+            let mut fields = w.fields.clone();
             for reserved in ["attributes", "Id", "id"] {
                 fields.remove(reserved);
             }
@@ -261,12 +261,12 @@ impl SalesforceCrm {
                     }
                 }
             }
-            if let Some(v) = w.if_match {
-                versions.push((index, v));
+            if let Some(v) = &w.if_match {
+                versions.push((index, v.clone()));
             }
             ready.push(Prepared {
                 index,
-                key: w.key,
+                key: w.key.clone(),
                 fields,
             });
         }
@@ -625,7 +625,7 @@ impl SalesforceCrm {
             }
         }
         if !writes.is_empty() {
-            for (i, r) in positions.into_iter().zip(self.write_all(writes).await?) {
+            for (i, r) in positions.into_iter().zip(self.write_all(&writes).await?) {
                 results[i] = Some(r);
             }
         }
