@@ -178,3 +178,59 @@ async fn a_salesforce_amount_edited_on_hold_reaches_partner_center_once_accepted
     assert_eq!(s.writes(), 0, "{}", s.one_line());
     assert_eq!(write_calls(&h.counters()), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_salesforce_owning_the_amount_an_edit_on_hold_outlasts_a_later_partner_center_change()
+{
+    // The shipped mapping, with the deal value owned by the CRM.
+    let shipped = cosell_sync::mapping::DEFAULT_SALESFORCE;
+    let rule = r#"{ crm = "Amount", transform = "decimal", empty = "keep" }"#;
+    assert!(shipped.contains(rule), "the shipped deal value rule");
+    let owned = r#"{ crm = "Amount", transform = "decimal", empty = "keep", owner = "crm" }"#;
+    let h = harness_with(
+        options(2, 0),
+        &[("COSELL_SYNC__DYNAMICS__ENABLED", "false")],
+    )
+    .await;
+    let dir = h.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("salesforce.toml"), shipped.replace(rule, owned)).unwrap();
+    h.settle(4).await;
+    let id = on_hold(&h, |h, id| h.sf(id)).await;
+    let opp = h.sf(&id).unwrap()["Id"].as_str().unwrap().to_owned();
+
+    // On hold: the seller sets the amount; a later cycle reads Partner
+    // Center's own change of the deal value.
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.sim
+        .state()
+        .edit_salesforce(&opp, json!({"Amount": 4242}))
+        .unwrap();
+    h.settle(4).await;
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.sim
+        .state()
+        .edit_referral(
+            &id,
+            &[cosell_sync::sim::PatchOp::replace(
+                "/details/dealValue",
+                60000,
+            )],
+        )
+        .unwrap();
+    h.settle(4).await;
+    assert_eq!(
+        number(&h.sf(&id).unwrap()["Amount"]),
+        Some(4242.0),
+        "Salesforce owns it"
+    );
+
+    // Accepted: Salesforce's amount reaches Partner Center.
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.sim.state().set_sf_stage(&opp, "Qualification").unwrap();
+    h.settle(6).await;
+    assert_eq!(h.status(&id), ("Active".into(), "Accepted".into()));
+    let r = h.referral(&id);
+    assert_eq!(number(&r["details"]["dealValue"]), Some(4242.0), "{r}");
+    assert_eq!(number(&h.sf(&id).unwrap()["Amount"]), Some(4242.0));
+}

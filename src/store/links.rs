@@ -9,7 +9,7 @@ use super::{CrmKind, Link, StoreError, classify, ts};
 
 impl FromRow for Link {
     const COLUMNS: &'static str = "crm, crm_id, referral_id, crm_hash, crm_version, pc_hash, pc_version, created_at, updated_at, \
-         crm_fields, help_requested_at";
+         crm_fields, help_requested_at, held_edit";
 
     fn from_row(row: &Row<'_>) -> Result<Self, StoreError> {
         let crm: String = row.get("crm")?;
@@ -26,10 +26,28 @@ impl FromRow for Link {
             pc_version: row.get("pc_version")?,
             crm_fields: opt_json_col(row, "crm_fields", "link CRM fields")?,
             help_requested_at: opt_ts_col(row, "help_requested_at")?,
+            held_edit: opt_json_col(row, "held_edit", "link held edit")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt {
+                    what: "link held edit",
+                    detail: e.to_string(),
+                })?,
             created_at: ts_col(row, "created_at")?,
             updated_at: ts_col(row, "updated_at")?,
         })
     }
+}
+
+fn held_edit_text(l: &Link) -> Result<Option<String>, StoreError> {
+    l.held_edit
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt {
+            what: "link held edit",
+            detail: e.to_string(),
+        })
 }
 
 impl Repo<'_> {
@@ -38,7 +56,7 @@ impl Repo<'_> {
     pub fn insert_link(&self, l: &Link) -> Result<(), StoreError> {
         self.exec(
             &format!(
-                "INSERT INTO links ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO links ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 Link::COLUMNS
             ),
             params![
@@ -53,6 +71,7 @@ impl Repo<'_> {
                 ts(l.updated_at),
                 l.crm_fields.as_ref().map(json_text),
                 l.help_requested_at.map(ts),
+                held_edit_text(l)?,
             ],
         )
         .map_err(|e| classify(e, "link"))?;
@@ -64,7 +83,8 @@ impl Repo<'_> {
         let n = self
             .exec(
                 "UPDATE links SET referral_id = ?3, crm_hash = ?4, crm_version = ?5, pc_hash = ?6,
-                    pc_version = ?7, updated_at = ?8, crm_fields = ?9, help_requested_at = ?10
+                    pc_version = ?7, updated_at = ?8, crm_fields = ?9, help_requested_at = ?10,
+                    held_edit = ?11
                  WHERE crm = ?1 AND crm_id = ?2",
                 params![
                     l.crm.as_str(),
@@ -77,6 +97,7 @@ impl Repo<'_> {
                     ts(l.updated_at),
                     l.crm_fields.as_ref().map(json_text),
                     l.help_requested_at.map(ts),
+                    held_edit_text(l)?,
                 ],
             )
             .map_err(|e| classify(e, "link"))?;

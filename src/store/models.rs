@@ -168,8 +168,19 @@ pub struct Link {
     pub crm_fields: Option<Value>,
     /// When the deal asked Microsoft for help (start of the 14-day window).
     pub help_requested_at: Option<DateTime<Utc>>,
+    /// The both-way fields the CRM record held edited while its deal was on
+    /// hold: not taken as seen, and not sent until the acceptance.
+    pub held_edit: Option<HeldEdit>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// CRM values of both-way fields edited while the deal was on hold, with
+/// when the record was modified (the owner rule `newest`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct HeldEdit {
+    pub fields: serde_json::Map<String, Value>,
+    pub modified_at: Option<DateTime<Utc>>,
 }
 
 impl Link {
@@ -185,6 +196,7 @@ impl Link {
             pc_version: None,
             crm_fields: None,
             help_requested_at: None,
+            held_edit: None,
             created_at: now,
             updated_at: now,
         }

@@ -134,4 +134,9 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (crm, referral_id)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 6: the edit a CRM record held while its deal was on hold (not taken
+    // as seen), so a later Partner Center change of the field is a conflict.
+    r#"
+    ALTER TABLE links ADD COLUMN held_edit TEXT;
+    "#,
 ];

@@ -35,6 +35,7 @@ fn link(crm: CrmKind, crm_id: &str, referral_id: &str) -> Link {
         pc_version: None,
         crm_fields: Some(json!({"Name": "Deal"})),
         help_requested_at: None,
+        held_edit: None,
         created_at: now(),
         updated_at: now(),
     }
@@ -272,6 +273,32 @@ fn referrals_past_their_deadline_are_found() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn an_edit_held_on_hold_is_kept_with_its_link_and_cleared_with_it() {
+    let (dir, store) = open();
+    let mut l = link(CrmKind::Salesforce, "006A", "r1");
+    store.write(|r| r.insert_link(&l)).unwrap();
+    l.held_edit = Some(HeldEdit {
+        fields: json!({"Amount": 4242}).as_object().unwrap().clone(),
+        modified_at: Some(now()),
+    });
+    store.write(|r| r.update_link(&l)).unwrap();
+    drop(store);
+    let store = Store::open(&dir.path().join("state").join("cosell-sync.db")).unwrap();
+    let back = store
+        .read(|r| r.link_by_crm_id(CrmKind::Salesforce, "006A"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.held_edit, l.held_edit, "survives a restart");
+    l.held_edit = None;
+    store.write(|r| r.update_link(&l)).unwrap();
+    let back = store
+        .read(|r| r.link_by_crm_id(CrmKind::Salesforce, "006A"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.held_edit, None);
 }
 
 #[test]

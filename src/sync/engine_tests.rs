@@ -692,6 +692,78 @@ async fn a_partner_center_change_read_after_an_edit_held_on_hold_is_said() {
     assert!(h.pending(PARTNER_CENTER).is_empty());
 }
 
+/// An edit held on hold (Amount 4242, modified at `crm_at` minutes), then a
+/// Partner Center change of the deal value (60000, stamped at `pc_at`) read a
+/// cycle later, then the acceptance. Returns the CRM's Amount after the
+/// Partner Center change, then Partner Center's and the CRM's values at the end.
+async fn an_edit_held_on_hold_then_a_partner_center_change(
+    owner: crate::mapping::Owner,
+    crm_at: i64,
+    pc_at: i64,
+) -> (Value, Value, Value) {
+    let h = Harness::with_deal_value_owner(false, Some(owner));
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    h.set_now(t0() + minutes(3));
+    h.sf.edit_at(&crm_id, &[("Amount", json!(4242))], t0() + minutes(crm_at));
+    h.cycle().await;
+
+    // A later cycle reads Partner Center's own change of the same value.
+    h.set_now(t0() + minutes(4));
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(60000);
+        v["updatedDateTime"] = json!((t0() + minutes(pc_at)).to_rfc3339());
+    });
+    h.cycle().await;
+    let events = h.store.read(|r| r.events_for("r1")).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "conflict" && e.message.contains("dealValue")),
+        "a conflict is recorded"
+    );
+    let after_change = h.sf.record_of("r1").unwrap().fields["Amount"].clone();
+
+    h.set_now(t0() + minutes(5));
+    h.sf.edit(&crm_id, &[("StageName", json!("Qualification"))]);
+    h.cycle().await;
+    h.set_now(t0() + minutes(6));
+    h.cycle().await;
+    let pc = h.pc.referral("r1").unwrap().to_json();
+    assert_eq!(pc["status"], "Active");
+    assert!(h.pending(PARTNER_CENTER).is_empty());
+    (
+        after_change,
+        pc["details"]["dealValue"].clone(),
+        h.sf.record_of("r1").unwrap().fields["Amount"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn an_edit_held_on_hold_and_a_later_partner_center_change_follow_the_owner_rule() {
+    use crate::mapping::Owner;
+    let crm = (json!(4242), json!(4242), json!(4242));
+    let pc = (json!(60000), json!(60000), json!(60000));
+    // (owner, CRM edit at, Partner Center edit at, expected)
+    for (owner, crm_at, pc_at, expected) in [
+        (Owner::Crm, 2, 3, &crm),
+        (Owner::PartnerCenter, 3, 2, &pc),
+        (Owner::Newest, 2, 3, &pc),
+        (Owner::Newest, 3, 2, &crm),
+    ] {
+        let got = an_edit_held_on_hold_then_a_partner_center_change(owner, crm_at, pc_at).await;
+        assert_eq!(
+            &got, expected,
+            "{owner:?}, CRM at {crm_at}, Partner Center at {pc_at}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_value_edited_on_hold_and_in_partner_center_is_a_conflict_the_owner_rule_settles() {
     // The seller's edit is newer: it reaches Partner Center once accepted.

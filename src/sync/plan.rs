@@ -21,7 +21,7 @@ use crate::domain::{Problem, Referral, Stage};
 use crate::mapping::{Mapping, StageReading};
 use crate::partner_center::{ListFilter, PartnerCenter, ReferralPager};
 use crate::store::{
-    CrmKind, FailureState, Link, NewFailure, ReferralSnapshot, Repo, StoreError, ts,
+    CrmKind, FailureState, HeldEdit, Link, NewFailure, ReferralSnapshot, Repo, StoreError, ts,
 };
 
 /// Everything decided for one page, committed in one transaction.
@@ -1060,15 +1060,31 @@ impl Engine {
                 None => seen.remove(f),
             };
         }
+        link.held_edit = None;
         if stage == Stage::Received && d.action.is_none() && !d.declining {
             // On hold: an edit of a field both sides hold is not sent, and
             // not taken as seen either. The last seen value stays the base,
             // so the move out of on-hold sends the edit, and Partner Center's
-            // unchanged value is never written back over it.
+            // unchanged value is never written back over it. The edited
+            // values are kept beside it: a Partner Center change of the same
+            // field read later is a conflict the owner rule settles.
+            let mut held = Map::new();
             for f in both_way_fields(m) {
                 if let Some(v) = previous.as_ref().and_then(|p| p.get(&f)) {
+                    if let Some(read) = fields
+                        .get(&f)
+                        .filter(|read| !same_value(Some(read), Some(v)))
+                    {
+                        held.insert(f.clone(), read.clone());
+                    }
                     seen.insert(f, v.clone());
                 }
+            }
+            if !held.is_empty() {
+                link.held_edit = Some(HeldEdit {
+                    fields: held,
+                    modified_at: record.modified_at,
+                });
             }
         }
         self.plan_decision(side, record, &rid, d, plan, cycle);
@@ -1685,14 +1701,16 @@ impl Engine {
             return Ok(());
         }
 
-        let write = m.crm_update(json, stage, &current);
+        let mut write = m.crm_update(json, stage, &current);
         for p in &write.problems {
             plan.event(&r.id, kind.as_str(), "invalid", p.to_string());
         }
         // The opportunity holds an edit made on hold, not sent yet (the
         // record as read differs from the last seen values), and Partner
-        // Center changed a field both sides hold: its value is written, as
-        // the newer edit, and said so.
+        // Center changed a field both sides hold: the owner rule settles the
+        // fields the edit changed, and says so. A link from before the held
+        // values were kept knows only that the record differs: Partner
+        // Center's value is written, as the newer edit.
         let holds_edit = stage == Stage::Received
             && m.stages.shows(&current, Stage::Received)
             && link
@@ -1700,21 +1718,41 @@ impl Engine {
                 .as_deref()
                 .is_some_and(|h| h != m.crm_projection_hash(&current));
         if holds_edit {
+            let held = link.held_edit.as_ref();
             for rule in m
                 .fields
                 .iter()
                 .filter(|r| r.direction == crate::mapping::FieldDirection::Both && !r.create_only)
             {
-                if let Some(f) = rule
+                let Some(f) = rule
                     .crm
                     .as_deref()
                     .filter(|f| write.record.contains_key(*f))
-                {
-                    plan.event(&r.id, kind.as_str(), "conflict", format!(
-                        "{} / {f} changed in Partner Center while the opportunity holds an edit made on hold: the Partner Center value is kept, the CRM value overruled",
-                        rule.path.as_str()
-                    ));
+                else {
+                    continue;
+                };
+                if held.is_some_and(|h| !h.fields.contains_key(f)) {
+                    continue;
                 }
+                let crm_wins = held.is_some()
+                    && match rule.owner() {
+                        crate::mapping::Owner::Crm => true,
+                        crate::mapping::Owner::PartnerCenter => false,
+                        crate::mapping::Owner::Newest => matches!(
+                            (held.and_then(|h| h.modified_at), r.updated_date_time),
+                            (Some(c), Some(p)) if c > p
+                        ),
+                    };
+                let (kept, overruled) = if crm_wins {
+                    write.record.remove(f);
+                    ("CRM", "Partner Center")
+                } else {
+                    ("Partner Center", "CRM")
+                };
+                plan.event(&r.id, kind.as_str(), "conflict", format!(
+                    "{} / {f} changed in Partner Center while the opportunity holds an edit made on hold: the {kept} value is kept, the {overruled} value overruled",
+                    rule.path.as_str()
+                ));
             }
         }
         if write.record.is_empty() {
