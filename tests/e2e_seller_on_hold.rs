@@ -32,11 +32,21 @@ fn first_team_member(h: &Harness, id: &str) -> Value {
 /// A Salesforce-only sync with one received referral on hold: the harness,
 /// the referral id and its opportunity's Id.
 async fn salesforce_deal_on_hold() -> (Harness, String, String) {
+    salesforce_deal_on_hold_mapped(None).await
+}
+
+/// [`salesforce_deal_on_hold`], with `mapping` as the Salesforce mapping.
+async fn salesforce_deal_on_hold_mapped(mapping: Option<String>) -> (Harness, String, String) {
     let h = harness_with(
         options(2, 0),
         &[("COSELL_SYNC__DYNAMICS__ENABLED", "false")],
     )
     .await;
+    if let Some(mapping) = mapping {
+        let dir = h.dir.path().join("mappings");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("salesforce.toml"), mapping).unwrap();
+    }
     h.settle(4).await;
     let id = on_hold(&h, |h, id| h.sf(id)).await;
     let opp = h.sf(&id).unwrap()["Id"].as_str().unwrap().to_owned();
@@ -187,17 +197,7 @@ async fn with_salesforce_owning_the_amount_an_edit_on_hold_outlasts_a_later_part
     let rule = r#"{ crm = "Amount", transform = "decimal", empty = "keep" }"#;
     assert!(shipped.contains(rule), "the shipped deal value rule");
     let owned = r#"{ crm = "Amount", transform = "decimal", empty = "keep", owner = "crm" }"#;
-    let h = harness_with(
-        options(2, 0),
-        &[("COSELL_SYNC__DYNAMICS__ENABLED", "false")],
-    )
-    .await;
-    let dir = h.dir.path().join("mappings");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("salesforce.toml"), shipped.replace(rule, owned)).unwrap();
-    h.settle(4).await;
-    let id = on_hold(&h, |h, id| h.sf(id)).await;
-    let opp = h.sf(&id).unwrap()["Id"].as_str().unwrap().to_owned();
+    let (h, id, opp) = salesforce_deal_on_hold_mapped(Some(shipped.replace(rule, owned))).await;
 
     // On hold: the seller sets the amount; a later cycle reads Partner
     // Center's own change of the deal value.

@@ -1734,15 +1734,9 @@ impl Engine {
                 if held.is_some_and(|h| !h.fields.contains_key(f)) {
                     continue;
                 }
-                let crm_wins = held.is_some()
-                    && match rule.owner() {
-                        crate::mapping::Owner::Crm => true,
-                        crate::mapping::Owner::PartnerCenter => false,
-                        crate::mapping::Owner::Newest => matches!(
-                            (held.and_then(|h| h.modified_at), r.updated_date_time),
-                            (Some(c), Some(p)) if c > p
-                        ),
-                    };
+                let crm_wins = held.is_some_and(|h| {
+                    rule.owner_side(r.updated_date_time, h.modified_at) == crate::mapping::Side::Crm
+                });
                 let (kept, overruled) = if crm_wins {
                     write.record.remove(f);
                     ("CRM", "Partner Center")

@@ -17,7 +17,7 @@ use super::transform::ConvertError;
 use super::value::{
     is_empty, loosely_same, same, stable_hash, stable_hash_of_map, stable_hash_of_pairs,
 };
-use super::{CrmRecord, EmptyPolicy, FieldDirection, FieldRule, Mapping, Owner};
+use super::{CrmRecord, EmptyPolicy, FieldDirection, FieldRule, Mapping};
 
 /// CRM fields to write, and the values that could not be converted (left out).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -748,14 +748,7 @@ impl Mapping {
             let winner = match rule.direction {
                 FieldDirection::ToCrm => Side::PartnerCenter,
                 FieldDirection::ToPartnerCenter => Side::Crm,
-                FieldDirection::Both => match rule.owner() {
-                    Owner::PartnerCenter => Side::PartnerCenter,
-                    Owner::Crm => Side::Crm,
-                    Owner::Newest => match (pc_modified, crm_modified) {
-                        (Some(p), Some(c)) if c > p => Side::Crm,
-                        _ => Side::PartnerCenter,
-                    },
-                },
+                FieldDirection::Both => rule.owner_side(pc_modified, crm_modified),
             };
             if winner == Side::Crm && rule.create_only {
                 continue;

@@ -109,6 +109,24 @@ impl FieldRule {
         self.owner.unwrap_or(Owner::Newest)
     }
 
+    /// Which side's value stands when both sides edited this `both` field:
+    /// its owner's, or with `newest` the side edited last (Partner Center on
+    /// a tie or when a time is unknown).
+    pub fn owner_side(
+        &self,
+        pc_modified: Option<chrono::DateTime<chrono::Utc>>,
+        crm_modified: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Side {
+        match self.owner() {
+            Owner::PartnerCenter => Side::PartnerCenter,
+            Owner::Crm => Side::Crm,
+            Owner::Newest => match (pc_modified, crm_modified) {
+                (Some(p), Some(c)) if c > p => Side::Crm,
+                _ => Side::PartnerCenter,
+            },
+        }
+    }
+
     pub fn template(&self) -> Option<&Template> {
         match &self.conversion.transform {
             Transform::Template(t) => Some(t),
