@@ -22,7 +22,11 @@ use sync_support::*;
 
 /// The shipped Salesforce mapping without its `to_partner_center` fields.
 fn deal_value_mapping() -> String {
-    let shipped = cosell_sync::mapping::DEFAULT_SALESFORCE;
+    without_to_partner_center(cosell_sync::mapping::DEFAULT_SALESFORCE)
+}
+
+/// A shipped mapping without its `to_partner_center` fields.
+fn without_to_partner_center(shipped: &str) -> String {
     let kept: Vec<&str> = shipped
         .lines()
         .filter(|l| !(l.starts_with('"') && l.contains(r#"direction = "to_partner_center""#)))
@@ -209,6 +213,77 @@ async fn a_retried_quarantined_salesforce_edit_does_not_overwrite_a_newer_partne
     h.settle_quietly(6).await;
     assert_eq!(
         deal_values(&h, &id, &opp),
+        (Some(777.0), Some(777.0)),
+        "the newer edit on both sides"
+    );
+}
+
+/// The same on Dynamics 365: the opportunity's estimated value edited to
+/// 555 while Partner Center refuses writes until the update is quarantined;
+/// then 777 in Partner Center, newer, read and written to Dataverse; then
+/// `failures retry`. The newer edit stands on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_quarantined_dynamics_edit_does_not_overwrite_a_newer_partner_center_edit() {
+    let h = harness_with(
+        options(4, 0),
+        &[
+            ("COSELL_SYNC__SYNC__MAX_ATTEMPTS", "1"),
+            ("COSELL_SYNC__SALESFORCE__ENABLED", "false"),
+        ],
+    )
+    .await;
+    let dir = h.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("dynamics.toml"),
+        without_to_partner_center(cosell_sync::mapping::DEFAULT_DYNAMICS),
+    )
+    .unwrap();
+    h.settle(6).await;
+    let id = h
+        .received_inbound()
+        .into_iter()
+        .find(|id| h.dv(id).is_some())
+        .expect("a received referral linked in Dynamics");
+    let opp = h.dv(&id).unwrap()["opportunityid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.sim
+        .state()
+        .edit_dynamics(&opp, json!({"statuscode": 1}))
+        .unwrap();
+    h.settle(6).await;
+    assert_eq!(h.status(&id).0, "Active", "accepted");
+
+    let refusing = h.refuse_patches(Api::PartnerCenter);
+    h.sim.clock().advance(Duration::from_secs(3600));
+    h.sim
+        .state()
+        .edit_dynamics(&opp, json!({"estimatedvalue": 555}))
+        .unwrap();
+    h.sim.clock().advance(Duration::from_secs(60));
+    let s = h.cycle().await;
+    assert_eq!(s.quarantined, 1, "{}", s.one_line());
+    assert!(h.sim.state().remove_fault(refusing));
+
+    a_later_partner_center_edit(&h, &id);
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.settle(6).await;
+    let failure = h
+        .store
+        .read(|r| r.failure_for(&id, "partner_center"))
+        .unwrap()
+        .expect("the update is quarantined");
+    cosell_sync::commands::failures_retry(&h.settings, failure.id).unwrap();
+
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.settle_quietly(6).await;
+    let pc = h.referral(&id)["details"]["dealValue"].as_f64();
+    let dv = h.sim.state().dynamics_opportunity(&opp).unwrap()["estimatedvalue"].as_f64();
+    assert_eq!(
+        (pc, dv),
         (Some(777.0), Some(777.0)),
         "the newer edit on both sides"
     );
