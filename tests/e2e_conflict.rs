@@ -196,21 +196,7 @@ async fn a_newer_partner_center_edit_wins_over_a_salesforce_edit_still_waiting_t
 async fn a_retried_quarantined_salesforce_edit_does_not_overwrite_a_newer_partner_center_edit() {
     let h = harness_with(options(4, 0), &[("COSELL_SYNC__SYNC__MAX_ATTEMPTS", "1")]).await;
     let (id, opp, refusing, s) = a_salesforce_edit_partner_center_refuses(&h).await;
-    assert_eq!(s.quarantined, 1, "{}", s.one_line());
-    assert!(h.sim.state().remove_fault(refusing));
-
-    a_later_partner_center_edit(&h, &id);
-    h.sim.clock().advance(Duration::from_secs(60));
-    h.settle(6).await;
-    let failure = h
-        .store
-        .read(|r| r.failure_for(&id, "partner_center"))
-        .unwrap()
-        .expect("the update is quarantined");
-    cosell_sync::commands::failures_retry(&h.settings, failure.id).unwrap();
-
-    h.sim.clock().advance(Duration::from_secs(60));
-    h.settle_quietly(6).await;
+    retried_after_a_later_partner_center_edit(&h, &id, refusing, &s).await;
     assert_eq!(
         deal_values(&h, &id, &opp),
         (Some(777.0), Some(777.0)),
@@ -239,23 +225,7 @@ async fn a_retried_quarantined_dynamics_edit_does_not_overwrite_a_newer_partner_
         without_to_partner_center(cosell_sync::mapping::DEFAULT_DYNAMICS),
     )
     .unwrap();
-    h.settle(6).await;
-    let id = h
-        .received_inbound()
-        .into_iter()
-        .find(|id| h.dv(id).is_some())
-        .expect("a received referral linked in Dynamics");
-    let opp = h.dv(&id).unwrap()["opportunityid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    h.sim.clock().advance(Duration::from_secs(60));
-    h.sim
-        .state()
-        .edit_dynamics(&opp, json!({"statuscode": 1}))
-        .unwrap();
-    h.settle(6).await;
-    assert_eq!(h.status(&id).0, "Active", "accepted");
+    let (id, opp) = h.accept_a_received_deal_in_dynamics().await;
 
     let refusing = h.refuse_patches(Api::PartnerCenter);
     h.sim.clock().advance(Duration::from_secs(3600));
@@ -265,21 +235,7 @@ async fn a_retried_quarantined_dynamics_edit_does_not_overwrite_a_newer_partner_
         .unwrap();
     h.sim.clock().advance(Duration::from_secs(60));
     let s = h.cycle().await;
-    assert_eq!(s.quarantined, 1, "{}", s.one_line());
-    assert!(h.sim.state().remove_fault(refusing));
-
-    a_later_partner_center_edit(&h, &id);
-    h.sim.clock().advance(Duration::from_secs(60));
-    h.settle(6).await;
-    let failure = h
-        .store
-        .read(|r| r.failure_for(&id, "partner_center"))
-        .unwrap()
-        .expect("the update is quarantined");
-    cosell_sync::commands::failures_retry(&h.settings, failure.id).unwrap();
-
-    h.sim.clock().advance(Duration::from_secs(60));
-    h.settle_quietly(6).await;
+    retried_after_a_later_partner_center_edit(&h, &id, refusing, &s).await;
     let pc = h.referral(&id)["details"]["dealValue"].as_f64();
     let dv = h.sim.state().dynamics_opportunity(&opp).unwrap()["estimatedvalue"].as_f64();
     assert_eq!(
@@ -287,4 +243,28 @@ async fn a_retried_quarantined_dynamics_edit_does_not_overwrite_a_newer_partner_
         (Some(777.0), Some(777.0)),
         "the newer edit on both sides"
     );
+}
+
+/// After a cycle `s` that quarantined the CRM edit's update: Partner Center
+/// takes writes again, its deal value is edited (newer) and read, the
+/// operator runs `failures retry`, and the sync settles.
+async fn retried_after_a_later_partner_center_edit(
+    h: &Harness,
+    id: &str,
+    refusing: u64,
+    s: &CycleSummary,
+) {
+    assert_eq!(s.quarantined, 1, "{}", s.one_line());
+    assert!(h.sim.state().remove_fault(refusing));
+    a_later_partner_center_edit(h, id);
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.settle(6).await;
+    let failure = h
+        .store
+        .read(|r| r.failure_for(id, "partner_center"))
+        .unwrap()
+        .expect("the update is quarantined");
+    cosell_sync::commands::failures_retry(&h.settings, failure.id).unwrap();
+    h.sim.clock().advance(Duration::from_secs(60));
+    h.settle_quietly(6).await;
 }

@@ -180,6 +180,29 @@ impl Harness {
         (id, opp)
     }
 
+    /// The same in Dynamics 365, accepted by a move to status reason
+    /// In Progress: (referral id, opportunity id).
+    pub async fn accept_a_received_deal_in_dynamics(&self) -> (String, String) {
+        self.settle(6).await;
+        let id = self
+            .received_inbound()
+            .into_iter()
+            .find(|id| self.dv(id).is_some())
+            .expect("a received referral linked in Dynamics");
+        let opp = self.dv(&id).unwrap()["opportunityid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.sim.clock().advance(std::time::Duration::from_secs(60));
+        self.sim
+            .state()
+            .edit_dynamics(&opp, serde_json::json!({"statuscode": 1}))
+            .unwrap();
+        self.settle(6).await;
+        assert_eq!(self.status(&id).0, "Active", "accepted");
+        (id, opp)
+    }
+
     /// `api` answers every PATCH with 503 (no Retry-After) until the
     /// returned fault is removed.
     pub fn refuse_patches(&self, api: Api) -> u64 {
