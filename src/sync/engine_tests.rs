@@ -776,6 +776,34 @@ async fn a_partner_center_change_of_a_field_the_held_edit_left_alone_is_written_
 }
 
 #[tokio::test]
+async fn a_partner_center_change_to_the_value_held_on_hold_is_no_conflict() {
+    let h = Harness::with_deal_value_owner(false, Some(crate::mapping::Owner::Crm));
+    h.pc.add(inbound(
+        "r1",
+        t0() - chrono::Duration::days(1),
+        t0() - minutes(1),
+    ));
+    h.cycle().await;
+    let crm_id = h.sf_id_of("r1");
+    h.set_now(t0() + minutes(1));
+    h.sf.edit(&crm_id, &[("Amount", json!(4242))]);
+    h.cycle().await;
+
+    h.set_now(t0() + minutes(3));
+    h.pc.edit("r1", |v| {
+        v["details"]["dealValue"] = json!(4242);
+        v["updatedDateTime"] = json!((t0() + minutes(2)).to_rfc3339());
+    });
+    h.cycle().await;
+    assert_eq!(h.sf.record_of("r1").unwrap().fields["Amount"], json!(4242));
+    let events = h.store.read(|r| r.events_for("r1")).unwrap();
+    assert!(
+        !events.iter().any(|e| e.kind == "conflict"),
+        "both sides agree: {events:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_edit_held_on_hold_and_a_later_partner_center_change_follow_the_owner_rule() {
     use crate::mapping::Owner;
     let crm = (json!(4242), json!(4242), json!(4242));

@@ -1731,7 +1731,13 @@ impl Engine {
                 else {
                     continue;
                 };
-                if held.is_some_and(|h| !h.fields.contains_key(f)) {
+                // Not edited on hold, or edited to the value Partner Center
+                // now has: not a conflict.
+                if held.is_some_and(|h| {
+                    h.fields
+                        .get(f)
+                        .is_none_or(|v| same_value(Some(v), write.record.get(f)))
+                }) {
                     continue;
                 }
                 let crm_wins = held.is_some_and(|h| {
