@@ -649,9 +649,10 @@ async fn deal_value_after_an_on_hold_conflict(pc_edit: i64) -> (Value, Value, bo
     (pc, crm, conflict, crm_written_amount(&h, json!(50000)))
 }
 
-#[tokio::test]
-async fn a_partner_center_change_read_after_an_edit_held_on_hold_is_said() {
-    let h = Harness::new();
+/// A received inbound referral in Salesforce whose Amount the seller set to
+/// 4242 a minute later, on hold, read: the harness and the opportunity id.
+async fn an_amount_held_on_hold(owner: Option<crate::mapping::Owner>) -> (Harness, String) {
+    let h = Harness::with_deal_value_owner(false, owner);
     h.pc.add(inbound(
         "r1",
         t0() - chrono::Duration::days(1),
@@ -662,6 +663,12 @@ async fn a_partner_center_change_read_after_an_edit_held_on_hold_is_said() {
     h.set_now(t0() + minutes(1));
     h.sf.edit(&crm_id, &[("Amount", json!(4242))]);
     h.cycle().await;
+    (h, crm_id)
+}
+
+#[tokio::test]
+async fn a_partner_center_change_read_after_an_edit_held_on_hold_is_said() {
+    let (h, crm_id) = an_amount_held_on_hold(None).await;
 
     // A later cycle reads Partner Center's own change of the same value.
     h.set_now(t0() + minutes(3));
@@ -747,17 +754,7 @@ async fn an_edit_held_on_hold_then_a_partner_center_change(
 #[tokio::test]
 async fn a_partner_center_change_of_a_field_the_held_edit_left_alone_is_written_without_a_conflict()
 {
-    let h = Harness::with_deal_value_owner(false, Some(crate::mapping::Owner::Crm));
-    h.pc.add(inbound(
-        "r1",
-        t0() - chrono::Duration::days(1),
-        t0() - minutes(1),
-    ));
-    h.cycle().await;
-    let crm_id = h.sf_id_of("r1");
-    h.set_now(t0() + minutes(1));
-    h.sf.edit(&crm_id, &[("Amount", json!(4242))]);
-    h.cycle().await;
+    let (h, _) = an_amount_held_on_hold(Some(crate::mapping::Owner::Crm)).await;
 
     h.set_now(t0() + minutes(3));
     h.pc.edit("r1", |v| {
@@ -777,17 +774,7 @@ async fn a_partner_center_change_of_a_field_the_held_edit_left_alone_is_written_
 
 #[tokio::test]
 async fn a_partner_center_change_to_the_value_held_on_hold_is_no_conflict() {
-    let h = Harness::with_deal_value_owner(false, Some(crate::mapping::Owner::Crm));
-    h.pc.add(inbound(
-        "r1",
-        t0() - chrono::Duration::days(1),
-        t0() - minutes(1),
-    ));
-    h.cycle().await;
-    let crm_id = h.sf_id_of("r1");
-    h.set_now(t0() + minutes(1));
-    h.sf.edit(&crm_id, &[("Amount", json!(4242))]);
-    h.cycle().await;
+    let (h, _) = an_amount_held_on_hold(Some(crate::mapping::Owner::Crm)).await;
 
     h.set_now(t0() + minutes(3));
     h.pc.edit("r1", |v| {
