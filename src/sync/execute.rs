@@ -1463,9 +1463,10 @@ impl Engine {
             return None;
         }
         let stages = &side.mapping.stages;
+        let shown = stages.candidates(written);
         let stage = [Stage::Won, Stage::Lost, Stage::Declined, Stage::Expired]
             .into_iter()
-            .find(|s| stages.shows(written, *s))?;
+            .find(|s| shown.contains(s))?;
         let stage_fields = stages.fields();
         let reason = stages
             .reason_field
