@@ -761,13 +761,20 @@ fn seed_salesforce(opts: &SimOptions, n: usize, sf: &mut SfState, rng: &mut impl
 /// Seeds every fake from `opts.seed`.
 impl SimState {
     /// Adds `n` new inbound co-sell referrals (New/Pending) from Microsoft,
-    /// created now. Returns their ids.
+    /// created one after another over the last `n` ticks of 100 ns, oldest
+    /// first. Returns their ids, oldest first. Partner Center's ids are
+    /// random GUIDs, so a listing in `updatedDateTime` order does not come
+    /// in id order (referrals created at one instant would come sorted by id
+    /// here, flattering any store keyed by the id).
     pub fn insert_referrals(&self, n: usize) -> Vec<String> {
         let now = truncate(self.clock.now(), 100);
         let mut pc = lock(&self.pc);
         let start = pc.len();
         (0..n)
-            .map(|i| inbound_referral(&mut pc, start + i, now))
+            .map(|i| {
+                let created = now - Duration::nanoseconds(100 * (n - 1 - i) as i64);
+                inbound_referral(&mut pc, start + i, created)
+            })
             .collect()
     }
 }

@@ -310,6 +310,25 @@ impl PcState {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn referrals_added_in_bulk_are_listed_in_creation_order_not_in_id_order() {
+        let opts = crate::SimOptions {
+            referrals: 0,
+            ..crate::SimOptions::default()
+        };
+        let state = crate::SimState::new(
+            opts,
+            crate::SimUrls::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        );
+        let ids = state.insert_referrals(300);
+        let pc = crate::lock(&state.pc);
+        let listed: Vec<&String> = pc.by_updated.iter().map(|(_, id)| id).collect();
+        assert_eq!(listed, ids.iter().collect::<Vec<_>>(), "oldest first");
+        let times: std::collections::BTreeSet<_> = pc.by_updated.iter().map(|(t, _)| *t).collect();
+        assert_eq!(times.len(), 300, "each at its own time");
+        assert!(!ids.is_sorted(), "random GUIDs, listed in id order");
+    }
+
     use super::*;
     use chrono::TimeZone;
 
