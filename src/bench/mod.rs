@@ -1408,15 +1408,37 @@ fn targets(r: &BenchReport) -> Vec<TargetCheck> {
 
 fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_owned())
-        .unwrap_or_else(|| "unknown".into());
     Machine {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cpu_model,
+        cpu_model: cpu_model(&cpuinfo),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+    }
+}
+
+/// The CPU's name with its family and model: a virtual machine's name
+/// ("AMD EPYC") is often all it says, and parts of different speeds share it.
+fn cpu_model(cpuinfo: &str) -> String {
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let name = field("model name").unwrap_or_else(|| "unknown".into());
+    match (field("cpu family"), field("model")) {
+        (Some(family), Some(model)) => format!("{name} (family {family}, model {model})"),
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cpu_is_named_with_its_family_and_model() {
+        let cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nstepping\t: 1\n";
+        assert_eq!(super::cpu_model(cpuinfo), "AMD EPYC (family 26, model 2)");
+        assert_eq!(super::cpu_model("model name : Some CPU\n"), "Some CPU");
+        assert_eq!(super::cpu_model(""), "unknown");
     }
 }
