@@ -1,5 +1,6 @@
 //! Microsoft Entra ID v2.0 token endpoint: client credentials, refresh token
-//! (rotated on every use) and device code, with Entra's error bodies.
+//! (a fresh one on every use; the redeemed one is not revoked, as Entra
+//! documents) and device code, with Entra's error bodies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub struct AccessClaims {
     pub sim_serial: u64,
 }
 
+#[derive(Clone)]
 struct RefreshGrant {
     client_id: String,
     resource: String,
@@ -119,7 +121,7 @@ impl EntraState {
         )
     }
 
-    /// Adds a refresh token the simulator accepts (one use, then rotated).
+    /// Adds a refresh token the simulator accepts until the simulator stops.
     pub(crate) fn add_refresh_token(&mut self, token: &str, client_id: &str, resource: &str) {
         self.refresh_tokens.insert(
             token.to_owned(),
@@ -510,7 +512,7 @@ pub(crate) async fn token(
                     now,
                 );
             };
-            let Some(grant) = es.refresh_tokens.remove(rt) else {
+            let Some(grant) = es.refresh_tokens.get(rt).cloned() else {
                 return entra_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_grant",

@@ -67,7 +67,7 @@ pub mod creds {
     pub const TENANT_ID: &str = "7f0c1e2d-5a6b-4c3d-8e9f-0a1b2c3d4e5f";
     /// The public client used for Partner Center (device code, refresh token).
     pub const PARTNER_CENTER_CLIENT_ID: &str = "0c05e11a-0000-4000-8000-0000000000c1";
-    /// The refresh token the simulator accepts once at start (then rotated).
+    /// The refresh token the simulator accepts at start (each use returns a new one).
     pub const PARTNER_CENTER_REFRESH_TOKEN: &str = "sim-partner-center-refresh-token";
     /// The Partner Center user behind delegated tokens (a Referrals admin).
     pub const PARTNER_CENTER_USER: &str = "referrals.admin@contoso-partner.example";
