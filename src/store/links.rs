@@ -50,6 +50,22 @@ fn held_edit_text(l: &Link) -> Result<Option<String>, StoreError> {
         })
 }
 
+/// Links whose help request is older than `?1` and not reported yet.
+pub(super) fn help_windows_lapsed_sql() -> String {
+    format!(
+            "SELECT {} FROM links l INDEXED BY links_help_requested
+             WHERE help_requested_at IS NOT NULL AND help_requested_at <= ?1 AND referral_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM events e
+                   WHERE e.referral_seq = (SELECT seq FROM referrals WHERE id = l.referral_id)
+                     AND e.referral_id = l.referral_id AND e.kind = 'microsoft_window')
+               AND NOT EXISTS (SELECT 1 FROM events e
+                   WHERE e.referral_seq IS NULL
+                     AND e.referral_id = l.referral_id AND e.kind = 'microsoft_window')
+             ORDER BY help_requested_at",
+            Link::COLUMNS
+    )
+}
+
 impl Repo<'_> {
     /// Inserts a new link; a second link for the same CRM record or for the
     /// same referral in the same CRM is a [`StoreError::Duplicate`].
@@ -155,13 +171,7 @@ impl Repo<'_> {
     /// Links of deals that asked Microsoft for help before `before` and
     /// whose window was not reported yet.
     pub fn help_windows_lapsed(&self, before: DateTime<Utc>) -> Result<Vec<Link>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {} FROM links l INDEXED BY links_help_requested
-             WHERE help_requested_at IS NOT NULL AND help_requested_at <= ?1 AND referral_id IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.referral_id = l.referral_id AND e.kind = 'microsoft_window')
-             ORDER BY help_requested_at",
-            Link::COLUMNS
-        ))?;
+        let mut stmt = self.conn.prepare_cached(&help_windows_lapsed_sql())?;
         all(&mut stmt, [ts(before)])
     }
 }

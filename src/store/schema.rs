@@ -139,4 +139,51 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE links ADD COLUMN held_edit TEXT;
     "#,
+    // 7: a referral's events are found by the referral's sequence number,
+    // given in the order referrals are first stored, not by its id: Partner
+    // Center's ids are random GUIDs, and an index on them puts every event
+    // of a backfill on a leaf page of its own. `seq` is an INTEGER PRIMARY
+    // KEY so that VACUUM keeps it. Events written before their referral was
+    // stored keep a NULL `referral_seq` and are found by id.
+    r#"
+    CREATE TABLE referrals_v7 (
+        seq              INTEGER PRIMARY KEY,
+        id               TEXT NOT NULL UNIQUE,
+        etag             TEXT,
+        status           TEXT NOT NULL,
+        substatus        TEXT NOT NULL,
+        stage            TEXT,
+        direction        TEXT,
+        referral_type    TEXT,
+        name             TEXT,
+        created_at       TEXT,
+        updated_at       TEXT,
+        deadline         TEXT,
+        projection_hash  TEXT,
+        raw_json         TEXT NOT NULL,
+        favorite         INTEGER NOT NULL DEFAULT 0,
+        locally_expired  INTEGER NOT NULL DEFAULT 0,
+        first_seen       TEXT NOT NULL,
+        last_seen        TEXT NOT NULL
+    ) STRICT;
+    INSERT INTO referrals_v7 (seq, id, etag, status, substatus, stage, direction, referral_type,
+        name, created_at, updated_at, deadline, projection_hash, raw_json, favorite,
+        locally_expired, first_seen, last_seen)
+    SELECT rowid, id, etag, status, substatus, stage, direction, referral_type,
+        name, created_at, updated_at, deadline, projection_hash, raw_json, favorite,
+        locally_expired, first_seen, last_seen
+    FROM referrals ORDER BY rowid;
+    DROP TABLE referrals;
+    ALTER TABLE referrals_v7 RENAME TO referrals;
+    CREATE INDEX referrals_stage ON referrals(stage);
+    CREATE INDEX referrals_deadline ON referrals(deadline) WHERE deadline IS NOT NULL;
+    CREATE INDEX referrals_open_deadline ON referrals(deadline)
+        WHERE stage = 'received' AND locally_expired = 0 AND deadline IS NOT NULL;
+
+    ALTER TABLE events ADD COLUMN referral_seq INTEGER;
+    UPDATE events SET referral_seq = (SELECT seq FROM referrals WHERE referrals.id = events.referral_id);
+    DROP INDEX events_referral;
+    CREATE INDEX events_by_referral_seq ON events(referral_seq, id) WHERE referral_seq IS NOT NULL;
+    CREATE INDEX events_of_unstored_referrals ON events(referral_id, id) WHERE referral_seq IS NULL;
+    "#,
 ];

@@ -910,3 +910,178 @@ fn a_crm_change_whose_update_is_quarantined_outlives_the_listing_while_the_failu
     assert_eq!(seen("other_op"), None);
     assert_eq!(seen("unreadable"), None);
 }
+
+fn snapshot(id: &str) -> ReferralSnapshot {
+    ReferralSnapshot::from_referral(&referral(id, "Incoming", "New", "Pending"), 14, now())
+}
+
+fn event(r: &Repo<'_>, id: &str, kind: &str, message: &str) -> Result<i64, StoreError> {
+    r.append_event(id, now(), "partner_center", kind, message, None)
+}
+
+fn messages(store: &Store, id: &str) -> Vec<String> {
+    store
+        .read(|r| r.events_for(id))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
+#[test]
+fn a_referrals_history_holds_events_written_before_and_after_it_was_stored() {
+    let (_dir, store) = open();
+    store
+        .write(|r| {
+            event(r, "r1", "created", "before r1 was stored")?;
+            r.upsert_referral(&snapshot("r2"))?;
+            event(r, "r2", "read", "r2 stored")?;
+            r.upsert_referral(&snapshot("r1"))?;
+            event(r, "r1", "microsoft_window", "after r1 was stored")?;
+            event(r, "r2", "updated", "r2 again")?;
+            r.upsert_referral(&snapshot("r1"))?;
+            event(r, "r1", "updated", "after r1 was stored again")
+        })
+        .unwrap();
+    assert_eq!(
+        messages(&store, "r1"),
+        [
+            "before r1 was stored",
+            "after r1 was stored",
+            "after r1 was stored again"
+        ]
+    );
+    assert_eq!(messages(&store, "r2"), ["r2 stored", "r2 again"]);
+    assert!(messages(&store, "r3").is_empty());
+    let has = |id: &str, kind: &str| store.read(|r| r.has_event(id, kind)).unwrap();
+    assert!(has("r1", "created"), "an event from before r1 was stored");
+    assert!(has("r1", "microsoft_window"));
+    assert!(!has("r2", "microsoft_window"));
+    assert!(!has("r2", "created"));
+}
+
+#[test]
+fn events_are_found_through_the_referral_sequence_not_a_scan() {
+    let (_dir, store) = open();
+    let plan = |sql: &str, param: &str| -> String {
+        let conn = store.lock();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map([param], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        rows.join("\n")
+    };
+    let history = plan(&super::events::events_for_sql(), "r1");
+    assert!(
+        history.contains("USING INDEX events_by_referral_seq"),
+        "{history}"
+    );
+    assert!(
+        history.contains("USING INDEX events_of_unstored_referrals"),
+        "{history}"
+    );
+    assert!(!history.contains("SCAN events"), "{history}");
+    let lapsed = plan(&super::links::help_windows_lapsed_sql(), &ts(now()));
+    assert!(!lapsed.contains("SCAN events"), "{lapsed}");
+    assert!(!lapsed.contains("SCAN referrals"), "{lapsed}");
+}
+
+#[test]
+fn a_referral_keeps_its_sequence_and_history_through_vacuum() {
+    let (_dir, store) = open();
+    store
+        .write(|r| {
+            for id in ["c", "a", "b"] {
+                r.upsert_referral(&snapshot(id))?;
+                event(r, id, "read", &format!("{id} read"))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let seqs = || -> Vec<(i64, String)> {
+        let conn = store.lock();
+        let mut stmt = conn
+            .prepare("SELECT seq, id FROM referrals ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let before = seqs();
+    assert_eq!(
+        before.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(),
+        ["c", "a", "b"],
+        "numbered in the order first stored"
+    );
+    store.lock().execute_batch("VACUUM").unwrap();
+    assert_eq!(seqs(), before);
+    for id in ["a", "b", "c"] {
+        assert_eq!(messages(&store, id), [format!("{id} read")]);
+    }
+}
+
+#[test]
+fn a_store_of_schema_6_keeps_its_referrals_and_their_history_when_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cosell-sync.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        conn.execute_batch(
+            "INSERT INTO referrals (id, status, substatus, stage, raw_json, first_seen, last_seen, deadline)
+             VALUES ('zz', 'New', 'Pending', 'received', '{\"id\":\"zz\"}', '2026-11-25T10:00:00.000000Z', '2026-11-25T10:00:00.000000Z', '2026-12-01T00:00:00.000000Z'),
+                    ('aa', 'Active', 'Accepted', 'accepted', '{\"id\":\"aa\"}', '2026-11-25T11:00:00.000000Z', '2026-11-25T11:00:00.000000Z', NULL);
+             INSERT INTO events (referral_id, at, side, kind, message)
+             VALUES ('aa', '2026-11-25T12:00:00.000000Z', 'partner_center', 'read', 'aa read'),
+                    ('gone', '2026-11-25T12:00:00.000000Z', 'partner_center', 'created', 'never stored'),
+                    ('zz', '2026-11-25T12:00:00.000000Z', 'salesforce', 'created', 'zz created'),
+                    ('aa', '2026-11-25T12:00:00.000000Z', 'partner_center', 'microsoft_window', 'aa window');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(messages(&store, "aa"), ["aa read", "aa window"]);
+    assert_eq!(messages(&store, "zz"), ["zz created"]);
+    assert_eq!(messages(&store, "gone"), ["never stored"]);
+    assert!(
+        store
+            .read(|r| r.has_event("aa", "microsoft_window"))
+            .unwrap()
+    );
+    let zz = store.read(|r| r.get_referral("zz")).unwrap().unwrap();
+    assert_eq!(zz.stage, Some(Stage::Received));
+    assert!(zz.deadline.is_some());
+    let order: Vec<String> = {
+        let conn = store.lock();
+        let mut stmt = conn
+            .prepare("SELECT id FROM referrals ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(order, ["zz", "aa"], "sequence follows the order stored");
+    // A referral stored after the upgrade comes next, and the id stays unique.
+    store.write(|r| r.upsert_referral(&snapshot("mm"))).unwrap();
+    store.write(|r| r.upsert_referral(&snapshot("aa"))).unwrap();
+    let seq: i64 = store
+        .lock()
+        .query_row("SELECT seq FROM referrals WHERE id = 'mm'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(seq, 3);
+    let n: i64 = store
+        .lock()
+        .query_row("SELECT COUNT(*) FROM referrals", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 3);
+}
