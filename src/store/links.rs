@@ -96,16 +96,24 @@ impl Repo<'_> {
 
     /// Updates the hashes, versions and referral id of an existing link.
     pub fn update_link(&self, l: &Link) -> Result<(), StoreError> {
+        // The referral id only when it changes: SQLite rewrites the entry of
+        // every index whose column is assigned, even to the same value, and
+        // the `(crm, referral_id)` index is keyed by random GUIDs.
+        self.exec(
+            "UPDATE links SET referral_id = ?3
+             WHERE crm = ?1 AND crm_id = ?2 AND referral_id IS NOT ?3",
+            params![l.crm.as_str(), l.crm_id, l.referral_id],
+        )
+        .map_err(|e| classify(e, "link"))?;
         let n = self
             .exec(
-                "UPDATE links SET referral_id = ?3, crm_hash = ?4, crm_version = ?5, pc_hash = ?6,
-                    pc_version = ?7, updated_at = ?8, crm_fields = ?9, help_requested_at = ?10,
-                    held_edit = ?11
+                "UPDATE links SET crm_hash = ?3, crm_version = ?4, pc_hash = ?5,
+                    pc_version = ?6, updated_at = ?7, crm_fields = ?8, help_requested_at = ?9,
+                    held_edit = ?10
                  WHERE crm = ?1 AND crm_id = ?2",
                 params![
                     l.crm.as_str(),
                     l.crm_id,
-                    l.referral_id,
                     l.crm_hash,
                     l.crm_version,
                     l.pc_hash,

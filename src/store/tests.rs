@@ -1085,3 +1085,57 @@ fn a_store_of_schema_6_keeps_its_referrals_and_their_history_when_upgraded() {
         .unwrap();
     assert_eq!(n, 3);
 }
+
+#[test]
+fn updating_a_link_changes_its_referral_only_when_asked_and_keeps_it_unique() {
+    let (_dir, store) = open();
+    let mut a = link(CrmKind::Salesforce, "006A", "r1");
+    let b = link(CrmKind::Salesforce, "006B", "r2");
+    store
+        .write(|r| {
+            r.insert_link(&a)?;
+            r.insert_link(&b)
+        })
+        .unwrap();
+    let referral_of = |crm_id: &str| {
+        store
+            .read(|r| r.link_by_crm_id(CrmKind::Salesforce, crm_id))
+            .unwrap()
+            .unwrap()
+            .referral_id
+    };
+
+    a.crm_hash = Some("h2".into());
+    store.write(|r| r.update_link(&a)).unwrap();
+    assert_eq!(referral_of("006A").as_deref(), Some("r1"));
+
+    a.referral_id = Some("r2".into());
+    let err = store.write(|r| r.update_link(&a)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate { what: "link", .. }),
+        "{err}"
+    );
+    assert_eq!(referral_of("006A").as_deref(), Some("r1"), "rolled back");
+
+    a.referral_id = None;
+    store.write(|r| r.update_link(&a)).unwrap();
+    assert_eq!(referral_of("006A"), None);
+    a.referral_id = Some("r3".into());
+    a.pc_hash = Some("p3".into());
+    store.write(|r| r.update_link(&a)).unwrap();
+    let back = store
+        .read(|r| r.link_by_referral(CrmKind::Salesforce, "r3"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (back.crm_id.as_str(), back.pc_hash.as_deref()),
+        ("006A", Some("p3"))
+    );
+
+    let missing = link(CrmKind::Salesforce, "006Z", "r9");
+    let err = store.write(|r| r.update_link(&missing)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "link", .. }),
+        "{err}"
+    );
+}
