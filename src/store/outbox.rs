@@ -115,6 +115,22 @@ impl Repo<'_> {
         all(&mut stmt, params![target, ts(now), limit as i64])
     }
 
+    /// How many of a target's effects are due, counted up to `limit`.
+    pub fn due_effect_count_for(
+        &self,
+        target: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let n: i64 = self.row(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM outbox
+              WHERE target = ?1 AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3)",
+            params![target, ts(now), limit as i64],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// How many effects are pending (without reading them).
     pub fn pending_effect_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self.row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?;

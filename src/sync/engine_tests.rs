@@ -11,7 +11,7 @@ use super::effects::PARTNER_CENTER;
 use super::fakes::{FakeCrm, FakePartnerCenter, PcCall};
 use super::*;
 use crate::config::ConflictPolicy;
-use crate::crm::RecordKey;
+use crate::crm::{CrmError, RecordKey};
 use crate::domain::{PatchOp, Referral, Stage};
 use crate::http::HttpError;
 
@@ -1738,4 +1738,76 @@ async fn a_retried_quarantined_update_ends_as_the_owner_rule_says_on_both_sides(
         }
     }
     assert_eq!(got, want);
+}
+
+/// `n` received referrals, listed in that order (the fake lists two a page).
+fn add_received(h: &Harness, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let id = format!("r{i:02}");
+            h.pc.add(inbound(
+                &id,
+                t0() - chrono::Duration::days(1),
+                t0() - minutes(60) + minutes(i as i64),
+            ));
+            id
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_long_listing_sends_full_crm_batches_while_it_is_read_and_the_rest_after() {
+    let h = Harness::new();
+    let ids = add_received(&h, 25);
+    // A crash once the listing is read and planned: the two full batches of
+    // ten were sent while it was read; the last five wait in the outbox.
+    h.cycle_crashing_at("execute.before").await;
+    assert_eq!(h.sf.upsert_calls(), 2);
+    let written: Vec<RecordKey> = h.sf.upserts().into_iter().map(|w| w.key).collect();
+    let first: Vec<RecordKey> = ids[..20]
+        .iter()
+        .map(|id| RecordKey::Referral(id.clone()))
+        .collect();
+    assert_eq!(written, first, "in listing order, each once");
+    assert_eq!(h.pending("salesforce").len(), 5);
+
+    let s = h.cycle().await;
+    assert_eq!(s.outcome(), "clean", "{}", s.one_line());
+    assert_eq!(h.sf.upserts().len(), 25, "nothing written twice");
+    for id in &ids {
+        assert!(h.sf.record_of(id).is_some(), "{id}");
+    }
+    assert!(h.pending("salesforce").is_empty());
+}
+
+#[tokio::test]
+async fn a_crm_throttled_while_a_listing_is_read_gets_no_more_calls_that_cycle() {
+    let h = Harness::new();
+    let ids = add_received(&h, 25);
+    h.sf.fail_next_upsert(CrmError::Paused {
+        crm: CrmKind::Salesforce,
+        until: t0() + minutes(30),
+        reason: "REQUEST_LIMIT_EXCEEDED".into(),
+    });
+    let s = h.cycle().await;
+    assert_eq!(h.sf.upsert_calls(), 1, "one refused call, then none");
+    assert_eq!(s.outcome(), "degraded", "{}", s.one_line());
+    assert!(
+        s.paused
+            .iter()
+            .any(|p| p.side == Side::Crm(CrmKind::Salesforce)),
+        "{:?}",
+        s.paused
+    );
+    assert_eq!(s.partner_center.read, 25, "the listing is read to the end");
+    assert_eq!(h.pending("salesforce").len(), 25, "every write kept");
+
+    h.set_now(t0() + minutes(31));
+    let s = h.cycle().await;
+    assert_eq!(s.outcome(), "clean", "{}", s.one_line());
+    for id in &ids {
+        assert!(h.sf.record_of(id).is_some(), "{id}");
+    }
+    assert_eq!(h.sf.upserts().len(), 25);
+    assert!(h.pending("salesforce").is_empty());
 }

@@ -294,6 +294,7 @@ impl Engine {
                     self.write_db(move |r| r.postpone_target(&side, until))
                         .await?;
                 }
+                cycle.stopped.insert(side.clone());
                 if let Some(side) = Side::parse(&side) {
                     cycle
                         .summary
@@ -319,6 +320,7 @@ impl Engine {
                     Ok(())
                 })
                 .await?;
+                cycle.stopped.insert(side.clone());
                 if let Some(side) = Side::parse(&side) {
                     cycle.summary.paused.push(Paused::operator(side));
                     cycle.summary.errors.push(SideError::new(
@@ -1150,9 +1152,45 @@ impl Engine {
     // ---- CRMs --------------------------------------------------------------------------
 
     async fn execute_crm(&self, side: &CrmSide, cycle: &mut Cycle) -> Result<(), SyncError> {
+        self.send_crm_batches(side, cycle, false).await
+    }
+
+    /// Sends the CRM writes a long listing has queued, in full batches, while
+    /// the listing is still being read: the outbox then stays a few batches
+    /// long and in SQLite's page cache instead of holding a whole backfill
+    /// until the end. What is left goes out with the cycle's other effects.
+    pub(crate) async fn send_full_crm_batches(&self, cycle: &mut Cycle) -> Result<(), SyncError> {
+        if cycle.dry_run {
+            return Ok(());
+        }
+        for side in self.crms.clone() {
+            self.send_crm_batches(&side, cycle, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `side`'s due effects a batch per call, all of them, or with
+    /// `only_full` only while a whole batch is due.
+    async fn send_crm_batches(
+        &self,
+        side: &CrmSide,
+        cycle: &mut Cycle,
+        only_full: bool,
+    ) -> Result<(), SyncError> {
         let target = side.kind.as_str();
         loop {
+            if cycle.stopped.contains(target) {
+                return Ok(());
+            }
             let (now, batch) = (cycle.now, side.batch_size.max(1));
+            if only_full
+                && self
+                    .read_db(move |r| r.due_effect_count_for(target, now, batch))
+                    .await?
+                    < batch
+            {
+                return Ok(());
+            }
             let due = self
                 .read_db(move |r| r.due_effects_for(target, now, batch))
                 .await?;

@@ -424,6 +424,10 @@ struct CrmState {
     upserts: Vec<RecordWrite>,
     closes: Vec<CloseRequest>,
     seq: u64,
+    /// Upsert calls made, the refused ones included.
+    upsert_calls: usize,
+    /// What the next upsert call fails with, as a whole.
+    fail_next_upsert: Option<CrmError>,
 }
 
 /// A CRM in memory: upserts by referral id or CRM id, records every write.
@@ -444,6 +448,16 @@ impl FakeCrm {
 
     pub fn upserts(&self) -> Vec<RecordWrite> {
         lock(&self.state).upserts.clone()
+    }
+
+    /// Upsert calls made, the refused ones included.
+    pub fn upsert_calls(&self) -> usize {
+        lock(&self.state).upsert_calls
+    }
+
+    /// The next upsert call fails as a whole with `error`.
+    pub fn fail_next_upsert(&self, error: CrmError) {
+        lock(&self.state).fail_next_upsert = Some(error);
     }
 
     pub fn closes(&self) -> Vec<CloseRequest> {
@@ -607,6 +621,10 @@ impl Crm for FakeCrm {
 
     async fn upsert(&self, writes: &[RecordWrite]) -> Result<Vec<WriteResult>, CrmError> {
         let mut s = lock(&self.state);
+        s.upsert_calls += 1;
+        if let Some(e) = s.fail_next_upsert.take() {
+            return Err(e);
+        }
         let mut out = Vec::new();
         for w in writes {
             s.upserts.push(w.clone());

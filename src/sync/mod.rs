@@ -469,6 +469,9 @@ pub(crate) struct Cycle {
     pub pc_read: HashSet<String>,
     /// [`CycleOptions::include_archived`].
     pub include_archived: bool,
+    /// Targets whose sending stopped this cycle (throttled, or waiting for an
+    /// operator): nothing more is sent to them until the next cycle.
+    pub stopped: HashSet<String>,
 }
 
 /// The cursor key of Partner Center.
@@ -610,6 +613,7 @@ impl Engine {
                 },
                 pc_fresh_as_of: None,
                 pc_read: HashSet::new(),
+                stopped: HashSet::new(),
                 include_archived: opts.include_archived,
             };
             for side in &self.crms {

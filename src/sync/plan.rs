@@ -1391,6 +1391,7 @@ impl Engine {
                 plan.cursors.push((PC_CURSOR.into(), ts(h)));
             }
             self.commit(plan, cycle).await?;
+            self.send_full_crm_batches(cycle).await?;
         }
         if complete {
             // The cursor moves to the cycle's start (see cursor_to_cycle_start)
