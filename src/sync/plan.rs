@@ -1391,6 +1391,8 @@ impl Engine {
                 plan.cursors.push((PC_CURSOR.into(), ts(h)));
             }
             self.commit(plan, cycle).await?;
+            // The page is planned and committed: it is not held while sending.
+            drop((page, rows));
             self.send_full_crm_batches(cycle).await?;
         }
         if complete {
