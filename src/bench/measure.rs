@@ -98,6 +98,9 @@ pub(crate) struct ChildUsage {
     pub exit_code: Option<i32>,
     pub cpu: Duration,
     pub max_rss_kib: u64,
+    /// Bytes it caused to be written to storage (`ru_oublock`, 512-byte
+    /// blocks): the store and its WAL, for an engine cycle.
+    pub written_bytes: u64,
 }
 
 /// Waits for a child by pid and returns its own resource usage (not that of
@@ -121,6 +124,7 @@ pub(crate) fn wait_child(pid: u32) -> std::io::Result<ChildUsage> {
         cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
         // Linux reports ru_maxrss in KiB.
         max_rss_kib: ru.ru_maxrss.max(0) as u64,
+        written_bytes: (ru.ru_oublock.max(0) as u64) * 512,
     })
 }
 
@@ -171,6 +175,35 @@ mod tests {
             usage.max_rss_kib < 100 << 10,
             "the launched shell reported {} KiB: the benchmark's own memory leaked into it",
             usage.max_rss_kib
+        );
+    }
+
+    #[test]
+    fn a_launched_program_reports_what_it_wrote_to_storage() {
+        // Under the build directory: a temporary directory may be in memory
+        // (tmpfs), where nothing reaches storage.
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        let dir = tempfile::tempdir_in(&target).unwrap();
+        let launcher = Launcher::spawn().unwrap();
+        // 4 MiB written and flushed (conv=fsync), as the store's commits are.
+        let script = dir.path().join("run.sh");
+        let out = dir.path().join("written");
+        std::fs::write(
+            &script,
+            format!(
+                "exec dd if=/dev/zero of={} bs=1M count=4 conv=fsync status=none\n",
+                shell_quote(&out.display().to_string())
+            ),
+        )
+        .unwrap();
+        let pid = launcher.exec(&script).unwrap();
+        let usage = wait_child(pid).unwrap();
+        assert_eq!(usage.exit_code, Some(0));
+        assert!(
+            usage.written_bytes >= 4 << 20,
+            "dd wrote 4 MiB, the benchmark counted {} bytes",
+            usage.written_bytes
         );
     }
 }

@@ -95,6 +95,11 @@ pub struct PhaseReport {
     pub cpu_ms_per_referral: Option<f64>,
     /// The engine process's peak RSS (`ru_maxrss`).
     pub peak_rss_mib: f64,
+    /// What the engine process wrote to storage (`ru_oublock`): the store's
+    /// pages, in its WAL and copied back at checkpoints.
+    pub written_mib: f64,
+    /// `written_mib` per tracked referral, in KiB (phases that read them all).
+    pub written_kib_per_referral: Option<f64>,
     /// CPU time of the simulator's thread meanwhile (in the benchmark's
     /// process): what the simulated services cost, so the wall time can be
     /// told apart from theirs.
@@ -112,6 +117,7 @@ pub(super) struct ChildRun {
     pub cpu: Duration,
     pub simulator_cpu: Duration,
     pub max_rss_kib: u64,
+    pub written_bytes: u64,
     pub summary: Value,
 }
 
@@ -172,6 +178,9 @@ impl ChildRun {
             cpu_ms_per_referral: (phase.reads_all() && tracked > 0)
                 .then(|| round3(self.cpu.as_secs_f64() * 1000.0 / tracked as f64)),
             peak_rss_mib: round3(self.max_rss_kib as f64 / 1024.0),
+            written_mib: round3(self.written_bytes as f64 / (1024.0 * 1024.0)),
+            written_kib_per_referral: (phase.reads_all() && tracked > 0)
+                .then(|| round3(self.written_bytes as f64 / 1024.0 / tracked as f64)),
             simulator_cpu_secs: round3(self.simulator_cpu.as_secs_f64()),
             outcome: self.outcome(),
             created: self.created(),
@@ -248,6 +257,7 @@ pub(super) async fn run_child(
         cpu: usage.cpu,
         simulator_cpu,
         max_rss_kib: usage.max_rss_kib,
+        written_bytes: usage.written_bytes,
         summary: serde_json::from_str(&stdout).unwrap_or(Value::Null),
     })
 }

@@ -186,6 +186,10 @@ pub fn render_table(r: &BenchReport) -> String {
                 p.cpu_ms_per_referral
                     .map_or_else(|| "-".to_owned(), |c| format!("{c:.3}")),
                 format!("{:.1}", p.peak_rss_mib),
+                match p.written_kib_per_referral {
+                    Some(k) => format!("{:.1} ({k:.1})", p.written_mib),
+                    None => format!("{:.1}", p.written_mib),
+                },
                 format!("{:.2}", p.simulator_cpu_secs),
             ]);
             phases.push(row);
@@ -206,6 +210,7 @@ pub fn render_table(r: &BenchReport) -> String {
                 "CPU s (user+sys)",
                 "CPU ms per referral",
                 "peak RSS MiB",
+                "store written MiB (KiB per referral)",
                 "simulator CPU s",
             ],
             &phases,
