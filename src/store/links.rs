@@ -1,6 +1,8 @@
 //! The `links` table: which CRM record goes with which referral, and what
 //! was last written to each side (echo suppression).
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{Row, params};
 
@@ -66,13 +68,44 @@ pub(super) fn help_windows_lapsed_sql() -> String {
     )
 }
 
+/// The link of a referral (`?2`) in a CRM (`?1`): by the referral's
+/// sequence number once it is stored, else by id (see schema 8).
+pub(super) fn link_by_referral_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {0} FROM links
+          WHERE referral_seq = (SELECT seq FROM referrals WHERE id = ?2) AND crm = ?1
+         UNION ALL
+         SELECT {0} FROM links WHERE referral_seq IS NULL AND referral_id = ?2 AND crm = ?1",
+            Link::COLUMNS
+        )
+    });
+    &SQL
+}
+
+/// Every link of a referral (`?1`), one per CRM, in CRM order.
+pub(super) fn links_of_referral_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {0} FROM links
+          WHERE referral_seq = (SELECT seq FROM referrals WHERE id = ?1)
+         UNION ALL
+         SELECT {0} FROM links WHERE referral_seq IS NULL AND referral_id = ?1
+         ORDER BY crm",
+            Link::COLUMNS
+        )
+    });
+    &SQL
+}
+
 impl Repo<'_> {
     /// Inserts a new link; a second link for the same CRM record or for the
     /// same referral in the same CRM is a [`StoreError::Duplicate`].
     pub fn insert_link(&self, l: &Link) -> Result<(), StoreError> {
         self.exec(
             &format!(
-                "INSERT INTO links ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO links ({}, referral_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                    (SELECT seq FROM referrals WHERE id = ?3))",
                 Link::COLUMNS
             ),
             params![
@@ -96,11 +129,10 @@ impl Repo<'_> {
 
     /// Updates the hashes, versions and referral id of an existing link.
     pub fn update_link(&self, l: &Link) -> Result<(), StoreError> {
-        // The referral id only when it changes: SQLite rewrites the entry of
-        // every index whose column is assigned, even to the same value, and
-        // the `(crm, referral_id)` index is keyed by random GUIDs.
+        // The referral only when it changes: SQLite rewrites the entry of
+        // every index whose column is assigned, even to the same value.
         self.exec(
-            "UPDATE links SET referral_id = ?3
+            "UPDATE links SET referral_id = ?3, referral_seq = (SELECT seq FROM referrals WHERE id = ?3)
              WHERE crm = ?1 AND crm_id = ?2 AND referral_id IS NOT ?3",
             params![l.crm.as_str(), l.crm_id, l.referral_id],
         )
@@ -149,21 +181,12 @@ impl Repo<'_> {
         crm: CrmKind,
         referral_id: &str,
     ) -> Result<Option<Link>, StoreError> {
-        self.one(
-            &format!(
-                "SELECT {} FROM links WHERE crm = ?1 AND referral_id = ?2",
-                Link::COLUMNS
-            ),
-            params![crm.as_str(), referral_id],
-        )
+        self.one(link_by_referral_sql(), params![crm.as_str(), referral_id])
     }
 
     /// Every link of a referral, one per CRM.
     pub fn links_of_referral(&self, referral_id: &str) -> Result<Vec<Link>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {} FROM links WHERE referral_id = ?1 ORDER BY crm",
-            Link::COLUMNS
-        ))?;
+        let mut stmt = self.conn.prepare_cached(links_of_referral_sql())?;
         all(&mut stmt, [referral_id])
     }
 

@@ -56,6 +56,15 @@ pub type OpenDeadline = (String, Option<String>, DateTime<Utc>);
 /// engagement of ours (outgoing, targeted at Microsoft).
 pub(crate) const MICROSOFT_HALF: &str = "(direction = 'Outgoing' AND EXISTS (SELECT 1 FROM json_each(raw_json, '$.target') t WHERE json_extract(t.value, '$.id') = 'msft'))";
 
+/// Whether a link names the referral `?1` and has not found it stored yet.
+pub(super) const LINKS_WAITING_SQL: &str = "SELECT EXISTS (SELECT 1 FROM links
+      WHERE referral_id = ?1 AND referral_seq IS NULL)";
+
+/// Gives the links of a just stored referral (`?1`) its sequence number.
+pub(super) const STORED_REFERRAL_LINKS_SQL: &str =
+    "UPDATE links SET referral_seq = (SELECT seq FROM referrals WHERE id = ?1)
+      WHERE referral_id = ?1 AND referral_seq IS NULL";
+
 impl Repo<'_> {
     /// Inserts or replaces a snapshot; `first_seen`, `favorite` and
     /// `locally_expired` of an existing row are kept unless the new snapshot
@@ -97,6 +106,19 @@ impl Repo<'_> {
                 ],
             )
             .map_err(|e| classify(e, "referral"))?;
+        // Links written before the referral was stored now find it by its
+        // sequence (schema 8). Statements, not a trigger: a trigger on the
+        // insert made every upsert keep a statement journal; and the update
+        // (which changes a column its own look-up reads, so SQLite collects
+        // the rows in a temporary table first) only when there is a link.
+        let waiting: bool = self
+            .conn
+            .prepare_cached(LINKS_WAITING_SQL)?
+            .query_row([&s.id], |r| r.get(0))?;
+        if waiting {
+            self.exec(STORED_REFERRAL_LINKS_SQL, [&s.id])
+                .map_err(|e| classify(e, "link"))?;
+        }
         Ok(())
     }
 

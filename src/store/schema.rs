@@ -186,4 +186,46 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_by_referral_seq ON events(referral_seq, id) WHERE referral_seq IS NOT NULL;
     CREATE INDEX events_of_unstored_referrals ON events(referral_id, id) WHERE referral_seq IS NULL;
     "#,
+    // 8: a link finds its referral by the referral's sequence number, not
+    // by its GUID: the index on `(crm, referral_id)` took every new link's
+    // insert on a random leaf page. Links of a referral not stored yet keep
+    // a NULL `referral_seq` and are found by id through a partial index of
+    // those only; storing the referral gives them its sequence.
+    // Both partial indexes are unique, so a referral still has at most one
+    // link per CRM.
+    r#"
+    CREATE TABLE links_v8 (
+        crm                TEXT NOT NULL,
+        crm_id             TEXT NOT NULL,
+        referral_id        TEXT,
+        crm_hash           TEXT,
+        crm_version        TEXT,
+        pc_hash            TEXT,
+        pc_version         TEXT,
+        created_at         TEXT NOT NULL,
+        updated_at         TEXT NOT NULL,
+        crm_fields         TEXT,
+        help_requested_at  TEXT,
+        held_edit          TEXT,
+        referral_seq       INTEGER,
+        PRIMARY KEY (crm, crm_id)
+    ) STRICT;
+    INSERT INTO links_v8 (rowid, crm, crm_id, referral_id, crm_hash, crm_version, pc_hash,
+        pc_version, created_at, updated_at, crm_fields, help_requested_at, held_edit, referral_seq)
+    SELECT l.rowid, l.crm, l.crm_id, l.referral_id, l.crm_hash, l.crm_version, l.pc_hash,
+        l.pc_version, l.created_at, l.updated_at, l.crm_fields, l.help_requested_at, l.held_edit,
+        (SELECT seq FROM referrals r WHERE r.id = l.referral_id)
+    FROM links l ORDER BY l.rowid;
+    DROP TABLE links;
+    ALTER TABLE links_v8 RENAME TO links;
+    CREATE UNIQUE INDEX links_by_referral_seq ON links(referral_seq, crm)
+        WHERE referral_seq IS NOT NULL;
+    CREATE UNIQUE INDEX links_of_unstored_referrals ON links(referral_id, crm)
+        WHERE referral_seq IS NULL AND referral_id IS NOT NULL;
+    CREATE INDEX links_help_requested ON links(help_requested_at)
+        WHERE help_requested_at IS NOT NULL AND referral_id IS NOT NULL;
+    CREATE TRIGGER links_lose_a_deleted_referral AFTER DELETE ON referrals BEGIN
+        UPDATE links SET referral_seq = NULL WHERE referral_seq = OLD.seq;
+    END;
+    "#,
 ];

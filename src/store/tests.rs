@@ -1139,3 +1139,209 @@ fn updating_a_link_changes_its_referral_only_when_asked_and_keeps_it_unique() {
         "{err}"
     );
 }
+
+fn link_ids(store: &Store, referral_id: &str) -> Vec<String> {
+    store
+        .read(|r| r.links_of_referral(referral_id))
+        .unwrap()
+        .into_iter()
+        .map(|l| format!("{}:{}", l.crm, l.crm_id))
+        .collect()
+}
+
+fn referral_seq_of_link(store: &Store, crm_id: &str) -> Option<i64> {
+    store
+        .lock()
+        .query_row(
+            "SELECT referral_seq FROM links WHERE crm_id = ?1",
+            [crm_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_link_finds_its_referral_whether_written_before_or_after_the_referral_was_stored() {
+    let (_dir, store) = open();
+    // Linked before Partner Center's referral was read (a CRM record that
+    // names it), then the referral is stored.
+    store
+        .write(|r| r.insert_link(&link(CrmKind::Salesforce, "006A", "early")))
+        .unwrap();
+    assert_eq!(referral_seq_of_link(&store, "006A"), None);
+    assert_eq!(link_ids(&store, "early"), ["salesforce:006A"]);
+    store
+        .write(|r| {
+            r.upsert_referral(&snapshot("first"))?;
+            r.upsert_referral(&snapshot("early"))
+        })
+        .unwrap();
+    assert_eq!(
+        referral_seq_of_link(&store, "006A"),
+        Some(2),
+        "storing the referral gives its links its sequence"
+    );
+    // Stored first, linked after; and a second CRM for the same referral.
+    store
+        .write(|r| {
+            r.insert_link(&link(CrmKind::Dynamics, "guid-1", "early"))?;
+            r.insert_link(&link(CrmKind::Salesforce, "006B", "first"))
+        })
+        .unwrap();
+    assert_eq!(referral_seq_of_link(&store, "006B"), Some(1));
+    assert_eq!(
+        link_ids(&store, "early"),
+        ["dynamics:guid-1", "salesforce:006A"]
+    );
+    for (crm, referral, crm_id) in [
+        (CrmKind::Salesforce, "early", "006A"),
+        (CrmKind::Dynamics, "early", "guid-1"),
+        (CrmKind::Salesforce, "first", "006B"),
+    ] {
+        let found = store.read(|r| r.link_by_referral(crm, referral)).unwrap();
+        assert_eq!(found.map(|l| l.crm_id).as_deref(), Some(crm_id));
+    }
+    assert!(
+        store
+            .read(|r| r.link_by_referral(CrmKind::Dynamics, "first"))
+            .unwrap()
+            .is_none()
+    );
+
+    // Still one link per referral and CRM, stored or not.
+    for (crm_id, referral) in [("006C", "early"), ("006D", "first")] {
+        let err = store
+            .write(|r| r.insert_link(&link(CrmKind::Salesforce, crm_id, referral)))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Duplicate { what: "link", .. }),
+            "{crm_id}: {err}"
+        );
+    }
+    store
+        .write(|r| r.insert_link(&link(CrmKind::Salesforce, "006E", "late")))
+        .unwrap();
+    let err = store
+        .write(|r| r.insert_link(&link(CrmKind::Salesforce, "006F", "late")))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate { what: "link", .. }),
+        "{err}"
+    );
+
+    // Moved to another referral: found under the new one only.
+    let mut moved = link(CrmKind::Salesforce, "006E", "first");
+    let err = store.write(|r| r.update_link(&moved)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate { what: "link", .. }),
+        "{err}"
+    );
+    moved.referral_id = Some("stored-later".into());
+    store.write(|r| r.update_link(&moved)).unwrap();
+    store
+        .write(|r| r.upsert_referral(&snapshot("stored-later")))
+        .unwrap();
+    assert_eq!(link_ids(&store, "late"), Vec::<String>::new());
+    assert_eq!(link_ids(&store, "stored-later"), ["salesforce:006E"]);
+    assert_eq!(referral_seq_of_link(&store, "006E"), Some(3));
+}
+
+#[test]
+fn links_are_found_through_the_referral_sequence_not_a_scan() {
+    let (_dir, store) = open();
+    let plan = |sql: &str, params: &[&str]| -> String {
+        let conn = store.lock();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        rows.join("\n")
+    };
+    for (sql, params) in [
+        (
+            super::links::link_by_referral_sql(),
+            &["salesforce", "r1"][..],
+        ),
+        (super::links::links_of_referral_sql(), &["r1"][..]),
+    ] {
+        let p = plan(sql, params);
+        assert!(p.contains("USING INDEX links_by_referral_seq"), "{p}");
+        assert!(p.contains("USING INDEX links_of_unstored_referrals"), "{p}");
+        assert!(!p.contains("SCAN links"), "{p}");
+    }
+    // What storing a referral runs.
+    let waiting = plan(super::referrals::LINKS_WAITING_SQL, &["r1"]);
+    assert!(
+        waiting.contains("USING INDEX links_of_unstored_referrals"),
+        "{waiting}"
+    );
+    let stored = plan(super::referrals::STORED_REFERRAL_LINKS_SQL, &["r1"]);
+    assert!(
+        stored.contains("USING INDEX links_of_unstored_referrals"),
+        "{stored}"
+    );
+}
+
+#[test]
+fn a_store_of_schema_7_keeps_its_links_unique_and_found_when_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cosell-sync.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        conn.execute_batch(
+            "INSERT INTO referrals (id, status, substatus, stage, raw_json, first_seen, last_seen)
+             VALUES ('zz', 'New', 'Pending', 'received', '{\"id\":\"zz\"}', '2026-11-25T10:00:00.000000Z', '2026-11-25T10:00:00.000000Z'),
+                    ('aa', 'Active', 'Accepted', 'accepted', '{\"id\":\"aa\"}', '2026-11-25T11:00:00.000000Z', '2026-11-25T11:00:00.000000Z');
+             INSERT INTO links (crm, crm_id, referral_id, crm_hash, created_at, updated_at, crm_fields, help_requested_at)
+             VALUES ('salesforce', '006A', 'aa', 'h1', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', '{\"Name\":\"A\"}', '2026-11-25T12:00:00.000000Z'),
+                    ('dynamics', 'guid-1', 'aa', 'h2', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', NULL, NULL),
+                    ('salesforce', '006B', 'not-yet-read', 'h3', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', NULL, NULL),
+                    ('salesforce', '006C', NULL, 'h4', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', NULL, NULL);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(
+        link_ids(&store, "aa"),
+        ["dynamics:guid-1", "salesforce:006A"]
+    );
+    assert_eq!(referral_seq_of_link(&store, "006A"), Some(2));
+    assert_eq!(link_ids(&store, "not-yet-read"), ["salesforce:006B"]);
+    let a = store
+        .read(|r| r.link_by_crm_id(CrmKind::Salesforce, "006A"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.crm_fields, Some(json!({"Name": "A"})));
+    assert_eq!(a.help_requested_at, Some(now()));
+    let c = store
+        .read(|r| r.link_by_crm_id(CrmKind::Salesforce, "006C"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.referral_id, None);
+    let lapsed = store
+        .read(|r| r.help_windows_lapsed(now() + Duration::hours(1)))
+        .unwrap();
+    assert_eq!(lapsed.len(), 1);
+    for (crm_id, referral) in [("006X", "aa"), ("006Y", "not-yet-read")] {
+        let err = store
+            .write(|r| r.insert_link(&link(CrmKind::Salesforce, crm_id, referral)))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Duplicate { what: "link", .. }),
+            "{crm_id}: {err}"
+        );
+    }
+    store
+        .write(|r| r.upsert_referral(&snapshot("not-yet-read")))
+        .unwrap();
+    assert_eq!(referral_seq_of_link(&store, "006B"), Some(3));
+}
