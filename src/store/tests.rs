@@ -1023,29 +1023,37 @@ fn a_referral_keeps_its_sequence_and_history_through_vacuum() {
     }
 }
 
-#[test]
-fn a_store_of_schema_6_keeps_its_referrals_and_their_history_when_upgraded() {
+/// A store made at schema `version` with `seed` run in it, then opened
+/// (and so upgraded) by this build.
+fn upgraded_from(version: usize, seed: &str) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cosell-sync.db");
     {
         let conn = Connection::open(&path).unwrap();
-        for sql in &schema::MIGRATIONS[..6] {
+        for sql in &schema::MIGRATIONS[..version] {
             conn.execute_batch(sql).unwrap();
         }
-        conn.pragma_update(None, "user_version", 6).unwrap();
-        conn.execute_batch(
-            "INSERT INTO referrals (id, status, substatus, stage, raw_json, first_seen, last_seen, deadline)
-             VALUES ('zz', 'New', 'Pending', 'received', '{\"id\":\"zz\"}', '2026-11-25T10:00:00.000000Z', '2026-11-25T10:00:00.000000Z', '2026-12-01T00:00:00.000000Z'),
-                    ('aa', 'Active', 'Accepted', 'accepted', '{\"id\":\"aa\"}', '2026-11-25T11:00:00.000000Z', '2026-11-25T11:00:00.000000Z', NULL);
-             INSERT INTO events (referral_id, at, side, kind, message)
-             VALUES ('aa', '2026-11-25T12:00:00.000000Z', 'partner_center', 'read', 'aa read'),
-                    ('gone', '2026-11-25T12:00:00.000000Z', 'partner_center', 'created', 'never stored'),
-                    ('zz', '2026-11-25T12:00:00.000000Z', 'salesforce', 'created', 'zz created'),
-                    ('aa', '2026-11-25T12:00:00.000000Z', 'partner_center', 'microsoft_window', 'aa window');",
-        )
-        .unwrap();
+        conn.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        conn.execute_batch(seed).unwrap();
     }
     let store = Store::open(&path).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn a_store_of_schema_6_keeps_its_referrals_and_their_history_when_upgraded() {
+    let (_dir, store) = upgraded_from(
+        6,
+        "INSERT INTO referrals (id, status, substatus, stage, raw_json, first_seen, last_seen, deadline)
+         VALUES ('zz', 'New', 'Pending', 'received', '{\"id\":\"zz\"}', '2026-11-25T10:00:00.000000Z', '2026-11-25T10:00:00.000000Z', '2026-12-01T00:00:00.000000Z'),
+                ('aa', 'Active', 'Accepted', 'accepted', '{\"id\":\"aa\"}', '2026-11-25T11:00:00.000000Z', '2026-11-25T11:00:00.000000Z', NULL);
+         INSERT INTO events (referral_id, at, side, kind, message)
+         VALUES ('aa', '2026-11-25T12:00:00.000000Z', 'partner_center', 'read', 'aa read'),
+                ('gone', '2026-11-25T12:00:00.000000Z', 'partner_center', 'created', 'never stored'),
+                ('zz', '2026-11-25T12:00:00.000000Z', 'salesforce', 'created', 'zz created'),
+                ('aa', '2026-11-25T12:00:00.000000Z', 'partner_center', 'microsoft_window', 'aa window');",
+    );
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(messages(&store, "aa"), ["aa read", "aa window"]);
     assert_eq!(messages(&store, "zz"), ["zz created"]);
@@ -1160,6 +1168,17 @@ fn referral_seq_of_link(store: &Store, crm_id: &str) -> Option<i64> {
         .unwrap()
 }
 
+/// A second Salesforce link (`crm_id`) for `referral` is refused.
+fn assert_a_second_link_is_refused(store: &Store, crm_id: &str, referral: &str) {
+    let err = store
+        .write(|r| r.insert_link(&link(CrmKind::Salesforce, crm_id, referral)))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate { what: "link", .. }),
+        "{crm_id}: {err}"
+    );
+}
+
 #[test]
 fn a_link_finds_its_referral_whether_written_before_or_after_the_referral_was_stored() {
     let (_dir, store) = open();
@@ -1210,24 +1229,12 @@ fn a_link_finds_its_referral_whether_written_before_or_after_the_referral_was_st
 
     // Still one link per referral and CRM, stored or not.
     for (crm_id, referral) in [("006C", "early"), ("006D", "first")] {
-        let err = store
-            .write(|r| r.insert_link(&link(CrmKind::Salesforce, crm_id, referral)))
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::Duplicate { what: "link", .. }),
-            "{crm_id}: {err}"
-        );
+        assert_a_second_link_is_refused(&store, crm_id, referral);
     }
     store
         .write(|r| r.insert_link(&link(CrmKind::Salesforce, "006E", "late")))
         .unwrap();
-    let err = store
-        .write(|r| r.insert_link(&link(CrmKind::Salesforce, "006F", "late")))
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Duplicate { what: "link", .. }),
-        "{err}"
-    );
+    assert_a_second_link_is_refused(&store, "006F", "late");
 
     // Moved to another referral: found under the new one only.
     let mut moved = link(CrmKind::Salesforce, "006E", "first");
@@ -1288,27 +1295,17 @@ fn links_are_found_through_the_referral_sequence_not_a_scan() {
 
 #[test]
 fn a_store_of_schema_7_keeps_its_links_unique_and_found_when_upgraded() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cosell-sync.db");
-    {
-        let conn = Connection::open(&path).unwrap();
-        for sql in &schema::MIGRATIONS[..7] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 7).unwrap();
-        conn.execute_batch(
-            "INSERT INTO referrals (id, status, substatus, stage, raw_json, first_seen, last_seen)
-             VALUES ('zz', 'New', 'Pending', 'received', '{\"id\":\"zz\"}', '2026-11-25T10:00:00.000000Z', '2026-11-25T10:00:00.000000Z'),
-                    ('aa', 'Active', 'Accepted', 'accepted', '{\"id\":\"aa\"}', '2026-11-25T11:00:00.000000Z', '2026-11-25T11:00:00.000000Z');
-             INSERT INTO links (crm, crm_id, referral_id, crm_hash, created_at, updated_at, crm_fields, help_requested_at)
-             VALUES ('salesforce', '006A', 'aa', 'h1', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', '{\"Name\":\"A\"}', '2026-11-25T12:00:00.000000Z'),
-                    ('dynamics', 'guid-1', 'aa', 'h2', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', NULL, NULL),
-                    ('salesforce', '006B', 'not-yet-read', 'h3', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', NULL, NULL),
-                    ('salesforce', '006C', NULL, 'h4', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', NULL, NULL);",
-        )
-        .unwrap();
-    }
-    let store = Store::open(&path).unwrap();
+    let (_dir, store) = upgraded_from(
+        7,
+        "INSERT INTO referrals (id, status, substatus, stage, raw_json, first_seen, last_seen)
+         VALUES ('zz', 'New', 'Pending', 'received', '{\"id\":\"zz\"}', '2026-11-25T10:00:00.000000Z', '2026-11-25T10:00:00.000000Z'),
+                ('aa', 'Active', 'Accepted', 'accepted', '{\"id\":\"aa\"}', '2026-11-25T11:00:00.000000Z', '2026-11-25T11:00:00.000000Z');
+         INSERT INTO links (crm, crm_id, referral_id, crm_hash, created_at, updated_at, crm_fields, help_requested_at)
+         VALUES ('salesforce', '006A', 'aa', 'h1', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', '{\"Name\":\"A\"}', '2026-11-25T12:00:00.000000Z'),
+                ('dynamics', 'guid-1', 'aa', 'h2', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', NULL, NULL),
+                ('salesforce', '006B', 'not-yet-read', 'h3', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', NULL, NULL),
+                ('salesforce', '006C', NULL, 'h4', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', NULL, NULL);",
+    );
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(
         link_ids(&store, "aa"),
@@ -1332,13 +1329,7 @@ fn a_store_of_schema_7_keeps_its_links_unique_and_found_when_upgraded() {
         .unwrap();
     assert_eq!(lapsed.len(), 1);
     for (crm_id, referral) in [("006X", "aa"), ("006Y", "not-yet-read")] {
-        let err = store
-            .write(|r| r.insert_link(&link(CrmKind::Salesforce, crm_id, referral)))
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::Duplicate { what: "link", .. }),
-            "{crm_id}: {err}"
-        );
+        assert_a_second_link_is_refused(&store, crm_id, referral);
     }
     store
         .write(|r| r.upsert_referral(&snapshot("not-yet-read")))
