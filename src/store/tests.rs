@@ -1336,3 +1336,29 @@ fn a_store_of_schema_7_keeps_its_links_unique_and_found_when_upgraded() {
         .unwrap();
     assert_eq!(referral_seq_of_link(&store, "006B"), Some(3));
 }
+
+#[test]
+fn a_link_whose_referral_row_is_deleted_is_found_by_id_and_not_given_to_a_later_referral() {
+    let (_dir, store) = open();
+    store
+        .write(|r| {
+            r.upsert_referral(&snapshot("gone"))?;
+            r.insert_link(&link(CrmKind::Salesforce, "006A", "gone"))
+        })
+        .unwrap();
+    assert_eq!(referral_seq_of_link(&store, "006A"), Some(1));
+    // Nothing in cosell-sync deletes a referral; a hand-edited store might.
+    store
+        .lock()
+        .execute("DELETE FROM referrals WHERE id = 'gone'", [])
+        .unwrap();
+    assert_eq!(referral_seq_of_link(&store, "006A"), None);
+    assert_eq!(link_ids(&store, "gone"), ["salesforce:006A"]);
+    // The freed sequence number goes to the next referral stored, which
+    // must not inherit the link.
+    store
+        .write(|r| r.upsert_referral(&snapshot("next")))
+        .unwrap();
+    assert_eq!(link_ids(&store, "next"), Vec::<String>::new());
+    assert_a_second_link_is_refused(&store, "006B", "gone");
+}
