@@ -102,12 +102,15 @@ impl Repo<'_> {
     /// Inserts a new link; a second link for the same CRM record or for the
     /// same referral in the same CRM is a [`StoreError::Duplicate`].
     pub fn insert_link(&self, l: &Link) -> Result<(), StoreError> {
-        self.exec(
-            &format!(
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
                 "INSERT INTO links ({}, referral_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
                     (SELECT seq FROM referrals WHERE id = ?3))",
                 Link::COLUMNS
-            ),
+            )
+        });
+        self.exec(
+            &SQL,
             params![
                 l.crm.as_str(),
                 l.crm_id,
