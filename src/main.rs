@@ -25,10 +25,12 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long mimalloc keeps freed pages before it returns them to the kernel,
 /// in milliseconds. Its default (1 s) keeps a whole batch's freed pages
-/// resident while the next batch allocates anew (1 to 2 MiB more peak RSS
-/// in the benchmark's phases); 10 ms saved 2 MiB more but cost CPU in
-/// purges and page faults. `MIMALLOC_PURGE_DELAY` in the environment wins.
-const PURGE_DELAY_MS: std::ffi::c_long = 100;
+/// resident while the next batch allocates anew. At 100 ms a Dataverse
+/// backfill still rose past 32 MiB at times (11 of 50 runs at 1,000 above
+/// 31 MiB); at 50 ms none of 50 did, for about 5,000 more page faults per
+/// 10,000 referrals. 10 ms cost CPU in purges and faults (BENCHMARKS.md).
+/// `MIMALLOC_PURGE_DELAY` in the environment wins.
+const PURGE_DELAY_MS: std::ffi::c_long = 50;
 
 /// Allocator options, set before any other thread starts.
 fn tune_allocator() {

@@ -54,6 +54,16 @@ async fn the_smoke_benchmark_meets_the_count_targets() {
         "peak RSS over the budget of {budget} MiB: {}",
         over.join(", ")
     );
+    // So does the backfill of customers new to the Dataverse org.
+    assert_eq!(report.dynamics_account_upkeep.len(), 1);
+    for upkeep in &report.dynamics_account_upkeep {
+        assert!(
+            upkeep.peak_rss_mib > 0.0 && upkeep.peak_rss_mib < budget,
+            "account upkeep backfill of {}: peak RSS {:.1} MiB, budget {budget} MiB",
+            upkeep.referrals,
+            upkeep.peak_rss_mib
+        );
+    }
     let backfill = size.phase(Phase::Backfill).expect("the backfill ran");
     assert_eq!(backfill.peak_rss_mib, size.backfill.peak_rss_mib);
     // The echo-read cycle after it reads our own writes back and writes

@@ -24,8 +24,8 @@ use serde_json::json;
 
 use super::phases::Phase;
 use super::{
-    BenchError, BenchOptions, Calls, Crms, MinimumCheck, Rig, TargetCheck, backfill_in_process,
-    ceil_div, io, measure, phases, round3,
+    BenchError, BenchOptions, Calls, Crms, MinimumCheck, RSS_BUDGET_MIB, Rig, TargetCheck,
+    backfill_in_process, ceil_div, io, measure, phases, round3,
 };
 use crate::sim::{Api, PatchOp};
 
@@ -221,11 +221,10 @@ async fn run(
 
 /// The targets row: all calls within 1.1 x the minimum.
 pub(super) fn targets(reports: &[AccountUpkeepReport]) -> Vec<TargetCheck> {
-    reports
-        .iter()
-        .filter_map(|r| {
-            let all = r.minimum.last()?;
-            Some(TargetCheck {
+    let mut out = Vec::new();
+    for r in reports {
+        if let Some(all) = r.minimum.last() {
+            out.push(TargetCheck {
                 target: format!(
                     "dynamics account upkeep: calls <= 1.1 x minimum (backfill of {} new customers)",
                     r.referrals
@@ -235,14 +234,66 @@ pub(super) fn targets(reports: &[AccountUpkeepReport]) -> Vec<TargetCheck> {
                     all.measured, all.minimum, all.ratio, r.cpu_secs, r.simulator_cpu_secs
                 ),
                 held: all.ratio <= 1.1,
-            })
-        })
-        .collect()
+            });
+        }
+        // A backfill like the others: the memory budget holds here too.
+        out.push(TargetCheck {
+            target: format!(
+                "dynamics account upkeep (backfill of {} new customers): peak RSS under {RSS_BUDGET_MIB} MiB",
+                r.referrals
+            ),
+            measured: format!("{:.1} MiB; {}", r.peak_rss_mib, r.peak_rss_scope),
+            held: r.peak_rss_mib > 0.0 && r.peak_rss_mib < RSS_BUDGET_MIB,
+        });
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(peak_rss_mib: f64) -> AccountUpkeepReport {
+        AccountUpkeepReport {
+            referrals: 10_000,
+            new_customers: 10_000,
+            calls: Calls::default(),
+            minimum: vec![MinimumCheck {
+                what: "all calls to Partner Center and Dataverse".into(),
+                minimum: 252,
+                measured: 252,
+                ratio: 1.0,
+                target: true,
+            }],
+            other_dynamics_calls: 2,
+            wall_secs: 2.0,
+            cpu_secs: 1.0,
+            peak_rss_mib,
+            peak_rss_scope: "its own process".into(),
+            simulator_cpu_secs: 0.5,
+            accounts_created: 10_000,
+        }
+    }
+
+    #[test]
+    fn the_upkeep_backfill_is_held_to_the_memory_budget() {
+        let rss = |peak| {
+            targets(&[report(peak)])
+                .into_iter()
+                .find(|t| t.target.contains("peak RSS"))
+                .map(|t| t.held)
+        };
+        assert_eq!(rss(31.9), Some(true));
+        assert_eq!(rss(32.4), Some(false));
+        // Not measured is not within the budget.
+        assert_eq!(rss(0.0), Some(false));
+        let calls = targets(&[report(31.0)]);
+        assert!(
+            calls
+                .iter()
+                .any(|t| t.target.contains("1.1 x minimum") && t.held)
+        );
+    }
 
     #[test]
     fn filter_terms_are_counted_as_they_travel() {
