@@ -219,7 +219,8 @@ async fn run(
     })
 }
 
-/// The targets row: all calls within 1.1 x the minimum.
+/// The targets rows: all calls within 1.1 x the minimum, and the peak RSS
+/// within the budget.
 pub(super) fn targets(reports: &[AccountUpkeepReport]) -> Vec<TargetCheck> {
     let mut out = Vec::new();
     for r in reports {
