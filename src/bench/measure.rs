@@ -97,6 +97,11 @@ pub(crate) fn shell_quote(value: &str) -> String {
 pub(crate) struct ChildUsage {
     pub exit_code: Option<i32>,
     pub cpu: Duration,
+    /// The part of `cpu` spent in the kernel (`ru_stime`): page faults,
+    /// copies into the page cache, `fsync`.
+    pub sys_cpu: Duration,
+    /// Page faults served without I/O (`ru_minflt`).
+    pub minor_faults: u64,
     pub max_rss_kib: u64,
     /// Bytes it caused to be written to storage (`ru_oublock`, 512-byte
     /// blocks): the store and its WAL, for an engine cycle.
@@ -122,6 +127,8 @@ pub(crate) fn wait_child(pid: u32) -> std::io::Result<ChildUsage> {
     Ok(ChildUsage {
         exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        sys_cpu: tv(ru.ru_stime),
+        minor_faults: ru.ru_minflt.max(0) as u64,
         // Linux reports ru_maxrss in KiB.
         max_rss_kib: ru.ru_maxrss.max(0) as u64,
         written_bytes: (ru.ru_oublock.max(0) as u64) * 512,
@@ -200,6 +207,7 @@ mod tests {
         let pid = launcher.exec(&script).unwrap();
         let usage = wait_child(pid).unwrap();
         assert_eq!(usage.exit_code, Some(0));
+        assert!(usage.sys_cpu <= usage.cpu);
         assert!(
             usage.written_bytes >= 4 << 20,
             "dd wrote 4 MiB, the benchmark counted {} bytes",

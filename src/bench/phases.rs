@@ -91,8 +91,13 @@ pub struct PhaseReport {
     pub wall_secs: f64,
     /// User + sys time of the engine process (`wait4` rusage).
     pub cpu_secs: f64,
+    /// The part of `cpu_secs` spent in the kernel (`ru_stime`).
+    pub sys_cpu_secs: f64,
     /// `cpu_secs` per tracked referral, in ms (phases that read them all).
     pub cpu_ms_per_referral: Option<f64>,
+    /// The engine process's page faults served without I/O (`ru_minflt`):
+    /// memory it touched for the first time or again after returning it.
+    pub minor_faults: u64,
     /// The engine process's peak RSS (`ru_maxrss`).
     pub peak_rss_mib: f64,
     /// What the engine process wrote to storage (`ru_oublock`): the store's
@@ -115,6 +120,8 @@ pub(super) struct ChildRun {
     pub listing_calls: BTreeMap<String, u64>,
     pub wall: Duration,
     pub cpu: Duration,
+    pub sys_cpu: Duration,
+    pub minor_faults: u64,
     pub simulator_cpu: Duration,
     pub max_rss_kib: u64,
     pub written_bytes: u64,
@@ -175,6 +182,8 @@ impl ChildRun {
             writes: self.writes(),
             wall_secs: round3(self.wall.as_secs_f64()),
             cpu_secs,
+            sys_cpu_secs: round3(self.sys_cpu.as_secs_f64()),
+            minor_faults: self.minor_faults,
             cpu_ms_per_referral: (phase.reads_all() && tracked > 0)
                 .then(|| round3(self.cpu.as_secs_f64() * 1000.0 / tracked as f64)),
             peak_rss_mib: round3(self.max_rss_kib as f64 / 1024.0),
@@ -255,6 +264,8 @@ pub(super) async fn run_child(
         listing_calls: listing_calls(&st.request_log()),
         wall,
         cpu: usage.cpu,
+        sys_cpu: usage.sys_cpu,
+        minor_faults: usage.minor_faults,
         simulator_cpu,
         max_rss_kib: usage.max_rss_kib,
         written_bytes: usage.written_bytes,
