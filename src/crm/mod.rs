@@ -6,6 +6,7 @@
 //! Dataverse alternate key), so replaying one is harmless.
 
 pub mod accounts;
+pub(crate) mod body;
 pub mod contacts;
 pub mod dynamics;
 

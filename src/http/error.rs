@@ -186,7 +186,11 @@ pub async fn read_response(
 ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), HttpError> {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let mut body = Vec::new();
+    // Sized once from Content-Length (bounded: the header is the server's
+    // word), not grown by doubling through a page of records.
+    const PRESIZE_LIMIT: u64 = 16 << 20;
+    let mut body =
+        Vec::with_capacity(response.content_length().unwrap_or(0).min(PRESIZE_LIMIT) as usize);
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),

@@ -88,7 +88,8 @@ impl ApiRequest {
 
 struct ApiResponse {
     status: u16,
-    body: Vec<u8>,
+    /// As reqwest collected it: a page is not copied again.
+    body: bytes::Bytes,
 }
 
 fn json_bytes(v: &impl serde::Serialize) -> Vec<u8> {
@@ -669,8 +670,7 @@ impl PartnerCenterClient {
             let body = response
                 .bytes()
                 .await
-                .map_err(|e| HttpError::from_reqwest(method, path, e))?
-                .to_vec();
+                .map_err(|e| HttpError::from_reqwest(method, path, e))?;
             return Ok(ApiResponse { status, body });
         }
         let error = HttpError::from_response(method, path, response).await;

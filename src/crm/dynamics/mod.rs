@@ -40,6 +40,7 @@ pub use limiter::ServiceLimits;
 use self::auth::EntraClientCredentials;
 use self::client::{Api, Call};
 use crate::config::{AccountMatch, DynamicsSettings};
+use crate::crm::body::BodyFields;
 use crate::crm::{
     ChangePage, CloseOutcome, CloseRequest, Crm, CrmChange, CrmError, CrmObjectSpec, CrmRecord,
     CustomerRef, MetadataProblem, RecordKey, RecordWrite, WriteOk, WriteResult,
@@ -471,21 +472,22 @@ impl DynamicsCrm {
     }
 
     /// The body of an upsert: mapped fields, minus what a PATCH must not carry.
-    fn write_body(&self, write: &RecordWrite) -> Map<String, Value> {
-        let mut body = write.fields.clone();
+    fn write_body<'a>(&'a self, write: &'a RecordWrite) -> BodyFields<'a> {
+        let mut body = BodyFields::new(&write.fields);
         if matches!(write.key, RecordKey::Referral(_)) {
             // The key is in the URL; on create a body value would win over it.
-            body.remove(&self.spec.external_id_field);
+            body.leave_out(&self.spec.external_id_field);
         }
         // Won/lost are reached only through the close actions, and an open
         // state is never forced onto a row: archived deals are never reopened.
-        let closing = body
+        let closing = write
+            .fields
             .get("statecode")
             .and_then(Value::as_i64)
             .is_some_and(|s| s != 0);
-        body.remove("statecode");
+        body.leave_out("statecode");
         if closing {
-            body.remove("statuscode");
+            body.leave_out("statuscode");
         }
         body
     }
@@ -494,7 +496,7 @@ impl DynamicsCrm {
         &self,
         entity: &EntityInfo,
         write: &RecordWrite,
-        body: Map<String, Value>,
+        body: &BodyFields<'_>,
     ) -> Result<BatchOperation, CrmError> {
         let path = format!(
             "{}{}?$select={}",
@@ -513,7 +515,9 @@ impl DynamicsCrm {
             method: Method::PATCH,
             path_and_query: path,
             headers,
-            body: Some(Value::Object(body).to_string().into_bytes()),
+            body: Some(serde_json::to_vec(body).map_err(|e| {
+                CrmError::Invalid(format!("a request body could not be written: {e}"))
+            })?),
         })
     }
 
@@ -1011,18 +1015,18 @@ impl Crm for DynamicsCrm {
             for (i, binds, new_account) in ready.by_ref().take(self.batch_size) {
                 let mut body = self.write_body(&writes[i]);
                 for (field, target) in binds {
-                    body.insert(field.into(), Value::String(target));
+                    body.add(field, Value::String(target));
                 }
                 let mut set = Vec::with_capacity(2);
                 if let Some(c) = &new_account {
                     set.push(self.account_create_op(c));
                     // Content-IDs number the batch's operations from 1.
-                    body.insert(
-                        "customerid_account@odata.bind".into(),
+                    body.add(
+                        "customerid_account@odata.bind",
                         Value::String(format!("${}", ops_so_far + 1)),
                     );
                 }
-                match self.operation(entity, &writes[i], body) {
+                match self.operation(entity, &writes[i], &body) {
                     Ok(op) => {
                         set.push(op);
                         ops_so_far += set.len();

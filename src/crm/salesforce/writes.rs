@@ -16,6 +16,7 @@ use super::schema::{ObjectFields, names_missing_field};
 use super::{MULTIPLE_CHOICES, OpportunityStageInfo, SalesforceCrm, decode, protocol};
 use crate::config::AccountMatch;
 use crate::crm::accounts::cache_key;
+use crate::crm::body::BodyFields;
 use crate::crm::{
     CloseOutcome, CloseRequest, CrmError, RecordKey, RecordWrite, WriteOk, WriteResult,
 };
@@ -28,11 +29,16 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// A write ready to send: its index in the input, key and body fields.
-struct Prepared {
+/// Fields never sent as a record's own: the body's `attributes` and the
+/// record Id (a key is written by [`CollectionRecord`] or the URL).
+const RESERVED: [&str; 3] = ["attributes", "Id", "id"];
+
+/// A write ready to send: its index in the input, its key, and its body
+/// (the write's fields borrowed: a batch is not copied to be sent).
+struct Prepared<'a> {
     index: usize,
     key: RecordKey,
-    fields: Map<String, Value>,
+    body: BodyFields<'a>,
 }
 
 /// An sObject Collections body, `{"allOrNone": false, "records": [...]}`:
@@ -43,7 +49,7 @@ struct CollectionBody<'a> {
     external_id_field: &'a str,
     /// Upserting by the external id field (else updating by `id`).
     by_external_id: bool,
-    chunk: &'a [Prepared],
+    chunk: &'a [Prepared<'a>],
 }
 
 impl serde::Serialize for CollectionBody<'_> {
@@ -69,7 +75,7 @@ impl serde::Serialize for CollectionRecords<'_> {
 
 struct CollectionRecord<'a> {
     body: &'a CollectionBody<'a>,
-    record: &'a Prepared,
+    record: &'a Prepared<'a>,
 }
 
 impl serde::Serialize for CollectionRecord<'_> {
@@ -88,11 +94,10 @@ impl serde::Serialize for CollectionRecord<'_> {
                 "id"
             }
         };
-        for (k, v) in &self.record.fields {
+        for (k, v) in self.record.body.iter() {
             // The key is written once, first.
-            let is_key = k == "attributes"
-                || k == key
-                || (b.by_external_id && k.eq_ignore_ascii_case(b.external_id_field));
+            let is_key =
+                k == key || (b.by_external_id && k.eq_ignore_ascii_case(b.external_id_field));
             if !is_key {
                 r.serialize_entry(k, v)?;
             }
@@ -196,15 +201,43 @@ fn as_record_error(key: &RecordKey, e: CrmError) -> CrmError {
 }
 
 impl SalesforceCrm {
-    /// Leaves out of a write the fields the org lacks (each said once in the log).
-    fn keep_present(&self, fields: &mut Map<String, Value>, org: &ObjectFields) {
-        fields.retain(|name, _| {
-            let present = org.has(name);
-            if !present {
+    /// The fields of a write the org lacks, to be left out (each said once
+    /// in the log).
+    fn absent_fields<'a>(
+        &self,
+        fields: &'a Map<String, Value>,
+        org: &ObjectFields,
+    ) -> Vec<&'a str> {
+        fields
+            .keys()
+            .filter(|name| !RESERVED.contains(&name.as_str()) && !org.has(name))
+            .map(|name| {
                 self.report_missing(&org.object, name);
-            }
-            present
-        });
+                name.as_str()
+            })
+            .collect()
+    }
+
+    /// A write's body: its fields less the reserved ones and those the org
+    /// lacks, with the customer's Account when one was found.
+    fn body<'a>(
+        &self,
+        w: &'a RecordWrite,
+        org: &ObjectFields,
+        account: Option<&str>,
+    ) -> BodyFields<'a> {
+        let mut body = BodyFields::new(&w.fields);
+        for name in RESERVED {
+            body.leave_out(name);
+        }
+        for name in self.absent_fields(&w.fields, org) {
+            body.leave_out(name);
+        }
+        if let Some(id) = account {
+            // The Account found, even were the org to lack the field.
+            body.add("AccountId", Value::String(id.to_owned()));
+        }
+        body
     }
 
     /// Upserts every write; one result per input, in order. Fields the org
@@ -233,15 +266,11 @@ impl SalesforceCrm {
 
         for (index, w) in writes.iter().enumerate() {
             keys.push(w.key.clone());
-            let mut fields = w.fields.clone();
-            for reserved in ["attributes", "Id", "id"] {
-                fields.remove(reserved);
-            }
-            self.keep_present(&mut fields, &org);
+            let mut account = None;
             if let Some(customer) = &w.customer {
                 match accounts.get(&cache_key(customer)) {
                     Some(Ok(account_id)) => {
-                        fields.insert("AccountId".into(), Value::String(account_id.clone()));
+                        account = Some(account_id.as_str());
                         attempted = true;
                         match IDS.result_for(&contacts, customer, account_id) {
                             Some(Ok(contact_id)) => linking.push((index, contact_id.clone())),
@@ -267,7 +296,7 @@ impl SalesforceCrm {
             ready.push(Prepared {
                 index,
                 key: w.key.clone(),
-                fields,
+                body: self.body(w, &org, account),
             });
         }
 
@@ -331,9 +360,12 @@ impl SalesforceCrm {
             let retry: Vec<Prepared> = refused
                 .into_iter()
                 .filter_map(|mut p| {
-                    let before = p.fields.len();
-                    self.keep_present(&mut p.fields, &fresh);
-                    (p.fields.len() < before).then_some(p)
+                    let mut newly = false;
+                    for name in self.absent_fields(p.body.own(), &fresh) {
+                        newly |= !p.body.is_left_out(name);
+                        p.body.leave_out(name);
+                    }
+                    newly.then_some(p)
                 })
                 .collect();
             for (by_external_id, chunk) in self.chunks(retry) {
@@ -381,11 +413,11 @@ impl SalesforceCrm {
 
     /// Upserts by referral id, then updates by record Id, in calls of at most
     /// `batch_size` records.
-    fn chunks(&self, ready: Vec<Prepared>) -> Vec<(bool, Vec<Prepared>)> {
+    fn chunks<'a>(&self, ready: Vec<Prepared<'a>>) -> Vec<(bool, Vec<Prepared<'a>>)> {
         let (by_referral, by_id): (Vec<Prepared>, Vec<Prepared>) = ready
             .into_iter()
             .partition(|p| matches!(p.key, RecordKey::Referral(_)));
-        let mut chunks: Vec<(bool, Vec<Prepared>)> = Vec::new();
+        let mut chunks: Vec<(bool, Vec<Prepared<'a>>)> = Vec::new();
         let mut by_referral = by_referral.into_iter().peekable();
         while by_referral.peek().is_some() {
             chunks.push((true, by_referral.by_ref().take(self.batch_size).collect()));
@@ -402,11 +434,11 @@ impl SalesforceCrm {
     async fn send_chunk(
         &self,
         by_external_id: bool,
-        chunk: &[Prepared],
+        chunk: &[Prepared<'_>],
     ) -> Result<Vec<Result<WriteOk, CrmError>>, CrmError> {
         match chunk {
             [p] if by_external_id => self
-                .upsert_one(&p.key, &p.fields)
+                .upsert_body(&p.key, &p.body)
                 .await
                 .map(|ok| vec![Ok(ok)]),
             _ => self.send_collection(by_external_id, chunk).await,
@@ -418,7 +450,7 @@ impl SalesforceCrm {
     async fn send_collection(
         &self,
         by_external_id: bool,
-        chunk: &[Prepared],
+        chunk: &[Prepared<'_>],
     ) -> Result<Vec<Result<WriteOk, CrmError>>, CrmError> {
         let object = &self.spec.object;
         // Written straight from the prepared records: no tree of the body.
@@ -473,17 +505,23 @@ impl SalesforceCrm {
         key: &RecordKey,
         fields: &Map<String, Value>,
     ) -> Result<WriteOk, CrmError> {
+        self.upsert_body(key, &BodyFields::new(fields)).await
+    }
+
+    async fn upsert_body(
+        &self,
+        key: &RecordKey,
+        fields: &BodyFields<'_>,
+    ) -> Result<WriteOk, CrmError> {
         let RecordKey::Referral(referral_id) = key else {
             return Err(CrmError::Invalid(format!(
                 "{key}: the single-record upsert needs a referral id"
             )));
         };
         let mut body = Map::new();
-        for (k, v) in fields {
-            if !k.eq_ignore_ascii_case(&self.spec.external_id_field)
-                && !matches!(k.as_str(), "Id" | "id" | "attributes")
-            {
-                body.insert(k.clone(), v.clone());
+        for (k, v) in fields.iter() {
+            if !k.eq_ignore_ascii_case(&self.spec.external_id_field) && !RESERVED.contains(&k) {
+                body.insert(k.to_owned(), v.clone());
             }
         }
         let encoded = percent_encoding::utf8_percent_encode(referral_id, SEGMENT).to_string();
@@ -672,49 +710,71 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn prepared(key: RecordKey, fields: Value) -> Prepared {
+    fn object(fields: Value) -> Map<String, Value> {
         let Value::Object(fields) = fields else {
             panic!("fields are an object")
         };
+        fields
+    }
+
+    fn prepared(key: RecordKey, fields: &Map<String, Value>) -> Prepared<'_> {
+        let mut body = BodyFields::new(fields);
+        for name in RESERVED {
+            body.leave_out(name);
+        }
         Prepared {
             index: 0,
             key,
-            fields,
+            body,
         }
+    }
+
+    fn body_text(by_external_id: bool, chunk: &[Prepared<'_>]) -> String {
+        serde_json::to_string(&CollectionBody {
+            object: "Opportunity",
+            external_id_field: "cosell__ReferralId__c",
+            by_external_id,
+            chunk,
+        })
+        .unwrap()
     }
 
     #[test]
     fn a_collection_body_is_attributes_then_the_key_then_the_fields() {
+        let first = object(json!({"Name": "Deal", "Amount": 5000, "COSELL__REFERRALID__C": "r-1"}));
+        let second = object(json!({"Name": "Other"}));
         let chunk = [
-            prepared(
-                RecordKey::Referral("r-1".into()),
-                json!({"Name": "Deal", "Amount": 5000, "COSELL__REFERRALID__C": "r-1"}),
-            ),
-            prepared(RecordKey::Referral("r-2".into()), json!({"Name": "Other"})),
+            prepared(RecordKey::Referral("r-1".into()), &first),
+            prepared(RecordKey::Referral("r-2".into()), &second),
         ];
-        let body = CollectionBody {
-            object: "Opportunity",
-            external_id_field: "cosell__ReferralId__c",
-            by_external_id: true,
-            chunk: &chunk,
-        };
         assert_eq!(
-            serde_json::to_string(&body).unwrap(),
+            body_text(true, &chunk),
             r#"{"allOrNone":false,"records":[{"attributes":{"type":"Opportunity"},"cosell__ReferralId__c":"r-1","Amount":5000,"Name":"Deal"},{"attributes":{"type":"Opportunity"},"cosell__ReferralId__c":"r-2","Name":"Other"}]}"#
         );
-        let chunk = [prepared(
-            RecordKey::CrmId("006A".into()),
-            json!({"StageName": "Closed Won", "id": "other", "attributes": {}}),
-        )];
-        let body = CollectionBody {
-            object: "Opportunity",
-            external_id_field: "cosell__ReferralId__c",
-            by_external_id: false,
-            chunk: &chunk,
-        };
+        let fields =
+            object(json!({"StageName": "Closed Won", "id": "other", "Id": "x", "attributes": {}}));
+        let chunk = [prepared(RecordKey::CrmId("006A".into()), &fields)];
         assert_eq!(
-            serde_json::to_string(&body).unwrap(),
+            body_text(false, &chunk),
             r#"{"allOrNone":false,"records":[{"attributes":{"type":"Opportunity"},"id":"006A","StageName":"Closed Won"}]}"#
+        );
+    }
+
+    #[test]
+    fn the_account_found_replaces_a_mapped_one_and_absent_fields_are_left_out() {
+        let fields = object(json!({
+            "Amount": 5,
+            "AccountId": "001MAPPED",
+            "Name": "Deal",
+            "cosell__Duns__c": "1",
+            "Zeta__c": true
+        }));
+        let mut p = prepared(RecordKey::Referral("r-1".into()), &fields);
+        p.body.add("AccountId", Value::String("001FOUND".into()));
+        p.body.leave_out("cosell__Duns__c");
+        assert_eq!(
+            body_text(true, std::slice::from_ref(&p)),
+            r#"{"allOrNone":false,"records":[{"attributes":{"type":"Opportunity"},"cosell__ReferralId__c":"r-1","AccountId":"001FOUND","Amount":5,"Name":"Deal","Zeta__c":true}]}"#
         );
     }
 }
