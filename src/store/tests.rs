@@ -69,6 +69,11 @@ fn an_empty_file_is_migrated_and_reopens_at_the_same_version() {
         .query_row("PRAGMA synchronous", [], |r| r.get(0))
         .unwrap();
     assert_eq!(sync, 2, "synchronous=FULL");
+    let cache: i64 = again
+        .lock()
+        .query_row("PRAGMA cache_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(cache, -super::PAGE_CACHE_KIB, "a page cache of 1 MiB");
     drop(dir);
 }
 
