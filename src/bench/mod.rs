@@ -1380,11 +1380,16 @@ fn targets(r: &BenchReport) -> Vec<TargetCheck> {
         // grow with N (from 10,000 up: below that the process's start-up
         // weighs in).
         for phase in Phase::ALL.into_iter().filter(|p| p.reads_all()) {
-            let per: Vec<(usize, f64)> = r
+            // (N, CPU ms per referral, of which the kernel's)
+            let per: Vec<(usize, f64, f64)> = r
                 .sizes
                 .iter()
                 .filter(|s| s.crms == crms && s.referrals >= 10_000)
-                .filter_map(|s| Some((s.referrals, s.phase(phase)?.cpu_ms_per_referral?)))
+                .filter_map(|s| {
+                    let p = s.phase(phase)?;
+                    let sys = p.sys_cpu_secs * 1000.0 / p.tracked.max(1) as f64;
+                    Some((s.referrals, p.cpu_ms_per_referral?, sys))
+                })
                 .collect();
             if let (Some(a), Some(b)) = (per.first(), per.last())
                 && b.0 > a.0
@@ -1397,7 +1402,15 @@ fn targets(r: &BenchReport) -> Vec<TargetCheck> {
                         a.0,
                         b.0
                     ),
-                    measured: format!("{:.3} -> {:.3} ms", a.1, b.1),
+                    measured: format!(
+                        "{:.3} -> {:.3} ms (user {:.3} -> {:.3}, sys {:.3} -> {:.3})",
+                        a.1,
+                        b.1,
+                        a.1 - a.2,
+                        b.1 - b.2,
+                        a.2,
+                        b.2
+                    ),
                     held: b.1 <= CPU_PER_REFERRAL_GROWTH * a.1,
                 });
             }
