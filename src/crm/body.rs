@@ -107,6 +107,33 @@ mod tests {
         assert!(body.is_left_out("f") && !body.is_left_out("b"));
     }
 
+    proptest::proptest! {
+        // Any mapped fields, any names left out, any added (overlapping
+        // or not): the same bytes as copying the map and editing it.
+        #[test]
+        fn the_body_is_what_copying_and_editing_the_map_gave(
+            own in proptest::collection::btree_map("[A-Za-z_@$]{1,6}", 0i64..100, 0..12),
+            left_out in proptest::collection::vec("[A-Za-z_@$]{1,6}", 0..6),
+            added in proptest::collection::vec(("[A-Za-z_@$]{1,6}", 100i64..200), 0..6),
+        ) {
+            let own: Map<String, Value> = own.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            let mut body = BodyFields::new(&own);
+            let mut copied = own.clone();
+            for name in &left_out {
+                body.leave_out(name);
+                copied.remove(name);
+            }
+            for (name, v) in &added {
+                body.add(name.clone(), json!(v));
+                copied.insert(name.clone(), json!(v));
+            }
+            proptest::prop_assert_eq!(
+                serde_json::to_string(&body).unwrap(),
+                Value::Object(copied).to_string()
+            );
+        }
+    }
+
     #[test]
     fn an_empty_side_leaves_the_other_whole() {
         let none = Map::new();
