@@ -4,14 +4,17 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use rusqlite::types::ValueRef;
 use rusqlite::{Row, params};
+use serde_json::Value;
 
+use super::packed::{Packing, pack, unpack_as};
 use super::repo::{FromRow, Repo, all, json_text, opt_json_col, opt_ts_col, ts_col};
 use super::{CrmKind, Link, StoreError, classify, ts};
 
 impl FromRow for Link {
     const COLUMNS: &'static str = "crm, crm_id, referral_id, crm_hash, crm_version, pc_hash, pc_version, created_at, updated_at, \
-         crm_fields, help_requested_at, held_edit";
+         crm_fields, help_requested_at, held_edit, crm_fields_packed";
 
     fn from_row(row: &Row<'_>) -> Result<Self, StoreError> {
         let crm: String = row.get("crm")?;
@@ -26,7 +29,7 @@ impl FromRow for Link {
             crm_version: row.get("crm_version")?,
             pc_hash: row.get("pc_hash")?,
             pc_version: row.get("pc_version")?,
-            crm_fields: opt_json_col(row, "crm_fields", "link CRM fields")?,
+            crm_fields: link_crm_fields(row)?,
             help_requested_at: opt_ts_col(row, "help_requested_at")?,
             held_edit: opt_json_col(row, "held_edit", "link held edit")?
                 .map(serde_json::from_value)
@@ -39,6 +42,34 @@ impl FromRow for Link {
             updated_at: ts_col(row, "updated_at")?,
         })
     }
+}
+
+/// A link's CRM fields, packed (schema 9) or as text (links written before).
+fn link_crm_fields(row: &Row<'_>) -> Result<Option<Value>, StoreError> {
+    match row.get_ref("crm_fields_packed")? {
+        ValueRef::Blob(b) => {
+            let corrupt = |detail: String| StoreError::Corrupt {
+                what: "link CRM fields",
+                detail: format!(
+                    "link {}:{}: {detail}",
+                    row.get::<_, String>("crm").unwrap_or_default(),
+                    row.get::<_, String>("crm_id").unwrap_or_default()
+                ),
+            };
+            let text = unpack_as(Packing::CrmFields, b).map_err(|e| corrupt(e.to_string()))?;
+            serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| corrupt(e.to_string()))
+        }
+        _ => opt_json_col(row, "crm_fields", "link CRM fields"),
+    }
+}
+
+/// CRM fields as stored: packed.
+fn packed_crm_fields(l: &Link) -> Option<Vec<u8>> {
+    l.crm_fields
+        .as_ref()
+        .map(|v| pack(Packing::CrmFields, &json_text(v)))
 }
 
 fn held_edit_text(l: &Link) -> Result<Option<String>, StoreError> {
@@ -104,8 +135,8 @@ impl Repo<'_> {
     pub fn insert_link(&self, l: &Link) -> Result<(), StoreError> {
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "INSERT INTO links ({}, referral_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                    (SELECT seq FROM referrals WHERE id = ?3))",
+                "INSERT INTO links ({}, referral_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10,
+                    ?11, ?12, (SELECT seq FROM referrals WHERE id = ?3))",
                 Link::COLUMNS
             )
         });
@@ -121,9 +152,9 @@ impl Repo<'_> {
                 l.pc_version,
                 ts(l.created_at),
                 ts(l.updated_at),
-                l.crm_fields.as_ref().map(json_text),
                 l.help_requested_at.map(ts),
                 held_edit_text(l)?,
+                packed_crm_fields(l),
             ],
         )
         .map_err(|e| classify(e, "link"))?;
@@ -143,8 +174,8 @@ impl Repo<'_> {
         let n = self
             .exec(
                 "UPDATE links SET crm_hash = ?3, crm_version = ?4, pc_hash = ?5,
-                    pc_version = ?6, updated_at = ?7, crm_fields = ?8, help_requested_at = ?9,
-                    held_edit = ?10
+                    pc_version = ?6, updated_at = ?7, crm_fields = NULL, crm_fields_packed = ?8,
+                    help_requested_at = ?9, held_edit = ?10
                  WHERE crm = ?1 AND crm_id = ?2",
                 params![
                     l.crm.as_str(),
@@ -154,7 +185,7 @@ impl Repo<'_> {
                     l.pc_hash,
                     l.pc_version,
                     ts(l.updated_at),
-                    l.crm_fields.as_ref().map(json_text),
+                    packed_crm_fields(l),
                     l.help_requested_at.map(ts),
                     held_edit_text(l)?,
                 ],

@@ -15,6 +15,7 @@ mod links;
 mod lock;
 mod models;
 mod outbox;
+mod packed;
 mod referrals;
 mod repo;
 mod runs;
@@ -220,6 +221,7 @@ impl Store {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
             true,
         )?;
+        packed::register_sql_function(conn)?;
         Ok(())
     }
 

@@ -1,15 +1,17 @@
 //! The `referrals` table: the last snapshot of each Partner Center referral.
 
 use chrono::{DateTime, Utc};
+use rusqlite::types::ValueRef;
 use rusqlite::{Row, params};
 
+use super::packed::{Packing, pack, unpack_as};
 use super::repo::{FromRow, Repo, all, opt_ts_col};
 use super::{RawJson, ReferralFilter, ReferralSnapshot, StoreError, classify, parse_ts, ts};
 use crate::domain::Stage;
 
 impl FromRow for ReferralSnapshot {
     const COLUMNS: &'static str = "id, etag, status, substatus, stage, direction, referral_type, name, \
-         created_at, updated_at, deadline, projection_hash, raw_json, favorite, locally_expired, first_seen, last_seen";
+         created_at, updated_at, deadline, projection_hash, raw_json, raw_packed, favorite, locally_expired, first_seen, last_seen";
 
     fn from_row(row: &Row<'_>) -> Result<Self, StoreError> {
         let required = |col: &str, what: &'static str| -> Result<String, StoreError> {
@@ -35,12 +37,7 @@ impl FromRow for ReferralSnapshot {
             updated_at: opt_ts_col(row, "updated_at")?,
             deadline: opt_ts_col(row, "deadline")?,
             projection_hash: row.get("projection_hash")?,
-            raw: RawJson::from_text(required("raw_json", "referral JSON")?).map_err(|e| {
-                StoreError::Corrupt {
-                    what: "referral JSON",
-                    detail: e.to_string(),
-                }
-            })?,
+            raw: referral_json(row)?,
             favorite: row.get::<_, i64>("favorite")? == 1,
             locally_expired: row.get::<_, i64>("locally_expired")? == 1,
             first_seen: parse_ts(&required("first_seen", "first_seen")?)?,
@@ -49,12 +46,29 @@ impl FromRow for ReferralSnapshot {
     }
 }
 
+/// A referral row's JSON, packed (schema 9) or as text (rows written before).
+fn referral_json(row: &Row<'_>) -> Result<RawJson, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "referral JSON",
+        detail,
+    };
+    let id = || row.get::<_, String>("id").unwrap_or_default();
+    let text = match row.get_ref("raw_packed")? {
+        ValueRef::Blob(b) => unpack_as(Packing::Referral, b)
+            .map_err(|e| corrupt(format!("referral {}: {e}", id())))?,
+        _ => row
+            .get::<_, Option<String>>("raw_json")?
+            .ok_or_else(|| corrupt(format!("referral {}: missing", id())))?,
+    };
+    RawJson::from_text(text).map_err(|e| corrupt(format!("referral {}: {e}", id())))
+}
+
 /// A received referral waiting for an answer: id, name, deadline.
 pub type OpenDeadline = (String, Option<String>, DateTime<Utc>);
 
 /// SQL: the referral is the one we made to invite Microsoft into a co-sell
 /// engagement of ours (outgoing, targeted at Microsoft).
-pub(crate) const MICROSOFT_HALF: &str = "(direction = 'Outgoing' AND EXISTS (SELECT 1 FROM json_each(raw_json, '$.target') t WHERE json_extract(t.value, '$.id') = 'msft'))";
+pub(crate) const MICROSOFT_HALF: &str = "(direction = 'Outgoing' AND EXISTS (SELECT 1 FROM json_each(unpacked_json(raw_json, raw_packed), '$.target') t WHERE json_extract(t.value, '$.id') = 'msft'))";
 
 /// Whether a link names the referral `?1` and has not found it stored yet.
 pub(super) const LINKS_WAITING_SQL: &str = "SELECT EXISTS (SELECT 1 FROM links
@@ -72,9 +86,9 @@ impl Repo<'_> {
     pub fn upsert_referral(&self, s: &ReferralSnapshot) -> Result<(), StoreError> {
         self.exec(
                 "INSERT INTO referrals (id, etag, status, substatus, stage, direction, referral_type, name,
-                    created_at, updated_at, deadline, projection_hash, raw_json, favorite, locally_expired,
-                    first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                    created_at, updated_at, deadline, projection_hash, raw_json, raw_packed, favorite,
+                    locally_expired, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, '', ?13, ?14, ?15, ?16, ?17)
                  ON CONFLICT(id) DO UPDATE SET
                     etag = excluded.etag, status = excluded.status, substatus = excluded.substatus,
                     stage = excluded.stage, direction = excluded.direction,
@@ -82,7 +96,7 @@ impl Repo<'_> {
                     created_at = excluded.created_at, updated_at = excluded.updated_at,
                     deadline = excluded.deadline,
                     projection_hash = COALESCE(excluded.projection_hash, referrals.projection_hash),
-                    raw_json = excluded.raw_json, favorite = excluded.favorite,
+                    raw_json = excluded.raw_json, raw_packed = excluded.raw_packed, favorite = excluded.favorite,
                     locally_expired = MAX(referrals.locally_expired, excluded.locally_expired),
                     last_seen = excluded.last_seen",
                 params![
@@ -98,7 +112,7 @@ impl Repo<'_> {
                     s.updated_at.map(ts),
                     s.deadline.map(ts),
                     s.projection_hash,
-                    s.raw.text(),
+                    pack(Packing::Referral, s.raw.text()),
                     s.favorite,
                     s.locally_expired,
                     ts(s.first_seen),

@@ -228,4 +228,11 @@ pub const MIGRATIONS: &[&str] = &[
         UPDATE links SET referral_seq = NULL WHERE referral_seq = OLD.seq;
     END;
     "#,
+    // 9: a referral's JSON and a link's CRM fields packed (store/packed.rs).
+    // Rows written before keep their text until they are next written; a
+    // packed row's text column is empty (raw_json) or NULL (crm_fields).
+    r#"
+    ALTER TABLE referrals ADD COLUMN raw_packed BLOB;
+    ALTER TABLE links ADD COLUMN crm_fields_packed BLOB;
+    "#,
 ];

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 
 use super::repo::Repo;
@@ -122,24 +121,38 @@ impl Repo<'_> {
     pub fn partner_center_organization(
         &self,
     ) -> Result<Option<PartnerCenterOrganization>, StoreError> {
-        Ok(self
-            .row(
-                "SELECT json_extract(raw_json, '$.organizationId') AS id,
-                        json_extract(raw_json, '$.organizationName') AS name
-                   FROM referrals
-                  WHERE json_valid(raw_json)
-                    AND json_type(raw_json, '$.organizationId') = 'text'
-                    AND json_extract(raw_json, '$.organizationId') NOT IN ('', 'msft')
-                  ORDER BY first_seen LIMIT 1",
-                [],
-                |r| {
-                    Ok(PartnerCenterOrganization {
-                        id: r.get("id")?,
-                        name: r.get("name")?,
-                    })
-                },
-            )
-            .optional()?)
+        // Oldest first; the scan ends at the first referral that names one.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT unpacked_json(raw_json, raw_packed) FROM referrals ORDER BY first_seen",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let Some(text) = row.get::<_, Option<String>>(0)? else {
+                continue;
+            };
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Owner {
+                organization_id: Option<serde_json::Value>,
+                organization_name: Option<serde_json::Value>,
+            }
+            let Ok(owner) = serde_json::from_str::<Owner>(&text) else {
+                continue;
+            };
+            if let Some(serde_json::Value::String(id)) = owner.organization_id
+                && !id.is_empty()
+                && id != "msft"
+            {
+                return Ok(Some(PartnerCenterOrganization {
+                    id,
+                    name: owner.organization_name.map(|n| match n {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    }),
+                }));
+            }
+        }
+        Ok(None)
     }
 }
 

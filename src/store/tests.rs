@@ -162,27 +162,108 @@ fn a_stored_referral_whose_json_is_damaged_is_named_when_read() {
     let back = store.read(|repo| repo.get_referral("r1")).unwrap().unwrap();
     assert_eq!(back.raw, snap.raw, "the same text reads back");
     assert_eq!(back.raw.value(), r.to_json());
+    // Packed bytes cut short, then (a row written before schema 9) text
+    // that is not JSON.
+    for damage in [
+        "UPDATE referrals SET raw_packed = substr(raw_packed, 1, length(raw_packed) - 3) WHERE id = 'r1'",
+        "UPDATE referrals SET raw_packed = NULL, raw_json = '{\"id\": \"r1\"' WHERE id = 'r1'",
+    ] {
+        store
+            .write(|repo| repo.conn.execute(damage, []).map_err(StoreError::from))
+            .unwrap();
+        let err = store.read(|repo| repo.get_referral("r1")).unwrap_err();
+        match &err {
+            StoreError::Corrupt {
+                what: "referral JSON",
+                detail,
+            } => assert!(detail.contains("referral r1"), "{damage}: {detail}"),
+            other => panic!("{damage}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_referral_and_its_crm_fields_are_stored_packed_and_read_back_whole() {
+    let (_dir, store) = open();
+    let r = referral("r1", "Incoming", "New", "Pending");
+    let snap = ReferralSnapshot::from_referral(&r, 14, now());
+    let mut l = link(CrmKind::Salesforce, "006A", "r1");
+    l.crm_fields =
+        Some(json!({"Name": "Deal r1", "Amount": 12.5, "Customer_Name__c": "Northwind"}));
+    store
+        .write(|repo| {
+            repo.upsert_referral(&snap)?;
+            repo.insert_link(&l)
+        })
+        .unwrap();
+    let (text, packed, fields_text, fields_packed): (String, Vec<u8>, Option<String>, Vec<u8>) = {
+        let conn = store.lock();
+        conn.query_row(
+            "SELECT r.raw_json, r.raw_packed, l.crm_fields, l.crm_fields_packed
+               FROM referrals r, links l WHERE r.id = 'r1' AND l.crm_id = '006A'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        (text.as_str(), fields_text),
+        ("", None),
+        "no text copy kept"
+    );
+    assert!(
+        packed.len() < snap.raw.text().len(),
+        "{} bytes",
+        packed.len()
+    );
+    assert!(!fields_packed.is_empty());
+    let back = store.read(|repo| repo.get_referral("r1")).unwrap().unwrap();
+    assert_eq!(back.raw, snap.raw);
+    assert_eq!(back.referral().unwrap(), r);
+    let back = store
+        .read(|repo| repo.link_by_crm_id(CrmKind::Salesforce, "006A"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.crm_fields, l.crm_fields);
+    // An update repacks; fields cleared are stored as none.
+    l.crm_fields = None;
+    store.write(|repo| repo.update_link(&l)).unwrap();
+    let back = store
+        .read(|repo| repo.link_by_crm_id(CrmKind::Salesforce, "006A"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.crm_fields, None);
+}
+
+#[test]
+fn a_link_whose_packed_fields_are_damaged_is_named_when_read() {
+    let (_dir, store) = open();
+    store
+        .write(|repo| repo.insert_link(&link(CrmKind::Dynamics, "guid-7", "r7")))
+        .unwrap();
     store
         .write(|repo| {
             repo.conn
                 .execute(
-                    "UPDATE referrals SET raw_json = '{\"id\": \"r1\"' WHERE id = 'r1'",
+                    "UPDATE links SET crm_fields_packed = X'0901000000' WHERE crm_id = 'guid-7'",
                     [],
                 )
                 .map_err(StoreError::from)
         })
         .unwrap();
-    let err = store.read(|repo| repo.get_referral("r1")).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Corrupt {
-                what: "referral JSON",
-                ..
-            }
+    let err = store
+        .read(|repo| repo.link_by_crm_id(CrmKind::Dynamics, "guid-7"))
+        .unwrap_err();
+    match &err {
+        StoreError::Corrupt {
+            what: "link CRM fields",
+            detail,
+        } => assert!(
+            detail.contains("dynamics:guid-7") && detail.contains("format 9"),
+            "{detail}"
         ),
-        "{err:?}"
-    );
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -1366,4 +1447,89 @@ fn a_link_whose_referral_row_is_deleted_is_found_by_id_and_not_given_to_a_later_
         .unwrap();
     assert_eq!(link_ids(&store, "next"), Vec::<String>::new());
     assert_a_second_link_is_refused(&store, "006B", "gone");
+}
+
+#[test]
+fn a_store_of_schema_8_reads_its_text_rows_and_packs_them_when_rewritten() {
+    let (_dir, store) = upgraded_from(
+        8,
+        "INSERT INTO referrals (id, status, substatus, stage, direction, raw_json, first_seen, last_seen)
+         VALUES ('ours', 'Active', 'Accepted', 'accepted', 'Outgoing',
+                 '{\"id\":\"ours\",\"organizationId\":\"org-1\",\"organizationName\":\"Contoso Partner\",\"target\":[{\"id\":\"x\"}]}',
+                 '2026-11-25T10:00:00.000000Z', '2026-11-25T10:00:00.000000Z'),
+                ('msft-half', 'Active', 'Accepted', 'accepted', 'Outgoing',
+                 '{\"id\":\"msft-half\",\"organizationId\":\"msft\",\"target\":[{\"id\":\"msft\"}]}',
+                 '2026-11-25T09:00:00.000000Z', '2026-11-25T09:00:00.000000Z');
+         INSERT INTO links (crm, crm_id, referral_id, crm_hash, created_at, updated_at, crm_fields, referral_seq)
+         VALUES ('salesforce', '006A', 'ours', 'h1', '2026-11-25T12:00:00.000000Z', '2026-11-25T12:00:00.000000Z', '{\"Name\":\"A\"}', 1);",
+    );
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let listed = |store: &Store| -> Vec<String> {
+        store
+            .read(|r| r.list_referrals(&ReferralFilter::default()))
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    };
+    let org = || {
+        store
+            .read(|r| r.partner_center_organization())
+            .unwrap()
+            .map(|o| (o.id, o.name))
+    };
+    assert_eq!(listed(&store), ["ours"], "Microsoft's half is not listed");
+    assert_eq!(
+        org(),
+        Some(("org-1".into(), Some("Contoso Partner".into())))
+    );
+    let ours = store.read(|r| r.get_referral("ours")).unwrap().unwrap();
+    assert_eq!(ours.raw.value()["target"], json!([{"id": "x"}]));
+    let mut l = store
+        .read(|r| r.link_by_crm_id(CrmKind::Salesforce, "006A"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.crm_fields, Some(json!({"Name": "A"})));
+
+    // Rewritten, each row is packed, and reads and SQL still find the same.
+    let half = store
+        .read(|r| r.get_referral("msft-half"))
+        .unwrap()
+        .unwrap();
+    l.crm_hash = Some("h2".into());
+    store
+        .write(|r| {
+            r.upsert_referral(&ours)?;
+            r.upsert_referral(&half)?;
+            r.update_link(&l)
+        })
+        .unwrap();
+    let packed_rows: i64 = {
+        let conn = store.lock();
+        conn.query_row(
+            "SELECT (SELECT count(*) FROM referrals WHERE raw_packed IS NOT NULL AND raw_json = '')
+                  + (SELECT count(*) FROM links WHERE crm_fields_packed IS NOT NULL AND crm_fields IS NULL)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(packed_rows, 3);
+    assert_eq!(listed(&store), ["ours"]);
+    assert_eq!(
+        org(),
+        Some(("org-1".into(), Some("Contoso Partner".into())))
+    );
+    assert_eq!(
+        store.read(|r| r.get_referral("ours")).unwrap().unwrap().raw,
+        ours.raw
+    );
+    assert_eq!(
+        store
+            .read(|r| r.link_by_crm_id(CrmKind::Salesforce, "006A"))
+            .unwrap()
+            .unwrap()
+            .crm_fields,
+        Some(json!({"Name": "A"}))
+    );
 }
