@@ -207,17 +207,21 @@ async fn day_15_expires_locally_and_a_late_acceptance_is_refused() {
     let opp = sf_id(&h.sf(&id).unwrap());
 
     // Day 15 for us (created + 14 days has passed), still before Partner
-    // Center's own expirationDateTime.
-    let created = h.referral(&id)["createdDateTime"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let created = chrono::DateTime::parse_from_rfc3339(&created)
-        .unwrap()
-        .with_timezone(&chrono::Utc);
+    // Center's own expirationDateTime: the midnight after created + 14 days,
+    // so as little as minutes later for a referral created just before
+    // midnight.
+    let time_of = |field: &str| {
+        let text = h.referral(&id)[field].as_str().unwrap().to_owned();
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let ours = time_of("createdDateTime") + chrono::Duration::days(14);
+    let theirs = time_of("expirationDateTime");
+    assert!(theirs > ours, "{theirs} {ours}");
     h.sim
         .clock()
-        .advance_to(created + chrono::Duration::days(14) + chrono::Duration::minutes(30));
+        .advance_to(ours + ((theirs - ours) / 2).min(chrono::Duration::minutes(30)));
     let s = h.cycle().await;
     let snap = h.store.read(|r| r.get_referral(&id)).unwrap().unwrap();
     assert!(s.expired >= 1, "{s:?} {snap:?} now={}", h.sim.clock().now());
