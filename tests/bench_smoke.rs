@@ -14,6 +14,7 @@ async fn the_smoke_benchmark_meets_the_count_targets() {
     let report = bench::run(opts, |_| {}).await.expect("the benchmark runs");
     let size = &report.sizes[0];
     assert_eq!(size.referrals, 200);
+    assert!(report.again.is_empty(), "one size: nothing to run again");
     assert_eq!(size.crms, Crms::Both);
 
     // Backfill: every referral into both CRMs, within 1.1 x the fewest calls.
@@ -136,6 +137,7 @@ async fn the_smoke_benchmark_meets_the_count_targets() {
     let json = serde_json::to_value(&report).unwrap();
     for key in [
         "sizes",
+        "again",
         "latency",
         "scaling",
         "comparison",

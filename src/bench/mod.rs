@@ -209,6 +209,11 @@ pub struct BenchReport {
     pub machine: Machine,
     pub settings: BenchSettings,
     pub sizes: Vec<SizeReport>,
+    /// The first size of 10,000 or more run again after the largest, per
+    /// CRM set (when there is a larger size). The check of CPU per referral
+    /// compares the largest with the mean of the two runs: a machine whose
+    /// speed drifts during the minutes between them is not read as growth.
+    pub again: Vec<SizeReport>,
     pub latency: LatencyReport,
     pub scaling: Vec<ScalingRow>,
     pub comparison: Vec<ComparisonRow>,
@@ -706,7 +711,9 @@ pub async fn run(opts: BenchOptions, mut say: impl FnMut(&str)) -> Result<BenchR
     // process is small (see `measure::Launcher`): one per phase, per size and
     // CRM set.
     let mut launchers = Vec::new();
-    for _ in 0..opts.sizes.len() * opts.crms.len() {
+    let again_n = size_run_again(&opts.sizes);
+    let runs = (opts.sizes.len() + usize::from(again_n.is_some())) * opts.crms.len();
+    for _ in 0..runs {
         let mut per_phase = Vec::new();
         if opts.engine_binary.is_some() {
             for _ in Phase::ALL {
@@ -735,6 +742,17 @@ pub async fn run(opts: BenchOptions, mut say: impl FnMut(&str)) -> Result<BenchR
             sizes.push(report);
         }
     }
+    let mut again = Vec::new();
+    if let Some(n) = again_n {
+        for &crms in &opts.crms {
+            say(&format!(
+                "size {n}, {}: again, after the largest size",
+                crms.label()
+            ));
+            let launcher = launchers.next().unwrap_or_default();
+            again.push(run_size(&opts, n, crms, launcher, &mut say, &mut bench_settings).await?);
+        }
+    }
     let dynamics_account_upkeep = accounts::run_all(&opts, upkeep_launchers, &mut say).await?;
     say("latency: simulated latency on every call");
     let latency = run_latency(&opts).await?;
@@ -760,6 +778,7 @@ pub async fn run(opts: BenchOptions, mut say: impl FnMut(&str)) -> Result<BenchR
         machine: machine(),
         settings,
         sizes,
+        again,
         latency,
         scaling,
         comparison,
@@ -771,6 +790,13 @@ pub async fn run(opts: BenchOptions, mut say: impl FnMut(&str)) -> Result<BenchR
         .targets
         .extend(accounts::targets(&report.dynamics_account_upkeep));
     Ok(report)
+}
+
+/// The size run again after the largest: the first of 10,000 or more (the
+/// one CPU per referral is compared from), when a larger one follows it.
+fn size_run_again(sizes: &[usize]) -> Option<usize> {
+    let first = sizes.iter().copied().find(|&n| n >= 10_000)?;
+    sizes.iter().any(|&n| n > first).then_some(first)
 }
 
 fn settings_of(opts: &BenchOptions, s: &Settings) -> BenchSettings {
@@ -1263,8 +1289,27 @@ fn comparison(sizes: &[SizeReport], latency: &LatencyReport) -> Vec<ComparisonRo
     rows
 }
 
+/// Each phase of a size under the memory budget, one row per phase.
+fn phase_rss_targets(s: &SizeReport, at: &str) -> Vec<TargetCheck> {
+    s.phases
+        .iter()
+        .map(|p| TargetCheck {
+            target: format!(
+                "{} {at}: peak RSS under {RSS_BUDGET_MIB} MiB",
+                p.phase.label()
+            ),
+            measured: format!("{:.1} MiB (its own process)", p.peak_rss_mib),
+            held: p.peak_rss_mib < RSS_BUDGET_MIB,
+        })
+        .collect()
+}
+
 fn targets(r: &BenchReport) -> Vec<TargetCheck> {
     let mut out = Vec::new();
+    for s in &r.again {
+        let at = format!("{} {} (again)", s.crms.label(), s.referrals);
+        out.extend(phase_rss_targets(s, &at));
+    }
     for s in &r.sizes {
         let at = format!("{} {}", s.crms.label(), s.referrals);
         for m in s.backfill.minimum.iter().filter(|m| m.target) {
@@ -1305,16 +1350,7 @@ fn targets(r: &BenchReport) -> Vec<TargetCheck> {
                 held: s.backfill.peak_rss_mib < RSS_BUDGET_MIB,
             });
         }
-        for p in &s.phases {
-            out.push(TargetCheck {
-                target: format!(
-                    "{} {at}: peak RSS under {RSS_BUDGET_MIB} MiB",
-                    p.phase.label()
-                ),
-                measured: format!("{:.1} MiB (its own process)", p.peak_rss_mib),
-                held: p.peak_rss_mib < RSS_BUDGET_MIB,
-            });
-        }
+        out.extend(phase_rss_targets(s, &at));
         let quiet = [
             Some(&s.steady.listing_calls),
             s.phase(Phase::Quiet).map(|p| &p.listing_calls),
@@ -1381,42 +1417,74 @@ fn targets(r: &BenchReport) -> Vec<TargetCheck> {
         // weighs in).
         for phase in Phase::ALL.into_iter().filter(|p| p.reads_all()) {
             // (N, CPU ms per referral, of which the kernel's)
+            let per_referral = |s: &SizeReport| -> Option<(usize, f64, f64)> {
+                let p = s.phase(phase)?;
+                let sys = p.sys_cpu_secs * 1000.0 / p.tracked.max(1) as f64;
+                Some((s.referrals, p.cpu_ms_per_referral?, sys))
+            };
             let per: Vec<(usize, f64, f64)> = r
                 .sizes
                 .iter()
                 .filter(|s| s.crms == crms && s.referrals >= 10_000)
-                .filter_map(|s| {
-                    let p = s.phase(phase)?;
-                    let sys = p.sys_cpu_secs * 1000.0 / p.tracked.max(1) as f64;
-                    Some((s.referrals, p.cpu_ms_per_referral?, sys))
-                })
+                .filter_map(per_referral)
                 .collect();
+            let again = r
+                .again
+                .iter()
+                .filter(|s| s.crms == crms)
+                .find_map(per_referral)
+                .filter(|again| per.first().is_some_and(|a| a.0 == again.0));
             if let (Some(a), Some(b)) = (per.first(), per.last())
                 && b.0 > a.0
             {
-                out.push(TargetCheck {
-                    target: format!(
-                        "{} {}, {} -> {}: CPU per referral within {CPU_PER_REFERRAL_GROWTH}x",
-                        phase.label(),
-                        crms.label(),
-                        a.0,
-                        b.0
-                    ),
-                    measured: format!(
-                        "{:.3} -> {:.3} ms (user {:.3} -> {:.3}, sys {:.3} -> {:.3})",
-                        a.1,
-                        b.1,
-                        a.1 - a.2,
-                        b.1 - b.2,
-                        a.2,
-                        b.2
-                    ),
-                    held: b.1 <= CPU_PER_REFERRAL_GROWTH * a.1,
-                });
+                out.push(per_referral_check(phase, crms, *a, again, *b));
             }
         }
     }
     out
+}
+
+/// CPU per referral of a phase from the smaller size `a` (and its run
+/// `again` after the larger one, when there is one: then their mean) to
+/// the larger `b`. Each is (N, CPU ms per referral, of which the kernel's).
+fn per_referral_check(
+    phase: Phase,
+    crms: Crms,
+    a: (usize, f64, f64),
+    again: Option<(usize, f64, f64)>,
+    b: (usize, f64, f64),
+) -> TargetCheck {
+    let split = |x: (usize, f64, f64)| format!("user {:.3}, sys {:.3}", x.1 - x.2, x.2);
+    let (reference, before) = match again {
+        Some(c) => (
+            (a.1 + c.1) / 2.0,
+            format!(
+                "mean {:.3} of {:.3} ({}) before and {:.3} ({}) after",
+                (a.1 + c.1) / 2.0,
+                a.1,
+                split(a),
+                c.1,
+                split(c)
+            ),
+        ),
+        None => (a.1, format!("{:.3} ({})", a.1, split(a))),
+    };
+    TargetCheck {
+        target: format!(
+            "{} {}, {} -> {}: CPU per referral within {CPU_PER_REFERRAL_GROWTH}x",
+            phase.label(),
+            crms.label(),
+            a.0,
+            b.0
+        ),
+        measured: format!(
+            "{before} -> {:.3} ms ({}) = {:.2}x",
+            b.1,
+            split(b),
+            b.1 / reference.max(f64::MIN_POSITIVE)
+        ),
+        held: b.1 <= CPU_PER_REFERRAL_GROWTH * reference,
+    }
 }
 
 fn machine() -> Machine {
@@ -1447,6 +1515,45 @@ fn cpu_model(cpuinfo: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_size_of_10000_or_more_is_run_again_when_a_larger_one_follows() {
+        assert_eq!(size_run_again(&[1_000, 10_000, 100_000]), Some(10_000));
+        assert_eq!(size_run_again(&[10_000, 30_000, 100_000]), Some(10_000));
+        assert_eq!(size_run_again(&[1_000, 20_000]), None);
+        assert_eq!(size_run_again(&[10_000]), None);
+        assert_eq!(size_run_again(&[200]), None);
+        assert_eq!(size_run_again(&[]), None);
+    }
+
+    #[test]
+    fn cpu_per_referral_is_compared_with_the_mean_of_the_runs_before_and_after() {
+        let (a, b) = ((10_000, 0.100, 0.020), (100_000, 0.140, 0.050));
+        // One run before: 1.40x, over the 1.25x allowed.
+        let alone = per_referral_check(Phase::Backfill, Crms::Salesforce, a, None, b);
+        assert!(!alone.held, "{alone:?}");
+        assert!(alone.measured.ends_with("= 1.40x"), "{}", alone.measured);
+        // The same size slower when run again after: the mean (0.115) is
+        // what 100,000 is held to, 1.22x.
+        let after = Some((10_000, 0.130, 0.030));
+        let both = per_referral_check(Phase::Backfill, Crms::Salesforce, a, after, b);
+        assert!(both.held, "{both:?}");
+        assert!(
+            both.measured.starts_with("mean 0.115 of 0.100 (user 0.080, sys 0.020) before and 0.130 (user 0.100, sys 0.030) after -> 0.140 ms (user 0.090, sys 0.050) = 1.22x"),
+            "{}",
+            both.measured
+        );
+        // Growth that the second run does not explain still fails.
+        let faster = Some((10_000, 0.090, 0.020));
+        let grown = per_referral_check(Phase::Backfill, Crms::Salesforce, a, faster, b);
+        assert!(!grown.held, "{grown:?}");
+        assert_eq!(
+            grown.target,
+            "backfill salesforce, 10000 -> 100000: CPU per referral within 1.25x"
+        );
+    }
+
     #[test]
     fn the_cpu_is_named_with_its_family_and_model() {
         let cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nstepping\t: 1\n";

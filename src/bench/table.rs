@@ -173,9 +173,18 @@ pub fn render_table(r: &BenchReport) -> String {
     );
 
     let mut phases = Vec::new();
-    for z in &r.sizes {
+    let runs = r
+        .sizes
+        .iter()
+        .map(|z| (z, key(z)))
+        .chain(r.again.iter().map(|z| {
+            let mut k = key(z);
+            k[0].push_str(" (again)");
+            (z, k)
+        }));
+    for (z, k) in runs {
         for p in &z.phases {
-            let mut row = key(z);
+            let mut row = k.clone();
             row.extend([
                 p.phase.label().to_owned(),
                 calls_cell(&p.calls),
