@@ -65,11 +65,15 @@ fn link_crm_fields(row: &Row<'_>) -> Result<Option<Value>, StoreError> {
     }
 }
 
-/// CRM fields as stored: packed.
-fn packed_crm_fields(l: &Link) -> Option<Vec<u8>> {
-    l.crm_fields
-        .as_ref()
-        .map(|v| pack(Packing::CrmFields, &json_text(v)))
+/// CRM fields as stored: (text, packed), packed unless too long to be.
+fn stored_crm_fields(l: &Link) -> (Option<String>, Option<Vec<u8>>) {
+    let Some(text) = l.crm_fields.as_ref().map(json_text) else {
+        return (None, None);
+    };
+    match pack(Packing::CrmFields, &text) {
+        Some(packed) => (None, Some(packed)),
+        None => (Some(text), None),
+    }
 }
 
 fn held_edit_text(l: &Link) -> Result<Option<String>, StoreError> {
@@ -133,9 +137,10 @@ impl Repo<'_> {
     /// Inserts a new link; a second link for the same CRM record or for the
     /// same referral in the same CRM is a [`StoreError::Duplicate`].
     pub fn insert_link(&self, l: &Link) -> Result<(), StoreError> {
+        let (fields_text, fields_packed) = stored_crm_fields(l);
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "INSERT INTO links ({}, referral_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10,
+                "INSERT INTO links ({}, referral_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?13, ?10,
                     ?11, ?12, (SELECT seq FROM referrals WHERE id = ?3))",
                 Link::COLUMNS
             )
@@ -154,7 +159,8 @@ impl Repo<'_> {
                 ts(l.updated_at),
                 l.help_requested_at.map(ts),
                 held_edit_text(l)?,
-                packed_crm_fields(l),
+                fields_packed,
+                fields_text,
             ],
         )
         .map_err(|e| classify(e, "link"))?;
@@ -163,6 +169,7 @@ impl Repo<'_> {
 
     /// Updates the hashes, versions and referral id of an existing link.
     pub fn update_link(&self, l: &Link) -> Result<(), StoreError> {
+        let (fields_text, fields_packed) = stored_crm_fields(l);
         // The referral only when it changes: SQLite rewrites the entry of
         // every index whose column is assigned, even to the same value.
         self.exec(
@@ -174,7 +181,7 @@ impl Repo<'_> {
         let n = self
             .exec(
                 "UPDATE links SET crm_hash = ?3, crm_version = ?4, pc_hash = ?5,
-                    pc_version = ?6, updated_at = ?7, crm_fields = NULL, crm_fields_packed = ?8,
+                    pc_version = ?6, updated_at = ?7, crm_fields = ?11, crm_fields_packed = ?8,
                     help_requested_at = ?9, held_edit = ?10
                  WHERE crm = ?1 AND crm_id = ?2",
                 params![
@@ -185,9 +192,10 @@ impl Repo<'_> {
                     l.pc_hash,
                     l.pc_version,
                     ts(l.updated_at),
-                    packed_crm_fields(l),
+                    fields_packed,
                     l.help_requested_at.map(ts),
                     held_edit_text(l)?,
+                    fields_text,
                 ],
             )
             .map_err(|e| classify(e, "link"))?;

@@ -26,8 +26,9 @@ const REFERRAL_V1: &[u8] = include_bytes!("dictionaries/referral-v1.json");
 /// Format 2's: the CRM field names of the shipped mappings, and common values.
 const CRM_FIELDS_V1: &[u8] = include_bytes!("dictionaries/crm-fields-v1.json");
 
-/// The largest JSON a packed value may claim to hold: far above any referral,
-/// and a bound on what a damaged length can make us allocate.
+/// The largest JSON a packed value holds: far above any referral, and a
+/// bound on what a damaged length can make us allocate. Longer JSON is kept
+/// as text.
 const MAX_UNPACKED: usize = 16 << 20;
 const HEADER: usize = 5;
 
@@ -65,48 +66,20 @@ pub(crate) enum UnpackError {
     NotText,
 }
 
-/// `json` packed against `packing`'s dictionary.
-pub(crate) fn pack(packing: Packing, json: &str) -> Vec<u8> {
+/// `json` packed against `packing`'s dictionary; `None` when it is longer
+/// than a packed value may hold (the caller keeps it as text).
+pub(crate) fn pack(packing: Packing, json: &str) -> Option<Vec<u8>> {
     let input = json.as_bytes();
-    let mut out = vec![0u8; HEADER + lz4_flex::block::get_maximum_output_size(input.len())];
-    out[0] = packing as u8;
-    // A store value longer than 4 GiB cannot be bound by SQLite anyway.
-    out[1..HEADER].copy_from_slice(&(input.len().min(u32::MAX as usize) as u32).to_le_bytes());
-    let n = match lz4_flex::block::compress_into_with_dict(
-        input,
-        &mut out[HEADER..],
-        packing.dictionary(),
-    ) {
-        Ok(n) => n,
-        // The buffer is sized by the block format's own bound; should it
-        // ever not fit, store the JSON as literals, which always fit.
-        Err(_) => {
-            return literal_block(packing, input);
-        }
-    };
-    out.truncate(HEADER + n);
-    out
-}
-
-/// An LZ4 block of literals only: valid for any decoder and any dictionary.
-fn literal_block(packing: Packing, input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + input.len() + input.len() / 255 + 2);
-    out.push(packing as u8);
-    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
-    let n = input.len();
-    if n >= 15 {
-        out.push(0xF0);
-        let mut rest = n - 15;
-        while rest >= 255 {
-            out.push(255);
-            rest -= 255;
-        }
-        out.push(rest as u8);
-    } else {
-        out.push((n as u8) << 4);
+    if input.len() > MAX_UNPACKED {
+        return None;
     }
-    out.extend_from_slice(input);
-    out
+    let block = lz4_flex::block::compress_with_dict(input, packing.dictionary());
+    let mut out = Vec::with_capacity(HEADER + block.len());
+    out.push(packing as u8);
+    // At most MAX_UNPACKED, so it fits.
+    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    out.extend_from_slice(&block);
+    Some(out)
 }
 
 /// The JSON text a packed value holds, and which format it was.
@@ -175,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_referral_comes_back_as_it_went_in_and_smaller() {
-        let packed = pack(Packing::Referral, REFERRAL);
+        let packed = pack(Packing::Referral, REFERRAL).unwrap();
         assert!(
             packed.len() < REFERRAL.len() * 3 / 4,
             "{} of {}",
@@ -241,7 +214,7 @@ mod tests {
 
     #[test]
     fn damage_is_an_error_not_a_panic_or_a_huge_allocation() {
-        let packed = pack(Packing::CrmFields, r#"{"Name":"Northwind","Amount":5}"#);
+        let packed = pack(Packing::CrmFields, r#"{"Name":"Northwind","Amount":5}"#).unwrap();
         assert_eq!(unpack(&packed[..3]), Err(UnpackError::Short(3)));
         let mut unknown = packed.clone();
         unknown[0] = 9;
@@ -259,19 +232,19 @@ mod tests {
     }
 
     #[test]
-    fn a_literal_block_reads_back() {
-        for n in [0usize, 1, 14, 15, 16, 269, 270, 271, 600] {
-            let text = "x".repeat(n);
-            let block = literal_block(Packing::Referral, text.as_bytes());
-            assert_eq!(unpack_as(Packing::Referral, &block), Ok(text), "{n}");
-        }
+    fn json_too_long_to_read_back_is_not_packed() {
+        let long = format!("\"{}\"", "x".repeat(MAX_UNPACKED));
+        assert_eq!(pack(Packing::Referral, &long), None);
+        let longest = "x".repeat(MAX_UNPACKED);
+        let packed = pack(Packing::Referral, &longest).unwrap();
+        assert_eq!(unpack_as(Packing::Referral, &packed), Ok(longest));
     }
 
     proptest! {
         #[test]
         fn any_text_round_trips(text in ".{0,3000}", crm in any::<bool>()) {
             let packing = if crm { Packing::CrmFields } else { Packing::Referral };
-            prop_assert_eq!(unpack(&pack(packing, &text)), Ok((packing, text)));
+            prop_assert_eq!(unpack(&pack(packing, &text).unwrap()), Ok((packing, text)));
         }
 
         #[test]

@@ -84,11 +84,12 @@ impl Repo<'_> {
     /// `locally_expired` of an existing row are kept unless the new snapshot
     /// sets them.
     pub fn upsert_referral(&self, s: &ReferralSnapshot) -> Result<(), StoreError> {
+        let packed = pack(Packing::Referral, s.raw.text());
         self.exec(
                 "INSERT INTO referrals (id, etag, status, substatus, stage, direction, referral_type, name,
                     created_at, updated_at, deadline, projection_hash, raw_json, raw_packed, favorite,
                     locally_expired, first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, '', ?13, ?14, ?15, ?16, ?17)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?18, ?13, ?14, ?15, ?16, ?17)
                  ON CONFLICT(id) DO UPDATE SET
                     etag = excluded.etag, status = excluded.status, substatus = excluded.substatus,
                     stage = excluded.stage, direction = excluded.direction,
@@ -112,11 +113,13 @@ impl Repo<'_> {
                     s.updated_at.map(ts),
                     s.deadline.map(ts),
                     s.projection_hash,
-                    pack(Packing::Referral, s.raw.text()),
+                    packed,
                     s.favorite,
                     s.locally_expired,
                     ts(s.first_seen),
                     ts(s.last_seen),
+                    // The text only when it could not be packed.
+                    if packed.is_some() { "" } else { s.raw.text() },
                 ],
             )
             .map_err(|e| classify(e, "referral"))?;

@@ -1533,3 +1533,36 @@ fn a_store_of_schema_8_reads_its_text_rows_and_packs_them_when_rewritten() {
         Some(json!({"Name": "A"}))
     );
 }
+
+#[test]
+fn json_too_long_to_pack_is_kept_as_text_and_reads_back() {
+    let (_dir, store) = open();
+    let mut json = referral("big", "Incoming", "New", "Pending").to_json();
+    json["futureField"] = json!("x".repeat(17 << 20));
+    let r = Referral::from_json(json).unwrap();
+    let snap = ReferralSnapshot::from_referral(&r, 14, now());
+    let mut l = link(CrmKind::Salesforce, "006BIG", "big");
+    l.crm_fields = Some(json!({"Description": "y".repeat(17 << 20)}));
+    store
+        .write(|repo| {
+            repo.upsert_referral(&snap)?;
+            repo.insert_link(&l)
+        })
+        .unwrap();
+    let back = store
+        .read(|repo| repo.get_referral("big"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.raw, snap.raw, "nothing lost");
+    let back = store
+        .read(|repo| repo.link_by_crm_id(CrmKind::Salesforce, "006BIG"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.crm_fields, l.crm_fields);
+    store.write(|repo| repo.update_link(&l)).unwrap();
+    let back = store
+        .read(|repo| repo.link_by_crm_id(CrmKind::Salesforce, "006BIG"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.crm_fields, l.crm_fields);
+}
